@@ -1,0 +1,5 @@
+import sys
+
+from elasticnet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,42 @@
+"""The ``elasticnet`` command: train, export, eval, info.
+
+User errors (:class:`elasticnet.errors.UserError`) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from elasticnet import __version__
+from elasticnet.cli import evaluate, export, info, train
+from elasticnet.errors import UserError
+
+COMMANDS = {"train": train, "export": export, "eval": evaluate, "info": info}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elasticnet", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"elasticnet {__version__}")
+    parser.add_argument("--no-malloc-tuning", action="store_true",
+                        help="keep glibc's default allocator settings (see elasticnet.runtime.tune_malloc)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.no_malloc_tuning:
+        from elasticnet.runtime import tune_malloc
+
+        tune_malloc()
+    try:
+        return COMMANDS[args.command].run(args) or 0
+    except UserError as e:
+        print(f"elasticnet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"elasticnet {args.command}: interrupted", file=sys.stderr)
+        return 130

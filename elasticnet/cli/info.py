@@ -1,0 +1,58 @@
+"""``elasticnet info``: what a checkpoint or an export bundle holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("info", help="describe a checkpoint or an export bundle", description=__doc__)
+    p.add_argument("path", nargs="?", help="checkpoint, run folder or export bundle (default: the newest run)")
+    p.add_argument("--json", action="store_true", help="print the full description as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from elasticnet.reporting import text_table
+    from elasticnet.training.trainer import TABLE_COLUMNS
+
+    path = Path(args.path) if args.path else None
+    if path is not None and (path / "model.json").exists() or (path is not None and path.name == "model.json"):
+        from elasticnet.export.bundle import read_description
+
+        folder, d = read_description(path)
+        if args.json:
+            print(json.dumps(d, indent=2))
+            return 0
+        print(f"export bundle {folder}: {d['model_file']} for {d['runtime']} (elasticnet {d['elasticnet_version']}, {d['exported_at']})")
+        print(f"sub-net depth {d['subnet']['depth']}, width {d['subnet']['width']}, channels {d['channels']}, "
+              f"{d['params']} params, {d['mflops']} MFLOPs")
+        i = d["input"]
+        print(f"input {i['layout']} {i['channels']}x{i['height']}x{i['width']} {i['color']}, {i['normalisation']}, "
+              f"mean {i['mean']}, std {i['std']}")
+        print(f"output {d['output']['name']} -> {d['output']['activation']} > {d['output']['threshold']}")
+        print(f"validation: {d['metrics']}")
+        print(f"source: {d['source_checkpoint']['path']} (sha256 {d['source_checkpoint']['sha256'][:16]}...)")
+        return 0
+
+    from elasticnet.checkpoint import load_checkpoint, resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(path)
+    ckpt = load_checkpoint(checkpoint)
+    if args.json:
+        print(json.dumps({k: ckpt.get(k) for k in ("format", "format_version", "elasticnet_version", "config", "step",
+                                                   "epoch", "train_seconds", "subnets")}, indent=2))
+        return 0
+    cfg = ckpt["config"]
+    print(f"checkpoint {checkpoint} (elasticnet {ckpt.get('elasticnet_version')}, format {ckpt.get('format_version')})")
+    print(f"model: base width {cfg['model']['base_width']}, depths {cfg['model']['depths']}, widths {cfg['model']['widths']}, "
+          f"BN {cfg['model']['bn_mode']}")
+    print(f"data: {cfg['data']['data']} at {cfg['data']['image_size'][0]}x{cfg['data']['image_size'][1]}")
+    t = cfg["train"]
+    print(f"training: {ckpt.get('step')} steps ({ckpt.get('epoch')} epochs) in {ckpt.get('train_seconds')} s, strategy "
+          f"{t['strategy']}{' + distill' if t['distill'] else ''}, batch {t['batch_size']}, lr {t['lr']}, seed {t['seed']}")
+    if ckpt.get("subnets"):
+        print("\nsub-nets (validation, BN re-estimated per sub-net):")
+        print(text_table(ckpt["subnets"], TABLE_COLUMNS))
+    return 0

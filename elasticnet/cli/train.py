@@ -1,0 +1,37 @@
+"""``elasticnet train``: train an elastic U-Net with structural dropout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing
+
+from elasticnet.config import build_config, leaf_keys
+
+HELP_FORMATS = {list: "comma-separated list (image_size: HxW)"}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train an elastic U-Net", description=__doc__,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML config (sections model/data/train); flags override it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    group = p.add_argument_group("config keys (each overrides the config file)")
+    for key, (section, tp) in leaf_keys().items():
+        flag = "--" + key.replace("_", "-")
+        if tp is bool:
+            group.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=f"{section}.{key}")
+        else:
+            kind = HELP_FORMATS.get(typing.get_origin(tp), getattr(tp, "__name__", str(tp)))
+            group.add_argument(flag, dest=key, default=argparse.SUPPRESS, metavar=key.upper(),
+                               help=f"{section}.{key} ({kind})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from elasticnet.training.trainer import train
+
+    overrides = {k: getattr(args, k) for k in leaf_keys() if hasattr(args, k)}
+    cfg = build_config(args.config, overrides)
+    train(cfg, progress=not args.quiet and sys.stderr.isatty())
+    return 0

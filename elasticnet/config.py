@@ -1,0 +1,184 @@
+"""Run configuration: dataclasses in sections, loaded from YAML, overridable key by key on the command line.
+
+A resolved :class:`RunConfig` is written into every run folder, checkpoint and export, so every artefact
+says how it was made. Precedence: dataclass defaults < ``--config FILE.yaml`` < command-line flags.
+Every key (in any section) is also a flag: ``base_width`` is ``--base-width``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from elasticnet.errors import UserError
+from elasticnet.models.elastic_unet import ElasticUNetConfig
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are prepared."""
+
+    data: str = "synthetic"  # "synthetic" (built-in) or a folder with images/ and masks/
+    image_size: list[int] = field(default_factory=lambda: [128, 160])  # H, W (flag: --image-size 128x160)
+    synthetic_count: int = 480  # frames in the built-in synthetic set
+    synthetic_seed: int = 0  # the synthetic set's own seed (independent of the training seed)
+    val_fraction: float = 0.2
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # normalisation after /255
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    augment: bool = True
+    num_workers: int = 0  # loader processes; 0 leaves both cores to the model on small machines
+
+
+@dataclass
+class TrainConfig:
+    """How the elastic model is trained."""
+
+    epochs: int = 30
+    max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for smoke runs
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    strategy: str = "uniform"  # uniform | sandwich
+    num_random: int = 1  # sandwich: random sub-nets per step besides the largest and the smallest
+    distill: bool = False  # smaller sub-nets also learn from the largest one's probabilities
+    distill_weight: float = 0.5  # loss = task + distill_weight * distillation (smaller sub-nets only)
+    inactive_weights: str = "freeze"  # freeze | optimizer (see elasticnet.training.inactive)
+    calib_batches: int = 16  # training batches used to re-estimate BN statistics per sub-net
+    threshold: float = 0.5  # probability threshold for masks and metrics
+    seed: int = 0
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    out: str = ""  # run folder; empty: runs/<date-time>
+
+
+@dataclass
+class RunConfig:
+    model: ElasticUNetConfig = field(default_factory=ElasticUNetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "RunConfig":
+        values = values or {}
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(values).__name__}")
+        unknown = sorted(set(values) - set(SECTIONS))
+        if unknown:
+            raise UserError(f"{source}: unknown section(s) {unknown}; valid sections: {', '.join(SECTIONS)}")
+        parts = {}
+        for name, section in SECTIONS.items():
+            given = values.get(name) or {}
+            hints = typing.get_type_hints(section)
+            valid = {f.name for f in dataclasses.fields(section)}
+            bad = sorted(set(given) - valid)
+            if bad:
+                raise UserError(f"{source}: unknown key(s) {bad} in section {name!r}; valid keys: {', '.join(sorted(valid))}")
+            parts[name] = section(**{k: coerce(v, hints[k], f"{name}.{k}") for k, v in given.items()})
+        return validate(cls(**parts))
+
+
+SECTIONS: dict[str, type] = {"model": ElasticUNetConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def leaf_keys() -> dict[str, tuple[str, Any]]:
+    """Every config key -> (section, type). Keys are unique across sections, so each is one flag."""
+    keys: dict[str, tuple[str, Any]] = {}
+    for section_name, section in SECTIONS.items():
+        hints = typing.get_type_hints(section)
+        for f in dataclasses.fields(section):
+            assert f.name not in keys, f"config key {f.name} appears in two sections"
+            keys[f.name] = (section_name, hints[f.name])
+    return keys
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML or command-line value to the annotated type, with a clear error."""
+    try:
+        if typing.get_origin(tp) is list:
+            (item,) = typing.get_args(tp)
+            if isinstance(value, str):
+                value = [v for v in value.replace("x", ",").replace("X", ",").split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)):
+                value = [value]
+            return [coerce(v, item, key) for v in value]
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if tp is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        name = getattr(tp, "__name__", str(tp))
+        raise UserError(f"{key}: cannot read {value!r} as {name}") from None
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Cross-field checks that no single dataclass can make."""
+    size = cfg.data.image_size
+    if len(size) != 2 or min(size) <= 0:
+        raise UserError(f"image_size must be HxW, got {size}")
+    stride = 2 ** (cfg.model.max_depth - 1)
+    if size[0] % stride or size[1] % stride:
+        fix = [-(-s // stride) * stride for s in size]
+        raise UserError(
+            f"image_size {size[0]}x{size[1]} is not divisible by {stride} (= 2**(max depth - 1) for depth "
+            f"{cfg.model.max_depth}); use e.g. --image-size {fix[0]}x{fix[1]}"
+        )
+    if cfg.data.val_fraction <= 0 or cfg.data.val_fraction >= 1:
+        raise UserError(f"val_fraction must lie in (0, 1), got {cfg.data.val_fraction}")
+    if cfg.train.inactive_weights not in ("freeze", "optimizer"):
+        raise UserError(f"inactive_weights must be freeze or optimizer, got {cfg.train.inactive_weights!r}")
+    if cfg.train.batch_size < 1 or cfg.train.epochs < 1:
+        raise UserError("batch_size and epochs must be >= 1")
+    if len(cfg.data.mean) != cfg.model.in_channels or len(cfg.data.std) != cfg.model.in_channels:
+        raise UserError(f"mean and std need {cfg.model.in_channels} value(s), one per input channel")
+    return cfg
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {path} is not valid YAML: {e}") from None
+
+
+def build_config(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then ``config_file``, then ``overrides`` (flat ``key: value``, any section)."""
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    if config_file:
+        loaded = load_yaml(config_file)
+        RunConfig.from_dict(loaded, source=str(config_file))  # report its own errors with its name
+        for name, section in loaded.items():
+            values[name].update(section or {})
+    keys = leaf_keys()
+    for key, value in (overrides or {}).items():
+        if key not in keys:
+            raise UserError(f"unknown config key {key!r}")
+        values[keys[key][0]][key] = value
+    return RunConfig.from_dict(values, source="command line")
+
+
+def save_yaml(cfg: RunConfig, path: Path) -> None:
+    from elasticnet.files import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

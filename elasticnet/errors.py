@@ -1,0 +1,9 @@
+"""The one exception type for mistakes a user can fix (bad path, depth the model lacks, ...).
+
+The command line prints its message alone (no traceback) and exits with status 2, so every message
+must say what is wrong *and* what to do about it.
+"""
+
+
+class UserError(Exception):
+    """A problem caused by the user's input, with a message that names the fix."""

@@ -1,0 +1,58 @@
+"""Safe file writing and reading: nothing half-written, nothing executed.
+
+Every artefact is written to a temporary name in the same folder, flushed to disk, then renamed over the
+target, so a crash leaves either the old file or the new one, never a torn one. Checkpoints are read with
+``torch.load(weights_only=True)``, which refuses pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from elasticnet.errors import UserError
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)``, fsync, then rename ``tmp_path`` to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    return atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def load_torch(path: str | Path, kind: str = "checkpoint") -> dict[str, Any]:
+    """Load a file written by :func:`save_torch` (tensors and plain data only) onto the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{kind} {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, foreign, or a pickle that wants to run code
+        raise UserError(f"{path} is not a readable elasticnet {kind} ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} is not an elasticnet {kind}")
+    return obj

@@ -1,0 +1,164 @@
+"""The elastic U-Net: one set of weights that runs any (depth, width) sub-net by slicing.
+
+Structural dropout (training a random sub-net per mini-batch) follows the originating study of elastic
+U-Nets for medical segmentation; elastic width and the sandwich rule follow slimmable networks
+(Yu et al., 2019, "Universally Slimmable Networks") and Once-for-All (Cai et al., 2020).
+
+The sub-net is always passed explicitly: ``model(x, SubNet(depth=3, width=0.5))``. Nothing global is read
+inside ``forward``, so two models (or two threads) never interfere.
+
+A depth-d sub-net uses encoder levels 0..d-1 with level d-1 as its bottleneck, which feeds the decoder at
+level d-2. Decoder blocks are therefore shared by every depth that reaches them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elasticnet.errors import UserError
+from elasticnet.models.elastic_layers import ElasticConv2d, ElasticDoubleConv
+from elasticnet.models.subnet import SubNet, level_channels
+from elasticnet.models.unet import check_input_size
+
+BN_MODES = ("shared", "per_depth")
+
+
+@dataclass
+class ElasticUNetConfig:
+    """Architecture of an elastic U-Net. The largest sub-net has ``max(depths)`` levels at width 1.0."""
+
+    base_width: int = 32
+    depths: list[int] = field(default_factory=lambda: [3, 4, 5])
+    widths: list[float] = field(default_factory=lambda: [1.0])
+    in_channels: int = 3
+    num_classes: int = 1
+    channel_multiple: int = 4
+    bn_mode: str = "shared"
+
+    def __post_init__(self) -> None:
+        self.depths = sorted({int(d) for d in self.depths})
+        self.widths = sorted({float(w) for w in self.widths})
+        if not self.depths or min(self.depths) < 2:
+            raise UserError(f"depths must be integers >= 2 (number of resolution levels), got {self.depths}")
+        if not self.widths or min(self.widths) <= 0 or max(self.widths) > 1:
+            raise UserError(f"widths must lie in (0, 1], got {self.widths}")
+        if max(self.widths) != 1.0:
+            raise UserError(f"widths must include 1.0 (the full model), got {self.widths}")
+        if self.bn_mode not in BN_MODES:
+            raise UserError(f"bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
+        if self.base_width < self.channel_multiple:
+            raise UserError(f"base_width ({self.base_width}) must be >= channel_multiple ({self.channel_multiple})")
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depths)
+
+    @property
+    def largest(self) -> SubNet:
+        return SubNet(self.max_depth, 1.0)
+
+    @property
+    def smallest(self) -> SubNet:
+        return SubNet(min(self.depths), min(self.widths))
+
+    def subnets(self) -> list[SubNet]:
+        """Every configured sub-net, smallest first."""
+        return [SubNet(d, w) for d in self.depths for w in self.widths]
+
+    def channels(self, subnet: SubNet) -> list[int]:
+        return level_channels(self.base_width, subnet.depth, subnet.width, self.channel_multiple)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ElasticUNet(nn.Module):
+    """A U-Net whose forward runs any configured sub-net by slicing the largest one's weights."""
+
+    def __init__(self, config: ElasticUNetConfig):
+        super().__init__()
+        self.config = config
+        ch = level_channels(config.base_width, config.max_depth)
+        num_bn = len(config.depths) if config.bn_mode == "per_depth" else 1
+        self.encoder = nn.ModuleList(
+            ElasticDoubleConv([config.in_channels if level == 0 else ch[level - 1]], ch[level], num_bn)
+            for level in range(len(ch))
+        )
+        self.decoder = nn.ModuleList(
+            ElasticDoubleConv([ch[level], ch[level + 1]], ch[level], num_bn) for level in range(len(ch) - 1)
+        )
+        self.head = ElasticConv2d([ch[0]], config.num_classes, 1, bias=True)
+
+    def check_subnet(self, subnet: SubNet) -> SubNet:
+        """Return ``subnet`` if this model was configured for it, else raise a clear error."""
+        if subnet.depth not in self.config.depths:
+            raise UserError(
+                f"this model has no depth {subnet.depth}; it was trained with depths {self.config.depths}. "
+                "Pick one of those, or retrain with --depths including it"
+            )
+        if subnet.width not in self.config.widths:
+            raise UserError(
+                f"this model was not trained at width {subnet.width:g}; trained widths: "
+                f"{', '.join(f'{w:g}' for w in self.config.widths)}. Pick one of those, or retrain with --widths"
+            )
+        return subnet
+
+    def bn_index(self, subnet: SubNet) -> int:
+        return self.config.depths.index(subnet.depth) if self.config.bn_mode == "per_depth" else 0
+
+    def blocks(self, subnet: SubNet) -> Iterator[tuple[str, nn.Module, tuple[int, ...], int]]:
+        """The layers a sub-net runs, in forward order: ``(name, module, active_in, active_out)``.
+
+        The single description of a sub-net's shape, shared by ``forward``, :func:`extract` and
+        :meth:`active_masks`.
+        """
+        ch = self.config.channels(subnet)
+        for level in range(subnet.depth):
+            active_in = (self.config.in_channels,) if level == 0 else (ch[level - 1],)
+            yield f"encoder.{level}", self.encoder[level], active_in, ch[level]
+        for level in range(subnet.depth - 2, -1, -1):
+            yield f"decoder.{level}", self.decoder[level], (ch[level], ch[level + 1]), ch[level]
+        yield "head", self.head, (ch[0],), self.config.num_classes
+
+    def forward(self, x: torch.Tensor, subnet: SubNet | None = None) -> torch.Tensor:
+        subnet = self.config.largest if subnet is None else self.check_subnet(subnet)
+        if not torch.jit.is_tracing():
+            check_input_size(x, subnet.depth, self.config.in_channels)
+        bn_index = self.bn_index(subnet)
+        plan = list(self.blocks(subnet))
+        encoder, decoder, head = plan[: subnet.depth], plan[subnet.depth : -1], plan[-1]
+        skips: list[torch.Tensor] = []
+        for level, (_, block, active_in, active_out) in enumerate(encoder):
+            if level > 0:
+                x = F.max_pool2d(x, 2)
+            x = block(x, active_in, active_out, bn_index)
+            skips.append(x)
+        skips.pop()  # the bottleneck feeds the decoder directly
+        for _, block, active_in, active_out in decoder:  # levels depth-2 .. 0
+            up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = block(torch.cat([skips.pop(), up], dim=1), active_in, active_out, bn_index)
+        _, head_conv, active_in, active_out = head
+        return head_conv(x, active_in, active_out)
+
+    def active_masks(self, subnets: Sequence[SubNet]) -> dict[str, torch.Tensor]:
+        """For each parameter, a boolean mask of the entries that at least one of ``subnets`` uses.
+
+        Parameters that none of them touches are absent from the result.
+        """
+        masks: dict[str, torch.Tensor] = {}
+        for subnet in subnets:
+            bn_index = self.bn_index(subnet)
+            for name, block, active_in, active_out in self.blocks(subnet):
+                if isinstance(block, ElasticConv2d):
+                    part = block.active_mask(active_in, active_out)
+                else:
+                    part = block.active_mask(active_in, active_out, bn_index)
+                for pname, mask in part.items():
+                    key = f"{name}.{pname}"
+                    masks[key] = masks[key] | mask if key in masks else mask
+        return masks

@@ -1,0 +1,103 @@
+"""A plain, static U-Net built from a per-level channel list.
+
+The same class is the individually trained baseline and the sub-model exported from an elastic U-Net
+(:func:`elasticnet.models.extract`), so an exported model needs none of the elastic code.
+
+Architecture (Ronneberger et al., 2015, "U-Net: Convolutional Networks for Biomedical Image
+Segmentation"): each level is a double 3x3 conv + BatchNorm + ReLU; 2x2 max-pool between levels;
+bilinear 2x up-sampling, concatenation ``[skip, up]`` and a double conv on the way up; a 1x1 head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elasticnet.errors import UserError
+
+
+@dataclass
+class UNetConfig:
+    """Everything needed to rebuild a :class:`UNet` (stored beside its weights)."""
+
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    in_channels: int = 3
+    num_classes: int = 1
+
+    @property
+    def depth(self) -> int:
+        return len(self.channels)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DoubleConv(nn.Module):
+    """(3x3 conv -> BatchNorm -> ReLU) x 2."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        return F.relu(self.bn2(self.conv2(x)), inplace=True)
+
+
+def check_input_size(x: torch.Tensor, depth: int, in_channels: int) -> None:
+    """Raise a clear error unless ``x`` is (N, in_channels, H, W) with H, W divisible by 2**(depth-1)."""
+    if x.dim() != 4 or x.shape[1] != in_channels:
+        raise UserError(
+            f"expected a batch of shape (N, {in_channels}, H, W), got {tuple(x.shape)}; "
+            f"convert images to {in_channels} channel(s) and add a batch dimension"
+        )
+    stride = 2 ** (depth - 1)
+    h, w = x.shape[-2:]
+    if h % stride or w % stride:
+        ph, pw = -h % stride, -w % stride
+        raise UserError(
+            f"input size {h}x{w} is not divisible by {stride} (= 2**(depth-1) for depth {depth}); "
+            f"resize to a multiple of {stride} or pad by {ph} rows and {pw} columns, "
+            f"e.g. to {h + ph}x{w + pw}"
+        )
+
+
+class UNet(nn.Module):
+    """Static U-Net with ``len(config.channels)`` resolution levels. Outputs logits (N, classes, H, W)."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        if len(config.channels) < 2:
+            raise UserError(f"a U-Net needs at least 2 levels, got channels={config.channels}")
+        self.config = config
+        ch = config.channels
+        self.encoder = nn.ModuleList(
+            DoubleConv(config.in_channels if level == 0 else ch[level - 1], ch[level]) for level in range(len(ch))
+        )
+        # decoder[level] receives the skip of `level` and the up-sampled output of `level + 1`.
+        self.decoder = nn.ModuleList(DoubleConv(ch[level] + ch[level + 1], ch[level]) for level in range(len(ch) - 1))
+        self.head = nn.Conv2d(ch[0], config.num_classes, 1)
+
+    @property
+    def depth(self) -> int:
+        return self.config.depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing():
+            check_input_size(x, self.depth, self.config.in_channels)
+        skips = []
+        for level, block in enumerate(self.encoder):
+            if level > 0:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for level in range(self.depth - 2, -1, -1):
+            up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = self.decoder[level](torch.cat([skips[level], up], dim=1))
+        return self.head(x)

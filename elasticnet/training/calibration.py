@@ -1,0 +1,64 @@
+"""Re-estimating BatchNorm statistics for one sub-net.
+
+During elastic training the running statistics of shared BN layers mix every sub-net that ran, which
+hurts the small ones most (measured: -12 Dice points at depth 3 on CVC-ClinicDB, 7 of them recovered by
+re-estimation; see FINDINGS). Before a sub-net is evaluated or exported we therefore recompute its
+statistics as a plain (cumulative) average over ``num_batches`` training batches, as Once-for-All and
+slimmable networks do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from elasticnet.models.elastic_unet import ElasticUNet
+from elasticnet.models.subnet import SubNet
+
+
+def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def bn_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every BatchNorm buffer (running mean/var, batch counter)."""
+    return {name: buf.detach().clone() for name, buf in model.named_buffers()}
+
+
+def load_bn_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for name, value in state.items():
+            buffers[name].copy_(value)
+
+
+@torch.no_grad()
+def calibrate_bn(model: ElasticUNet, subnet: SubNet, batches: Iterable[torch.Tensor], num_batches: int) -> int:
+    """Reset and re-estimate the BN statistics of ``model`` for ``subnet`` on up to ``num_batches`` batches.
+
+    Buffers of *all* BN layers are reset (those outside the sub-net are simply not re-filled), so save
+    them with :func:`bn_state` first if the as-trained statistics are still needed. Returns the number
+    of batches used.
+    """
+    layers = _bn_layers(model)
+    momenta = [m.momentum for m in layers]
+    was_training = model.training
+    device = next(model.parameters()).device
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    used = 0
+    try:
+        for images in batches:
+            if used >= num_batches:
+                break
+            model(images.to(device), subnet)
+            used += 1
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return used

@@ -1,0 +1,82 @@
+"""Evaluation of one model or one sub-net, and the per-sub-net table of an elastic model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from elasticnet.models.complexity import count_flops, count_params
+from elasticnet.models.elastic_unet import ElasticUNet
+from elasticnet.models.extract import extract, subnet_config
+from elasticnet.models.subnet import SubNet
+from elasticnet.training.calibration import bn_state, calibrate_bn, load_bn_state
+from elasticnet.training.metrics import dice_iou_per_image
+
+
+@torch.no_grad()
+def evaluate(predict: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, device: torch.device,
+             threshold: float = 0.5) -> dict[str, float]:
+    """Mean per-image Dice and IoU at ``threshold``; ``predict`` maps images to logits."""
+    dices, ious = [], []
+    for images, masks in loader:
+        prob = torch.sigmoid(predict(images.to(device)).float())
+        dice, iou = dice_iou_per_image(prob, masks.to(device), threshold)
+        dices.append(dice.cpu())
+        ious.append(iou.cpu())
+    dice, iou = torch.cat(dices), torch.cat(ious)
+    return {"dice": float(dice.mean()), "iou": float(iou.mean()), "images": int(dice.numel())}
+
+
+def evaluate_subnet(model: ElasticUNet, subnet: SubNet, loader: Iterable, device: torch.device,
+                    threshold: float = 0.5) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate(lambda x: model(x, subnet), loader, device, threshold)
+    finally:
+        model.train(was_training)
+
+
+def static_bn_buffers(static: nn.Module) -> dict[str, torch.Tensor]:
+    """The BatchNorm buffers of a static U-Net (what calibration changes), on the CPU."""
+    return {k: v.detach().cpu().clone() for k, v in static.state_dict().items() if "running_" in k or "num_batches" in k}
+
+
+def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataLoader, device: torch.device,
+                 image_size: tuple[int, int], calib_batches: int, threshold: float = 0.5,
+                 progress: Callable[[str], None] = lambda s: None) -> tuple[list[dict], dict[str, dict[str, torch.Tensor]]]:
+    """Calibrate and evaluate every configured sub-net.
+
+    Returns the table (one row per sub-net, smallest first) and, per sub-net key, the calibrated BN
+    buffers of its static U-Net, so that export reproduces exactly the evaluated model without data.
+    The model's own (as-trained) BN statistics are left as they were.
+    """
+    as_trained = bn_state(model)
+    rows, calibrated = [], {}
+    try:
+        for subnet in model.config.subnets():
+            progress(f"evaluating {subnet}")
+            load_bn_state(model, as_trained)
+            raw = evaluate_subnet(model, subnet, val_loader, device, threshold)
+            used = calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches)
+            cal = evaluate_subnet(model, subnet, val_loader, device, threshold)
+            calibrated[subnet.key] = static_bn_buffers(extract(model, subnet))
+            cfg = subnet_config(model, subnet)
+            rows.append({
+                "depth": subnet.depth,
+                "width": subnet.width,
+                "channels": "-".join(map(str, cfg.channels)),
+                "params": count_params(cfg),
+                "mflops": round(count_flops(cfg, image_size) / 1e6, 1),
+                "dice": round(cal["dice"], 4),
+                "iou": round(cal["iou"], 4),
+                "dice_bn_as_trained": round(raw["dice"], 4),
+                "calib_batches": used,
+                "val_images": cal["images"],
+            })
+    finally:
+        load_bn_state(model, as_trained)
+    return rows, calibrated
