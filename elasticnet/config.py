@@ -141,6 +141,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"image_size {size[0]}x{size[1]} is not divisible by {stride} (= 2**(max depth - 1) for depth "
             f"{cfg.model.max_depth}); use e.g. --image-size {fix[0]}x{fix[1]}"
         )
+    if cfg.model.num_classes != 1:
+        raise UserError(f"num_classes must be 1 (binary segmentation: lesion vs background), got {cfg.model.num_classes}")
     if cfg.data.val_fraction <= 0 or cfg.data.val_fraction >= 1:
         raise UserError(f"val_fraction must lie in (0, 1), got {cfg.data.val_fraction}")
     if cfg.train.inactive_weights not in ("freeze", "optimizer"):

@@ -17,7 +17,7 @@ from elasticnet.errors import UserError
 from elasticnet.export.bundle import FORMAT, MODEL_FILES, sha256, write_description
 from elasticnet.export.onnx_export import check_onnx, export_onnx
 from elasticnet.export.torch_export import save_unet
-from elasticnet.models.extract import extract
+from elasticnet.models.surgery import extract
 from elasticnet.models.subnet import SubNet
 from elasticnet.models.unet import UNet
 

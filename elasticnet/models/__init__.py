@@ -1,20 +1,26 @@
-"""Models: the static U-Net, the elastic U-Net, and the surgery between them."""
+"""Models: the static U-Net, the elastic U-Net, and the surgery between them.
 
-from elasticnet.models.complexity import count_flops, count_params
-from elasticnet.models.elastic_unet import ElasticUNet, ElasticUNetConfig
-from elasticnet.models.extract import extract, subnet_config
-from elasticnet.models.subnet import SubNet, level_channels
-from elasticnet.models.unet import UNet, UNetConfig
+Names are imported lazily (``elasticnet.models.unet`` alone needs none of the elastic code).
+"""
 
-__all__ = [
-    "ElasticUNet",
-    "ElasticUNetConfig",
-    "SubNet",
-    "UNet",
-    "UNetConfig",
-    "count_flops",
-    "count_params",
-    "extract",
-    "level_channels",
-    "subnet_config",
-]
+from importlib import import_module
+
+_WHERE = {
+    "ElasticUNet": "elastic_unet",
+    "ElasticUNetConfig": "elastic_unet",
+    "SubNet": "subnet",
+    "level_channels": "subnet",
+    "UNet": "unet",
+    "UNetConfig": "unet",
+    "count_flops": "complexity",
+    "count_params": "complexity",
+    "extract": "surgery",
+    "subnet_config": "surgery",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f"elasticnet.models.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'elasticnet.models' has no attribute {name!r}")

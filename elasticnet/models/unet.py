@@ -1,7 +1,7 @@
 """A plain, static U-Net built from a per-level channel list.
 
 The same class is the individually trained baseline and the sub-model exported from an elastic U-Net
-(:func:`elasticnet.models.extract`), so an exported model needs none of the elastic code.
+(:func:`elasticnet.models.surgery`), so an exported model needs none of the elastic code.
 
 Architecture (Ronneberger et al., 2015, "U-Net: Convolutional Networks for Biomedical Image
 Segmentation"): each level is a double 3x3 conv + BatchNorm + ReLU; 2x2 max-pool between levels;

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from elasticnet.models.complexity import count_flops, count_params
 from elasticnet.models.elastic_unet import ElasticUNet
-from elasticnet.models.extract import extract, subnet_config
+from elasticnet.models.surgery import extract, subnet_config
 from elasticnet.models.subnet import SubNet
 from elasticnet.training.calibration import bn_state, calibrate_bn, load_bn_state
 from elasticnet.training.metrics import dice_iou_per_image

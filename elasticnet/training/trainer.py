@@ -86,7 +86,9 @@ def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = 
     t_cfg = cfg.train
     device = select_device(t_cfg.device)
     seed_everything(t_cfg.seed)
-    split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)  # all data checks before any file is written
+    # Everything that can refuse the config or the data runs before any file is written.
+    sampler = sampler_for(cfg)
+    split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
     run_dir = make_run_dir(t_cfg.out)
     save_yaml(cfg, run_dir / "config.yaml")
     write_csv(split.rows(), run_dir / "split.csv")
@@ -106,7 +108,6 @@ def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = 
     optimizer = torch.optim.AdamW(model.parameters(), lr=t_cfg.lr, weight_decay=t_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(total_steps, min(steps_per_epoch, max(1, total_steps // 20))))
-    sampler = sampler_for(cfg)
     freezer = InactiveWeightFreezer(model, optimizer) if t_cfg.inactive_weights == "freeze" else None
     distill_weight = t_cfg.distill_weight if t_cfg.distill else None
 

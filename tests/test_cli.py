@@ -1,0 +1,142 @@
+"""End to end through the command line: train -> export -> eval -> info, and the user errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from elasticnet.cli import main
+from elasticnet.checkpoint import load_checkpoint
+
+from conftest import write_folder_dataset
+
+TINY = ["--base-width", "8", "--depths", "2,3", "--widths", "0.5,1", "--image-size", "32x32",
+        "--synthetic-count", "24", "--batch-size", "4", "--calib-batches", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", *TINY, "--max-steps", "6", "--out", str(run)]) == 0
+    return run
+
+
+def test_train_writes_a_self_describing_run(trained_run):
+    for name in ("checkpoint.pt", "config.yaml", "log.csv", "subnets.csv", "subnets.md", "split.csv", "curve.png"):
+        assert (trained_run / name).is_file(), name
+    ckpt = load_checkpoint(trained_run / "checkpoint.pt")
+    assert ckpt["config"]["model"]["depths"] == [2, 3] and ckpt["step"] == 6
+    assert [(r["depth"], r["width"]) for r in ckpt["subnets"]] == [(2, 0.5), (2, 1.0), (3, 0.5), (3, 1.0)]
+    assert set(ckpt["bn_stats"]) == {"d2-w0.5", "d2-w1", "d3-w0.5", "d3-w1"}
+    assert (trained_run / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    assert not list(trained_run.glob(".*tmp")), "no temporary files left"
+
+
+@pytest.mark.parametrize("target", ["cpu", "torch"])
+def test_export_then_eval_matches_the_checkpoint(trained_run, tmp_path, capsys, target):
+    out = tmp_path / f"export-{target}"
+    assert main(["export", "--checkpoint", str(trained_run), "--depth", "2", "--width", "0.5", "--target", target,
+                 "--out", str(out)]) == 0
+    description = json.loads((out / "model.json").read_text())
+    assert description["subnet"] == {"depth": 2, "width": 0.5, "key": "d2-w0.5"}
+    assert description["input"]["height"] == 32 and description["input"]["mean"] == [0.485, 0.456, 0.406]
+    assert description["training_config"]["model"]["base_width"] == 8
+    assert len(description["source_checkpoint"]["sha256"]) == 64
+    if target == "cpu":
+        assert description["check"]["max_abs_diff_vs_torch"] <= 1e-4
+    capsys.readouterr()
+    assert main(["eval", "--model", str(out)]) == 0
+    exported = capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(trained_run), "--depth", "2", "--width", "0.5"]) == 0
+    from_checkpoint = capsys.readouterr().out
+    dice_export = float(exported.split("Dice ")[1].split()[0])
+    row = [line.split() for line in from_checkpoint.splitlines() if line.strip().startswith("2")][0]
+    assert dice_export == pytest.approx(float(row[2]), abs=1e-4)
+    # the table stored at training time says the same
+    stored = next(r for r in load_checkpoint(trained_run / "checkpoint.pt")["subnets"] if r["depth"] == 2 and r["width"] == 0.5)
+    assert dice_export == pytest.approx(stored["dice"], abs=1e-4)
+    assert main(["info", str(out)]) == 0
+    assert "depth 2, width 0.5" in capsys.readouterr().out
+
+
+def test_info_on_checkpoint(trained_run, capsys):
+    assert main(["info", str(trained_run)]) == 0
+    out = capsys.readouterr().out
+    assert "depths [2, 3]" in out and "dice" in out
+
+
+def test_export_defaults_to_newest_run(trained_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").symlink_to(trained_run.parent)
+    assert main(["export", "--depth", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "using the newest checkpoint" in out and "width 1" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["export", "--depth", "5"], "has no depth 5"),
+        (["export", "--depth", "2", "--width", "0.25"], "not trained at width 0.25"),
+        (["eval", "--depth", "7"], "has no depth 7"),
+    ],
+)
+def test_subnet_errors(trained_run, capsys, argv, message):
+    assert main([*argv, "--checkpoint", str(trained_run)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_bad_checkpoint_gives_clear_error(tmp_path, capsys):
+    bad = tmp_path / "checkpoint.pt"
+    bad.write_bytes(b"\x00" * 100)
+    assert main(["export", "--checkpoint", str(bad), "--depth", "3"]) == 2
+    assert "not a readable elasticnet checkpoint" in capsys.readouterr().err
+    torch.save({"format": "something-else"}, bad)
+    assert main(["info", str(bad)]) == 2
+    assert "not an elasticnet checkpoint" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(tmp_path / "nope"), "--depth", "3"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "/no/such/folder"], "does not exist"),
+        (["--image-size", "30x32"], "not divisible by 4"),
+        (["--strategy", "random"], "unknown strategy"),
+        (["--depths", "1,2"], "depths must be integers >= 2"),
+    ],
+)
+def test_train_user_errors_leave_nothing_behind(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--max-steps", "1", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_train_refuses_to_overwrite_a_finished_run(trained_run, capsys):
+    assert main(["train", *TINY, "--max-steps", "1", "--out", str(trained_run)]) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+
+
+def test_train_on_a_folder_dataset(tmp_path):
+    root = write_folder_dataset(tmp_path / "data", count=8, size=(40, 48))
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--data", str(root), "--max-steps", "2", "--out", str(out)]) == 0
+    split = (out / "split.csv").read_text().splitlines()
+    assert len(split) == 9 and split[0] == "name,split"
+
+
+def test_module_entry_point_runs():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "elasticnet", "--version"], capture_output=True, text=True,
+                         env={**os.environ}, check=True)
+    assert out.stdout.startswith("elasticnet ")

@@ -1,0 +1,110 @@
+"""Synthetic data, the folder reader and its error reports, augmentation alignment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from elasticnet.config import DataConfig
+from elasticnet.data import augment, build_datasets
+from elasticnet.data.folder import find_samples, load_samples
+from elasticnet.data.synthetic import synthetic_polyp, synthetic_polyp_set
+from elasticnet.errors import UserError
+
+from conftest import write_folder_dataset
+
+
+def test_synthetic_is_deterministic_and_index_addressable():
+    a_img, a_mask = synthetic_polyp(3, 5, 64, 80)
+    b_img, b_mask = synthetic_polyp(3, 5, 64, 80)
+    assert np.array_equal(a_img, b_img) and np.array_equal(a_mask, b_mask)
+    images, masks = synthetic_polyp_set(6, 64, 80, seed=3)
+    assert np.array_equal(images[5], a_img)
+    assert not np.array_equal(synthetic_polyp(4, 5, 64, 80)[0], a_img)
+
+
+def test_synthetic_frames_look_like_the_spec():
+    images, masks = synthetic_polyp_set(40, 96, 128, seed=0)
+    assert images[0].shape == (96, 128, 3) and images[0].dtype == np.uint8
+    assert masks[0].shape == (96, 128) and set(np.unique(np.concatenate(masks))) <= {0, 255}
+    areas = np.array([(m > 0).mean() for m in masks])
+    assert (areas > 0).all(), "every frame holds a polyp"
+    assert areas.min() < 0.01 and areas.max() > 0.08, "small and large polyps"
+    reddish = np.mean([im[..., 0].mean() > im[..., 2].mean() for im in images])
+    assert reddish > 0.95
+    # low contrast: polyp and mucosa means are close relative to the image's spread
+    contrast = [abs(im[m > 0].mean() - im[m == 0].mean()) / im.std() for im, m in zip(images, masks)]
+    assert np.median(contrast) < 1.0
+
+
+def test_folder_reader_pairs_by_stem(tmp_path):
+    root = write_folder_dataset(tmp_path / "d", count=4, suffix=".jpg")
+    samples = find_samples(root)
+    assert [s.name for s in samples] == ["1", "2", "3", "4"]
+    images, masks = load_samples(samples, 3, (32, 32))
+    assert images[0].shape == (32, 32, 3) and set(np.unique(masks[0])) <= {0, 255}
+
+
+def test_folder_reader_reports_every_problem_at_once(tmp_path):
+    root = write_folder_dataset(tmp_path / "d", count=5)
+    (root / "masks" / "2.png").unlink()  # missing mask
+    (root / "masks" / "9.png").write_bytes((root / "masks" / "1.png").read_bytes())  # mask without image
+    with pytest.raises(UserError) as e:
+        find_samples(root)
+    message = str(e.value)
+    assert "2 problem(s)" in message and "2.png: no mask" in message and "9.png: no image" in message
+
+
+def test_folder_reader_reports_unreadable_and_mismatched_files(tmp_path):
+    import cv2
+
+    root = write_folder_dataset(tmp_path / "d", count=5)
+    (root / "images" / "1.png").write_bytes(b"not an image")
+    data = (root / "images" / "2.png").read_bytes()
+    (root / "images" / "2.png").write_bytes(data[: len(data) // 3])  # truncated
+    cv2.imwrite(str(root / "masks" / "3.png"), np.zeros((10, 10), np.uint8))  # wrong size
+    with pytest.raises(UserError) as e:
+        load_samples(find_samples(root), 3, (32, 32), root)
+    message = str(e.value)
+    assert "3 problem(s)" in message
+    assert "1.png: unreadable" in message and "2.png: unreadable" in message and "is 48x40 but its mask" in message
+
+
+@pytest.mark.parametrize("layout", ["missing", "no_masks", "empty"])
+def test_folder_reader_bad_layouts(tmp_path, layout):
+    root = tmp_path / "d"
+    if layout != "missing":
+        (root / "images").mkdir(parents=True)
+    if layout == "empty":
+        (root / "masks").mkdir()
+    with pytest.raises(UserError, match="does not exist|must hold images/ and masks/|no images"):
+        find_samples(root)
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    cfg = DataConfig(image_size=[32, 32], synthetic_count=20, val_fraction=0.25)
+    a, b, c = (build_datasets(cfg, 3, seed) for seed in (0, 0, 1))
+    assert a.val.names == b.val.names and a.val.names != c.val.names
+    assert not set(a.train.names) & set(a.val.names)
+    assert len(a.train) + len(a.val) == 20 and len(a.val) == 5
+
+
+def test_augmentation_keeps_image_and_mask_aligned():
+    images, masks = synthetic_polyp_set(1, 64, 64, seed=0)
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[masks[0] > 0] = 255  # the image *is* its mask: any misalignment shows
+    pipeline = augment.endoscopy_augmentation(seed=0)
+    for _ in range(20):
+        out_image, out_mask = augment.apply(pipeline, image, masks[0])
+        bright, fg = out_image.max(axis=2) > 200, out_mask > 127
+        agree = (bright == fg).mean()
+        assert agree > 0.97, agree
+
+
+def test_dataset_yields_normalised_tensors():
+    cfg = DataConfig(image_size=[32, 32], synthetic_count=4, val_fraction=0.5, augment=False)
+    split = build_datasets(cfg, 3, 0)
+    image, mask = split.train[0]
+    assert image.shape == (3, 32, 32) and mask.shape == (1, 32, 32)
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert -3 < image.mean() < 3

@@ -1,0 +1,89 @@
+"""Export: ONNX equals PyTorch, the PyTorch file needs no elastic code, bundles describe themselves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from elasticnet.errors import UserError
+from elasticnet.export.bundle import read_description
+from elasticnet.export.onnx_export import check_onnx, export_onnx, onnx_session
+from elasticnet.export.torch_export import load_unet, save_unet
+from elasticnet.models import SubNet, extract
+
+from conftest import DEPTHS, WIDTHS
+
+
+@pytest.mark.parametrize("subnet", [SubNet(d, w) for d in DEPTHS for w in (min(WIDTHS), 1.0)], ids=lambda s: s.key)
+def test_onnx_output_equals_pytorch(tiny_elastic, tmp_path, subnet):
+    static = extract(tiny_elastic.eval(), subnet)
+    path = export_onnx(static, tmp_path / "m.onnx", (16, 24))
+    assert check_onnx(static, path, (16, 24)) <= 1e-4
+    # dynamic batch and size: another size divisible by 2**(depth-1) runs too
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 16)).astype(np.float32)
+    with torch.no_grad():
+        expected = static(torch.from_numpy(x)).numpy()
+    got = onnx_session(path).run(["logits"], {"image": x})[0]
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_torch_export_round_trip(tiny_elastic, tmp_path):
+    static = extract(tiny_elastic.eval(), SubNet(3, 0.5))
+    loaded = load_unet(save_unet(static, tmp_path / "m.pt"))
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), static(x))
+
+
+def test_torch_export_loads_in_a_process_without_the_elastic_code(tiny_elastic, tmp_path):
+    """The file holds a config and weights only: a fresh process rebuilds it with the static UNet class."""
+    import subprocess
+    import sys
+
+    save_unet(extract(tiny_elastic.eval(), SubNet(2, 1.0)), tmp_path / "m.pt")
+    code = (
+        "import sys, torch\n"
+        "from elasticnet.export.torch_export import load_unet\n"
+        f"m = load_unet({str(tmp_path / 'm.pt')!r})\n"
+        "print(m(torch.zeros(1, 3, 8, 8)).shape)\n"
+        "assert not any(k.startswith('elasticnet.models.elastic') for k in sys.modules), sorted(sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "torch.Size([1, 1, 8, 8])" in out.stdout
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage" * 10, None])
+def test_loading_a_broken_torch_export_gives_clear_error(tmp_path, content, tiny_elastic):
+    path = tmp_path / "m.pt"
+    if content is None:
+        save_unet(extract(tiny_elastic, SubNet(2, 1.0)), path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])  # truncated
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match="not a readable elasticnet model"):
+        load_unet(path)
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"format": "elasticnet-unet", "x": Evil()}))
+    with pytest.raises(UserError, match="not a readable"):
+        load_unet(path)
+
+
+def test_bundle_without_model_file_is_refused(tmp_path):
+    (tmp_path / "model.json").write_text(json.dumps({"format": "elasticnet-export", "model_file": "model.onnx"}))
+    with pytest.raises(UserError, match="lacks its model file"):
+        read_description(tmp_path)
+    with pytest.raises(UserError, match="model.json is missing"):
+        read_description(tmp_path / "nowhere")

@@ -1,0 +1,134 @@
+"""The elastic U-Net: shapes, extraction, gradients, input checks; parametrised over depth x width."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from elasticnet.errors import UserError
+from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, UNet, UNetConfig, extract, level_channels
+from elasticnet.models.elastic_layers import ElasticBatchNorm2d, ElasticConv2d
+
+from conftest import DEPTHS, WIDTHS, randomise_bn
+
+GRID = [SubNet(d, w) for d in DEPTHS for w in WIDTHS]
+SIZE = (16, 24)  # divisible by 2**(4-1)
+
+
+@pytest.mark.parametrize("subnet", GRID, ids=lambda s: s.key)
+def test_output_shape(tiny_elastic, subnet):
+    out = tiny_elastic(torch.randn(2, 3, *SIZE), subnet)
+    assert out.shape == (2, 1, *SIZE)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("subnet", GRID, ids=lambda s: s.key)
+def test_extracted_subnet_equals_elastic(tiny_elastic, subnet):
+    tiny_elastic.eval()
+    x = torch.randn(2, 3, *SIZE)
+    static = extract(tiny_elastic, subnet).eval()
+    assert isinstance(static, UNet) and static.depth == subnet.depth
+    assert static.config.channels == tiny_elastic.config.channels(subnet)
+    assert not any(isinstance(m, (ElasticConv2d, ElasticBatchNorm2d)) for m in static.modules())
+    with torch.no_grad():
+        assert (static(x) - tiny_elastic(x, subnet)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("subnet", GRID, ids=lambda s: s.key)
+def test_extracted_subnet_equals_elastic_in_training_mode(tiny_elastic, subnet):
+    """Batch statistics too: the static net is the same function, not only at inference."""
+    x = torch.randn(2, 3, *SIZE)
+    static = extract(tiny_elastic, subnet).train()
+    with torch.no_grad():
+        assert (static(x) - tiny_elastic.train()(x, subnet)).abs().max().item() <= 1e-5
+
+
+def test_extract_with_private_bn_per_depth():
+    model = ElasticUNet(ElasticUNetConfig(base_width=8, depths=[2, 3], widths=[0.5, 1.0], bn_mode="per_depth"))
+    randomise_bn(model, seed=1)
+    model.eval()
+    x = torch.randn(1, 3, 8, 8)
+    for subnet in model.config.subnets():
+        with torch.no_grad():
+            assert (extract(model, subnet).eval()(x) - model(x, subnet)).abs().max() <= 1e-5
+    # the two depths really use different BN layers
+    assert model.bn_index(SubNet(2, 1.0)) != model.bn_index(SubNet(3, 1.0))
+
+
+def test_largest_subnet_gives_every_parameter_a_gradient(tiny_elastic):
+    tiny_elastic.train()
+    tiny_elastic(torch.randn(2, 3, *SIZE), tiny_elastic.config.largest).square().mean().backward()
+    for name, p in tiny_elastic.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("subnet", GRID, ids=lambda s: s.key)
+def test_parameters_outside_a_subnet_get_no_gradient(tiny_elastic, subnet):
+    tiny_elastic.train()
+    tiny_elastic(torch.randn(2, 3, *SIZE), subnet).square().mean().backward()
+    masks = tiny_elastic.active_masks([subnet])
+    for name, p in tiny_elastic.named_parameters():
+        if name not in masks:
+            assert p.grad is None, f"{name} is outside {subnet} but got a gradient"
+            continue
+        assert p.grad[~masks[name]].abs().sum() == 0, f"{name}: inactive entries got a gradient"
+        assert p.grad[masks[name]].abs().sum() > 0, f"{name}: active entries got no gradient"
+
+
+def test_smaller_subnet_costs_less():
+    from elasticnet.models import count_flops, count_params
+
+    cfg = ElasticUNetConfig(base_width=16, depths=[3, 4, 5], widths=[0.25, 0.5, 1.0])
+    model = ElasticUNet(cfg)
+    costs = {s: (count_params(extract(model, s).config), count_flops(extract(model, s).config, (64, 64))) for s in cfg.subnets()}
+    for s, (params, flops) in costs.items():
+        bigger_width = [t for t in costs if t.depth == s.depth and t.width > s.width]
+        bigger_depth = [t for t in costs if t.width == s.width and t.depth > s.depth]
+        for t in bigger_width + bigger_depth:
+            assert costs[t][0] > params and costs[t][1] > flops, (s, t)
+
+
+def test_channels_rounding():
+    assert level_channels(32, 5) == [32, 64, 128, 256, 512]
+    assert level_channels(32, 3, 0.5) == [16, 32, 64]
+    assert level_channels(8, 3, 0.25, multiple=4) == [4, 4, 8]  # never below one multiple
+    assert all(c % 4 == 0 for c in level_channels(24, 5, 0.75))
+
+
+def test_subnet_key_round_trip():
+    s = SubNet(4, 0.75)
+    assert SubNet.from_key(s.key) == s and s.key == "d4-w0.75"
+
+
+@pytest.mark.parametrize("size", [(15, 16), (16, 20), (12, 8)])
+def test_input_not_divisible_gives_clear_error(tiny_elastic, size):
+    with pytest.raises(UserError, match=r"not divisible by 8 .*pad by"):
+        tiny_elastic(torch.randn(1, 3, *size), SubNet(4, 1.0))
+
+
+def test_input_divisible_for_shallower_subnet_is_accepted(tiny_elastic):
+    assert tiny_elastic(torch.randn(1, 3, 12, 12), SubNet(3, 1.0)).shape[-2:] == (12, 12)
+
+
+def test_wrong_channel_count_gives_clear_error(tiny_elastic):
+    with pytest.raises(UserError, match="expected a batch of shape"):
+        tiny_elastic(torch.randn(1, 1, 16, 16), SubNet(2, 1.0))
+
+
+@pytest.mark.parametrize("subnet, message", [(SubNet(5, 1.0), "has no depth 5"), (SubNet(3, 0.75), "not trained at width 0.75")])
+def test_subnet_the_model_lacks_gives_clear_error(tiny_elastic, subnet, message):
+    with pytest.raises(UserError, match=message):
+        tiny_elastic(torch.randn(1, 3, 16, 16), subnet)
+    with pytest.raises(UserError, match=message):
+        extract(tiny_elastic, subnet)
+
+
+@pytest.mark.parametrize("kwargs", [{"depths": [1, 3]}, {"widths": [0.5]}, {"widths": [0, 1]}, {"bn_mode": "x"}])
+def test_invalid_config_is_refused(kwargs):
+    with pytest.raises(UserError):
+        ElasticUNetConfig(**kwargs)
+
+
+def test_static_unet_any_channels():
+    model = UNet(UNetConfig(channels=[6, 10, 14], in_channels=1, num_classes=2))
+    assert model(torch.randn(1, 1, 8, 12)).shape == (1, 2, 8, 12)
