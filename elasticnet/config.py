@@ -24,7 +24,7 @@ class DataConfig:
     """Where the images come from and how they are prepared."""
 
     data: str = "synthetic"  # "synthetic" (built-in) or a folder with images/ and masks/
-    image_size: list[int] = field(default_factory=lambda: [128, 160])  # H, W (flag: --image-size 128x160)
+    image_size: list[int] = field(default_factory=lambda: [96, 128])  # H, W (flag: --image-size 128x160)
     synthetic_count: int = 480  # frames in the built-in synthetic set
     synthetic_seed: int = 0  # the synthetic set's own seed (independent of the training seed)
     val_fraction: float = 0.2
@@ -38,7 +38,7 @@ class DataConfig:
 class TrainConfig:
     """How the elastic model is trained."""
 
-    epochs: int = 30
+    epochs: int = 12
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for smoke runs
     batch_size: int = 8
     lr: float = 2e-3

@@ -60,7 +60,7 @@ def plot_training_curve(log: Sequence[dict], path: Path) -> Path:
     ax1.set(xlabel="epoch", ylabel="training loss (BCE + soft Dice)", title="loss")
     ax2.plot(epochs, [r["val_dice_largest"] for r in log], marker="o", label="largest sub-net")
     ax2.plot(epochs, [r["val_dice_smallest"] for r in log], marker="s", label="smallest sub-net")
-    ax2.set(xlabel="epoch", ylabel="validation Dice (BN as trained)", title="validation", ylim=(0, 1))
+    ax2.set(xlabel="epoch", ylabel="validation Dice (BN re-estimated, 4 batches)", title="validation", ylim=(0, 1))
     ax2.legend()
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)

@@ -69,7 +69,7 @@ def synthetic_polyp(seed: int, index: int, height: int, width: int) -> tuple[np.
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
 
     mucosa = np.array([rng.uniform(0.60, 0.85), rng.uniform(0.25, 0.42), rng.uniform(0.18, 0.32)], np.float32)
-    shade = 1.0 + 0.45 * _texture(rng, h, w)
+    shade = 1.0 + 0.3 * _texture(rng, h, w)
     # Folds: dark, wavy bands across the frame.
     for _ in range(int(rng.integers(1, 4))):
         phase, freq, amp = rng.uniform(0, 2 * np.pi), rng.uniform(1, 3) * np.pi / w, rng.uniform(0.05, 0.3) * h
@@ -84,14 +84,14 @@ def synthetic_polyp(seed: int, index: int, height: int, width: int) -> tuple[np.
     mask = np.zeros((h, w), np.float32)
     for _ in range(1 if rng.random() < 0.75 else 2):
         alpha, dome = _polyp(rng, h, w, yy, xx)
-        contrast = rng.uniform(0.04, 0.18) * rng.choice([-1.0, 1.0])
+        contrast = rng.uniform(0.08, 0.25) * rng.choice([-1.0, 1.0])
         tint = mucosa * (1 + contrast) + rng.normal(0, 0.03, 3).astype(np.float32)
-        surface = tint[None, None, :] * (1.0 + 0.3 * _texture(rng, h, w) + 0.25 * (dome - 0.5))[..., None]
+        surface = tint[None, None, :] * (1.0 + 0.12 * _texture(rng, h, w) + 0.3 * (dome - 0.5))[..., None]
         surface *= vignette[..., None]
         img = img * (1 - alpha[..., None]) + surface * alpha[..., None]
         # A thin shadow ring at the base makes the outline visible without giving away the interior.
         ring = np.clip(1 - np.abs(alpha - 0.5) * 2, 0, 1)
-        img *= 1 - rng.uniform(0.05, 0.2) * ring[..., None]
+        img *= 1 - rng.uniform(0.1, 0.3) * ring[..., None]
         mask = np.maximum(mask, alpha)
         img += _highlights(rng, h, w, int(rng.integers(0, 3)), where=alpha > 0.5)[..., None] * 0.8
 

@@ -23,6 +23,7 @@ class ElasticConv2d(nn.Conv2d):
     def __init__(self, in_groups: Sequence[int], out_channels: int, kernel_size: int, bias: bool = False):
         super().__init__(sum(in_groups), out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
         self.in_groups = tuple(in_groups)
+        self._index_cache: dict[tuple, torch.Tensor] = {}  # (active_in, device) -> column index; not state
 
     def input_index(self, active_in: Sequence[int]) -> slice | torch.Tensor:
         """Columns of the weight that an input with ``active_in`` channels per group uses."""
@@ -30,11 +31,15 @@ class ElasticConv2d(nn.Conv2d):
             raise ValueError(f"expected {len(self.in_groups)} input group(s), got {len(active_in)}")
         if len(active_in) == 1:
             return slice(0, active_in[0])
-        idx, offset = [], 0
-        for full, active in zip(self.in_groups, active_in):
-            idx.append(torch.arange(offset, offset + active))
-            offset += full
-        return torch.cat(idx).to(self.weight.device)
+        key = (tuple(active_in), self.weight.device)
+        index = self._index_cache.get(key)
+        if index is None:
+            idx, offset = [], 0
+            for full, active in zip(self.in_groups, active_in):
+                idx.append(torch.arange(offset, offset + active))
+                offset += full
+            index = self._index_cache[key] = torch.cat(idx).to(self.weight.device)
+        return index
 
     def sliced(self, active_in: Sequence[int], active_out: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(weight, bias) of the sub-layer. At full size these are the parameters themselves."""

@@ -32,9 +32,9 @@ BN_MODES = ("shared", "per_depth")
 class ElasticUNetConfig:
     """Architecture of an elastic U-Net. The largest sub-net has ``max(depths)`` levels at width 1.0."""
 
-    base_width: int = 32
+    base_width: int = 16
     depths: list[int] = field(default_factory=lambda: [3, 4, 5])
-    widths: list[float] = field(default_factory=lambda: [1.0])
+    widths: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     in_channels: int = 3
     num_classes: int = 1
     channel_multiple: int = 4

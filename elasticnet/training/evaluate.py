@@ -40,6 +40,18 @@ def evaluate_subnet(model: ElasticUNet, subnet: SubNet, loader: Iterable, device
         model.train(was_training)
 
 
+def evaluate_calibrated(model: ElasticUNet, subnet: SubNet, calib_loader: Iterable, val_loader: Iterable,
+                        device: torch.device, calib_batches: int, threshold: float = 0.5) -> dict[str, float]:
+    """Evaluate ``subnet`` with BN statistics re-estimated on ``calib_batches`` batches; the model's own
+    statistics are restored afterwards."""
+    saved = bn_state(model)
+    try:
+        calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches)
+        return evaluate_subnet(model, subnet, val_loader, device, threshold)
+    finally:
+        load_bn_state(model, saved)
+
+
 def static_bn_buffers(static: nn.Module) -> dict[str, torch.Tensor]:
     """The BatchNorm buffers of a static U-Net (what calibration changes), on the CPU."""
     return {k: v.detach().cpu().clone() for k, v in static.state_dict().items() if "running_" in k or "num_batches" in k}
