@@ -6,8 +6,8 @@ by a zero mask), and prints each sub-net's params and FLOPs.
 
     python benchmarks/slicing.py [--size 288x384] [--base-width 32] [--batch 1] [--reps 15]
 
-Timings alternate between the variants rep by rep (so drift of a noisy machine hits all alike) and are
-medians; ratios are within one run.
+Timings alternate between the variants rep by rep; times are medians, ratios are medians of the
+per-rep ratios (sliced and native run back to back), so drift of a noisy machine cancels.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main() -> None:
     p.add_argument("--size", default="288x384")
     p.add_argument("--base-width", type=int, default=32)
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--reps", type=int, default=15)
+    p.add_argument("--reps", type=int, default=21)
     p.add_argument("--depths", default="3,4,5")
     p.add_argument("--widths", default="0.25,0.5,0.75,1.0")
     p.add_argument("--no-malloc-tuning", action="store_true")
@@ -87,12 +87,14 @@ def main() -> None:
                 for name, fn in variants.items():
                     times[name].append(timed(fn, x))
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            # paired ratios (same rep, back to back) cancel most of the machine's drift
+            ratio = {k: statistics.median(a / b for a, b in zip(times[k], times["native"])) for k in times}
             gflops = count_flops(static.config, (h, w)) * args.batch / 1e9
             rows.append({
                 "depth": subnet.depth, "width": subnet.width, "params": count_params(static.config),
                 "GFLOPs": round(gflops, 2), "native_ms": round(med["native"], 1), "sliced_ms": round(med["sliced"], 1),
-                "sliced/native": round(med["sliced"] / med["native"], 3),
-                "masked/native": round(med["masked"] / med["native"], 2) if "masked" in med else "-",
+                "sliced/native": round(ratio["sliced"], 3),
+                "masked/native": round(ratio["masked"], 2) if "masked" in ratio else "-",
                 "GFLOP/s": round(gflops / med["sliced"] * 1e3, 1),
             })
             print(f"  {subnet}: native {med['native']:.1f} ms, sliced {med['sliced']:.1f} ms", flush=True)

@@ -23,7 +23,9 @@ class ElasticConv2d(nn.Conv2d):
     def __init__(self, in_groups: Sequence[int], out_channels: int, kernel_size: int, bias: bool = False):
         super().__init__(sum(in_groups), out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
         self.in_groups = tuple(in_groups)
-        self._index_cache: dict[tuple, torch.Tensor] = {}  # (active_in, device) -> column index; not state
+        # Derived, never state: (active_in, device) -> column index; (active_in, active_out) -> sliced weights.
+        self._index_cache: dict[tuple, torch.Tensor] = {}
+        self._slice_cache: dict[tuple, tuple] = {}
 
     def input_index(self, active_in: Sequence[int]) -> slice | torch.Tensor:
         """Columns of the weight that an input with ``active_in`` channels per group uses."""
@@ -42,9 +44,24 @@ class ElasticConv2d(nn.Conv2d):
         return index
 
     def sliced(self, active_in: Sequence[int], active_out: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(weight, bias) of the sub-layer. At full size these are the parameters themselves."""
+        """(weight, bias) of the sub-layer. At full size these are the parameters themselves.
+
+        Without autograd (evaluation) the contiguous slices are cached until the parameters change
+        (in-place updates bump their version; loading or moving them changes their storage).
+        """
         if tuple(active_in) == self.in_groups and active_out == self.out_channels:
             return self.weight, self.bias
+        if torch.is_grad_enabled():
+            return self._slice(active_in, active_out)
+        stamp = tuple((p._version, p.data_ptr()) for p in (self.weight, self.bias) if p is not None)
+        key = (tuple(active_in), active_out)
+        hit = self._slice_cache.get(key)
+        if hit is None or hit[0] != stamp:
+            weight, bias = self._slice(active_in, active_out)
+            hit = self._slice_cache[key] = (stamp, weight.contiguous(), bias)
+        return hit[1], hit[2]
+
+    def _slice(self, active_in: Sequence[int], active_out: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         index = self.input_index(active_in)
         weight = self.weight[:active_out]
         weight = weight[:, index] if isinstance(index, slice) else weight.index_select(1, index)
