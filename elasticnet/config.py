@@ -21,16 +21,26 @@ from elasticnet.models.elastic_unet import ElasticUNetConfig
 
 @dataclass
 class DataConfig:
-    """Where the images come from and how they are prepared."""
+    """Where the images come from, how they are split, prepared and augmented."""
 
-    data: str = "synthetic"  # "synthetic" (built-in) or a folder with images/ and masks/
-    image_size: list[int] = field(default_factory=lambda: [96, 128])  # H, W (flag: --image-size 128x160)
+    data: str = "synthetic"  # "synthetic" (built-in) or a data set folder
+    dataset: str = "auto"  # auto | folder | cvc-clinicdb | mini-mias (auto: recognised by its files)
+    image_size: list[int] = field(default_factory=lambda: [96, 128])  # H, W every image is resized to (--image-size HxW)
     synthetic_count: int = 480  # frames in the built-in synthetic set
     synthetic_seed: int = 0  # the synthetic set's own seed (independent of the training seed)
+    split: str = "random"  # random (by image) | grouped (by video sequence / patient)
     val_fraction: float = 0.2
+    test_fraction: float = 0.0  # held-out test part (ignored when folds >= 2)
+    folds: int = 0  # k-fold cross-validation over the split unit (0: one split); the test part is `fold`
+    fold: int = 0
+    mias_classes: str = "mass"  # mini-MIAS lesions drawn into masks: mass (CIRC, SPIC, MISC) | all
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # normalisation after /255
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    augment: bool = True
+    augment: str = "auto"  # auto | endoscopy | mammography | none (auto: mammography for mini-MIAS)
+    augment_strength: float = 1.0
+    patch_size: list[int] = field(default_factory=lambda: [0, 0])  # train on random HxW patches (0x0: whole images)
+    patch_lesion_fraction: float = 0.5  # share of patches centred near a lesion
+    cache: str = "auto"  # auto | memory | disk: keep decoded images in memory when they fit
     num_workers: int = 0  # loader processes; 0 leaves both cores to the model on small machines
 
 
@@ -143,8 +153,17 @@ def validate(cfg: RunConfig) -> RunConfig:
         )
     if cfg.model.num_classes != 1:
         raise UserError(f"num_classes must be 1 (binary segmentation: lesion vs background), got {cfg.model.num_classes}")
-    if cfg.data.val_fraction <= 0 or cfg.data.val_fraction >= 1:
-        raise UserError(f"val_fraction must lie in (0, 1), got {cfg.data.val_fraction}")
+    d = cfg.data
+    if d.val_fraction <= 0 or d.val_fraction >= 1 or d.test_fraction < 0 or d.val_fraction + d.test_fraction >= 1:
+        raise UserError(f"val_fraction must lie in (0, 1) and test_fraction in [0, 1) with room left for training, "
+                        f"got {d.val_fraction} and {d.test_fraction}")
+    patch = d.patch_size
+    if len(patch) != 2 or (any(patch) and (min(patch) <= 0 or patch[0] > size[0] or patch[1] > size[1]
+                                           or patch[0] % stride or patch[1] % stride)):
+        raise UserError(f"patch_size {patch} must be 0x0 (whole images) or HxW within image_size {size[0]}x{size[1]} "
+                        f"and divisible by {stride}")
+    if d.cache not in ("auto", "memory", "disk"):
+        raise UserError(f"cache must be auto, memory or disk, got {d.cache!r}")
     if cfg.train.inactive_weights not in ("freeze", "optimizer"):
         raise UserError(f"inactive_weights must be freeze or optimizer, got {cfg.train.inactive_weights!r}")
     if cfg.train.batch_size < 1 or cfg.train.epochs < 1:
@@ -164,11 +183,36 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {path} is not valid YAML: {e}") from None
 
 
-def build_config(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults, then ``config_file``, then ``overrides`` (flat ``key: value``, any section)."""
+def merge_profile(loaded: dict[str, Any], profile: str | None, source: str) -> dict[str, Any]:
+    """Apply a named profile of a config file: its sections override the file's base sections.
+
+    A file may hold ``profiles: {NAME: {model: ..., data: ..., train: ...}}`` and ``default_profile: NAME``.
+    """
+    loaded = dict(loaded)
+    profiles = loaded.pop("profiles", None) or {}
+    default = loaded.pop("default_profile", None)
+    name = profile or default
+    if name is None:
+        return loaded
+    if name not in profiles:
+        raise UserError(f"{source} has no profile {name!r}; profiles: {', '.join(profiles) or 'none'}")
+    merged = {k: dict(v or {}) for k, v in loaded.items()}
+    for section, values in (profiles[name] or {}).items():
+        merged.setdefault(section, {}).update(values or {})
+    return merged
+
+
+def build_config(config_file: str | None = None, overrides: dict[str, Any] | None = None,
+                 profile: str | None = None) -> RunConfig:
+    """Defaults, then ``config_file`` (with its ``profile``), then ``overrides`` (flat ``key: value``, any section)."""
     values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    if profile and not config_file:
+        raise UserError("--profile needs --config FILE.yaml (profiles live in config files)")
     if config_file:
         loaded = load_yaml(config_file)
+        if not isinstance(loaded, dict):
+            raise UserError(f"{config_file}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(loaded).__name__}")
+        loaded = merge_profile(loaded, profile, str(config_file))
         RunConfig.from_dict(loaded, source=str(config_file))  # report its own errors with its name
         for name, section in loaded.items():
             values[name].update(section or {})

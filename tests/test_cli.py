@@ -130,7 +130,7 @@ def test_train_on_a_folder_dataset(tmp_path):
     out = tmp_path / "run"
     assert main(["train", *TINY, "--data", str(root), "--max-steps", "2", "--out", str(out)]) == 0
     split = (out / "split.csv").read_text().splitlines()
-    assert len(split) == 9 and split[0] == "name,split"
+    assert len(split) == 9 and split[0] == "name,group,split"
 
 
 def test_module_entry_point_runs():

@@ -7,7 +7,8 @@ import pytest
 
 from elasticnet.config import DataConfig
 from elasticnet.data import augment, build_datasets
-from elasticnet.data.folder import find_samples, load_samples
+from elasticnet.data.folder import find_samples
+from elasticnet.data.records import load_records
 from elasticnet.data.synthetic import synthetic_polyp, synthetic_polyp_set
 from elasticnet.errors import UserError
 
@@ -41,7 +42,7 @@ def test_folder_reader_pairs_by_stem(tmp_path):
     root = write_folder_dataset(tmp_path / "d", count=4, suffix=".jpg")
     samples = find_samples(root)
     assert [s.name for s in samples] == ["1", "2", "3", "4"]
-    images, masks = load_samples(samples, 3, (32, 32))
+    images, masks = load_records(samples, 3, (32, 32))
     assert images[0].shape == (32, 32, 3) and set(np.unique(masks[0])) <= {0, 255}
 
 
@@ -64,7 +65,7 @@ def test_folder_reader_reports_unreadable_and_mismatched_files(tmp_path):
     (root / "images" / "2.png").write_bytes(data[: len(data) // 3])  # truncated
     cv2.imwrite(str(root / "masks" / "3.png"), np.zeros((10, 10), np.uint8))  # wrong size
     with pytest.raises(UserError) as e:
-        load_samples(find_samples(root), 3, (32, 32), root)
+        load_records(find_samples(root), 3, (32, 32), root)
     message = str(e.value)
     assert "3 problem(s)" in message
     assert "1.png: unreadable" in message and "2.png: unreadable" in message and "is 48x40 but its mask" in message
@@ -86,7 +87,7 @@ def test_split_is_seeded_disjoint_and_complete():
     a, b, c = (build_datasets(cfg, 3, seed) for seed in (0, 0, 1))
     assert a.val.names == b.val.names and a.val.names != c.val.names
     assert not set(a.train.names) & set(a.val.names)
-    assert len(a.train) + len(a.val) == 20 and len(a.val) == 5
+    assert len(a.train) + len(a.val) == 20 and len(a.val) == 5 and a.test is None
 
 
 def test_augmentation_keeps_image_and_mask_aligned():
@@ -102,7 +103,7 @@ def test_augmentation_keeps_image_and_mask_aligned():
 
 
 def test_dataset_yields_normalised_tensors():
-    cfg = DataConfig(image_size=[32, 32], synthetic_count=4, val_fraction=0.5, augment=False)
+    cfg = DataConfig(image_size=[32, 32], synthetic_count=4, val_fraction=0.5, augment="none")
     split = build_datasets(cfg, 3, 0)
     image, mask = split.train[0]
     assert image.shape == (3, 32, 32) and mask.shape == (1, 32, 32)

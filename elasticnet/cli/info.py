@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from elasticnet.reporting import text_table
-    from elasticnet.training.trainer import TABLE_COLUMNS
+    from elasticnet.training.trainer import table_columns
 
     path = Path(args.path) if args.path else None
     if path is not None and (path / "model.json").exists() or (path is not None and path.name == "model.json"):
@@ -54,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
           f"{t['strategy']}{' + distill' if t['distill'] else ''}, batch {t['batch_size']}, lr {t['lr']}, seed {t['seed']}")
     if ckpt.get("subnets"):
         print("\nsub-nets (validation, BN re-estimated per sub-net):")
-        print(text_table(ckpt["subnets"], TABLE_COLUMNS))
+        print(text_table(ckpt["subnets"], table_columns(ckpt["subnets"])))
     return 0

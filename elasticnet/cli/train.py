@@ -15,6 +15,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train an elastic U-Net", description=__doc__,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", metavar="FILE.yaml", help="YAML config (sections model/data/train); flags override it")
+    p.add_argument("--profile", help="a profile of the config file (e.g. cpu, paper); default: its default_profile")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     group = p.add_argument_group("config keys (each overrides the config file)")
     for key, (section, tp) in leaf_keys().items():
@@ -32,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
     from elasticnet.training.trainer import train
 
     overrides = {k: getattr(args, k) for k in leaf_keys() if hasattr(args, k)}
-    cfg = build_config(args.config, overrides)
+    cfg = build_config(args.config, overrides, args.profile)
     train(cfg, progress=not args.quiet and sys.stderr.isatty())
     return 0

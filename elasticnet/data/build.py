@@ -1,50 +1,106 @@
-"""From a :class:`DataConfig` to train and validation data sets, with the split written down."""
+"""From a :class:`DataConfig` to train / validation / test data sets, with the split written down."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from torch.utils.data import Dataset
 
 from elasticnet.config import DataConfig
 from elasticnet.data import augment
-from elasticnet.data.dataset import SegmentationDataset
-from elasticnet.data.folder import find_samples, load_samples
+from elasticnet.data.cvc import find_cvc, is_official_layout
+from elasticnet.data.dataset import PatchDataset, SegmentationDataset
+from elasticnet.data.folder import find_samples
+from elasticnet.data.mias import find_mias
+from elasticnet.data.records import LazyArrays, Record, check_records, load_records
+from elasticnet.data.splits import assign_split
 from elasticnet.data.synthetic import synthetic_polyp_set
 from elasticnet.errors import UserError
+
+KINDS = ("folder", "cvc-clinicdb", "mini-mias")
 
 
 @dataclass
 class Split:
-    train: SegmentationDataset
+    train: Dataset  # a SegmentationDataset, or a PatchDataset over one
     val: SegmentationDataset
+    test: SegmentationDataset | None
+    rows: list[dict[str, str]]  # name, group, split: saved as split.csv
 
-    def rows(self) -> list[dict[str, str]]:
-        """One row per image: ``name, split`` (saved as ``split.csv`` in the run folder)."""
-        return [{"name": n, "split": "train"} for n in self.train.names] + [{"name": n, "split": "val"} for n in self.val.names]
+
+def dataset_kind(cfg: DataConfig) -> str:
+    """The reader for ``cfg.data``: as configured, or recognised by the files in the folder."""
+    if cfg.data == "synthetic":
+        return "synthetic"
+    if cfg.dataset != "auto":
+        if cfg.dataset not in KINDS:
+            raise UserError(f"unknown dataset {cfg.dataset!r}; use auto or one of {', '.join(KINDS)}")
+        return cfg.dataset
+    root = Path(cfg.data)
+    if (root / "Info.txt").is_file():
+        return "mini-mias"
+    if is_official_layout(root):
+        return "cvc-clinicdb"
+    return "folder"
+
+
+def find_records(cfg: DataConfig) -> list[Record]:
+    kind = dataset_kind(cfg)
+    if kind == "mini-mias":
+        return find_mias(cfg.data, cfg.mias_classes)
+    if kind == "cvc-clinicdb":
+        return find_cvc(cfg.data)
+    return find_samples(cfg.data)
+
+
+def augmentation_kind(cfg: DataConfig) -> str:
+    if cfg.augment != "auto":
+        return cfg.augment
+    return "mammography" if dataset_kind(cfg) == "mini-mias" else "endoscopy"
+
+
+def _fits_in_memory(records: list[Record], in_channels: int, size: tuple[int, int]) -> bool:
+    needed = len(records) * size[0] * size[1] * (in_channels + 1)
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return True
+    return needed < 0.5 * available
 
 
 def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
-    """Every image of the data set, decoded, checked and resized to ``cfg.image_size``, in memory."""
+    """Every image of the data set, checked and resized to ``cfg.image_size``; decoded into memory
+    when it fits (``cache``), else decoded on access after a full check."""
     size = (cfg.image_size[0], cfg.image_size[1])
     if cfg.data == "synthetic":
         images, masks = synthetic_polyp_set(cfg.synthetic_count, *size, seed=cfg.synthetic_seed)
         if in_channels == 1:
             images = [im.mean(axis=2).astype(np.uint8) for im in images]
         names = [f"synthetic-{i:05d}" for i in range(len(images))]
+        return SegmentationDataset(images, masks, names, cfg.mean, cfg.std, groups=names)
+    records = find_records(cfg)
+    names, groups = [r.name for r in records], [r.group for r in records]
+    in_memory = cfg.cache == "memory" or (cfg.cache == "auto" and _fits_in_memory(records, in_channels, size))
+    if in_memory:
+        images, masks = load_records(records, in_channels, size, root=cfg.data)
     else:
-        samples = find_samples(cfg.data)
-        images, masks = load_samples(samples, in_channels, size, root=cfg.data)
-        names = [s.name for s in samples]
-    return SegmentationDataset(images, masks, names, cfg.mean, cfg.std)
+        check_records(records, in_channels, cfg.data)
+        images, masks = LazyArrays(records, in_channels, size, 0), LazyArrays(records, in_channels, size, 1)
+    return SegmentationDataset(images, masks, names, cfg.mean, cfg.std, groups=groups)
 
 
 def build_datasets(cfg: DataConfig, in_channels: int, seed: int) -> Split:
-    """A seeded random split into train and validation; augmentation on the training part only."""
+    """Split as configured (seeded); augmentation and patches on the training part only."""
     full = load_all(cfg, in_channels)
-    if len(full) < 2:
-        raise UserError(f"data set {cfg.data} has {len(full)} image(s); a train/validation split needs at least 2")
-    order = np.random.default_rng(seed).permutation(len(full))
-    n_val = max(1, int(round(cfg.val_fraction * len(full))))
-    pipeline = augment.endoscopy_augmentation(seed) if cfg.augment else None
-    return Split(train=full.subset(sorted(order[n_val:]), pipeline), val=full.subset(sorted(order[:n_val])))
+    parts = assign_split(full.groups, cfg.split, cfg.val_fraction, cfg.test_fraction, seed, cfg.folds, cfg.fold)
+    index = {p: [i for i, q in enumerate(parts) if q == p] for p in ("train", "val", "test")}
+    pipeline = augment.build(augmentation_kind(cfg), seed, cfg.augment_strength)
+    train: Dataset = full.subset(index["train"], pipeline)
+    if any(cfg.patch_size):
+        train = PatchDataset(train, cfg.patch_size, cfg.patch_lesion_fraction)
+    rows = [{"name": n, "group": g, "split": p} for n, g, p in zip(full.names, full.groups, parts)]
+    return Split(train=train, val=full.subset(index["val"]), test=full.subset(index["test"]) if index["test"] else None,
+                 rows=rows)

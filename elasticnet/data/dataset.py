@@ -23,10 +23,11 @@ def to_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
 class SegmentationDataset(Dataset):
     """Images and 0/255 masks held in memory; yields ``(image (C,H,W), mask (1,H,W) in {0,1})``."""
 
-    def __init__(self, images: list[np.ndarray], masks: list[np.ndarray], names: list[str],
-                 mean: Sequence[float], std: Sequence[float], pipeline=None):
+    def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], names: list[str],
+                 mean: Sequence[float], std: Sequence[float], pipeline=None, groups: list[str] | None = None):
         assert len(images) == len(masks) == len(names)
         self.images, self.masks, self.names = images, masks, names
+        self.groups = list(groups) if groups is not None else list(names)
         self.mean, self.std, self.pipeline = tuple(mean), tuple(std), pipeline
 
     def __len__(self) -> int:
@@ -38,5 +39,54 @@ class SegmentationDataset(Dataset):
         return to_tensor(image, self.mean, self.std), target
 
     def subset(self, indices: Sequence[int], pipeline=None) -> "SegmentationDataset":
-        return SegmentationDataset([self.images[i] for i in indices], [self.masks[i] for i in indices],
-                                   [self.names[i] for i in indices], self.mean, self.std, pipeline)
+        """The images at ``indices`` (decoded lazily if this set is), with ``pipeline`` as augmentation."""
+        indices = list(indices)
+        if isinstance(self.images, list):
+            images, masks = [self.images[i] for i in indices], [self.masks[i] for i in indices]
+        else:
+            images, masks = _Subset(self.images, indices), _Subset(self.masks, indices)
+        return SegmentationDataset(images, masks, [self.names[i] for i in indices], self.mean, self.std, pipeline,
+                                   [self.groups[i] for i in indices])
+
+
+class _Subset(Sequence):
+    def __init__(self, items: Sequence, indices: list[int]):
+        self.items, self.indices = items, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.items[self.indices[i]]
+
+
+class PatchDataset(Dataset):
+    """Random ``patch`` (H, W) crops of a :class:`SegmentationDataset`, for images too large to train whole.
+
+    With probability ``lesion_fraction`` a crop is centred near a random foreground pixel, so that
+    lesions (often < 1 % of a mammogram) are seen often enough. Crops are drawn from torch's seeded RNG,
+    so a seeded run repeats them.
+    """
+
+    def __init__(self, base: SegmentationDataset, patch: Sequence[int], lesion_fraction: float = 0.5):
+        self.base, self.patch, self.lesion_fraction = base, (int(patch[0]), int(patch[1])), lesion_fraction
+        self.names = base.names
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = augment.apply(self.base.pipeline, self.base.images[i], self.base.masks[i])
+        ph, pw = self.patch
+        h, w = mask.shape[:2]
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
+        ys, xs = np.nonzero(mask > 127) if rng.random() < self.lesion_fraction else ((), ())
+        if len(ys):
+            k = rng.integers(len(ys))
+            top = int(np.clip(ys[k] - ph // 2 + rng.integers(-ph // 4, ph // 4 + 1), 0, h - ph))
+            left = int(np.clip(xs[k] - pw // 2 + rng.integers(-pw // 4, pw // 4 + 1), 0, w - pw))
+        else:
+            top, left = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+        image, mask = image[top : top + ph, left : left + pw], mask[top : top + ph, left : left + pw]
+        target = torch.from_numpy((mask > 127).astype(np.float32))[None]
+        return to_tensor(image, self.base.mean, self.base.std), target

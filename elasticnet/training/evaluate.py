@@ -13,41 +13,56 @@ from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.surgery import extract, subnet_config
 from elasticnet.models.subnet import SubNet
 from elasticnet.training.calibration import bn_state, calibrate_bn, load_bn_state
+from elasticnet.sliding_window import sliding_window
 from elasticnet.training.metrics import dice_iou_per_image
 
 
 @torch.no_grad()
 def evaluate(predict: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, device: torch.device,
-             threshold: float = 0.5) -> dict[str, float]:
-    """Mean per-image Dice and IoU at ``threshold``; ``predict`` maps images to logits."""
-    dices, ious = [], []
+             threshold: float = 0.5, tile: tuple[int, int] | None = None) -> dict[str, float]:
+    """Mean per-image Dice and IoU at ``threshold``; ``predict`` maps images to logits.
+
+    With ``tile`` the images are predicted by sliding windows of that size. When some masks are empty
+    (films without a lesion) the result also holds ``dice_lesion`` (mean Dice over images with a lesion)
+    and ``fp_area`` (mean predicted area fraction over images without one).
+    """
+    dices, ious, has_lesion, area = [], [], [], []
     for images, masks in loader:
-        prob = torch.sigmoid(predict(images.to(device)).float())
-        dice, iou = dice_iou_per_image(prob, masks.to(device), threshold)
+        images, masks = images.to(device), masks.to(device)
+        logits = sliding_window(predict, images, tile) if tile else predict(images)
+        prob = torch.sigmoid(logits.float())
+        dice, iou = dice_iou_per_image(prob, masks, threshold)
         dices.append(dice.cpu())
         ious.append(iou.cpu())
-    dice, iou = torch.cat(dices), torch.cat(ious)
-    return {"dice": float(dice.mean()), "iou": float(iou.mean()), "images": int(dice.numel())}
+        has_lesion.append((masks.flatten(1) > 0.5).any(1).cpu())
+        area.append((prob > threshold).flatten(1).float().mean(1).cpu())
+    dice, iou, lesion, area_t = torch.cat(dices), torch.cat(ious), torch.cat(has_lesion), torch.cat(area)
+    result = {"dice": float(dice.mean()), "iou": float(iou.mean()), "images": int(dice.numel())}
+    if not bool(lesion.all()):
+        result["dice_lesion"] = float(dice[lesion].mean()) if bool(lesion.any()) else float("nan")
+        result["fp_area"] = float(area_t[~lesion].mean())
+    return result
 
 
 def evaluate_subnet(model: ElasticUNet, subnet: SubNet, loader: Iterable, device: torch.device,
-                    threshold: float = 0.5) -> dict[str, float]:
+                    threshold: float = 0.5, tile: tuple[int, int] | None = None) -> dict[str, float]:
     was_training = model.training
     model.eval()
     try:
-        return evaluate(lambda x: model(x, subnet), loader, device, threshold)
+        return evaluate(lambda x: model(x, subnet), loader, device, threshold, tile)
     finally:
         model.train(was_training)
 
 
 def evaluate_calibrated(model: ElasticUNet, subnet: SubNet, calib_loader: Iterable, val_loader: Iterable,
-                        device: torch.device, calib_batches: int, threshold: float = 0.5) -> dict[str, float]:
+                        device: torch.device, calib_batches: int, threshold: float = 0.5,
+                        tile: tuple[int, int] | None = None) -> dict[str, float]:
     """Evaluate ``subnet`` with BN statistics re-estimated on ``calib_batches`` batches; the model's own
     statistics are restored afterwards."""
     saved = bn_state(model)
     try:
         calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches)
-        return evaluate_subnet(model, subnet, val_loader, device, threshold)
+        return evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
     finally:
         load_bn_state(model, saved)
 
@@ -59,8 +74,9 @@ def static_bn_buffers(static: nn.Module) -> dict[str, torch.Tensor]:
 
 def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataLoader, device: torch.device,
                  image_size: tuple[int, int], calib_batches: int, threshold: float = 0.5,
+                 test_loader: DataLoader | None = None, tile: tuple[int, int] | None = None,
                  progress: Callable[[str], None] = lambda s: None) -> tuple[list[dict], dict[str, dict[str, torch.Tensor]]]:
-    """Calibrate and evaluate every configured sub-net.
+    """Calibrate and evaluate every configured sub-net on the validation (and test) images.
 
     Returns the table (one row per sub-net, smallest first) and, per sub-net key, the calibrated BN
     buffers of its static U-Net, so that export reproduces exactly the evaluated model without data.
@@ -72,12 +88,12 @@ def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataL
         for subnet in model.config.subnets():
             progress(f"evaluating {subnet}")
             load_bn_state(model, as_trained)
-            raw = evaluate_subnet(model, subnet, val_loader, device, threshold)
+            raw = evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
             used = calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches)
-            cal = evaluate_subnet(model, subnet, val_loader, device, threshold)
+            cal = evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
             calibrated[subnet.key] = static_bn_buffers(extract(model, subnet))
             cfg = subnet_config(model, subnet)
-            rows.append({
+            row = {
                 "depth": subnet.depth,
                 "width": subnet.width,
                 "channels": "-".join(map(str, cfg.channels)),
@@ -86,9 +102,17 @@ def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataL
                 "dice": round(cal["dice"], 4),
                 "iou": round(cal["iou"], 4),
                 "dice_bn_as_trained": round(raw["dice"], 4),
-                "calib_batches": used,
-                "val_images": cal["images"],
-            })
+            }
+            if "dice_lesion" in cal:
+                row |= {"dice_lesion": round(cal["dice_lesion"], 4), "fp_area": round(cal["fp_area"], 5)}
+            if test_loader is not None:
+                test = evaluate_subnet(model, subnet, test_loader, device, threshold, tile)
+                row |= {"test_dice": round(test["dice"], 4), "test_iou": round(test["iou"], 4)}
+                if "dice_lesion" in test:
+                    row |= {"test_dice_lesion": round(test["dice_lesion"], 4), "test_fp_area": round(test["fp_area"], 5)}
+                row["test_images"] = test["images"]
+            row |= {"calib_batches": used, "val_images": cal["images"]}
+            rows.append(row)
     finally:
         load_bn_state(model, as_trained)
     return rows, calibrated

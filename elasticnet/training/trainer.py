@@ -16,6 +16,7 @@ from tqdm import tqdm
 from elasticnet.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from elasticnet.config import RunConfig, save_yaml
 from elasticnet.data import build_datasets
+from elasticnet.data.dataset import PatchDataset
 from elasticnet.errors import UserError
 from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.subnet import SubNet
@@ -26,7 +27,13 @@ from elasticnet.training.inactive import InactiveWeightFreezer
 from elasticnet.training.losses import distillation_loss, segmentation_loss
 from elasticnet.training.sampler import SubNetSampler
 
-TABLE_COLUMNS = ["depth", "width", "channels", "params", "mflops", "dice", "iou", "dice_bn_as_trained"]
+TABLE_COLUMNS = ["depth", "width", "channels", "params", "mflops", "dice", "iou", "dice_bn_as_trained", "dice_lesion",
+                 "fp_area", "test_dice", "test_iou", "test_dice_lesion", "test_fp_area"]
+
+
+def table_columns(rows: Sequence[dict]) -> list[str]:
+    """The columns of the sub-net table worth showing: those present in ``rows``."""
+    return [c for c in TABLE_COLUMNS if rows and c in rows[0]]
 
 
 def sampler_for(cfg: RunConfig) -> SubNetSampler:
@@ -91,7 +98,7 @@ def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = 
     split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
     run_dir = make_run_dir(t_cfg.out)
     save_yaml(cfg, run_dir / "config.yaml")
-    write_csv(split.rows(), run_dir / "split.csv")
+    write_csv(split.rows, run_dir / "split.csv")
 
     model = ElasticUNet(cfg.model).to(device)
     loader_rng = torch.Generator().manual_seed(t_cfg.seed)
@@ -99,8 +106,11 @@ def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = 
     train_loader = DataLoader(split.train, batch_size=batch_size, shuffle=True, drop_last=True,
                               generator=loader_rng, num_workers=cfg.data.num_workers)
     # BN calibration sees training images without augmentation, always in the same order.
-    calib_loader = DataLoader(split.train.subset(range(len(split.train))), batch_size=batch_size, shuffle=False)
+    train_images = split.train.base if isinstance(split.train, PatchDataset) else split.train
+    calib_loader = DataLoader(train_images.subset(range(len(train_images))), batch_size=batch_size, shuffle=False)
     val_loader = DataLoader(split.val, batch_size=batch_size, shuffle=False)
+    test_loader = DataLoader(split.test, batch_size=batch_size, shuffle=False) if split.test is not None else None
+    tile = tuple(cfg.data.patch_size) if any(cfg.data.patch_size) else None  # sliding-window evaluation
 
     steps_per_epoch = len(train_loader)
     total_steps = t_cfg.epochs * steps_per_epoch
@@ -144,7 +154,7 @@ def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = 
         # A quick look at the two extremes, with BN re-estimated on a few batches (shared statistics
         # mix all sub-nets and say little about any one of them).
         quick = {s: evaluate_calibrated(model, s, calib_loader, val_loader, device, min(4, t_cfg.calib_batches),
-                                        t_cfg.threshold)["dice"] for s in (sampler.largest, sampler.smallest)}
+                                        t_cfg.threshold, tile)["dice"] for s in (sampler.largest, sampler.smallest)}
         row = {
             "epoch": epoch,
             "step": step,
@@ -166,18 +176,21 @@ def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = 
 
     echo(f"calibrating BatchNorm ({t_cfg.calib_batches} batches) and evaluating {len(sampler.choices)} sub-nets ...")
     rows, bn_stats = subnet_table(model, calib_loader, val_loader, device, tuple(cfg.data.image_size),
-                                  t_cfg.calib_batches, t_cfg.threshold)
+                                  t_cfg.calib_batches, t_cfg.threshold, test_loader, tile)
     write_csv(rows, run_dir / "subnets.csv")
     (run_dir / "subnets.md").write_text(
-        f"Validation ({rows[0]['val_images']} images), per-image mean Dice/IoU at threshold {t_cfg.threshold}; "
+        f"Validation ({rows[0]['val_images']} images"
+        + (f"; test: {rows[0]['test_images']} images" if "test_images" in rows[0] else "")
+        + f"), per-image mean Dice/IoU at threshold {t_cfg.threshold}; "
         f"BN re-estimated per sub-net on {rows[0]['calib_batches']} training batches "
-        f"(`dice_bn_as_trained`: without). MFLOPs at {cfg.data.image_size[0]}x{cfg.data.image_size[1]}.\n\n"
-        + markdown_table(rows, TABLE_COLUMNS))
+        f"(`dice_bn_as_trained`: without). `dice_lesion`: mean over images with a lesion; `fp_area`: predicted "
+        f"area fraction on images without one. MFLOPs at {cfg.data.image_size[0]}x{cfg.data.image_size[1]}.\n\n"
+        + markdown_table(rows, table_columns(rows)))
     save_checkpoint(run_dir / CHECKPOINT_NAME, cfg, model, optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), step=step, epoch=len(log), subnets=rows, bn_stats=bn_stats,
                     log=log, train_seconds=round(train_seconds, 2))
     echo("\nper-sub-net validation results (mean over images of per-image Dice/IoU at threshold "
-         f"{t_cfg.threshold}, BN re-estimated per sub-net):\n" + text_table(rows, TABLE_COLUMNS))
+         f"{t_cfg.threshold}, BN re-estimated per sub-net):\n" + text_table(rows, table_columns(rows)))
     echo(f"\ntrained in {train_seconds:.0f} s; wrote {run_dir}/ (checkpoint.pt, config.yaml, log.csv, "
          "subnets.csv, subnets.md, split.csv, curve.png)")
     return run_dir

@@ -1,0 +1,56 @@
+"""Decoding image files into uint8 arrays, whatever their format's quirks.
+
+- TIFF goes through ``tifffile``: the official CVC-ClinicDB frames declare photometric "min-is-black"
+  with 3 samples, which Pillow refuses and OpenCV silently reads as one grey channel; tifffile returns
+  the true RGB pixels.
+- Everything else (PNG, JPEG, BMP, PGM/PPM) goes through OpenCV.
+- 16-bit images (some mammograms) are scaled to 8 bit over their own range.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".ppm")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """RGB uint8 (H, W, 3) or grey (H, W); raises ValueError with a short reason on a bad file."""
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        image = _read_tiff(path)
+    else:
+        data = np.fromfile(path, dtype=np.uint8)
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        if image is None:
+            raise ValueError("unreadable or truncated image")
+        if image.ndim == 3:
+            image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[..., :3]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3) or min(image.shape[:2]) == 0:
+        raise ValueError(f"unsupported image shape {image.shape}")
+    if image.dtype != np.uint8:
+        image = _to_uint8(image)
+    return np.ascontiguousarray(image)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        return tifffile.imread(path)
+    except Exception as e:  # tifffile raises several types for broken files
+        raise ValueError(f"unreadable or truncated TIFF ({type(e).__name__})") from None
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    image = image.astype(np.float64)
+    lo, hi = float(image.min()), float(image.max())
+    scaled = (image - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(image)
+    return scaled.round().astype(np.uint8)

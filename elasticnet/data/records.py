@@ -1,0 +1,132 @@
+"""What every reader produces: one :class:`Record` per image, and the checked, decoded arrays.
+
+A record names its image, where its mask comes from (a file, or circles drawn from an annotation
+table), and its *group*: the unit that a split keeps together (a video sequence, a patient).
+Decoding checks every record and reports all problems at once, each naming its file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from elasticnet.data.imageio import read_image
+from elasticnet.errors import UserError
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str
+    image_path: Path
+    group: str
+    mask_path: Path | None = None
+    # Circles (column, row counted from the *bottom*, radius) in pixels, drawn filled as the mask.
+    circles: tuple[tuple[float, float, float], ...] = ()
+
+
+def problem_report(root: Path | str, problems: Sequence[str]) -> str:
+    shown = "\n  ".join(problems[:50])
+    more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+    return f"data set {root} has {len(problems)} problem(s); fix or remove these files:\n  {shown}{more}"
+
+
+def draw_circles(shape: tuple[int, int], circles: Sequence[tuple[float, float, float]]) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    for col, row_from_bottom, radius in circles:
+        centre = (int(round(col)), int(round(shape[0] - 1 - row_from_bottom)))
+        cv2.circle(mask, centre, int(round(radius)), 255, thickness=-1)
+    return mask
+
+
+def decode(record: Record, in_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image with ``in_channels`` channels, 0/255 mask); ValueError('<file>: <reason>') on a problem."""
+    try:
+        image = read_image(record.image_path)
+    except ValueError as e:
+        raise ValueError(f"{record.image_path}: {e}") from None
+    if record.mask_path is not None:
+        try:
+            mask = read_image(record.mask_path)
+        except ValueError as e:
+            raise ValueError(f"{record.mask_path}: {e}") from None
+        if mask.ndim == 3:
+            mask = mask.max(axis=2)
+        if image.shape[:2] != mask.shape[:2]:
+            raise ValueError(f"{record.image_path}: image is {image.shape[1]}x{image.shape[0]} but its mask "
+                             f"{record.mask_path.name} is {mask.shape[1]}x{mask.shape[0]} (width x height)")
+        mask = np.where(mask > 127, 255, 0).astype(np.uint8)
+    else:
+        mask = draw_circles(image.shape[:2], record.circles)
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    if channels != in_channels:
+        if in_channels == 3 and channels == 1:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        elif in_channels == 1 and channels == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+        else:
+            raise ValueError(f"{record.image_path}: has {channels} channels, the model expects {in_channels}")
+    return image, mask
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    if mask.shape[:2] == (h, w):
+        return mask
+    return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def check_records(records: Sequence[Record], in_channels: int, root: Path | str) -> None:
+    """Decode every record once, raising one error that lists every problem (nothing is kept)."""
+    problems = []
+    for record in records:
+        try:
+            decode(record, in_channels)
+        except ValueError as e:
+            problems.append(str(e))
+    if problems:
+        raise UserError(problem_report(root, problems))
+
+
+def load_records(records: Sequence[Record], in_channels: int, size: tuple[int, int],
+                 root: Path | str = "") -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Decode, check and resize every record to ``size`` (H, W); report all problems at once."""
+    images, masks, problems = [], [], []
+    for record in records:
+        try:
+            image, mask = decode(record, in_channels)
+        except ValueError as e:
+            problems.append(str(e))
+            continue
+        images.append(resize_image(image, size))
+        masks.append(resize_mask(mask, size))
+    if problems:
+        raise UserError(problem_report(root, problems))
+    return images, masks
+
+
+class LazyArrays(Sequence):
+    """Images (or masks) decoded on access, for data sets too large to hold in memory."""
+
+    def __init__(self, records: Sequence[Record], in_channels: int, size: tuple[int, int], part: int):
+        self.records, self.in_channels, self.size, self.part = list(records), in_channels, size, part
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        try:
+            pair = decode(self.records[i], self.in_channels)
+        except ValueError as e:  # a file that went bad after the start-up check (disk error, ...)
+            raise UserError(f"reading a training file failed: {e}") from None
+        return resize_image(pair[0], self.size) if self.part == 0 else resize_mask(pair[1], self.size)
