@@ -30,6 +30,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/slicing.py
+	$(BIN)/python benchmarks/loader.py --config experiments/synthetic.yaml
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
