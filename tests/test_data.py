@@ -90,11 +90,12 @@ def test_split_is_seeded_disjoint_and_complete():
     assert len(a.train) + len(a.val) == 20 and len(a.val) == 5 and a.test is None
 
 
-def test_augmentation_keeps_image_and_mask_aligned():
+@pytest.mark.parametrize("kind", ["endoscopy", "mammography"])
+def test_augmentation_keeps_image_and_mask_aligned(kind):
     images, masks = synthetic_polyp_set(1, 64, 64, seed=0)
     image = np.zeros((64, 64, 3), np.uint8)
     image[masks[0] > 0] = 255  # the image *is* its mask: any misalignment shows
-    pipeline = augment.endoscopy_augmentation(seed=0)
+    pipeline = augment.build(kind, seed=0)
     for _ in range(20):
         out_image, out_mask = augment.apply(pipeline, image, masks[0])
         bright, fg = out_image.max(axis=2) > 200, out_mask > 127

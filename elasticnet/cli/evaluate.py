@@ -18,22 +18,30 @@ def add_parser(sub) -> None:
     src.add_argument("--checkpoint", help="checkpoint file or run folder (default: the newest run)")
     src.add_argument("--model", help="an export bundle folder (ONNX or PyTorch)")
     p.add_argument("--data", help="'synthetic' or a folder with images/ and masks/ (default: the run's validation split)")
+    p.add_argument("--dataset", help="reader for --data: auto, folder, cvc-clinicdb or mini-mias (default: as trained)")
     p.add_argument("--depth", type=int, help="checkpoint only: evaluate this depth (default: every sub-net)")
     p.add_argument("--width", type=float, help="checkpoint only: evaluate this width (default: every trained width)")
     p.add_argument("--batch-size", type=int, default=8)
 
 
-def eval_loader(cfg, data: str | None, batch_size: int) -> tuple[DataLoader, str]:
+def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = None) -> tuple[DataLoader, str]:
+    """The run's validation split (``data`` None), or every image of ``data`` read with ``reader``."""
     from elasticnet.data import build_datasets
     from elasticnet.data.build import load_all
 
     if data is None:
-        dataset = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed).val
-        what = f"the run's validation split ({len(dataset)} images of {cfg.data.data})"
+        images = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed).val
+        what = f"the run's validation split ({len(images)} images of {cfg.data.data})"
     else:
-        dataset = load_all(dataclasses.replace(cfg.data, data=data), cfg.model.in_channels)
-        what = f"all {len(dataset)} images of {data}"
-    return DataLoader(dataset, batch_size=batch_size), what
+        data_cfg = dataclasses.replace(cfg.data, data=data, dataset=reader or cfg.data.dataset)
+        images = load_all(data_cfg, cfg.model.in_channels)
+        what = f"all {len(images)} images of {data}"
+    return DataLoader(images, batch_size=batch_size), what
+
+
+def tile_of(cfg) -> tuple[int, int] | None:
+    """Models trained on patches are evaluated by sliding windows of the patch size."""
+    return tuple(cfg.data.patch_size) if any(cfg.data.patch_size) else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,10 +57,12 @@ def run(args: argparse.Namespace) -> int:
 
         predict, d = load_exported(args.model)
         cfg = RunConfig.from_dict(d["training_config"], source=f"{args.model}/model.json")
-        loader, what = eval_loader(cfg, args.data, args.batch_size)
-        result = evaluate(predict, loader, cpu, d["output"]["threshold"])
+        loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset)
+        result = evaluate(predict, loader, cpu, d["output"]["threshold"], tile_of(cfg))
         print(f"{args.model} ({d['runtime']}, depth {d['subnet']['depth']}, width {d['subnet']['width']}) on {what}:")
-        print(f"Dice {result['dice']:.4f}  IoU {result['iou']:.4f}  (per-image mean at threshold {d['output']['threshold']})")
+        print(f"Dice {result['dice']:.4f}  IoU {result['iou']:.4f}  (per-image mean at threshold {d['output']['threshold']})"
+              + (f"; Dice on images with a lesion {result['dice_lesion']:.4f}, false-positive area on images without "
+                 f"{result['fp_area']:.5f}" if "dice_lesion" in result else ""))
         return 0
 
     from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
@@ -65,13 +75,12 @@ def run(args: argparse.Namespace) -> int:
     depths = [args.depth] if args.depth is not None else cfg.model.depths
     widths = [args.width] if args.width is not None else cfg.model.widths
     subnets = [model.check_subnet(SubNet(d, w)) for d in depths for w in widths]
-    loader, what = eval_loader(cfg, args.data, args.batch_size)
+    loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset)
     rows = []
     for subnet in subnets:
         static = cut_subnet(ckpt, subnet)
-        result = evaluate(static, loader, cpu, cfg.train.threshold)
-        rows.append({"depth": subnet.depth, "width": subnet.width, "dice": round(result["dice"], 4),
-                     "iou": round(result["iou"], 4)})
+        result = evaluate(static, loader, cpu, cfg.train.threshold, tile_of(cfg))
+        rows.append({"depth": subnet.depth, "width": subnet.width} | {k: round(v, 4) for k, v in result.items() if k != "images"})
     print(f"{checkpoint} on {what} (per-image mean at threshold {cfg.train.threshold}, BN re-estimated per sub-net):")
     print(text_table(rows))
     return 0
