@@ -31,6 +31,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/slicing.py
 	$(BIN)/python benchmarks/loader.py --config experiments/synthetic.yaml
+	$(BIN)/python benchmarks/allocator.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
