@@ -18,7 +18,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, count_flops, count_params, extract
 from elasticnet.models.elastic_layers import ElasticConv2d
