@@ -169,3 +169,18 @@ def test_loss_is_lower_for_better_predictions():
     good = segmentation_loss((target * 2 - 1) * 5, target)
     bad = segmentation_loss(-(target * 2 - 1) * 5, target)
     assert good < 0.1 < bad
+
+
+def test_batch_dice_pools_the_batch_and_spares_empty_images():
+    from elasticnet.training.losses import soft_dice_loss
+
+    logits = torch.randn(1, 1, 8, 8)
+    target = (torch.rand(1, 1, 8, 8) > 0.5).float()
+    assert torch.allclose(soft_dice_loss(logits, target), soft_dice_loss(logits, target, per_image=False))
+    target = torch.zeros(2, 1, 8, 8)
+    target[0, 0, :4] = 1  # image 0 has a lesion, image 1 is empty
+    logits = (target * 2 - 1) * 6
+    logits[1, 0, 0, :3] = 6  # three false-positive pixels on the empty image
+    per_image = soft_dice_loss(logits, target)
+    batch = soft_dice_loss(logits, target, per_image=False)
+    assert batch < 0.1 < per_image

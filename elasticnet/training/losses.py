@@ -6,23 +6,25 @@ import torch
 import torch.nn.functional as F
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice, per image then averaged. ``target`` may be soft (probabilities)."""
-    prob = torch.sigmoid(logits).flatten(1)
-    target = target.flatten(1)
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0, per_image: bool = True) -> torch.Tensor:
+    """1 - soft Dice, per image then averaged (or over the whole batch as one region, ``per_image=False``,
+    which punishes a few false-positive pixels on an empty image far less). ``target`` may be soft."""
+    rows = logits.shape[0] if per_image else 1
+    prob, target = torch.sigmoid(logits).reshape(rows, -1), target.reshape(rows, -1)
     inter = (prob * target).sum(1)
     denom = prob.sum(1) + target.sum(1)
     return (1 - (2 * inter + eps) / (denom + eps)).mean()
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE (with logits) + soft Dice, equally weighted. ``target`` holds 0/1 (or soft) values."""
-    return F.binary_cross_entropy_with_logits(logits, target) + soft_dice_loss(logits, target)
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice: str = "image") -> torch.Tensor:
+    """BCE (with logits) + soft Dice (``dice``: "image" or "batch"), equally weighted. ``target`` holds
+    0/1 (or soft) values."""
+    return F.binary_cross_entropy_with_logits(logits, target) + soft_dice_loss(logits, target, per_image=dice == "image")
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_prob: torch.Tensor) -> torch.Tensor:
+def distillation_loss(student_logits: torch.Tensor, teacher_prob: torch.Tensor, dice: str = "image") -> torch.Tensor:
     """In-place self-distillation (Yu & Huang, 2019): match the largest sub-net's detached probabilities.
 
     Uses the same BCE + soft Dice as the task loss, with the teacher's probabilities as soft targets.
     """
-    return segmentation_loss(student_logits, teacher_prob.detach())
+    return segmentation_loss(student_logits, teacher_prob.detach(), dice)

@@ -41,7 +41,7 @@ def sampler_for(cfg: RunConfig) -> SubNetSampler:
 
 
 def forward_backward(model: ElasticUNet, images: torch.Tensor, masks: torch.Tensor, subnets: Sequence[SubNet],
-                     distill_weight: float | None) -> float:
+                     distill_weight: float | None, dice: str = "image") -> float:
     """Run each sub-net on the batch and accumulate its gradients; returns the mean loss.
 
     With ``distill_weight``, every sub-net other than the largest also matches the largest one's
@@ -53,7 +53,7 @@ def forward_backward(model: ElasticUNet, images: torch.Tensor, masks: torch.Tens
     total = 0.0
     for subnet in subnets:
         logits = model(images, subnet)
-        loss = segmentation_loss(logits, masks)
+        loss = segmentation_loss(logits, masks, dice)
         if distill_weight is not None:
             if subnet == largest:
                 teacher = torch.sigmoid(logits).detach()
@@ -61,7 +61,7 @@ def forward_backward(model: ElasticUNet, images: torch.Tensor, masks: torch.Tens
                 if teacher is None:
                     with torch.no_grad():
                         teacher = torch.sigmoid(model(images, largest))
-                loss = loss + distill_weight * distillation_loss(logits, teacher)
+                loss = loss + distill_weight * distillation_loss(logits, teacher, dice)
         if not torch.isfinite(loss):
             raise UserError(f"the loss became {loss.item()} at {subnet}; lower --lr or check the data for broken images")
         loss.backward()
@@ -136,7 +136,7 @@ def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = 
             images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
             subnets = sampler.sample(step)
             optimizer.zero_grad(set_to_none=True)
-            losses.append(forward_backward(model, images, masks, subnets, distill_weight))
+            losses.append(forward_backward(model, images, masks, subnets, distill_weight, t_cfg.dice_loss))
             if freezer is None:
                 optimizer.step()
             else:
