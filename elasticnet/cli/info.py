@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from elasticnet.training.trainer import table_columns
 
     path = Path(args.path) if args.path else None
-    if path is not None and (path / "model.json").exists() or (path is not None and path.name == "model.json"):
+    if path is not None and (path.name == "model.json" or (path / "model.json").exists()):
         from elasticnet.export.bundle import read_description
 
         folder, d = read_description(path)

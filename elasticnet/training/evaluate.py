@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from elasticnet.models.complexity import count_flops, count_params
 from elasticnet.models.elastic_unet import ElasticUNet
-from elasticnet.models.surgery import extract, subnet_config
+from elasticnet.models.surgery import extract
 from elasticnet.models.subnet import SubNet
 from elasticnet.training.calibration import bn_state, calibrate_bn, load_bn_state
 from elasticnet.sliding_window import sliding_window
@@ -91,8 +91,9 @@ def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataL
             raw = evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
             used = calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches)
             cal = evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
-            calibrated[subnet.key] = static_bn_buffers(extract(model, subnet))
-            cfg = subnet_config(model, subnet)
+            static = extract(model, subnet)
+            calibrated[subnet.key] = static_bn_buffers(static)
+            cfg = static.config
             row = {
                 "depth": subnet.depth,
                 "width": subnet.width,
