@@ -3,11 +3,19 @@
 A checkpoint is a plain dict of tensors and plain data (readable with ``weights_only=True``):
 ``format``, ``format_version``, ``elasticnet_version``, ``config`` (the resolved :class:`RunConfig`),
 ``model`` (state dict), ``optimizer``, ``scheduler``, ``step``, ``epoch``, ``subnets`` (the evaluated
-sub-net table), ``bn_stats`` (calibrated BN buffers per sub-net key) and ``train_seconds``.
+sub-net table), ``bn_stats`` (calibrated BN buffers per sub-net key) and ``train_seconds``; the training
+state ``last.pt`` of an unfinished run holds the same plus what an exact resume needs (RNG states, the
+current epoch's losses).
+
+Since format 2 every checkpoint carries ``content_sha256``, a SHA-256 over all its other entries
+(tensor bytes, dtypes, shapes and plain values, in a fixed order). Loading recomputes it, so a file that
+was cut short, bit-flipped or edited is refused with a clear message instead of yielding wrong weights.
+Format 1 files (no hash) still load.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +28,39 @@ from elasticnet.files import load_torch, save_torch
 from elasticnet.models.elastic_unet import ElasticUNet
 
 FORMAT = "elasticnet-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHECKPOINT_NAME = "checkpoint.pt"
+HASH_KEY = "content_sha256"
+
+
+def content_hash(obj: Any) -> str:
+    """SHA-256 of a nested structure of dicts, lists, tensors and plain values, independent of pickling."""
+    h = hashlib.sha256()
+
+    def feed(x: Any) -> None:
+        if torch.is_tensor(x):
+            t = x.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            h.update(f"D{len(x)}".encode())
+            for k in sorted(x, key=repr):
+                feed(k)
+                feed(x[k])
+        elif isinstance(x, (list, tuple)):
+            h.update(f"L{len(x)}".encode())
+            for v in x:
+                feed(v)
+        else:
+            h.update(f"V{type(x).__name__}:{x!r};".encode())
+
+    feed(obj)
+    return h.hexdigest()
 
 
 def save_checkpoint(path: Path, cfg: RunConfig, model: ElasticUNet, **state: Any) -> Path:
+    """Write a checkpoint (atomically, with its content hash)."""
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -33,6 +69,7 @@ def save_checkpoint(path: Path, cfg: RunConfig, model: ElasticUNet, **state: Any
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **state,
     }
+    payload[HASH_KEY] = content_hash(payload)
     return save_torch(payload, path)
 
 
@@ -57,6 +94,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not an elasticnet checkpoint (format {ckpt.get('format')!r})")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer elasticnet (format {ckpt['format_version']}); upgrade elasticnet")
+    if ckpt.get("format_version", 0) >= 2:
+        stored = ckpt.pop(HASH_KEY, None)
+        if stored != content_hash(ckpt):
+            raise UserError(f"{path} is corrupted: its content does not match the hash stored in it "
+                            "(a damaged copy or an edited file); use another copy")
     return ckpt
 
 

@@ -264,3 +264,10 @@ def test_sliding_window_blends_a_constant_exactly():
     x = torch.zeros(1, 1, 40, 56)
     out = sliding_window(lambda t: torch.full_like(t, 3.0), x, (16, 16), overlap=0.25)
     assert torch.allclose(out, torch.full_like(x, 3.0))
+
+
+def test_lzw_tiff_falls_back_to_opencv(tmp_path):
+    """OpenCV writes LZW-compressed TIFFs, which tifffile cannot decode without imagecodecs."""
+    image = RNG.integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "lzw.tif"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    np.testing.assert_array_equal(read_image(tmp_path / "lzw.tif"), image)

@@ -1,6 +1,7 @@
 """The ``elasticnet`` command: train, export, eval, info.
 
-User errors (:class:`elasticnet.errors.UserError`) print one line and exit with status 2.
+User errors (:class:`elasticnet.errors.UserError`) print one line and exit with status 2; a training
+stopped by SIGINT/SIGTERM saves its state, prints how to resume, and exits with 128 + the signal number.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from elasticnet import __version__
 from elasticnet.cli import evaluate, export, info, train
 from elasticnet.errors import UserError
+from elasticnet.training.signals import TrainingInterrupted
 
 COMMANDS = {"train": train, "export": export, "eval": evaluate, "info": info}
 
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"elasticnet {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        print(f"elasticnet {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print(f"elasticnet {args.command}: interrupted", file=sys.stderr)
         return 130

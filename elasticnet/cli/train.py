@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", metavar="FILE.yaml", help="YAML config (sections model/data/train); flags override it")
     p.add_argument("--profile", help="a profile of the config file (e.g. cpu, paper); default: its default_profile")
+    p.add_argument("--resume", metavar="RUN", help="continue the interrupted run in folder RUN from its last saved state, "
+                   "with its own config (only --device may be given with it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     group = p.add_argument_group("config keys (each overrides the config file)")
     for key, (section, tp) in leaf_keys().items():
@@ -30,9 +32,19 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from elasticnet.training.trainer import train
+    from elasticnet.errors import UserError
+    from elasticnet.training.trainer import resume, train
 
     overrides = {k: getattr(args, k) for k in leaf_keys() if hasattr(args, k)}
+    progress = not args.quiet and sys.stderr.isatty()
+    if args.resume:
+        others = sorted(set(overrides) - {"device"}) + (["config"] if args.config else []) + (["profile"] if args.profile else [])
+        if others:
+            flags = ", ".join("--" + k.replace("_", "-") for k in others)
+            raise UserError(f"--resume continues a run with the config it started with; drop {flags} "
+                            "(to change them, start a new run)")
+        resume(args.resume, overrides.get("device"), progress=progress)
+        return 0
     cfg = build_config(args.config, overrides, args.profile)
-    train(cfg, progress=not args.quiet and sys.stderr.isatty())
+    train(cfg, progress=progress)
     return 0

@@ -1,4 +1,10 @@
-"""An in-memory segmentation data set: decoded uint8 arrays, augmented and normalised on the fly."""
+"""An in-memory segmentation data set: decoded uint8 arrays, augmented and normalised on the fly.
+
+Items are fetched by index, or by ``(index, seed)`` as the training sampler
+(:class:`elasticnet.training.order.EpochSampler`) yields them: the seed fixes that item's augmentation
+(and patch crop), so a sample looks the same whichever worker loads it and whether or not the run was
+interrupted and resumed in between.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +39,9 @@ class SegmentationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = augment.apply(self.pipeline, self.images[i], self.masks[i])
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, seed = split_key(key)
+        image, mask = augment.apply(self.pipeline, self.images[i], self.masks[i], seed)
         target = torch.from_numpy((mask > 127).astype(np.float32))[None]
         return to_tensor(image, self.mean, self.std), target
 
@@ -47,6 +54,13 @@ class SegmentationDataset(Dataset):
             images, masks = _Subset(self.images, indices), _Subset(self.masks, indices)
         return SegmentationDataset(images, masks, [self.names[i] for i in indices], self.mean, self.std, pipeline,
                                    [self.groups[i] for i in indices])
+
+
+def split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
+    """``index`` or ``(index, seed)`` -> (index, seed or None)."""
+    if isinstance(key, tuple):
+        return int(key[0]), int(key[1])
+    return int(key), None
 
 
 class _Subset(Sequence):
@@ -64,8 +78,8 @@ class PatchDataset(Dataset):
     """Random ``patch`` (H, W) crops of a :class:`SegmentationDataset`, for images too large to train whole.
 
     With probability ``lesion_fraction`` a crop is centred near a random foreground pixel, so that
-    lesions (often < 1 % of a mammogram) are seen often enough. Crops are drawn from torch's seeded RNG,
-    so a seeded run repeats them.
+    lesions (often < 1 % of a mammogram) are seen often enough. A crop is a function of the item's seed
+    (``(index, seed)`` keys); a bare index draws one from torch's global RNG.
     """
 
     def __init__(self, base: SegmentationDataset, patch: Sequence[int], lesion_fraction: float = 0.5):
@@ -75,11 +89,12 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = augment.apply(self.base.pipeline, self.base.images[i], self.base.masks[i])
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, seed = split_key(key)
+        image, mask = augment.apply(self.base.pipeline, self.base.images[i], self.base.masks[i], seed)
         ph, pw = self.patch
         h, w = mask.shape[:2]
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,))))
+        rng = np.random.default_rng([seed if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))), 1])
         ys, xs = np.nonzero(mask > 127) if rng.random() < self.lesion_fraction else ((), ())
         if len(ys):
             k = rng.integers(len(ys))

@@ -2,7 +2,8 @@
 
 - TIFF goes through ``tifffile``: the official CVC-ClinicDB frames declare photometric "min-is-black"
   with 3 samples, which Pillow refuses and OpenCV silently reads as one grey channel; tifffile returns
-  the true RGB pixels.
+  the true RGB pixels. Compressed TIFFs that tifffile cannot decode without the optional ``imagecodecs``
+  package (LZW, JPEG, as OpenCV and many scanners write them) fall back to OpenCV.
 - Everything else (PNG, JPEG, BMP, PGM/PPM) goes through OpenCV.
 - 16-bit images (some mammograms) are scaled to 8 bit over their own range.
 """
@@ -23,12 +24,9 @@ def read_image(path: Path) -> np.ndarray:
     if path.suffix.lower() in (".tif", ".tiff"):
         image = _read_tiff(path)
     else:
-        data = np.fromfile(path, dtype=np.uint8)
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        image = _read_opencv(path)
         if image is None:
             raise ValueError("unreadable or truncated image")
-        if image.ndim == 3:
-            image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.ndim == 3 and image.shape[2] == 4:
@@ -40,13 +38,25 @@ def read_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def _read_opencv(path: Path) -> np.ndarray | None:
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is not None and image.ndim == 3:
+        image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
+    return image
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
     try:
         return tifffile.imread(path)
     except Exception as e:  # tifffile raises several types for broken files
-        raise ValueError(f"unreadable or truncated TIFF ({type(e).__name__})") from None
+        reason = f"{type(e).__name__}: {str(e)[:80]}"
+    image = _read_opencv(path)  # a codec tifffile lacks (LZW, JPEG without imagecodecs)
+    if image is None:
+        raise ValueError(f"unreadable or truncated TIFF ({reason})")
+    return image
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 ``model.json`` holds everything a site needs to run the model correctly without the training code:
 the sub-net, its channels, the input size and normalisation, the threshold, its validation Dice, its
-params and FLOPs, the source checkpoint (path and sha256), the package version and the full training
-config.
+params and FLOPs, the sha256 of the model file (checked on every load), the source checkpoint (path and
+sha256), the package version and the full training config.
 """
 
 from __future__ import annotations
@@ -48,4 +48,8 @@ def read_description(bundle: str | Path) -> tuple[Path, dict[str, Any]]:
     model_file = path.parent / description.get("model_file", "")
     if not model_file.is_file():
         raise UserError(f"bundle {path.parent} lacks its model file {description.get('model_file')}; re-export the model")
+    expected = description.get("model_sha256")
+    if expected is not None and sha256(model_file) != expected:
+        raise UserError(f"{model_file} does not match the sha256 recorded in {DESCRIPTION} (a damaged or altered copy); "
+                        "copy the bundle again or re-export it")
     return path.parent, description

@@ -70,6 +70,7 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
             "elasticnet_version": __version__,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "model_file": model_path.name,
+            "model_sha256": sha256(model_path),
             "target": target,
             "runtime": "onnxruntime" if kind == "onnx" else "torch",
             "subnet": {"depth": subnet.depth, "width": subnet.width, "key": subnet.key},

@@ -1,19 +1,25 @@
-"""The training loop: structural dropout over sub-nets, then calibration and the per-sub-net table."""
+"""The training loop: structural dropout over sub-nets, then calibration and the per-sub-net table.
+
+A run saves its training state (``last.pt``) every ``checkpoint_every`` steps, at every epoch end and on
+SIGINT/SIGTERM; :func:`resume` continues from it. Everything random in a step is a function of (seed,
+step) (sub-nets) or (seed, epoch, position) (data order, augmentation, crops), so a resumed run repeats
+the uninterrupted one exactly.
+"""
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from elasticnet.checkpoint import CHECKPOINT_NAME, save_checkpoint
-from elasticnet.config import RunConfig, save_yaml
+from elasticnet.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from elasticnet.config import RunConfig, load_yaml, save_yaml
 from elasticnet.data import build_datasets
 from elasticnet.data.dataset import PatchDataset
 from elasticnet.errors import UserError
@@ -24,7 +30,12 @@ from elasticnet.runtime import seed_everything, select_device
 from elasticnet.training.evaluate import evaluate_calibrated, subnet_table
 from elasticnet.training.inactive import InactiveWeightFreezer
 from elasticnet.training.losses import distillation_loss, segmentation_loss
+from elasticnet.training.order import EpochSampler
+from elasticnet.training.run_dir import (CONFIG_NAME, STATE_NAME, check_new_run_dir, remove_stale_temporaries,
+                                         resumable_run, run_dir_for, run_lock)
 from elasticnet.training.sampler import SubNetSampler
+from elasticnet.training.signals import StopRequest, TrainingInterrupted
+from elasticnet.training.state import TrainingState
 
 TABLE_COLUMNS = ["depth", "width", "channels", "params", "mflops", "dice", "iou", "dice_bn_as_trained", "dice_lesion",
                  "fp_area", "test_dice", "test_iou", "test_dice_lesion", "test_fp_area"]
@@ -33,6 +44,10 @@ TABLE_COLUMNS = ["depth", "width", "channels", "params", "mflops", "dice", "iou"
 def table_columns(rows: Sequence[dict]) -> list[str]:
     """The columns of the sub-net table worth showing: those present in ``rows``."""
     return [c for c in TABLE_COLUMNS if rows and c in rows[0]]
+
+
+class NonFiniteLoss(UserError):
+    """The loss (or the weights) stopped being finite numbers."""
 
 
 def sampler_for(cfg: RunConfig) -> SubNetSampler:
@@ -63,7 +78,8 @@ def forward_backward(model: ElasticUNet, images: torch.Tensor, masks: torch.Tens
                         teacher = torch.sigmoid(model(images, largest))
                 loss = loss + distill_weight * distillation_loss(logits, teacher, dice)
         if not torch.isfinite(loss):
-            raise UserError(f"the loss became {loss.item()} at {subnet}; lower --lr or check the data for broken images")
+            raise NonFiniteLoss(f"the loss became {loss.item()} at {subnet} (step's batch); lower --lr or check "
+                                "the data for broken images")
         loss.backward()
         total += float(loss.detach())
     return total / len(subnets)
@@ -79,31 +95,65 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], f
     return factor
 
 
-def make_run_dir(out: str) -> Path:
-    run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    if (run_dir / CHECKPOINT_NAME).exists():
-        raise UserError(f"run folder {run_dir} already holds a finished run; choose another --out or delete it")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
 def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = True) -> Path:
     """Train an elastic U-Net as ``cfg`` says; returns the run folder (config, checkpoint, log, table, plot)."""
+    return _run(cfg, None, echo, progress)
+
+
+def resume(path: str | Path, device: str | None = None, echo: Callable[[str], None] = print,
+           progress: bool = True) -> Path:
+    """Continue the interrupted run in folder ``path`` from its last saved state (``last.pt``), with the
+    config it started with (``device`` may be changed). With a fixed seed the result equals an
+    uninterrupted run's."""
+    run_dir = resumable_run(path)
+    state_path = run_dir / STATE_NAME
+    if state_path.exists():
+        cfg = RunConfig.from_dict(load_checkpoint(state_path)["config"], source=str(state_path))
+    else:  # stopped before the first save: start again with the config it was given
+        cfg = RunConfig.from_dict(load_yaml(run_dir / CONFIG_NAME), source=str(run_dir / CONFIG_NAME))
+    if device is not None:
+        cfg.train.device = device
+    cfg.train.out = str(run_dir)
+    return _run(cfg, run_dir, echo, progress)
+
+
+def _run(cfg: RunConfig, resume_dir: Path | None, echo: Callable[[str], None], progress: bool) -> Path:
     t_cfg = cfg.train
     device = select_device(t_cfg.device)
     seed_everything(t_cfg.seed)
     # Everything that can refuse the config or the data runs before any file is written.
     sampler = sampler_for(cfg)
     split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
-    run_dir = make_run_dir(t_cfg.out)
-    save_yaml(cfg, run_dir / "config.yaml")
-    write_csv(split.rows, run_dir / "split.csv")
+    run_dir = resume_dir or run_dir_for(t_cfg.out)
+    with run_lock(run_dir):
+        if resume_dir is None:
+            check_new_run_dir(run_dir)
+            save_yaml(cfg, run_dir / CONFIG_NAME)
+            write_csv(split.rows, run_dir / "split.csv")
+        else:
+            remove_stale_temporaries(run_dir)
+            check_same_split(split.rows, run_dir / "split.csv")
+        with StopRequest() as stop:
+            return _train_in(run_dir, cfg, split, sampler, device, stop, echo, progress)
 
+
+def check_same_split(rows: list[dict], path: Path) -> None:
+    """Refuse to resume on data that differs from what the run started with."""
+    with open(path, newline="") as f:
+        saved = list(csv.DictReader(f))
+    if saved != [{k: str(v) for k, v in r.items()} for r in rows]:
+        raise UserError(f"the data differ from those the run started with (see {path}); resume needs the same "
+                        "images and split")
+
+
+def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, device: torch.device, stop: StopRequest,
+              echo: Callable[[str], None], progress: bool) -> Path:
+    t_cfg = cfg.train
     model = ElasticUNet(cfg.model).to(device)
-    loader_rng = torch.Generator().manual_seed(t_cfg.seed)
     batch_size = min(t_cfg.batch_size, len(split.train))
-    train_loader = DataLoader(split.train, batch_size=batch_size, shuffle=True, drop_last=True,
-                              generator=loader_rng, num_workers=cfg.data.num_workers)
+    order = EpochSampler(len(split.train), t_cfg.seed)
+    train_loader = DataLoader(split.train, batch_size=batch_size, sampler=order, drop_last=True,
+                              num_workers=cfg.data.num_workers)
     # BN calibration sees training images without augmentation, always in the same order.
     train_images = split.train.base if isinstance(split.train, PatchDataset) else split.train
     calib_loader = DataLoader(train_images.subset(range(len(train_images))), batch_size=batch_size, shuffle=False)
@@ -111,67 +161,85 @@ def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = 
     test_loader = DataLoader(split.test, batch_size=batch_size, shuffle=False) if split.test is not None else None
     tile = tuple(cfg.data.patch_size) if any(cfg.data.patch_size) else None  # sliding-window evaluation
 
-    steps_per_epoch = len(train_loader)
+    steps_per_epoch = order.per_process() // batch_size
     total_steps = t_cfg.epochs * steps_per_epoch
     if t_cfg.max_steps:
         total_steps = min(total_steps, t_cfg.max_steps)
+    epochs = math.ceil(total_steps / steps_per_epoch)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t_cfg.lr, weight_decay=t_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, cosine_with_warmup(total_steps, min(steps_per_epoch, max(1, total_steps // 20))))
     freezer = InactiveWeightFreezer(model, optimizer) if t_cfg.inactive_weights == "freeze" else None
     distill_weight = t_cfg.distill_weight if t_cfg.distill else None
 
+    state = TrainingState()
+    state_path = run_dir / STATE_NAME
+    if state_path.exists():
+        state.restore(load_checkpoint(state_path), model, optimizer, scheduler)
+        echo(f"resuming {run_dir} at step {state.step}/{total_steps} (epoch {len(state.log) + 1})")
+
+    def save_state() -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise NonFiniteLoss(f"the weights became non-finite before step {state.step}; kept the last good "
+                                f"training state in {state_path}. Lower --lr, or check the data")
+        save_checkpoint(state_path, cfg, model, **state.payload(optimizer, scheduler))
+
     echo(f"run folder {run_dir} | device {device} | {len(split.train)} train / {len(split.val)} val images "
          f"at {cfg.data.image_size[0]}x{cfg.data.image_size[1]} | {total_steps} steps | strategy {t_cfg.strategy}"
          f"{' + distill' if distill_weight is not None else ''} | sub-nets {len(sampler.choices)}")
-    log: list[dict] = []
-    step, start = 0, time.perf_counter()
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    for epoch in range(1, epochs + 1):
+    while len(state.log) < epochs:
+        epoch = len(state.log) + 1
+        end = min(epoch * steps_per_epoch, total_steps)
+        order.set_epoch(epoch, (state.step - (epoch - 1) * steps_per_epoch) * batch_size)
         model.train()
-        epoch_start, losses, seen = time.perf_counter(), [], 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress,
-                   total=min(steps_per_epoch, total_steps - step), unit="batch")
+        resumed_at = time.perf_counter()
+        bar = tqdm(train_loader if state.step < end else [], desc=f"epoch {epoch}/{epochs}", leave=False,
+                   disable=not progress, initial=len(state.epoch_losses), total=end - (epoch - 1) * steps_per_epoch,
+                   unit="batch")
         for images, masks in bar:
             images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-            subnets = sampler.sample(step)
+            subnets = sampler.sample(state.step)
             optimizer.zero_grad(set_to_none=True)
-            losses.append(forward_backward(model, images, masks, subnets, distill_weight, t_cfg.dice_loss))
+            try:
+                loss = forward_backward(model, images, masks, subnets, distill_weight, t_cfg.dice_loss)
+            except NonFiniteLoss as e:
+                raise NonFiniteLoss(f"{e}; kept the last good training state in {state_path}") from None
             if freezer is None:
                 optimizer.step()
             else:
                 with freezer.step(subnets):
                     optimizer.step()
             scheduler.step()
-            step += 1
-            seen += images.shape[0]
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", img_s=f"{seen / (time.perf_counter() - epoch_start):.1f}")
-            if step >= total_steps:
+            state.step += 1
+            state.epoch_losses.append(loss)
+            state.epoch_images += images.shape[0]
+            elapsed = state.epoch_seconds + time.perf_counter() - resumed_at
+            bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{state.epoch_images / elapsed:.1f}")
+            if stop or (t_cfg.checkpoint_every and state.step % t_cfg.checkpoint_every == 0):
+                state.add_time(time.perf_counter() - resumed_at)
+                resumed_at = time.perf_counter()
+                save_state()
+                if stop:
+                    raise TrainingInterrupted(f"stopped by {stop.name} at step {state.step}; saved the training "
+                                              f"state; continue with `elasticnet train --resume {run_dir}`", stop.signum)
+            if state.step >= end:
                 break
         bar.close()
-        seconds = time.perf_counter() - epoch_start
+        state.add_time(time.perf_counter() - resumed_at)
         # A quick look at the two extremes, with BN re-estimated on a few batches (shared statistics
         # mix all sub-nets and say little about any one of them).
         quick = {s: evaluate_calibrated(model, s, calib_loader, val_loader, device, min(4, t_cfg.calib_batches),
                                         t_cfg.threshold, tile)["dice"] for s in (sampler.largest, sampler.smallest)}
-        row = {
-            "epoch": epoch,
-            "step": step,
-            "train_loss": round(sum(losses) / max(1, len(losses)), 5),
-            "val_dice_largest": round(quick[sampler.largest], 4),
-            "val_dice_smallest": round(quick[sampler.smallest], 4),
-            "lr": round(scheduler.get_last_lr()[0], 7),
-            "seconds": round(seconds, 2),
-            "images_per_s": round(seen / seconds, 2),
-        }
-        log.append(row)
-        write_csv(log, run_dir / "log.csv")
+        row = state.end_epoch(epoch, quick[sampler.largest], quick[sampler.smallest], scheduler.get_last_lr()[0])
+        write_csv(state.log, run_dir / "log.csv")
+        save_state()
         echo(f"epoch {epoch}/{epochs}  loss {row['train_loss']:.4f}  val Dice largest {row['val_dice_largest']:.3f} "
-             f"smallest {row['val_dice_smallest']:.3f}  ({seconds:.1f} s, {row['images_per_s']:.1f} img/s)")
-        if step >= total_steps:
-            break
-    train_seconds = time.perf_counter() - start
-    plot_training_curve(log, run_dir / "curve.png")
+             f"smallest {row['val_dice_smallest']:.3f}  ({row['seconds']:.1f} s, {row['images_per_s']:.1f} img/s)")
+        if stop:
+            raise TrainingInterrupted(f"stopped by {stop.name} after epoch {epoch}; saved the training state; "
+                                      f"continue with `elasticnet train --resume {run_dir}`", stop.signum)
+    stop.immediate = True  # the state is on disk: a signal from here on stops at once
+    plot_training_curve(state.log, run_dir / "curve.png")
 
     echo(f"calibrating BatchNorm ({t_cfg.calib_batches} batches) and evaluating {len(sampler.choices)} sub-nets ...")
     rows, bn_stats = subnet_table(model, calib_loader, val_loader, device, tuple(cfg.data.image_size),
@@ -186,10 +254,11 @@ def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = 
         f"area fraction on images without one. MFLOPs at {cfg.data.image_size[0]}x{cfg.data.image_size[1]}.\n\n"
         + markdown_table(rows, table_columns(rows)))
     save_checkpoint(run_dir / CHECKPOINT_NAME, cfg, model, optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict(), step=step, epoch=len(log), subnets=rows, bn_stats=bn_stats,
-                    log=log, train_seconds=round(train_seconds, 2))
+                    scheduler=scheduler.state_dict(), step=state.step, epoch=len(state.log), subnets=rows,
+                    bn_stats=bn_stats, log=state.log, train_seconds=round(state.train_seconds, 2))
+    state_path.unlink(missing_ok=True)  # checkpoint.pt supersedes it
     echo("\nper-sub-net validation results (mean over images of per-image Dice/IoU at threshold "
          f"{t_cfg.threshold}, BN re-estimated per sub-net):\n" + text_table(rows, table_columns(rows)))
-    echo(f"\ntrained in {train_seconds:.0f} s; wrote {run_dir}/ (checkpoint.pt, config.yaml, log.csv, "
+    echo(f"\ntrained in {state.train_seconds:.0f} s; wrote {run_dir}/ (checkpoint.pt, config.yaml, log.csv, "
          "subnets.csv, subnets.md, split.csv, curve.png)")
     return run_dir

@@ -1,0 +1,88 @@
+"""The run folder: what it holds, who may write to it, and whether it can be resumed.
+
+A run folder holds ``config.yaml`` from the start, ``last.pt`` (the training state, rewritten
+atomically every ``checkpoint_every`` steps and at every epoch end) while training, and
+``checkpoint.pt`` (the finished model with its sub-net table) at the end. One training at a time may
+write to a folder: :func:`run_lock` takes an exclusive ``flock`` on ``.lock`` for the whole run, which
+the kernel releases when the process dies in any way (SIGKILL included), so no stale lock survives a
+crash. (``flock`` is advisory and local; on network file systems without lock support it protects only
+against a second training on the same node.)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from elasticnet.checkpoint import CHECKPOINT_NAME
+from elasticnet.errors import UserError
+
+STATE_NAME = "last.pt"
+CONFIG_NAME = "config.yaml"
+LOCK_NAME = ".lock"
+
+
+def run_dir_for(out: str) -> Path:
+    """``--out``, or ``runs/<date-time>`` when it is empty."""
+    return Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """Refuse a folder that holds a run, finished or not (call it holding :func:`run_lock`)."""
+    if (run_dir / CHECKPOINT_NAME).exists():
+        raise UserError(f"run folder {run_dir} already holds a finished run; choose another --out or delete it")
+    if (run_dir / STATE_NAME).exists() or (run_dir / CONFIG_NAME).exists():
+        raise UserError(f"run folder {run_dir} holds an unfinished run; continue it with "
+                        f"`elasticnet train --resume {run_dir}`, or choose another --out (or delete it)")
+
+
+def resumable_run(path: str | Path) -> Path:
+    """The folder of an interrupted run, or a clear reason why ``path`` cannot be resumed."""
+    run_dir = Path(path)
+    if run_dir.name in (STATE_NAME, CHECKPOINT_NAME) and run_dir.is_file():
+        run_dir = run_dir.parent
+    if not run_dir.is_dir():
+        raise UserError(f"cannot resume {run_dir}: no such run folder")
+    if (run_dir / CHECKPOINT_NAME).exists():
+        raise UserError(f"run {run_dir} has already finished ({CHECKPOINT_NAME} is there); nothing to resume")
+    if not (run_dir / CONFIG_NAME).exists():
+        raise UserError(f"cannot resume {run_dir}: it holds no {CONFIG_NAME} (the run stopped before it started "
+                        "training); start it again with the same command")
+    return run_dir
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left behind (``.NAME.*.tmp``, see
+    :func:`elasticnet.files.atomic_write`); call it holding :func:`run_lock`."""
+    stale = [p for p in run_dir.glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` (created if needed) for the duration; refuse if another
+    process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise UserError(f"run folder {run_dir} is in use by another training ({holder}); wait for it to "
+                            "finish, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -1,0 +1,103 @@
+"""What a training run must remember to continue exactly where it stopped.
+
+The weights, optimiser and scheduler are saved by their own ``state_dict``; :class:`TrainingState` holds
+the rest: the step, the per-epoch log, the current epoch's losses and timing (so its log row comes out the
+same), the training time so far, and the RNG states of Python, NumPy and torch (the training itself draws
+from seeded generators of its own, see :mod:`elasticnet.training.order`, but user code and libraries may
+use the global ones). Everything is stored as tensors and plain values, so ``weights_only`` loading works.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from elasticnet.models.elastic_unet import ElasticUNet
+
+
+@dataclass
+class TrainingState:
+    step: int = 0
+    log: list[dict] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)
+    epoch_images: int = 0
+    epoch_seconds: float = 0.0
+    train_seconds: float = 0.0
+
+    def add_time(self, seconds: float) -> None:
+        self.epoch_seconds += seconds
+        self.train_seconds += seconds
+
+    def end_epoch(self, epoch: int, dice_largest: float, dice_smallest: float, lr: float) -> dict:
+        """Append the epoch's log row and start a new epoch; returns the row."""
+        seconds = max(self.epoch_seconds, 1e-9)
+        row = {
+            "epoch": epoch,
+            "step": self.step,
+            "train_loss": round(sum(self.epoch_losses) / max(1, len(self.epoch_losses)), 5),
+            "val_dice_largest": round(dice_largest, 4),
+            "val_dice_smallest": round(dice_smallest, 4),
+            "lr": round(lr, 7),
+            "seconds": round(seconds, 2),
+            "images_per_s": round(self.epoch_images / seconds, 2),
+        }
+        self.log.append(row)
+        self.epoch_losses, self.epoch_images, self.epoch_seconds = [], 0, 0.0
+        return row
+
+    def payload(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+        """The checkpoint entries (besides config and model) of this state."""
+        return {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": self.step,
+            "epoch": len(self.log),
+            "log": self.log,
+            "epoch_progress": {"losses": self.epoch_losses, "images": self.epoch_images, "seconds": self.epoch_seconds},
+            "train_seconds": self.train_seconds,
+            "rng": rng_states(),
+        }
+
+    def restore(self, ckpt: dict[str, Any], model: ElasticUNet, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+        """Load a checkpoint written from :meth:`payload` into this state and the training objects."""
+        device = next(model.parameters()).device
+        model.load_state_dict(ckpt["model"])
+        model.to(device)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        self.step = int(ckpt["step"])
+        self.log = list(ckpt["log"])
+        progress = ckpt["epoch_progress"]
+        self.epoch_losses = list(progress["losses"])
+        self.epoch_images = int(progress["images"])
+        self.epoch_seconds = float(progress["seconds"])
+        self.train_seconds = float(ckpt["train_seconds"])
+        set_rng_states(ckpt["rng"])
+
+
+def rng_states() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])

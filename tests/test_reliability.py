@@ -1,0 +1,301 @@
+"""Reliability: exact resume after an interruption (signal or SIGKILL), the run lock, non-finite losses,
+and damaged checkpoints, exports and images.
+
+The fault-injection tests draw their fault points at random from a fixed seed. ``ELASTICNET_FAULTS=N``
+runs N faults of each kind instead of the quick default (as for the figures in the issue's note).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from elasticnet.checkpoint import load_checkpoint, save_checkpoint
+from elasticnet.config import RunConfig, build_config
+from elasticnet.data.folder import find_samples
+from elasticnet.data.records import load_records
+from elasticnet.errors import UserError
+from elasticnet.export.export import export_subnet, load_exported
+from elasticnet.models import ElasticUNet, ElasticUNetConfig
+from elasticnet.training import trainer
+from elasticnet.training.run_dir import run_lock
+from elasticnet.training.signals import TrainingInterrupted
+from conftest import write_folder_dataset
+
+FAULTS = int(os.environ.get("ELASTICNET_FAULTS", "0"))
+BASE = {"base_width": "8", "depths": "2,3", "widths": "0.5,1", "image_size": "32x32", "synthetic_count": "48",
+        "batch_size": "8", "calib_batches": "1", "epochs": "2", "checkpoint_every": "2"}
+QUIET = {"echo": lambda s: None, "progress": False}
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "checkpoint.pt")["model"]
+
+
+def _same(a: Path, b: Path) -> bool:
+    wa, wb = _weights(a), _weights(b)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _interrupt_at(monkeypatch, call: int) -> None:
+    """Send this process SIGTERM during the ``call``-th training step."""
+    original, calls = trainer.forward_backward, {"n": 0}
+
+    def forward_backward(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "forward_backward", forward_backward)
+
+
+# --- exact resume ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", [{}, {"patch_size": "16x16", "strategy": "sandwich", "distill": True}],
+                         ids=["whole-images", "patches-sandwich-distill"])
+def test_resume_after_signals_equals_an_uninterrupted_run(tmp_path, monkeypatch, variant):
+    settings = {**BASE, **variant}
+    reference = trainer.train(build_config(None, {**settings, "out": str(tmp_path / "ref")}), **QUIET)
+    run = tmp_path / "run"
+    # Stop in the middle of epoch 1 (step 3, between saves), at the end of epoch 1 (step 4) and in the
+    # last step (8): three interruptions of one run, each resumed from what it saved.
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 3)
+        with pytest.raises(TrainingInterrupted, match="--resume") as stopped:
+            trainer.train(build_config(None, {**settings, "out": str(run)}), **QUIET)
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    assert load_checkpoint(run / "last.pt")["step"] == 3 and not (run / "checkpoint.pt").exists()
+    for call in (1, 4):  # counted from the resumed step: steps 4 and 8
+        with monkeypatch.context() as m:
+            _interrupt_at(m, call)
+            with pytest.raises(TrainingInterrupted):
+                trainer.resume(run, **QUIET)
+    trainer.resume(run, **QUIET)
+    assert _same(reference, run)
+    a, b = load_checkpoint(reference / "checkpoint.pt"), load_checkpoint(run / "checkpoint.pt")
+    assert a["subnets"] == b["subnets"] and a["bn_stats"].keys() == b["bn_stats"].keys()
+    assert [r["train_loss"] for r in a["log"]] == [r["train_loss"] for r in b["log"]]
+    assert not (run / "last.pt").exists()
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "elasticnet", *args]
+
+
+def _settings_flags(settings: dict[str, str]) -> list[str]:
+    return [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+
+
+def test_sigkill_at_random_moments_then_resume_gives_the_same_weights(tmp_path):
+    """Kill a training subprocess with SIGKILL at random moments, resume each time, compare the weights."""
+    settings = {**BASE, "epochs": "4", "checkpoint_every": "1", "synthetic_count": "64"}
+    flags = [*_settings_flags(settings), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run(_cli("train", *flags, f"--out={tmp_path / 'ref'}"), check=True, env=env, capture_output=True)
+    run, kills, attempts = tmp_path / "run", 0, 0
+    rng = np.random.default_rng(0)
+    target = FAULTS or 3
+    while not (run / "checkpoint.pt").exists():
+        attempts += 1
+        assert attempts < 4 * target + 10, "the run never finished"
+        command = _cli("train", "--resume", str(run), "--quiet") if (run / "config.yaml").exists() else \
+            _cli("train", *flags, f"--out={run}")
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if kills < target:
+            try:
+                proc.wait(timeout=float(rng.uniform(2.0, 8.0)))
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                continue
+        _, err = proc.communicate()
+        assert proc.returncode == 0, err.decode()
+    assert kills == target
+    assert _same(tmp_path / "ref", run)
+    print(f"{kills} SIGKILLs at random moments, resumed identically")
+
+
+def test_sigterm_saves_state_and_exits_with_128_plus_signal(tmp_path):
+    flags = [*_settings_flags({**BASE, "epochs": "6", "checkpoint_every": "1"}), "--quiet", f"--out={tmp_path / 'r'}"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(_cli("train", *flags), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "r" / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()
+    assert "stopped by SIGTERM" in err.decode() and "--resume" in err.decode() and "Traceback" not in err.decode()
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["step"] >= 1
+
+
+# --- refusals -------------------------------------------------------------------------------------------
+
+def test_a_second_training_in_a_locked_folder_is_refused(tmp_path):
+    with run_lock(tmp_path / "r"):
+        with pytest.raises(UserError, match="in use by another training"):
+            trainer.train(build_config(None, {**BASE, "out": str(tmp_path / "r")}), **QUIET)
+
+
+def test_resume_refusals(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="no such run folder"):
+        trainer.resume(tmp_path / "nowhere", **QUIET)
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 1)
+        with pytest.raises(TrainingInterrupted):
+            trainer.train(build_config(None, {**BASE, "out": str(tmp_path / "r")}), **QUIET)
+    with pytest.raises(UserError, match="holds an unfinished run; continue it with"):
+        trainer.train(build_config(None, {**BASE, "out": str(tmp_path / "r")}), **QUIET)
+    from elasticnet.cli import main
+
+    assert main(["train", "--resume", str(tmp_path / "r"), "--lr", "0.1"]) == 2
+    trainer.resume(tmp_path / "r", **QUIET)
+    with pytest.raises(UserError, match="already finished"):
+        trainer.resume(tmp_path / "r", **QUIET)
+
+
+def test_resume_on_other_data_is_refused(tmp_path, monkeypatch):
+    data = write_folder_dataset(tmp_path / "data", count=12, size=(32, 32))
+    settings = {**BASE, "data": str(data), "dataset": "folder", "out": str(tmp_path / "r")}
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 1)
+        with pytest.raises(TrainingInterrupted):
+            trainer.train(build_config(None, settings), **QUIET)
+    (data / "images" / "12.png").unlink()
+    (data / "masks" / "12.png").unlink()
+    with pytest.raises(UserError, match="data differ from those the run started with"):
+        trainer.resume(tmp_path / "r", **QUIET)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, monkeypatch):
+    original, calls = trainer.segmentation_loss, {"n": 0}
+
+    def loss(*args, **kwargs):
+        calls["n"] += 1
+        value = original(*args, **kwargs)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    monkeypatch.setattr(trainer, "segmentation_loss", loss)
+    with pytest.raises(UserError, match="loss became nan.*kept the last good training state"):
+        trainer.train(build_config(None, {**BASE, "out": str(tmp_path / "r")}), **QUIET)
+    state = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+# --- damaged files ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def saved_checkpoint(tmp_path_factory) -> Path:
+    cfg = RunConfig.from_dict({"model": {"base_width": 4, "depths": [2, 3], "widths": [0.5, 1.0]},
+                               "data": {"image_size": [16, 16]}})
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
+    save_checkpoint(path, cfg, ElasticUNet(ElasticUNetConfig(base_width=4, depths=[2, 3], widths=[0.5, 1.0])),
+                    subnets=[], step=0)
+    return path
+
+
+def test_truncated_checkpoints_give_clear_errors(saved_checkpoint, tmp_path):
+    data = saved_checkpoint.read_bytes()
+    offsets = np.random.default_rng(1).integers(0, len(data), FAULTS or 8)
+    for offset in offsets:
+        path = tmp_path / f"cut-{offset}.pt"
+        path.write_bytes(data[:offset])
+        with pytest.raises(UserError, match="not a readable elasticnet checkpoint|is corrupted"):
+            load_checkpoint(path)
+    print(f"{len(offsets)} truncated checkpoints, {len(offsets)} clear errors")
+
+
+def test_altered_checkpoint_fails_its_content_hash(saved_checkpoint, tmp_path):
+    ckpt = torch.load(saved_checkpoint, weights_only=True)
+    key = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    ckpt["model"][key] = ckpt["model"][key] + 1e-3  # a plausible file whose content no longer matches its hash
+    torch.save(ckpt, tmp_path / "edited.pt")
+    with pytest.raises(UserError, match="is corrupted"):
+        load_checkpoint(tmp_path / "edited.pt")
+
+
+def test_a_pickle_that_runs_code_is_refused_as_checkpoint(tmp_path):
+    import pickle
+
+    marker = tmp_path / "code-ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "elasticnet-checkpoint", "x": Evil()}, path)  # torch's own zip format, with the payload
+    with pytest.raises(UserError, match="not a readable elasticnet checkpoint"):
+        load_checkpoint(path)
+    path.write_bytes(pickle.dumps({"format": "elasticnet-checkpoint", "x": Evil()}))  # a bare pickle
+    with pytest.raises(UserError, match="not a readable elasticnet checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("target", ["cpu", "torch"])
+def test_truncated_exports_give_clear_errors(saved_checkpoint, tmp_path, target):
+    bundle = export_subnet(saved_checkpoint, 2, 1.0, target, tmp_path / "bundle", echo=lambda s: None)
+    model_file = bundle / ("model.onnx" if target == "cpu" else "model.pt")
+    files = {model_file: model_file.read_bytes(), bundle / "model.json": (bundle / "model.json").read_bytes()}
+    rng, count = np.random.default_rng(2), 0
+    for path, data in files.items():
+        for offset in rng.integers(0, len(data), FAULTS or 4):
+            path.write_bytes(data[:offset])
+            with pytest.raises(UserError):
+                load_exported(bundle)
+            count += 1
+        path.write_bytes(data)
+    load_exported(bundle)  # intact again
+    print(f"{count} truncated export files, {count} clear errors")
+
+
+def _corrupt(path: Path, kind: str, rng: np.random.Generator) -> None:
+    data = path.read_bytes()
+    if kind == "random-bytes":
+        path.write_bytes(rng.bytes(int(rng.integers(1, 2000))))
+    elif kind == "truncated":
+        path.write_bytes(data[: int(rng.integers(0, len(data) // 2))])
+    elif kind == "wrong-size":
+        image = np.zeros((24, 40, 3), np.uint8)
+        if path.suffix == ".tif":
+            tifffile.imwrite(path, image)
+        else:
+            cv2.imwrite(str(path), image)
+    elif kind == "empty":
+        path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".jpg"])
+def test_corrupt_images_are_all_reported_by_name(tmp_path, suffix):
+    rng = np.random.default_rng(3)
+    kinds = ["random-bytes", "truncated", "wrong-size", "empty"]
+    rounds, reported = FAULTS or 1, 0
+    for r in range(rounds):
+        root = write_folder_dataset(tmp_path / f"d{r}", count=8, size=(32, 32), suffix=suffix)
+        broken = {}
+        for i, kind in enumerate(kinds):
+            path = root / "images" / f"{i + 1}{suffix}"
+            _corrupt(path, kind, rng)
+            broken[path.name] = kind
+        with pytest.raises(UserError) as e:
+            load_records(find_samples(root), 3, (32, 32), root)
+        message = str(e.value)
+        assert f"{len(kinds)} problem(s)" in message, message
+        for name in broken:
+            assert name in message, (name, broken[name], message)
+        reported += len(kinds)
+    print(f"{reported} corrupt {suffix} files, {reported} named in one clear error")
