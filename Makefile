@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/slicing.py
 	$(BIN)/python benchmarks/loader.py --config experiments/synthetic.yaml
 	$(BIN)/python benchmarks/allocator.py
+	$(BIN)/python benchmarks/deploy.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -13,10 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from elasticnet.errors import UserError
-from elasticnet.models.elastic_unet import ElasticUNetConfig
+from elasticnet.models.config import ElasticUNetConfig
 
 
 @dataclass
@@ -183,6 +181,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
+    import yaml
+
     try:
         return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -231,6 +231,8 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
 
 
 def save_yaml(cfg: RunConfig, path: Path) -> None:
+    import yaml
+
     from elasticnet.files import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -2,7 +2,8 @@
 
 Every artefact is written to a temporary name in the same folder, flushed to disk, then renamed over the
 target, so a crash leaves either the old file or the new one, never a torn one. Checkpoints are read with
-``torch.load(weights_only=True)``, which refuses pickled code.
+``torch.load(weights_only=True)``, which refuses pickled code. (torch is imported only by the functions
+that need it: a site running exported models has no torch.)
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from elasticnet.errors import UserError
 
@@ -40,12 +39,20 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda p: p.write_bytes(data))
+
+
 def save_torch(obj: Any, path: str | Path) -> Path:
+    import torch
+
     return atomic_write(path, lambda p: torch.save(obj, p))
 
 
 def load_torch(path: str | Path, kind: str = "checkpoint") -> dict[str, Any]:
     """Load a file written by :func:`save_torch` (tensors and plain data only) onto the CPU."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{kind} {path} does not exist")

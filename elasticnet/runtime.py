@@ -6,7 +6,8 @@ made CPU training and inference 1.7-2.8x slower here. :func:`tune_malloc` tells 
 memory (``mallopt(M_MMAP_MAX, 0)`` and a 2 GiB trim threshold). Cost: peak RSS stays at its high-water
 mark. The ``elasticnet`` command applies it on Linux/glibc unless ``ELASTICNET_MALLOC_TUNING=0`` is set
 or ``--no-malloc-tuning`` is given; library users may call it themselves. Setting ``MALLOC_MMAP_MAX_=0``
-before Python starts has the same effect.
+before Python starts has the same effect. (torch is imported only where needed: the ``elasticnet``
+command also serves sites that run exported models without torch.)
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import ctypes.util
 import os
 import random
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from elasticnet.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -40,8 +43,10 @@ def tune_malloc() -> bool:
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
-def select_device(name: str = "auto") -> torch.device:
+def select_device(name: str = "auto") -> "torch.device":
     """``auto`` picks CUDA when present, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` are taken as given."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -55,6 +60,9 @@ def select_device(name: str = "auto") -> torch.device:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (model initialisation). Data order and sub-net draws have their own."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

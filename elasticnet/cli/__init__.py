@@ -1,4 +1,4 @@
-"""The ``elasticnet`` command: train, export, eval, info.
+"""The ``elasticnet`` command: train, export, eval, info, profile, predict.
 
 User errors (:class:`elasticnet.errors.UserError`) print one line and exit with status 2; a training
 stopped by SIGINT/SIGTERM saves its state, prints how to resume, and exits with 128 + the signal number.
@@ -10,11 +10,12 @@ import argparse
 import sys
 
 from elasticnet import __version__
-from elasticnet.cli import evaluate, export, info, train
+from elasticnet.cli import evaluate, export, info, predict, profile, train
 from elasticnet.errors import UserError
 from elasticnet.training.signals import TrainingInterrupted
 
-COMMANDS = {"train": train, "export": export, "eval": evaluate, "info": info}
+COMMANDS = {"train": train, "export": export, "eval": evaluate, "info": info, "profile": profile,
+            "predict": predict}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SITE_COMMANDS = {"predict"}  # run with `pip install elasticnet[site]`; the others need the training install
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in SITE_COMMANDS:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            print(f"elasticnet {args.command}: error: this command needs PyTorch; install the training extras with "
+                  "`pip install 'elasticnet[train]'` (sites that only predict need `elasticnet[site]`)", file=sys.stderr)
+            return 2
     if not args.no_malloc_tuning:
         from elasticnet.runtime import tune_malloc
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from torch.utils.data import DataLoader
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint or an exported model", description=__doc__)
@@ -24,8 +22,11 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8)
 
 
-def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = None) -> tuple[DataLoader, str]:
-    """The run's validation split (``data`` None), or every image of ``data`` read with ``reader``."""
+def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = None):
+    """(DataLoader, description): the run's validation split (``data`` None), or every image of ``data``
+    read with ``reader``."""
+    from torch.utils.data import DataLoader
+
     from elasticnet.data import build_datasets
     from elasticnet.data.build import load_all
 

@@ -31,7 +31,9 @@ def read_image(path: Path) -> np.ndarray:
         image = image[..., 0]
     if image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3) or min(image.shape[:2]) == 0:
+    if image.ndim == 3 and image.shape[2] != 3:
+        raise ValueError(f"has {image.shape[2]} channels; images must be grey, RGB or RGBA")
+    if image.ndim not in (2, 3) or min(image.shape[:2]) == 0:
         raise ValueError(f"unsupported image shape {image.shape}")
     if image.dtype != np.uint8:
         image = _to_uint8(image)
@@ -47,9 +49,13 @@ def _read_opencv(path: Path) -> np.ndarray | None:
 
 
 def _read_tiff(path: Path) -> np.ndarray:
-    import tifffile
-
     try:
+        import tifffile
+    except ImportError:  # a site install without tifffile: OpenCV reads most TIFFs
+        tifffile = None
+    try:
+        if tifffile is None:
+            raise ImportError("tifffile is not installed")
         return tifffile.imread(path)
     except Exception as e:  # tifffile raises several types for broken files
         reason = f"{type(e).__name__}: {str(e)[:80]}"
@@ -64,3 +70,23 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     lo, hi = float(image.min()), float(image.max())
     scaled = (image - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(image)
     return scaled.round().astype(np.uint8)
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Grey -> RGB or RGB -> grey as a model with ``channels`` input channels needs; ValueError otherwise."""
+    have = 1 if image.ndim == 2 else image.shape[2]
+    if have == channels:
+        return image
+    if channels == 3 and have == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if channels == 1 and have == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    raise ValueError(f"has {have} channels, the model expects {channels}")
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to ``size`` (H, W) with area averaging (as for training)."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)

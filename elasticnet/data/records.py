@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from elasticnet.data.imageio import read_image
+from elasticnet.data.imageio import read_image, resize_image, to_channels  # noqa: F401  (resize_image re-exported)
 from elasticnet.errors import UserError
 
 
@@ -61,22 +61,11 @@ def decode(record: Record, in_channels: int) -> tuple[np.ndarray, np.ndarray]:
         mask = np.where(mask > 127, 255, 0).astype(np.uint8)
     else:
         mask = draw_circles(image.shape[:2], record.circles)
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    if channels != in_channels:
-        if in_channels == 3 and channels == 1:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-        elif in_channels == 1 and channels == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        else:
-            raise ValueError(f"{record.image_path}: has {channels} channels, the model expects {in_channels}")
+    try:
+        image = to_channels(image, in_channels)
+    except ValueError as e:
+        raise ValueError(f"{record.image_path}: {e}") from None
     return image, mask
-
-
-def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = size
-    if image.shape[:2] == (h, w):
-        return image
-    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
 
 
 def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,10 +16,12 @@ import torch
 
 from elasticnet import __version__
 from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint
+from elasticnet.deploy.measure import machine, measure
 from elasticnet.errors import UserError
 from elasticnet.export.bundle import FORMAT, MODEL_FILES, sha256, write_description
-from elasticnet.export.onnx_export import check_onnx, export_onnx
+from elasticnet.export.onnx_export import check_onnx, export_onnx, onnx_session
 from elasticnet.export.torch_export import save_unet
+from elasticnet.files import atomic_write_text
 from elasticnet.models.surgery import extract
 from elasticnet.models.subnet import SubNet
 from elasticnet.models.unet import UNet
@@ -36,25 +41,43 @@ def cut_subnet(ckpt: dict[str, Any], subnet: SubNet) -> UNet:
     return static.eval()
 
 
-def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str, out: Path | None,
-                  echo=print) -> Path:
+@dataclass
+class ExportOptions:
+    """How to export: target runtime, int8, and where to find images for int8 calibration and checking."""
+
+    target: str = "cpu"
+    int8: bool = False
+    int8_max_drop: float = 1.0  # Dice points the int8 model may lose on the validation split
+    calib_images: int = 32  # training images used to calibrate int8 activation ranges
+    data: str | None = None  # data path if it moved since training (int8 only)
+    threads: int = 0  # threads for the latency measurement (0: the runtime's default)
+    latency: bool = True  # measure the exported model's latency on this machine
+
+
+def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str = "cpu", out: Path | None = None,
+                  echo: Callable[[str], None] = print, options: ExportOptions | None = None) -> Path:
     """Write the bundle for (depth, width) of ``checkpoint``; returns its folder."""
+    options = dataclasses.replace(options or ExportOptions(), target=target)
     if target not in TARGETS:
         raise UserError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
     kind = TARGETS[target]
+    if options.int8 and kind != "onnx":
+        raise UserError("--int8 needs --target cpu (ONNX Runtime quantisation)")
     ckpt = load_checkpoint(checkpoint)
     cfg, model = model_from_checkpoint(ckpt)
     subnet = model.check_subnet(SubNet(depth, max(cfg.model.widths) if width is None else float(width)))
     static = cut_subnet(ckpt, subnet)
     image_size = (cfg.data.image_size[0], cfg.data.image_size[1])
     row = next((r for r in ckpt.get("subnets", []) if r["depth"] == subnet.depth and r["width"] == subnet.width), {})
-    out = Path(out) if out else checkpoint.parent / f"export-{subnet.key}-{target}"
+    suffix = "-int8" if options.int8 else ""
+    out = Path(out) if out else checkpoint.parent / f"export-{subnet.key}-{target}{suffix}"
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # same file system: rename is atomic
     try:
         model_path = tmp / MODEL_FILES[kind]
         check: dict[str, Any] = {}
+        int8: dict[str, Any] = {}
         if kind == "onnx":
             export_onnx(static, model_path, image_size)
             diff = check_onnx(static, model_path, image_size)
@@ -62,8 +85,18 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
                 raise UserError(f"ONNX Runtime output differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE}); "
                                 "the export is not trustworthy, nothing was written")
             check = {"runtime": "onnxruntime", "max_abs_diff_vs_torch": diff, "tolerance": ONNX_TOLERANCE}
+            if options.int8:
+                int8 = _quantize(model_path, cfg, options, echo)
         else:
             save_unet(static, model_path)
+        latency = {}
+        if options.latency:
+            runtime = "onnxruntime" if kind == "onnx" else "torch"
+            m = measure(runtime, model_path, (cfg.model.in_channels, *image_size), [1], options.threads)
+            latency = {"batch1_median_ms": round(m["b1_median_ms"], 3), "batch1_p90_ms": round(m["b1_p90_ms"], 3),
+                       "peak_mb": round(m.get("peak_mb", float("nan")), 1), "input_size": list(image_size),
+                       "threads": options.threads or "default", "machine": machine(), "runtime": runtime}
+        tile = list(cfg.data.patch_size) if any(cfg.data.patch_size) else None
         description = {
             "format": FORMAT,
             "format_version": 1,
@@ -73,24 +106,30 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
             "model_sha256": sha256(model_path),
             "target": target,
             "runtime": "onnxruntime" if kind == "onnx" else "torch",
+            "precision": "int8" if int8 else "fp32",
             "subnet": {"depth": subnet.depth, "width": subnet.width, "key": subnet.key},
             "channels": static.config.channels,
             "input": {
                 "name": "image", "layout": "NCHW", "dtype": "float32", "height": image_size[0], "width": image_size[1],
                 "channels": cfg.model.in_channels, "color": "RGB" if cfg.model.in_channels == 3 else "grey",
                 "normalisation": "x = (pixel / 255 - mean) / std", "mean": cfg.data.mean, "std": cfg.data.std,
+                "resize": "area interpolation to height x width; the probability map is resized back (bilinear)",
+                "tile": tile,
                 "size_rule": f"H and W divisible by {2 ** (subnet.depth - 1)}; trained at {image_size[0]}x{image_size[1]}",
             },
             "output": {"name": "logits", "activation": "sigmoid", "threshold": cfg.train.threshold},
             "metrics": {k: row[k] for k in ("dice", "iou", "dice_bn_as_trained", "val_images") if k in row}
             | {"split": "validation", "bn": "re-estimated for this sub-net" if subnet.key in ckpt.get("bn_stats", {}) else "as trained"},
+            "int8": int8 or None,
             "params": row.get("params"),
             "mflops": row.get("mflops"),
+            "latency": latency or None,
             "check": check,
             "source_checkpoint": {"path": str(checkpoint), "sha256": sha256(checkpoint)},
             "training_config": cfg.to_dict(),
         }
         write_description(tmp, description)
+        atomic_write_text(tmp / "README.md", bundle_readme(description))
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -100,8 +139,92 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
         summary += f"; ONNX Runtime matches PyTorch (max abs diff {check['max_abs_diff_vs_torch']:.1e})"
     if "dice" in row:
         summary += f"; validation Dice {row['dice']:.4f}"
+    if int8:
+        summary += f"; int8 Dice {int8['dice_int8']:.4f} vs fp32 {int8['dice_fp32']:.4f} on {int8['val_images']} images"
+    if latency:
+        summary += f"; {latency['batch1_median_ms']:.1f} ms per image here"
     echo(summary)
     return out
+
+
+def _quantize(model_path: Path, cfg, options: ExportOptions, echo: Callable[[str], None]) -> dict[str, Any]:
+    """Replace the fp32 ONNX model at ``model_path`` by its int8 version if it keeps the Dice; returns the
+    int8 record for model.json. Refuses (UserError, nothing written) when the Dice drops too much."""
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from elasticnet.data import build_datasets
+    from elasticnet.data.dataset import PatchDataset
+    from elasticnet.deploy.quantize import quantize_int8
+    from elasticnet.training.evaluate import evaluate
+
+    data_cfg = dataclasses.replace(cfg.data, data=options.data) if options.data else cfg.data
+    split = build_datasets(data_cfg, cfg.model.in_channels, cfg.train.seed)
+    train = split.train.base if isinstance(split.train, PatchDataset) else split.train
+    plain = train.subset(range(min(options.calib_images, len(train))))  # no augmentation
+    echo(f"quantising to int8: calibrating on {len(plain)} training images ...")
+    int8_path = model_path.with_name("model.int8.onnx")
+    quantize_int8(model_path, int8_path, (plain[i][0].numpy()[None] for i in range(len(plain))))
+    tile = tuple(cfg.data.patch_size) if any(cfg.data.patch_size) else None
+    val = DataLoader(split.val, batch_size=8)
+    dice = {}
+    for name, path in (("fp32", model_path), ("int8", int8_path)):
+        session = onnx_session(path)
+        result = evaluate(lambda x, s=session: torch.from_numpy(s.run(["logits"], {"image": x.numpy().astype(np.float32)})[0]),
+                          val, torch.device("cpu"), cfg.train.threshold, tile)
+        dice[name] = result["dice"]
+    drop = 100 * (dice["fp32"] - dice["int8"])
+    if drop > options.int8_max_drop:
+        raise UserError(f"int8 quantisation costs {drop:.2f} Dice points on the {len(split.val)} validation images "
+                        f"(fp32 {dice['fp32']:.4f}, int8 {dice['int8']:.4f}), more than the allowed "
+                        f"{options.int8_max_drop:g}; nothing was written. Export fp32 (without --int8) or allow more "
+                        "with --int8-max-drop")
+    os.replace(int8_path, model_path)
+    return {"dice_fp32": round(dice["fp32"], 4), "dice_int8": round(dice["int8"], 4), "drop_points": round(drop, 3),
+            "max_drop_points": options.int8_max_drop, "val_images": len(split.val), "calibration_images": len(plain),
+            "scheme": "ONNX Runtime static QDQ: int8 weights per channel, uint8 activations, min/max calibration"}
+
+
+def bundle_readme(d: dict[str, Any]) -> str:
+    """The bundle's README.md: what the model is and how to run it."""
+    spec, sub = d["input"], d["subnet"]
+    dice = d["metrics"].get("dice")
+    lines = [
+        f"# Lesion segmentation model: U-Net depth {sub['depth']}, width {sub['width']:g} ({d['precision']})",
+        "",
+        f"Cut from an elastic U-Net by elasticnet {d['elasticnet_version']} on {d['exported_at']}. "
+        + (f"Validation Dice {dice:.4f} ({d['metrics'].get('val_images', '?')} images)." if dice is not None else ""),
+        "Everything about it is in `model.json` (input size, normalisation, threshold, training config, hashes).",
+        "",
+        "## Run it (no PyTorch needed)",
+        "",
+        "```bash",
+        "pip install 'elasticnet[site]'          # numpy, OpenCV, ONNX Runtime",
+        "elasticnet predict --model THIS_FOLDER images/ --out predictions/",
+        "```",
+        "",
+        "writes `predictions/masks/*.png`, `predictions/overlays/*.png` and `predictions/predictions.csv` "
+        "(lesion area per image).",
+        "",
+        "## Or call ONNX Runtime yourself",
+        "",
+        f"Input `image`: float32 NCHW, {spec['channels']} channel(s) ({spec['color']}), resized to "
+        f"{spec['height']}x{spec['width']} (HxW) with area interpolation, x = (pixel / 255 - mean) / std with "
+        f"mean {spec['mean']} and std {spec['std']}. Output `logits`: N x 1 x H x W; lesion where "
+        f"sigmoid(logits) > {d['output']['threshold']}."
+        + (f" Trained on {spec['tile'][0]}x{spec['tile'][1]} patches: predict by overlapping windows of that "
+           "size (`elasticnet predict` does)." if spec.get("tile") else ""),
+    ]
+    if d.get("latency"):
+        lat = d["latency"]
+        lines += ["", f"Measured where it was exported ({lat['machine']}, {lat['runtime']}, threads {lat['threads']}): "
+                      f"{lat['batch1_median_ms']:.1f} ms per image (median, batch 1), peak memory {lat['peak_mb']:.0f} MB."]
+    if d.get("int8"):
+        q = d["int8"]
+        lines += ["", f"int8: validation Dice {q['dice_int8']:.4f} vs {q['dice_fp32']:.4f} for fp32 "
+                      f"({q['val_images']} images; allowed drop {q['max_drop_points']:g} points)."]
+    lines += ["", "`model_sha256` in model.json is checked on every load: a damaged copy is refused.", ""]
+    return "\n".join(lines)
 
 
 def _replace_dir(new: Path, target: Path) -> None:
@@ -125,8 +248,6 @@ def load_exported(bundle: str | Path):
     folder, description = read_description(bundle)
     model_file = folder / description["model_file"]
     if description["runtime"] == "onnxruntime":
-        from elasticnet.export.onnx_export import onnx_session
-
         session = onnx_session(model_file)
 
         def predict(x: torch.Tensor) -> torch.Tensor:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from elasticnet.errors import UserError
 from elasticnet.files import atomic_write
 from elasticnet.models.unet import UNet
+from elasticnet.site.model import onnx_session  # noqa: F401  (re-exported)
 
 OPSET = 17
 
@@ -34,18 +34,6 @@ def export_onnx(model: UNet, path: Path, image_size: tuple[int, int]) -> Path:
             )
 
     return atomic_write(path, write)
-
-
-def onnx_session(path: Path, threads: int = 0):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
-        raise UserError(f"{path} is not a loadable ONNX model ({str(e)[:200]}); re-export it") from None
 
 
 def check_onnx(model: UNet, path: Path, image_size: tuple[int, int], batch: int = 2, seed: int = 0) -> float:

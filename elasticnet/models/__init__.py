@@ -7,7 +7,7 @@ from importlib import import_module
 
 _WHERE = {
     "ElasticUNet": "elastic_unet",
-    "ElasticUNetConfig": "elastic_unet",
+    "ElasticUNetConfig": "config",
     "SubNet": "subnet",
     "level_channels": "subnet",
     "UNet": "unet",

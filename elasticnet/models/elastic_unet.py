@@ -14,68 +14,16 @@ level d-2. Decoder blocks are therefore shared by every depth that reaches them.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from elasticnet.errors import UserError
+from elasticnet.models.config import BN_MODES, ElasticUNetConfig  # noqa: F401  (re-exported)
 from elasticnet.models.elastic_layers import ElasticConv2d, ElasticDoubleConv
 from elasticnet.models.subnet import SubNet, level_channels
 from elasticnet.models.unet import check_input_size
-
-BN_MODES = ("shared", "per_depth")
-
-
-@dataclass
-class ElasticUNetConfig:
-    """Architecture of an elastic U-Net. The largest sub-net has ``max(depths)`` levels at width 1.0."""
-
-    base_width: int = 16
-    depths: list[int] = field(default_factory=lambda: [3, 4, 5])
-    widths: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
-    in_channels: int = 3
-    num_classes: int = 1
-    channel_multiple: int = 4
-    bn_mode: str = "shared"
-
-    def __post_init__(self) -> None:
-        self.depths = sorted({int(d) for d in self.depths})
-        self.widths = sorted({float(w) for w in self.widths})
-        if not self.depths or min(self.depths) < 2:
-            raise UserError(f"depths must be integers >= 2 (number of resolution levels), got {self.depths}")
-        if not self.widths or min(self.widths) <= 0 or max(self.widths) > 1:
-            raise UserError(f"widths must lie in (0, 1], got {self.widths}")
-        if max(self.widths) != 1.0:
-            raise UserError(f"widths must include 1.0 (the full model), got {self.widths}")
-        if self.bn_mode not in BN_MODES:
-            raise UserError(f"bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
-        if self.base_width < self.channel_multiple:
-            raise UserError(f"base_width ({self.base_width}) must be >= channel_multiple ({self.channel_multiple})")
-
-    @property
-    def max_depth(self) -> int:
-        return max(self.depths)
-
-    @property
-    def largest(self) -> SubNet:
-        return SubNet(self.max_depth, 1.0)
-
-    @property
-    def smallest(self) -> SubNet:
-        return SubNet(min(self.depths), min(self.widths))
-
-    def subnets(self) -> list[SubNet]:
-        """Every configured sub-net, smallest first."""
-        return [SubNet(d, w) for d in self.depths for w in self.widths]
-
-    def channels(self, subnet: SubNet) -> list[int]:
-        return level_channels(self.base_width, subnet.depth, subnet.width, self.channel_multiple)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 class ElasticUNet(nn.Module):
     """A U-Net whose forward runs any configured sub-net by slicing the largest one's weights."""

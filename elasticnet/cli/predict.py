@@ -1,0 +1,29 @@
+"""``elasticnet predict``: masks, overlays and lesion areas for image files, with an exported ONNX bundle.
+
+Runs on ONNX Runtime without torch (``pip install elasticnet[site]`` is enough).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="predict masks for images with an exported bundle (no torch)",
+                       description=__doc__)
+    p.add_argument("--model", required=True, help="export bundle folder (elasticnet export --target cpu)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    p.add_argument("--out", default="predictions", help="output folder (masks/, overlays/, predictions.csv)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default: its default)")
+    p.add_argument("--no-overlays", action="store_true", help="write masks and the CSV only")
+
+
+def run(args: argparse.Namespace) -> int:
+    from elasticnet.site.predict import predict_files
+
+    rows = predict_files(args.model, args.inputs, args.out, args.threads, overlays=not args.no_overlays)
+    lesions = sum(1 for r in rows if r["lesion_pixels"])
+    ms = sorted(r["model_ms"] for r in rows)
+    print(f"predicted {len(rows)} image(s) into {args.out}/ ({lesions} with a lesion); model time per image "
+          f"median {ms[len(ms) // 2]:.1f} ms")
+    return 0

@@ -1,0 +1,54 @@
+"""``elasticnet profile``: measure every sub-net of a checkpoint on this machine (latency, memory, FLOPs,
+stored Dice), write a CSV and a Pareto plot (Dice vs latency), print the table."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("profile", help="measure every sub-net on this machine; CSV + Pareto plot", description=__doc__)
+    p.add_argument("--checkpoint", help="checkpoint file or run folder (default: the newest run under runs/)")
+    p.add_argument("--input-size", metavar="HxW", help="input size to measure at (default: the training size)")
+    p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"])
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (default: the runtime's default)")
+    p.add_argument("--batch", type=int, default=1, help="also measure this batch size (default: batch 1 only)")
+    p.add_argument("--repeats", type=int, default=20, help="timed runs per sub-net (after 3 warm-up runs)")
+    p.add_argument("--out", help="folder for profile-<runtime>.csv/.png (default: the run folder)")
+
+
+def parse_size(text: str | None) -> list[int] | None:
+    from elasticnet.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        size = [int(v) for v in text.lower().replace(",", "x").split("x")]
+    except ValueError:
+        size = []
+    if len(size) != 2:
+        raise UserError(f"--input-size must be HxW, e.g. 288x384; got {text!r}")
+    return size
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from elasticnet.checkpoint import resolve_checkpoint
+    from elasticnet.deploy.measure import machine
+    from elasticnet.deploy.pareto import plot_pareto
+    from elasticnet.deploy.profile import COLUMNS, profile_checkpoint
+    from elasticnet.reporting import text_table, write_csv
+
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    print(f"profiling {checkpoint} with {args.runtime} on {machine()} (each sub-net in a fresh process)")
+    rows = profile_checkpoint(checkpoint, parse_size(args.input_size), args.runtime, args.threads, args.batch,
+                              repeats=args.repeats)
+    out = Path(args.out) if args.out else checkpoint.parent
+    csv_path = write_csv(rows, out / f"profile-{args.runtime}.csv")
+    png = plot_pareto(rows, out / f"profile-{args.runtime}.png",
+                      f"{checkpoint.parent.name}: {args.runtime}, {rows[0]['input_size']}, batch 1, {machine()}")
+    extra = [c for c in rows[0] if c.startswith("b") and c.endswith("_ms")]
+    print(text_table(rows, COLUMNS[:-1] + extra + ["pareto"]))
+    print(f"wrote {csv_path} and {png}")
+    return 0

@@ -1,0 +1,140 @@
+"""Predict masks for image files with an exported bundle: masks, overlays and a CSV of lesion areas.
+
+For each input image ``NAME.ext`` it writes ``OUT/masks/NAME.png`` (0/255, the image's size),
+``OUT/overlays/NAME.png`` (the image with the mask's outline drawn in) and one row of
+``OUT/predictions.csv``: the image's size, the predicted lesion area (pixels and fraction of the image),
+the number of separate lesions, the highest lesion probability, and the time taken (model and total).
+Every file is written atomically. An image that cannot be read does not stop the others; all such
+images are listed in one error at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from elasticnet.data.imageio import IMAGE_SUFFIXES, read_image
+from elasticnet.errors import UserError
+from elasticnet.files import atomic_write_bytes, atomic_write_text
+from elasticnet.site.model import SiteModel
+
+COLUMNS = ["name", "file", "height", "width", "lesion_pixels", "lesion_fraction", "lesions", "max_probability",
+           "model_ms", "total_ms"]
+OUTLINE_BGR = (0, 255, 0)
+
+
+def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files among ``inputs`` (files, or folders searched one level deep), in a stable order."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise UserError(f"folder {item} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            files.extend(found)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise UserError(f"input {item} does not exist; pass image files or folders")
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems and stems[f.stem] != f:
+            raise UserError(f"two inputs would both write {f.stem}.png: {stems[f.stem]} and {f}; predict them "
+                            "into separate --out folders")
+        stems[f.stem] = f
+    return list(dict.fromkeys(files))
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """BGR copy of ``image`` with the outline of ``mask`` drawn in green."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    thickness = max(1, round(max(image.shape[:2]) / 300))
+    return cv2.drawContours(bgr, contours, -1, OUTLINE_BGR, thickness)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise UserError("could not encode a PNG")
+    return data.tobytes()
+
+
+def predict_image(model: SiteModel, image: np.ndarray) -> tuple[np.ndarray, dict]:
+    """(mask, statistics) for one decoded image."""
+    start = time.perf_counter()
+    x = model.prepare(image)
+    t0 = time.perf_counter()
+    logits = model.logits(x)[0, 0]
+    model_s = time.perf_counter() - t0
+    h, w = image.shape[:2]
+    prob = model.probability_map(logits, (h, w))
+    mask = np.where(prob > model.threshold, 255, 0).astype(np.uint8)
+    pixels = int(np.count_nonzero(mask))
+    lesions = cv2.connectedComponents(mask)[0] - 1
+    stats = {"height": h, "width": w, "lesion_pixels": pixels, "lesion_fraction": round(pixels / (h * w), 6),
+             "lesions": int(lesions), "max_probability": round(float(prob.max()), 4),
+             "model_ms": round(model_s * 1000, 2), "prepare_ms": round((t0 - start) * 1000, 2)}
+    return mask, stats
+
+
+def predict_files(bundle: str | Path, inputs: Sequence[str | Path], out: str | Path, threads: int = 0,
+                  overlays: bool = True, echo: Callable[[str], None] = print) -> list[dict]:
+    """Predict every image of ``inputs`` with ``bundle``; write masks, overlays and ``predictions.csv``."""
+    model = SiteModel(bundle, threads)
+    files = collect_inputs(inputs)
+    out = Path(out)
+    rows, problems = [], []
+    for path in _progress(files, echo):
+        start = time.perf_counter()
+        try:
+            image = read_image(path)
+        except (ValueError, OSError) as e:
+            problems.append(f"{path}: {e}")
+            continue
+        try:
+            mask, stats = predict_image(model, image)
+        except UserError as e:
+            problems.append(f"{path}: {e}")
+            continue
+        atomic_write_bytes(out / "masks" / f"{path.stem}.png", png_bytes(mask))
+        if overlays:
+            atomic_write_bytes(out / "overlays" / f"{path.stem}.png", png_bytes(overlay(image, mask)))
+        stats.pop("prepare_ms")
+        rows.append({"name": path.stem, "file": str(path), **stats,
+                     "total_ms": round((time.perf_counter() - start) * 1000, 2)})
+    if rows:
+        write_rows(rows, out / "predictions.csv")
+    if problems:
+        shown = "\n  ".join(problems[:50]) + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else "")
+        raise UserError(f"{len(problems)} of {len(files)} image(s) could not be predicted"
+                        f"{f' (the other {len(rows)} were written to {out}/)' if rows else ''}:\n  {shown}")
+    return rows
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _progress(files: list[Path], echo: Callable[[str], None]) -> Iterable[Path]:
+    """Yield ``files``, reporting progress on a terminal (a line per 10 % otherwise)."""
+    n = len(files)
+    tty = sys.stderr.isatty()
+    step = max(1, n // 10)
+    for i, f in enumerate(files, 1):
+        yield f
+        if tty:
+            print(f"\rpredicted {i}/{n}", end="" if i < n else "\n", file=sys.stderr, flush=True)
+        elif i % step == 0 or i == n:
+            echo(f"predicted {i}/{n}")

@@ -1,0 +1,255 @@
+"""Deployment: profiling, budget-matched export, int8, and torch-free prediction at a site."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from elasticnet.checkpoint import load_checkpoint
+from elasticnet.cli import main
+from elasticnet.config import build_config
+from elasticnet.deploy.budget import choose
+from elasticnet.deploy.pareto import pareto_front
+from elasticnet.deploy.profile import profile_checkpoint
+from elasticnet.errors import UserError
+from elasticnet.export.export import ExportOptions, cut_subnet, export_subnet
+from elasticnet.models.subnet import SubNet
+from elasticnet.site.model import SiteModel
+from elasticnet.site.predict import predict_files
+from elasticnet.site.tiling import sliding_window_np
+from elasticnet.sliding_window import sliding_window
+from elasticnet.training.trainer import train
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = {"echo": lambda s: None}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A tiny trained run (4 sub-nets) with its table and calibrated BN statistics."""
+    out = tmp_path_factory.mktemp("deploy") / "run"
+    cfg = build_config(None, {"base_width": "8", "depths": "2,3", "widths": "0.5,1", "image_size": "32x48",
+                              "synthetic_count": "40", "batch_size": "8", "calib_batches": "1", "epochs": "2",
+                              "out": str(out)})
+    return train(cfg, progress=False, **QUIET)
+
+
+@pytest.fixture(scope="module")
+def bundle(run) -> Path:
+    return export_subnet(run / "checkpoint.pt", 3, 0.5, "cpu", run / "bundle", **QUIET)
+
+
+def _images(folder: Path, count: int = 3, size: tuple[int, int] = (50, 70)) -> Path:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+        cv2.circle(image, (20 + 5 * i, 25), 12, (200, 90, 80), -1)
+        cv2.imwrite(str(folder / f"img{i}.png"), image)
+    return folder
+
+
+# --- budget selection ----------------------------------------------------------------------------------
+
+TABLE = [
+    {"depth": 3, "width": 0.5, "dice": 0.60, "latency_ms": 10.0, "mflops": 100.0, "params": 1e4, "peak_mb": 50.0},
+    {"depth": 3, "width": 1.0, "dice": 0.66, "latency_ms": 20.0, "mflops": 400.0, "params": 4e4, "peak_mb": 60.0},
+    {"depth": 4, "width": 0.5, "dice": 0.70, "latency_ms": 18.0, "mflops": 150.0, "params": 5e4, "peak_mb": 55.0},
+    {"depth": 4, "width": 1.0, "dice": 0.74, "latency_ms": 45.0, "mflops": 600.0, "params": 2e5, "peak_mb": 80.0},
+    {"depth": 5, "width": 1.0, "dice": 0.80, "latency_ms": 90.0, "mflops": 900.0, "params": 8e5, "peak_mb": 120.0},
+]
+
+
+@pytest.mark.parametrize("budgets, chosen, better", [
+    ({"ms": 19}, (4, 0.5), (4, 1.0)),           # the more accurate of the two fitting, not the slowest fitting
+    ({"ms": 50}, (4, 1.0), (5, 1.0)),
+    ({"ms": 1000}, (5, 1.0), None),
+    ({"mflops": 420}, (4, 0.5), (4, 1.0)),
+    ({"ms": 50, "mb": 70}, (4, 0.5), (4, 1.0)),  # every budget must hold
+    ({"params": 1e4}, (3, 0.5), (3, 1.0)),       # the limit itself fits
+])
+def test_budget_picks_the_most_accurate_sub_net_that_fits(budgets, chosen, better):
+    choice = choose(TABLE, budgets)
+    assert (choice.row["depth"], choice.row["width"]) == chosen
+    assert (better is None and choice.better is None) or (choice.better["depth"], choice.better["width"]) == better
+    assert f"depth {chosen[0]} width {chosen[1]:g}" in choice.message
+    assert ("would need" in choice.message) == (better is not None)
+
+
+def test_budget_that_nothing_fits_is_refused():
+    with pytest.raises(UserError, match=r"no sub-net fits the budget \(5 ms\); the cheapest, depth 3 width 0.5, needs 10 ms"):
+        choose(TABLE, {"ms": 5})
+    with pytest.raises(UserError, match="no validation Dice"):
+        choose([{**TABLE[0], "dice": math.nan}], {"ms": 100})
+
+
+def test_pareto_front():
+    assert pareto_front(TABLE) == [True, False, True, True, True]
+
+
+def test_budget_on_a_real_profile(run):
+    rows = profile_checkpoint(run / "checkpoint.pt", repeats=3, **QUIET)
+    assert len(rows) == 4 and all(r["latency_ms"] > 0 and r["peak_mb"] > 0 for r in rows)
+    budget = sorted(r["latency_ms"] for r in rows)[1]
+    choice = choose(rows, {"ms": budget})
+    fitting = [r for r in rows if r["latency_ms"] <= budget]
+    assert choice.row["latency_ms"] <= budget and choice.row["dice"] == max(r["dice"] for r in fitting)
+
+
+def test_profile_and_budget_export_commands(run, tmp_path, capsys):
+    assert main(["profile", "--checkpoint", str(run), "--repeats", "3", "--batch", "2", "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "profile-onnxruntime.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {"latency_ms", "p90_ms", "peak_mb", "dice", "pareto", "b2_ms"} <= set(rows[0])
+    assert (tmp_path / "profile-onnxruntime.png").stat().st_size > 10_000
+    table = load_checkpoint(run / "checkpoint.pt")["subnets"]
+    budget = sorted(r["mflops"] for r in table)[1]
+    assert main(["export", "--checkpoint", str(run), "--budget-mflops", str(budget), "--out", str(tmp_path / "b")]) == 0
+    best = max((r for r in table if r["mflops"] <= budget), key=lambda r: r["dice"])
+    assert "chose depth" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b" / "model.json").read_text())["subnet"] == {
+        "depth": best["depth"], "width": best["width"], "key": SubNet(best["depth"], best["width"]).key}
+    assert main(["export", "--checkpoint", str(run), "--budget-mflops", "0.001", "--out", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "c").exists()
+    assert main(["export", "--checkpoint", str(run)]) == 2  # neither a sub-net nor a budget
+
+
+# --- the bundle and predict -----------------------------------------------------------------------------
+
+def test_bundle_holds_model_description_and_readme(bundle):
+    d = json.loads((bundle / "model.json").read_text())
+    assert d["precision"] == "fp32" and d["latency"]["batch1_median_ms"] > 0 and d["latency"]["machine"]
+    assert d["input"]["tile"] is None and d["model_sha256"]
+    assert "elasticnet predict --model" in (bundle / "README.md").read_text()
+
+
+def test_predict_equals_the_pytorch_sub_net(run, bundle, tmp_path):
+    images = _images(tmp_path / "in")
+    rows = predict_files(bundle, [images], tmp_path / "out", **QUIET)
+    assert [r["name"] for r in rows] == ["img0", "img1", "img2"]
+    static = cut_subnet(load_checkpoint(run / "checkpoint.pt"), SubNet(3, 0.5))
+    site = SiteModel(bundle)
+    for row in rows:
+        image = cv2.cvtColor(cv2.imread(str(images / f"{row['name']}.png")), cv2.COLOR_BGR2RGB)
+        with torch.no_grad():
+            logits = static(torch.from_numpy(site.prepare(image))).numpy()[0, 0]
+        prob = site.probability_map(logits, image.shape[:2])
+        expected = np.where(prob > site.threshold, 255, 0)
+        got = cv2.imread(str(tmp_path / "out" / "masks" / f"{row['name']}.png"), cv2.IMREAD_UNCHANGED)
+        assert got.shape == image.shape[:2]
+        undecided = np.abs(prob - site.threshold) < 1e-4  # fp32 rounding between runtimes
+        assert np.array_equal(got[~undecided], expected[~undecided])
+        assert row["lesion_pixels"] == int((got > 0).sum())
+        assert (tmp_path / "out" / "overlays" / f"{row['name']}.png").exists()
+    with open(tmp_path / "out" / "predictions.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3
+
+
+TRAINING_ONLY = ["torch", "yaml", "albumentations", "matplotlib", "tqdm", "pandas", "onnx", "tifffile"]
+
+
+def test_predict_runs_with_the_site_install_only(bundle, tmp_path):
+    """`elasticnet predict` works when nothing but numpy, OpenCV and ONNX Runtime is importable."""
+    images = _images(tmp_path / "in", count=1)
+    code = (
+        "import sys\n"
+        f"BLOCKED = {TRAINING_ONLY!r}\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ImportError(name + ' is not part of the site install')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from elasticnet.cli import main\n"
+        f"rc = main(['predict', '--model', {str(bundle)!r}, {str(images)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
+        "assert rc == 0, rc\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] in BLOCKED]\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr
+    assert (tmp_path / "out" / "masks" / "img0.png").exists()
+
+
+def test_sliding_window_numpy_matches_torch_and_whole_image():
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((1, 3, 1, 1)).astype(np.float32)
+
+    def conv_np(x: np.ndarray) -> np.ndarray:  # a pointwise model: tiling must not change its output
+        return (x * weight).sum(1, keepdims=True)
+
+    x = rng.standard_normal((1, 3, 64, 96)).astype(np.float32)
+    np.testing.assert_allclose(sliding_window_np(conv_np, x, (32, 32)), conv_np(x), rtol=1e-5, atol=1e-5)
+    assert np.array_equal(sliding_window_np(conv_np, x, (64, 96)), conv_np(x))  # one window: exactly whole-image
+    calls = []
+
+    def varying(x: np.ndarray) -> np.ndarray:  # differs per window, so blending weights matter
+        calls.append(1)
+        return x[:, :1] * len(calls)
+
+    def varying_t(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return x[:, :1] * len(calls)
+
+    a = sliding_window_np(varying, x, (32, 48))
+    calls.clear()
+    b = sliding_window(varying_t, torch.from_numpy(x), (32, 48)).numpy()
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+# --- int8 ----------------------------------------------------------------------------------------------
+
+def test_int8_export_records_both_dice_and_refuses_a_large_drop(run, tmp_path):
+    out = export_subnet(run / "checkpoint.pt", 3, 1.0, "cpu", tmp_path / "q",
+                        options=ExportOptions(int8=True, int8_max_drop=100.0, calib_images=8), **QUIET)
+    d = json.loads((out / "model.json").read_text())
+    assert d["precision"] == "int8" and {"dice_fp32", "dice_int8", "drop_points", "val_images"} <= set(d["int8"])
+    assert abs(d["int8"]["dice_fp32"] - d["metrics"]["dice"]) < 1e-3  # ONNX fp32 reproduces the stored Dice
+    SiteModel(out).mask(np.zeros((32, 48, 3), np.uint8))  # the int8 model runs
+    with pytest.raises(UserError, match="int8 quantisation costs .* nothing was written"):
+        export_subnet(run / "checkpoint.pt", 3, 1.0, "cpu", tmp_path / "r",
+                      options=ExportOptions(int8=True, int8_max_drop=-101.0, calib_images=8), **QUIET)
+    assert not (tmp_path / "r").exists() and not list(tmp_path.glob(".r.*"))
+    with pytest.raises(UserError, match="--int8 needs --target cpu"):
+        export_subnet(run / "checkpoint.pt", 3, 1.0, "torch", tmp_path / "s", options=ExportOptions(int8=True), **QUIET)
+
+
+# --- bad inputs -----------------------------------------------------------------------------------------
+
+def test_predict_reports_bad_images_and_writes_the_rest(bundle, tmp_path):
+    images = _images(tmp_path / "in", count=2)
+    (images / "broken.png").write_bytes(b"not a png")
+    import tifffile
+
+    tifffile.imwrite(images / "twochannel.tif", np.zeros((40, 40, 2), np.uint8))  # no model takes two channels
+    with pytest.raises(UserError) as e:
+        predict_files(bundle, [images], tmp_path / "out", **QUIET)
+    message = str(e.value)
+    assert "2 of 4 image(s) could not be predicted (the other 2 were written" in message
+    assert "broken.png: unreadable" in message and "twochannel.tif: has 2 channels; images must be grey, RGB or RGBA" in message
+    assert len(list((tmp_path / "out" / "masks").iterdir())) == 2
+
+
+def test_predict_input_and_bundle_errors(bundle, tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        predict_files(bundle, [tmp_path / "nowhere.png"], tmp_path / "out", **QUIET)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no images"):
+        predict_files(bundle, [tmp_path / "empty"], tmp_path / "out", **QUIET)
+    broken = tmp_path / "bundle"
+    broken.mkdir()
+    (broken / "model.json").write_text((bundle / "model.json").read_text())
+    with pytest.raises(UserError, match="lacks its model file"):
+        SiteModel(broken)
+    (broken / "model.onnx").write_bytes((bundle / "model.onnx").read_bytes()[:-10])
+    with pytest.raises(UserError, match="does not match the sha256"):
+        SiteModel(broken)
+    assert main(["predict", "--model", str(tmp_path / "none"), str(tmp_path)]) == 2
