@@ -94,6 +94,9 @@ class RunConfig:
         return validate(cls(**parts))
 
 
+# Top-level sections of a config file that are not part of a run's config (read by other commands).
+NON_RUN_SECTIONS = ("search",)  # the hyper-parameter search space of `elasticnet tune`
+
 SECTIONS: dict[str, type] = {"model": ElasticUNetConfig, "data": DataConfig, "train": TrainConfig}
 
 
@@ -218,6 +221,7 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
         loaded = load_yaml(config_file)
         if not isinstance(loaded, dict):
             raise UserError(f"{config_file}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(loaded).__name__}")
+        loaded = {k: v for k, v in loaded.items() if k not in NON_RUN_SECTIONS}
         loaded = merge_profile(loaded, profile, str(config_file))
         RunConfig.from_dict(loaded, source=str(config_file))  # report its own errors with its name
         for name, section in loaded.items():

@@ -1,4 +1,4 @@
-"""The ``elasticnet`` command: train, export, eval, info, profile, predict.
+"""The ``elasticnet`` command: train, export, eval, info, profile, predict, tune.
 
 User errors (:class:`elasticnet.errors.UserError`) print one line and exit with status 2; a training
 stopped by SIGINT/SIGTERM saves its state, prints how to resume, and exits with 128 + the signal number.
@@ -10,12 +10,12 @@ import argparse
 import sys
 
 from elasticnet import __version__
-from elasticnet.cli import evaluate, export, info, predict, profile, train
+from elasticnet.cli import evaluate, export, info, predict, profile, train, tune
 from elasticnet.errors import UserError
 from elasticnet.training.signals import TrainingInterrupted
 
 COMMANDS = {"train": train, "export": export, "eval": evaluate, "info": info, "profile": profile,
-            "predict": predict}
+            "predict": predict, "tune": tune}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,12 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue the interrupted run in folder RUN from its last saved state, "
                    "with its own config (only --device may be given with it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    group = p.add_argument_group("config keys (each overrides the config file)")
+    add_config_flags(p, "config keys (each overrides the config file)")
+
+
+def add_config_flags(p: argparse.ArgumentParser, title: str) -> None:
+    """One flag per config key (``--lr``, ``--image-size``, ...), absent unless given."""
+    group = p.add_argument_group(title)
     for key, (section, tp) in leaf_keys().items():
         flag = "--" + key.replace("_", "-")
         if tp is bool:

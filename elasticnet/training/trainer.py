@@ -95,13 +95,20 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], f
     return factor
 
 
-def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = True) -> Path:
-    """Train an elastic U-Net as ``cfg`` says; returns the run folder (config, checkpoint, log, table, plot)."""
-    return _run(cfg, None, echo, progress)
+EpochCallback = Callable[[dict], None]
+
+
+def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = True,
+          on_epoch: EpochCallback | None = None) -> Path:
+    """Train an elastic U-Net as ``cfg`` says; returns the run folder (config, checkpoint, log, table, plot).
+
+    ``on_epoch(row)`` is called with every epoch's log row after the training state was saved (an
+    exception it raises, e.g. a hyper-parameter search pruning the run, stops the run resumably)."""
+    return _run(cfg, None, echo, progress, on_epoch)
 
 
 def resume(path: str | Path, device: str | None = None, echo: Callable[[str], None] = print,
-           progress: bool = True) -> Path:
+           progress: bool = True, on_epoch: EpochCallback | None = None) -> Path:
     """Continue the interrupted run in folder ``path`` from its last saved state (``last.pt``), with the
     config it started with (``device`` may be changed). With a fixed seed the result equals an
     uninterrupted run's."""
@@ -114,10 +121,11 @@ def resume(path: str | Path, device: str | None = None, echo: Callable[[str], No
     if device is not None:
         cfg.train.device = device
     cfg.train.out = str(run_dir)
-    return _run(cfg, run_dir, echo, progress)
+    return _run(cfg, run_dir, echo, progress, on_epoch)
 
 
-def _run(cfg: RunConfig, resume_dir: Path | None, echo: Callable[[str], None], progress: bool) -> Path:
+def _run(cfg: RunConfig, resume_dir: Path | None, echo: Callable[[str], None], progress: bool,
+         on_epoch: EpochCallback | None = None) -> Path:
     t_cfg = cfg.train
     device = select_device(t_cfg.device)
     seed_everything(t_cfg.seed)
@@ -134,7 +142,7 @@ def _run(cfg: RunConfig, resume_dir: Path | None, echo: Callable[[str], None], p
             remove_stale_temporaries(run_dir)
             check_same_split(split.rows, run_dir / "split.csv")
         with StopRequest() as stop:
-            return _train_in(run_dir, cfg, split, sampler, device, stop, echo, progress)
+            return _train_in(run_dir, cfg, split, sampler, device, stop, echo, progress, on_epoch)
 
 
 def check_same_split(rows: list[dict], path: Path) -> None:
@@ -147,7 +155,7 @@ def check_same_split(rows: list[dict], path: Path) -> None:
 
 
 def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, device: torch.device, stop: StopRequest,
-              echo: Callable[[str], None], progress: bool) -> Path:
+              echo: Callable[[str], None], progress: bool, on_epoch: EpochCallback | None) -> Path:
     t_cfg = cfg.train
     model = ElasticUNet(cfg.model).to(device)
     batch_size = min(t_cfg.batch_size, len(split.train))
@@ -238,6 +246,8 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
         if stop:
             raise TrainingInterrupted(f"stopped by {stop.name} after epoch {epoch}; saved the training state; "
                                       f"continue with `elasticnet train --resume {run_dir}`", stop.signum)
+        if on_epoch is not None:
+            on_epoch(row)
     stop.immediate = True  # the state is on disk: a signal from here on stops at once
     plot_training_curve(state.log, run_dir / "curve.png")
 

@@ -1,0 +1,65 @@
+"""Where a study lives, and the lock that makes claiming its next trial atomic.
+
+``--storage`` is either a database URL (``sqlite:///study.db``, ``postgresql://...``; Optuna's RDB
+storage, for clusters with a database) or a file path: Optuna's journal file storage, which needs no
+server and works on a shared file system (it appends to one file under Optuna's open-lock, which is
+safe on NFS).
+
+Workers also share the study's output folder. Counting the study's trials and asking for the next one
+happens under an exclusive ``flock`` on ``OUT/.claim.lock``, so two workers never both start the last
+trial; each running trial holds ``OUT/trial-NNNN/.trial.lock`` for as long as its worker lives, which is
+how a dead worker's trial is recognised (:mod:`elasticnet.tune.worker`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from elasticnet.errors import UserError
+
+
+def open_storage(spec: str):
+    import optuna
+
+    if "://" in spec:
+        try:
+            return optuna.storages.RDBStorage(spec)
+        except Exception as e:  # sqlalchemy raises many types for a bad URL or an unreachable server
+            raise UserError(f"cannot open the study database {spec!r}: {str(e)[:200]}") from None
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+    path = Path(spec)
+    if path.is_dir():
+        raise UserError(f"--storage {spec} is a folder; give a file path (journal) or a database URL")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+
+
+@contextmanager
+def exclusive(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed). With ``wait=False`` yields False at
+    once when another process holds it."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def is_held(path: Path) -> bool:
+    """True if some process holds the lock on ``path``."""
+    if not path.exists():
+        return False
+    with exclusive(path, wait=False) as got:
+        return not got
