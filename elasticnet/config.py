@@ -57,6 +57,10 @@ class TrainConfig:
     distill_weight: float = 0.5  # loss = task + distill_weight * distillation (smaller sub-nets only)
     dice_loss: str = "image"  # soft Dice term per image (image) or over the batch as one region (batch)
     inactive_weights: str = "freeze"  # freeze | optimizer (see elasticnet.training.inactive)
+    sync_bn: bool = False  # data-parallel only: batch statistics over all processes
+    grad_checkpoint: bool = False  # recompute each level's block in backward (less memory, more time)
+    amp: str = "none"  # none | bf16 | fp16 (fp16 with a loss scaler): mixed precision
+    channels_last: bool = False  # NHWC memory layout (faster convolutions on many CPUs and GPUs)
     checkpoint_every: int = 50  # steps between saves of the training state (last.pt); 0: at epoch ends only
     calib_batches: int = 16  # training batches used to re-estimate BN statistics per sub-net
     threshold: float = 0.5  # probability threshold for masks and metrics
@@ -171,6 +175,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError(f"inactive_weights must be freeze or optimizer, got {cfg.train.inactive_weights!r}")
     if cfg.train.dice_loss not in ("image", "batch"):
         raise UserError(f"dice_loss must be image or batch, got {cfg.train.dice_loss!r}")
+    if cfg.train.amp not in ("none", "bf16", "fp16"):
+        raise UserError(f"amp must be none, bf16 or fp16, got {cfg.train.amp!r}")
     if cfg.train.checkpoint_every < 0:
         raise UserError("checkpoint_every must be >= 0 (0: save the training state at epoch ends only)")
     if cfg.train.batch_size < 1 or cfg.train.epochs < 1:

@@ -90,10 +90,17 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
     Updating the running statistics of a slice writes into the full buffers, so sub-nets that share this
     layer mix their statistics; re-estimate them per sub-net before evaluation
     (:func:`elasticnet.training.calibration.calibrate_bn`).
+
+    With :attr:`sync` set (data-parallel training with ``--sync-bn``, in a process group) the batch
+    statistics in training mode are taken over all processes.
     """
+
+    sync: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
+        if self.training and self.sync:
+            return self._sync_forward(x, c)
         if c == self.num_features:
             return super().forward(x)
         factor = 0.0
@@ -110,6 +117,23 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             factor,
             self.eps,
         )
+
+    def _sync_forward(self, x: torch.Tensor, c: int) -> torch.Tensor:
+        """Batch norm with mean and variance over every process's batch (differentiable all-reduce)."""
+        from torch.distributed.nn.functional import all_reduce
+
+        count = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
+        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
+        n = stats[2 * c]
+        mean = stats[:c] / n
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            self.running_mean[:c].mul_(1 - factor).add_(factor * mean.detach())
+            self.running_var[:c].mul_(1 - factor).add_(factor * var.detach() * (n / (n - 1)).clamp_max(1e6))
+        scale = self.weight[:c] * torch.rsqrt(var + self.eps)
+        return x * scale[None, :, None, None] + (self.bias[:c] - mean * scale)[None, :, None, None]
 
     def active_mask(self, active: int) -> dict[str, torch.Tensor]:
         mask = torch.zeros(self.num_features, dtype=torch.bool, device=self.weight.device)

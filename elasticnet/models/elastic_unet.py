@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from elasticnet.errors import UserError
 from elasticnet.models.config import BN_MODES, ElasticUNetConfig  # noqa: F401  (re-exported)
@@ -26,7 +27,16 @@ from elasticnet.models.subnet import SubNet, level_channels
 from elasticnet.models.unet import check_input_size
 
 class ElasticUNet(nn.Module):
-    """A U-Net whose forward runs any configured sub-net by slicing the largest one's weights."""
+    """A U-Net whose forward runs any configured sub-net by slicing the largest one's weights.
+
+    With :attr:`grad_checkpoint` set (a training option, not architecture) each level's double-conv block
+    keeps only its input for backward and is recomputed there: activation memory drops to about the
+    block inputs, skips and up-sampled tensors, for one extra forward of the blocks. (BatchNorm running
+    statistics are then updated twice per step, in the forward and the recomputation; they are
+    re-estimated per sub-net after training anyway.)
+    """
+
+    grad_checkpoint: bool = False
 
     def __init__(self, config: ElasticUNetConfig):
         super().__init__()
@@ -84,14 +94,20 @@ class ElasticUNet(nn.Module):
         for level, (_, block, active_in, active_out) in enumerate(encoder):
             if level > 0:
                 x = F.max_pool2d(x, 2)
-            x = block(x, active_in, active_out, bn_index)
+            x = self._run_block(block, x, active_in, active_out, bn_index)
             skips.append(x)
         skips.pop()  # the bottleneck feeds the decoder directly
         for _, block, active_in, active_out in decoder:  # levels depth-2 .. 0
             up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-            x = block(torch.cat([skips.pop(), up], dim=1), active_in, active_out, bn_index)
+            x = self._run_block(block, torch.cat([skips.pop(), up], dim=1), active_in, active_out, bn_index)
         _, head_conv, active_in, active_out = head
         return head_conv(x, active_in, active_out)
+
+    def _run_block(self, block: nn.Module, x: torch.Tensor, active_in: tuple[int, ...], active_out: int,
+                   bn_index: int) -> torch.Tensor:
+        if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+            return checkpoint(block, x, active_in, active_out, bn_index, use_reentrant=False)
+        return block(x, active_in, active_out, bn_index)
 
     def active_masks(self, subnets: Sequence[SubNet]) -> dict[str, torch.Tensor]:
         """For each parameter, a boolean mask of the entries that at least one of ``subnets`` uses.

@@ -9,7 +9,7 @@ slimmable networks do.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -35,12 +35,14 @@ def load_bn_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def calibrate_bn(model: ElasticUNet, subnet: SubNet, batches: Iterable[torch.Tensor], num_batches: int) -> int:
+def calibrate_bn(model: ElasticUNet, subnet: SubNet, batches: Iterable[torch.Tensor], num_batches: int,
+                 pool: Callable[[], None] | None = None) -> int:
     """Reset and re-estimate the BN statistics of ``model`` for ``subnet`` on up to ``num_batches`` batches.
 
     Buffers of *all* BN layers are reset (those outside the sub-net are simply not re-filled), so save
-    them with :func:`bn_state` first if the as-trained statistics are still needed. Returns the number
-    of batches used.
+    them with :func:`bn_state` first if the as-trained statistics are still needed. ``pool`` runs after
+    the batches (data-parallel training: average the statistics over the processes). Returns the
+    number of batches used.
     """
     layers = _bn_layers(model)
     momenta = [m.momentum for m in layers]
@@ -57,6 +59,8 @@ def calibrate_bn(model: ElasticUNet, subnet: SubNet, batches: Iterable[torch.Ten
                 break
             model(images.to(device), subnet)
             used += 1
+        if pool is not None:
+            pool()
     finally:
         for m, momentum in zip(layers, momenta):
             m.momentum = momentum

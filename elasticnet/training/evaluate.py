@@ -56,12 +56,12 @@ def evaluate_subnet(model: ElasticUNet, subnet: SubNet, loader: Iterable, device
 
 def evaluate_calibrated(model: ElasticUNet, subnet: SubNet, calib_loader: Iterable, val_loader: Iterable,
                         device: torch.device, calib_batches: int, threshold: float = 0.5,
-                        tile: tuple[int, int] | None = None) -> dict[str, float]:
+                        tile: tuple[int, int] | None = None, pool: Callable[[], None] | None = None) -> dict[str, float]:
     """Evaluate ``subnet`` with BN statistics re-estimated on ``calib_batches`` batches; the model's own
     statistics are restored afterwards."""
     saved = bn_state(model)
     try:
-        calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches)
+        calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches, pool)
         return evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
     finally:
         load_bn_state(model, saved)
@@ -75,7 +75,8 @@ def static_bn_buffers(static: nn.Module) -> dict[str, torch.Tensor]:
 def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataLoader, device: torch.device,
                  image_size: tuple[int, int], calib_batches: int, threshold: float = 0.5,
                  test_loader: DataLoader | None = None, tile: tuple[int, int] | None = None,
-                 progress: Callable[[str], None] = lambda s: None) -> tuple[list[dict], dict[str, dict[str, torch.Tensor]]]:
+                 progress: Callable[[str], None] = lambda s: None,
+                 pool: Callable[[], None] | None = None) -> tuple[list[dict], dict[str, dict[str, torch.Tensor]]]:
     """Calibrate and evaluate every configured sub-net on the validation (and test) images.
 
     Returns the table (one row per sub-net, smallest first) and, per sub-net key, the calibrated BN
@@ -89,7 +90,7 @@ def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataL
             progress(f"evaluating {subnet}")
             load_bn_state(model, as_trained)
             raw = evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
-            used = calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches)
+            used = calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches, pool)
             cal = evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
             static = extract(model, subnet)
             calibrated[subnet.key] = static_bn_buffers(static)

@@ -7,7 +7,8 @@ with a generator seeded by (seed, epoch), can start in the middle of an epoch, a
 So batch k of epoch e is the same tensor whether the run was interrupted before it or not, and whatever
 ``num_workers`` is.
 
-``rank``/``world`` take every ``world``-th position of the shuffled order (for data-parallel training);
+``rank``/``world`` take every ``world``-th position of the shuffled order (for data-parallel training),
+after dropping the last ``size % world`` positions so that every process takes the same number of steps;
 with the default (0, 1) a process sees every image.
 """
 
@@ -41,10 +42,11 @@ class EpochSampler(Sampler):
     def order(self, epoch: int) -> list[int]:
         """This process's image indices for ``epoch``, in order."""
         generator = torch.Generator().manual_seed(mix(self.seed, epoch))
-        return torch.randperm(self.size, generator=generator)[self.rank :: self.world].tolist()
+        used = self.size - self.size % self.world
+        return torch.randperm(self.size, generator=generator)[:used][self.rank :: self.world].tolist()
 
     def per_process(self) -> int:
-        return len(range(self.rank, self.size, self.world))
+        return self.size // self.world
 
     def __len__(self) -> int:
         return self.per_process() - self.start

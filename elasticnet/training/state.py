@@ -27,6 +27,9 @@ class TrainingState:
     epoch_images: int = 0
     epoch_seconds: float = 0.0
     train_seconds: float = 0.0
+    world: int = 1  # processes, steps per epoch and per-process batch the state was saved with
+    steps_per_epoch: int = 0
+    batch_size: int = 0
 
     def add_time(self, seconds: float) -> None:
         self.epoch_seconds += seconds
@@ -59,6 +62,7 @@ class TrainingState:
             "log": self.log,
             "epoch_progress": {"losses": self.epoch_losses, "images": self.epoch_images, "seconds": self.epoch_seconds},
             "train_seconds": self.train_seconds,
+            "layout": {"world": self.world, "steps_per_epoch": self.steps_per_epoch, "batch_size": self.batch_size},
             "rng": rng_states(),
         }
 
@@ -76,7 +80,28 @@ class TrainingState:
         self.epoch_images = int(progress["images"])
         self.epoch_seconds = float(progress["seconds"])
         self.train_seconds = float(ckpt["train_seconds"])
+        layout = ckpt.get("layout", {})
+        self.world = int(layout.get("world", self.world))
+        self.steps_per_epoch = int(layout.get("steps_per_epoch", self.steps_per_epoch))
+        self.batch_size = int(layout.get("batch_size", self.batch_size))
         set_rng_states(ckpt["rng"])
+
+    def adapt(self, world: int, steps_per_epoch: int, batch_size: int, scheduler: Any) -> str:
+        """Continue a state saved with another number of processes: the images already seen in the current
+        epoch are kept, the step count is rescaled, the learning rate follows the new schedule. Not
+        bit-exact (the global batch differs); returns a note for the log ('' when nothing changed)."""
+        if (world, steps_per_epoch, batch_size) == (self.world, self.steps_per_epoch, self.batch_size):
+            return ""
+        done_epochs = len(self.log)
+        seen = (self.step - done_epochs * self.steps_per_epoch) * self.batch_size * self.world
+        old = (self.world, self.step)
+        self.step = done_epochs * steps_per_epoch + min(steps_per_epoch, seen // (batch_size * world))
+        self.world, self.steps_per_epoch, self.batch_size = world, steps_per_epoch, batch_size
+        scheduler.last_epoch = self.step
+        for group, base_lr, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base_lr * factor(self.step)
+        return (f"; saved by {old[0]} process(es) at step {old[1]}, continuing with {world} at step {self.step} "
+                "(rescaled, not bit-exact)")
 
 
 def rng_states() -> dict[str, Any]:

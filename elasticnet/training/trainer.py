@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import math
+import signal
 import time
+from contextlib import nullcontext
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -26,7 +28,8 @@ from elasticnet.errors import UserError
 from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.subnet import SubNet
 from elasticnet.reporting import markdown_table, plot_training_curve, text_table, write_csv
-from elasticnet.runtime import seed_everything, select_device
+from elasticnet.runtime import seed_everything
+from elasticnet.training import distributed
 from elasticnet.training.evaluate import evaluate_calibrated, subnet_table
 from elasticnet.training.inactive import InactiveWeightFreezer
 from elasticnet.training.losses import distillation_loss, segmentation_loss
@@ -56,31 +59,38 @@ def sampler_for(cfg: RunConfig) -> SubNetSampler:
 
 
 def forward_backward(model: ElasticUNet, images: torch.Tensor, masks: torch.Tensor, subnets: Sequence[SubNet],
-                     distill_weight: float | None, dice: str = "image") -> float:
+                     distill_weight: float | None, dice: str = "image", amp: str = "none",
+                     scaler: torch.amp.GradScaler | None = None, check_finite: bool = True) -> float:
     """Run each sub-net on the batch and accumulate its gradients; returns the mean loss.
 
     With ``distill_weight``, every sub-net other than the largest also matches the largest one's
     detached probabilities (taken from this step's largest forward, or computed without gradient when
-    the largest is not among ``subnets``).
+    the largest is not among ``subnets``). ``amp`` runs the forward passes in bf16/fp16 (losses in
+    fp32); fp16 needs ``scaler``. ``check_finite=False`` leaves the non-finite check to the caller
+    (data-parallel training checks the loss all ranks agree on).
     """
     largest = model.config.largest
     teacher = None
     total = 0.0
+    device_type = images.device.type
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     for subnet in subnets:
-        logits = model(images, subnet)
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+            logits = model(images, subnet)
+        logits = logits.float()
         loss = segmentation_loss(logits, masks, dice)
         if distill_weight is not None:
             if subnet == largest:
                 teacher = torch.sigmoid(logits).detach()
             else:
                 if teacher is None:
-                    with torch.no_grad():
-                        teacher = torch.sigmoid(model(images, largest))
+                    with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+                        teacher = torch.sigmoid(model(images, largest).float())
                 loss = loss + distill_weight * distillation_loss(logits, teacher, dice)
-        if not torch.isfinite(loss):
+        if check_finite and not torch.isfinite(loss):
             raise NonFiniteLoss(f"the loss became {loss.item()} at {subnet} (step's batch); lower --lr or check "
                                 "the data for broken images")
-        loss.backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
         total += float(loss.detach())
     return total / len(subnets)
 
@@ -127,22 +137,38 @@ def resume(path: str | Path, device: str | None = None, echo: Callable[[str], No
 def _run(cfg: RunConfig, resume_dir: Path | None, echo: Callable[[str], None], progress: bool,
          on_epoch: EpochCallback | None = None) -> Path:
     t_cfg = cfg.train
-    device = select_device(t_cfg.device)
-    seed_everything(t_cfg.seed)
-    # Everything that can refuse the config or the data runs before any file is written.
-    sampler = sampler_for(cfg)
-    split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
-    run_dir = resume_dir or run_dir_for(t_cfg.out)
-    with run_lock(run_dir):
-        if resume_dir is None:
-            check_new_run_dir(run_dir)
-            save_yaml(cfg, run_dir / CONFIG_NAME)
-            write_csv(split.rows, run_dir / "split.csv")
-        else:
-            remove_stale_temporaries(run_dir)
-            check_same_split(split.rows, run_dir / "split.csv")
-        with StopRequest() as stop:
-            return _train_in(run_dir, cfg, split, sampler, device, stop, echo, progress, on_epoch)
+    d, device = distributed.init(t_cfg.device)  # one process, or one rank of a torchrun launch
+    try:
+        seed_everything(t_cfg.seed)
+        # Everything that can refuse the config or the data runs before any file is written.
+        sampler = sampler_for(cfg)
+        split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
+        run_dir = Path(distributed.broadcast_object(str(resume_dir or run_dir_for(t_cfg.out)), d))
+        with run_lock(run_dir) if d.main else nullcontext():
+            problem = None
+            if d.main:
+                try:
+                    if resume_dir is None:
+                        check_new_run_dir(run_dir)
+                        save_yaml(cfg, run_dir / CONFIG_NAME)
+                        write_csv(split.rows, run_dir / "split.csv")
+                    else:
+                        remove_stale_temporaries(run_dir)
+                        check_same_split(split.rows, run_dir / "split.csv")
+                except UserError as e:
+                    problem = str(e)
+            problem = distributed.broadcast_object(problem, d)  # every rank stops on rank 0's refusal
+            if problem is not None:
+                raise UserError(problem)
+            with StopRequest() as stop:
+                return _train_in(run_dir, cfg, split, sampler, device, stop, echo if d.main else _silent,
+                                 progress and d.main, on_epoch, d)
+    finally:
+        distributed.shutdown()
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 def check_same_split(rows: list[dict], path: Path) -> None:
@@ -155,16 +181,23 @@ def check_same_split(rows: list[dict], path: Path) -> None:
 
 
 def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, device: torch.device, stop: StopRequest,
-              echo: Callable[[str], None], progress: bool, on_epoch: EpochCallback | None) -> Path:
+              echo: Callable[[str], None], progress: bool, on_epoch: EpochCallback | None, d: distributed.Dist) -> Path:
     t_cfg = cfg.train
     model = ElasticUNet(cfg.model).to(device)
-    batch_size = min(t_cfg.batch_size, len(split.train))
-    order = EpochSampler(len(split.train), t_cfg.seed)
+    model.grad_checkpoint = t_cfg.grad_checkpoint
+    memory_format = torch.channels_last if t_cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    distributed.set_sync_bn(model, t_cfg.sync_bn and d.enabled)
+    pool = (lambda: distributed.pool_bn_statistics(model, d)) if d.enabled else None
+    scaler = torch.amp.GradScaler(device.type) if t_cfg.amp == "fp16" else None
+    order = EpochSampler(len(split.train), t_cfg.seed, d.rank, d.world)
+    batch_size = min(t_cfg.batch_size, order.per_process())
     train_loader = DataLoader(split.train, batch_size=batch_size, sampler=order, drop_last=True,
                               num_workers=cfg.data.num_workers)
     # BN calibration sees training images without augmentation, always in the same order.
     train_images = split.train.base if isinstance(split.train, PatchDataset) else split.train
-    calib_loader = DataLoader(train_images.subset(range(len(train_images))), batch_size=batch_size, shuffle=False)
+    calib_loader = DataLoader(train_images.subset(range(d.rank, len(train_images), d.world)), batch_size=batch_size,
+                              shuffle=False)  # each rank calibrates on its share; statistics are pooled
     val_loader = DataLoader(split.val, batch_size=batch_size, shuffle=False)
     test_loader = DataLoader(split.test, batch_size=batch_size, shuffle=False) if split.test is not None else None
     tile = tuple(cfg.data.patch_size) if any(cfg.data.patch_size) else None  # sliding-window evaluation
@@ -180,19 +213,22 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
     freezer = InactiveWeightFreezer(model, optimizer) if t_cfg.inactive_weights == "freeze" else None
     distill_weight = t_cfg.distill_weight if t_cfg.distill else None
 
-    state = TrainingState()
+    state = TrainingState(world=d.world, steps_per_epoch=steps_per_epoch, batch_size=batch_size)
     state_path = run_dir / STATE_NAME
     if state_path.exists():
         state.restore(load_checkpoint(state_path), model, optimizer, scheduler)
-        echo(f"resuming {run_dir} at step {state.step}/{total_steps} (epoch {len(state.log) + 1})")
+        note = state.adapt(d.world, steps_per_epoch, batch_size, scheduler)
+        echo(f"resuming {run_dir} at step {state.step}/{total_steps} (epoch {len(state.log) + 1}){note}")
 
     def save_state() -> None:
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
             raise NonFiniteLoss(f"the weights became non-finite before step {state.step}; kept the last good "
                                 f"training state in {state_path}. Lower --lr, or check the data")
-        save_checkpoint(state_path, cfg, model, **state.payload(optimizer, scheduler))
+        if d.main:
+            save_checkpoint(state_path, cfg, model, **state.payload(optimizer, scheduler))
 
-    echo(f"run folder {run_dir} | device {device} | {len(split.train)} train / {len(split.val)} val images "
+    echo(f"run folder {run_dir} | device {device}{f' x {d.world} processes' if d.enabled else ''} | "
+         f"{len(split.train)} train / {len(split.val)} val images "
          f"at {cfg.data.image_size[0]}x{cfg.data.image_size[1]} | {total_steps} steps | strategy {t_cfg.strategy}"
          f"{' + distill' if distill_weight is not None else ''} | sub-nets {len(sampler.choices)}")
     while len(state.log) < epochs:
@@ -205,31 +241,41 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
                    disable=not progress, initial=len(state.epoch_losses), total=end - (epoch - 1) * steps_per_epoch,
                    unit="batch")
         for images, masks in bar:
-            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            masks = masks.to(device, non_blocking=True)
             subnets = sampler.sample(state.step)
             optimizer.zero_grad(set_to_none=True)
             try:
-                loss = forward_backward(model, images, masks, subnets, distill_weight, t_cfg.dice_loss)
+                loss = forward_backward(model, images, masks, subnets, distill_weight, t_cfg.dice_loss, t_cfg.amp,
+                                        scaler, check_finite=not d.enabled)
             except NonFiniteLoss as e:
                 raise NonFiniteLoss(f"{e}; kept the last good training state in {state_path}") from None
-            if freezer is None:
-                optimizer.step()
-            else:
-                with freezer.step(subnets):
+            distributed.average_gradients(model, d)
+            loss, stopping = distributed.reduce_step(loss, bool(stop), d, device)
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(f"the loss became {loss} at step {state.step + 1}; kept the last good training "
+                                    f"state in {state_path}; lower --lr or check the data for broken images")
+            with freezer.step(subnets) if freezer is not None else nullcontext():
+                if scaler is None:
                     optimizer.step()
+                else:
+                    scaler.step(optimizer)
+                    scaler.update()
             scheduler.step()
             state.step += 1
             state.epoch_losses.append(loss)
-            state.epoch_images += images.shape[0]
+            state.epoch_images += images.shape[0] * d.world
             elapsed = state.epoch_seconds + time.perf_counter() - resumed_at
             bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{state.epoch_images / elapsed:.1f}")
-            if stop or (t_cfg.checkpoint_every and state.step % t_cfg.checkpoint_every == 0):
+            if stopping or (t_cfg.checkpoint_every and state.step % t_cfg.checkpoint_every == 0):
                 state.add_time(time.perf_counter() - resumed_at)
                 resumed_at = time.perf_counter()
                 save_state()
-                if stop:
-                    raise TrainingInterrupted(f"stopped by {stop.name} at step {state.step}; saved the training "
-                                              f"state; continue with `elasticnet train --resume {run_dir}`", stop.signum)
+                if stopping:
+                    signum = stop.signum or signal.SIGTERM  # another rank may have received it
+                    raise TrainingInterrupted(f"stopped by {signal.Signals(signum).name} at step {state.step}; saved "
+                                              f"the training state; continue with `elasticnet train --resume {run_dir}`",
+                                              signum)
             if state.step >= end:
                 break
         bar.close()
@@ -237,23 +283,28 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
         # A quick look at the two extremes, with BN re-estimated on a few batches (shared statistics
         # mix all sub-nets and say little about any one of them).
         quick = {s: evaluate_calibrated(model, s, calib_loader, val_loader, device, min(4, t_cfg.calib_batches),
-                                        t_cfg.threshold, tile)["dice"] for s in (sampler.largest, sampler.smallest)}
+                                        t_cfg.threshold, tile, pool)["dice"] for s in (sampler.largest, sampler.smallest)}
         row = state.end_epoch(epoch, quick[sampler.largest], quick[sampler.smallest], scheduler.get_last_lr()[0])
-        write_csv(state.log, run_dir / "log.csv")
+        if d.main:
+            write_csv(state.log, run_dir / "log.csv")
         save_state()
         echo(f"epoch {epoch}/{epochs}  loss {row['train_loss']:.4f}  val Dice largest {row['val_dice_largest']:.3f} "
              f"smallest {row['val_dice_smallest']:.3f}  ({row['seconds']:.1f} s, {row['images_per_s']:.1f} img/s)")
-        if stop:
-            raise TrainingInterrupted(f"stopped by {stop.name} after epoch {epoch}; saved the training state; "
-                                      f"continue with `elasticnet train --resume {run_dir}`", stop.signum)
+        _, stopping = distributed.reduce_step(0.0, bool(stop), d, device)
+        if stopping:
+            signum = stop.signum or signal.SIGTERM
+            raise TrainingInterrupted(f"stopped by {signal.Signals(signum).name} after epoch {epoch}; saved the "
+                                      f"training state; continue with `elasticnet train --resume {run_dir}`", signum)
         if on_epoch is not None:
             on_epoch(row)
     stop.immediate = True  # the state is on disk: a signal from here on stops at once
-    plot_training_curve(state.log, run_dir / "curve.png")
-
+    model.to(memory_format=torch.contiguous_format)  # the checkpoint and the table use the plain layout
     echo(f"calibrating BatchNorm ({t_cfg.calib_batches} batches) and evaluating {len(sampler.choices)} sub-nets ...")
     rows, bn_stats = subnet_table(model, calib_loader, val_loader, device, tuple(cfg.data.image_size),
-                                  t_cfg.calib_batches, t_cfg.threshold, test_loader, tile)
+                                  t_cfg.calib_batches, t_cfg.threshold, test_loader, tile, pool=pool)
+    if not d.main:
+        return run_dir
+    plot_training_curve(state.log, run_dir / "curve.png")
     write_csv(rows, run_dir / "subnets.csv")
     (run_dir / "subnets.md").write_text(
         f"Validation ({rows[0]['val_images']} images"

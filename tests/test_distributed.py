@@ -1,0 +1,77 @@
+"""Data-parallel training on this machine: 2 CPU processes (gloo) launched by torchrun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from elasticnet.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMON = ["--base-width", "8", "--depths", "2,3", "--widths", "0.5,1", "--image-size", "32x32",
+          "--synthetic-count", "48", "--augment", "none", "--calib-batches", "1", "--lr", "0.001", "--quiet"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def _torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+               "-m", "elasticnet", "train", *args]
+    return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+
+
+def _train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "elasticnet", "train", *args], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
+    """Same sub-nets at every step on both ranks, shards that together are the single process's batch,
+    averaged gradients and synchronised BN statistics: the same weights up to float rounding."""
+    two = _torchrun(2, *COMMON, "--max-steps", "4", "--sync-bn", "--batch-size", "4", "--out", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = _train(*COMMON, "--max-steps", "4", "--sync-bn", "--batch-size", "8", "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    a = load_checkpoint(tmp_path / "one" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "two" / "checkpoint.pt")
+    assert a["step"] == b["step"] == 4
+    for key, value in a["model"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=5e-5, msg=key)
+    assert [r["dice"] for r in a["subnets"]] == pytest.approx([r["dice"] for r in b["subnets"]], abs=2e-3)
+    assert "x 2 processes" in two.stdout and not list((tmp_path / "two").glob("*.tmp"))  # rank 0 wrote alone
+
+
+def test_a_single_process_run_resumes_on_two_processes(tmp_path, monkeypatch):
+    import signal
+
+    from elasticnet.config import build_config
+    from elasticnet.training import trainer
+    from elasticnet.training.signals import TrainingInterrupted
+
+    original, calls = trainer.forward_backward, {"n": 0}
+
+    def forward_backward(*args, **kwargs):  # SIGTERM during step 9, the last of epoch 1
+        calls["n"] += 1
+        if calls["n"] == 9:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "forward_backward", forward_backward)
+    flags = {k.lstrip("-").replace("-", "_"): v for k, v in zip(COMMON[::2], COMMON[1::2]) if k != "--quiet"}
+    cfg = build_config(None, {**flags, "epochs": "2", "batch_size": "4", "out": str(tmp_path / "run")})
+    with pytest.raises(TrainingInterrupted):
+        trainer.train(cfg, echo=lambda s: None, progress=False)  # 38 training images / 4 = 9 steps per epoch
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 9
+    done = _torchrun(2, "--resume", str(tmp_path / "run"), "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "saved by 1 process(es) at step 9, continuing with 2 at step 4" in done.stdout, done.stdout
+    final = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert final["step"] == 8 and len(final["log"]) == 2 and not (tmp_path / "run" / "last.pt").exists()
