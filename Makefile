@@ -33,6 +33,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/loader.py --config experiments/synthetic.yaml
 	$(BIN)/python benchmarks/allocator.py
 	$(BIN)/python benchmarks/deploy.py
+	$(BIN)/python benchmarks/ddp.py
+	$(BIN)/python benchmarks/large_images.py --size 640x1024 --configs fp32,checkpoint
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

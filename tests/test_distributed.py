@@ -45,7 +45,9 @@ def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
     for key, value in a["model"].items():
         if value.is_floating_point():
             torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=5e-5, msg=key)
-    assert [r["dice"] for r in a["subnets"]] == pytest.approx([r["dice"] for r in b["subnets"]], abs=2e-3)
+    # BN re-estimation: one process averages 8-image batches, two pool their 4-image statistics (equal in
+    # exact arithmetic); on 10 tiny validation images that moves a few pixels across the threshold.
+    assert [r["dice"] for r in a["subnets"]] == pytest.approx([r["dice"] for r in b["subnets"]], abs=5e-3)
     assert "x 2 processes" in two.stdout and not list((tmp_path / "two").glob("*.tmp"))  # rank 0 wrote alone
 
 

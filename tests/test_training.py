@@ -39,7 +39,20 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     {"strategy": "uniform", "distill": True},
     {"bn_mode": "per_depth"},
     {"inactive_weights": "optimizer"},
+    {"grad_checkpoint": True},
+    {"amp": "bf16"},
+    {"amp": "fp16"},
+    {"channels_last": True, "grad_checkpoint": True, "amp": "bf16"},
 ], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
 def test_training_variants_run(tmp_path, overrides):
     ckpt = _train(tmp_path, "v", max_steps="2", **overrides)
     assert ckpt["step"] == 2 and len(ckpt["subnets"]) == 4
+
+
+def test_gradient_checkpointing_gives_the_same_training(tmp_path):
+    """Recomputing the blocks in backward changes memory, not the result (BN running statistics aside)."""
+    a = _train(tmp_path, "a", max_steps="3")
+    b = _train(tmp_path, "b", max_steps="3", grad_checkpoint=True)
+    for key, value in a["model"].items():
+        if value.is_floating_point() and "running" not in key:
+            torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)

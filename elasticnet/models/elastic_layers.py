@@ -92,14 +92,16 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
     (:func:`elasticnet.training.calibration.calibrate_bn`).
 
     With :attr:`sync` set (data-parallel training with ``--sync-bn``, in a process group) the batch
-    statistics in training mode are taken over all processes.
+    statistics in training mode are taken over all processes. BN re-estimation (``momentum=None``, a
+    cumulative average) stays local: each process may see a different number of batches, and the
+    statistics are pooled afterwards.
     """
 
     sync: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
-        if self.training and self.sync:
+        if self.training and self.sync and self.momentum is not None:
             return self._sync_forward(x, c)
         if c == self.num_features:
             return super().forward(x)

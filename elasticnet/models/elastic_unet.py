@@ -26,12 +26,28 @@ from elasticnet.models.elastic_layers import ElasticConv2d, ElasticDoubleConv
 from elasticnet.models.subnet import SubNet, level_channels
 from elasticnet.models.unet import check_input_size
 
+class _DecoderLevel:
+    """One decoder level as a function of (skip, lower-level output): up-sample, concatenate, double conv.
+
+    Checkpointed as one piece, so neither the up-sampled tensor nor the concatenation is kept for backward.
+    """
+
+    def __init__(self, block: nn.Module):
+        self.block = block
+
+    def __call__(self, inputs: tuple[torch.Tensor, torch.Tensor], active_in: tuple[int, ...], active_out: int,
+                 bn_index: int) -> torch.Tensor:
+        skip, x = inputs
+        up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.block(torch.cat([skip, up], dim=1), active_in, active_out, bn_index)
+
+
 class ElasticUNet(nn.Module):
     """A U-Net whose forward runs any configured sub-net by slicing the largest one's weights.
 
-    With :attr:`grad_checkpoint` set (a training option, not architecture) each level's double-conv block
-    keeps only its input for backward and is recomputed there: activation memory drops to about the
-    block inputs, skips and up-sampled tensors, for one extra forward of the blocks. (BatchNorm running
+    With :attr:`grad_checkpoint` set (a training option, not architecture) each level is recomputed in
+    backward: an encoder level keeps only its block's input, a decoder level (up-sampling, concatenation and
+    block) only the skip and the lower level's output, for one extra forward of the blocks. (BatchNorm running
     statistics are then updated twice per step, in the forward and the recomputation; they are
     re-estimated per sub-net after training anyway.)
     """
@@ -98,13 +114,11 @@ class ElasticUNet(nn.Module):
             skips.append(x)
         skips.pop()  # the bottleneck feeds the decoder directly
         for _, block, active_in, active_out in decoder:  # levels depth-2 .. 0
-            up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-            x = self._run_block(block, torch.cat([skips.pop(), up], dim=1), active_in, active_out, bn_index)
+            x = self._run_block(_DecoderLevel(block), (skips.pop(), x), active_in, active_out, bn_index)
         _, head_conv, active_in, active_out = head
         return head_conv(x, active_in, active_out)
 
-    def _run_block(self, block: nn.Module, x: torch.Tensor, active_in: tuple[int, ...], active_out: int,
-                   bn_index: int) -> torch.Tensor:
+    def _run_block(self, block, x, active_in: tuple[int, ...], active_out: int, bn_index: int) -> torch.Tensor:
         if self.grad_checkpoint and self.training and torch.is_grad_enabled():
             return checkpoint(block, x, active_in, active_out, bn_index, use_reentrant=False)
         return block(x, active_in, active_out, bn_index)

@@ -95,6 +95,15 @@ def forward_backward(model: ElasticUNet, images: torch.Tensor, masks: torch.Tens
     return total / len(subnets)
 
 
+def _cpu_supports(amp: str) -> bool:
+    """Whether oneDNN has native kernels for ``amp`` (bf16/fp16) on this CPU."""
+    try:
+        check = torch.ops.mkldnn._is_mkldnn_bf16_supported if amp == "bf16" else torch.ops.mkldnn._is_mkldnn_fp16_supported
+        return bool(check())
+    except (AttributeError, RuntimeError):
+        return True  # cannot tell: do not warn
+
+
 def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -227,6 +236,10 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
         if d.main:
             save_checkpoint(state_path, cfg, model, **state.payload(optimizer, scheduler))
 
+    if device.type == "cpu" and t_cfg.amp != "none" and not _cpu_supports(t_cfg.amp):
+        echo(f"warning: --amp {t_cfg.amp} on a CPU without native {t_cfg.amp} support (this one: "
+             f"{torch.backends.cpu.get_cpu_capability()}) is emulated and much slower than fp32 (measured ~9x here); "
+             "use it on GPUs or CPUs with AVX512-BF16/AMX")
     echo(f"run folder {run_dir} | device {device}{f' x {d.world} processes' if d.enabled else ''} | "
          f"{len(split.train)} train / {len(split.val)} val images "
          f"at {cfg.data.image_size[0]}x{cfg.data.image_size[1]} | {total_steps} steps | strategy {t_cfg.strategy}"

@@ -1,0 +1,132 @@
+"""The training-time table: wall time per epoch and to a target Dice, for 1..N data-parallel processes.
+
+    python paper/training_time.py --config experiments/synthetic.yaml --processes 1,2 --target-dice 0.6 \\
+        --name synthetic-cpu [--device cpu|cuda] [--scaling strong|weak] [-- EXTRA TRAIN FLAGS]
+
+For each process count it trains the config once (``torchrun --standalone`` for more than one process;
+threads per process = CPU cores / processes on CPUs, one GPU per process on GPUs) into
+``runs/training_time/NAME/pN`` and reads the run's log: training seconds per epoch (median; the
+per-epoch validation is not included), training seconds until the largest sub-net's validation Dice first
+reached the target, total wall time of the command, and the final Dice. ``--scaling strong`` (default)
+keeps the global batch (per-process batch = batch_size / N, the same optimisation as one process);
+``weak`` keeps the per-process batch. Finished runs are reused, so an interrupted table resumes.
+
+Writes ``results/training_time/NAME/``: table.csv, table.md (with the hardware and commands) and
+seconds_per_epoch.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from elasticnet.config import build_config  # noqa: E402
+from elasticnet.deploy.measure import machine  # noqa: E402
+from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
+
+
+def command_for(n: int, args, extra: list[str], out: Path, batch: int) -> list[str]:
+    train = ["-m", "elasticnet", "train", "--config", args.config, *(["--profile", args.profile] if args.profile else []),
+             "--device", args.device, "--batch-size", str(batch), "--out", str(out), "--quiet", *extra]
+    if n == 1:
+        return [sys.executable, *train]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n), *train]
+
+
+def read_log(run: Path) -> list[dict]:
+    with open(run / "log.csv", newline="") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True)
+    p.add_argument("--profile")
+    p.add_argument("--processes", default="1,2", help="comma-separated process counts")
+    p.add_argument("--target-dice", type=float, required=True, help="validation Dice of the largest sub-net to reach")
+    p.add_argument("--name", required=True, help="table name: results/training_time/NAME")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--scaling", default="strong", choices=["strong", "weak"])
+    args, extra = p.parse_known_args()
+    extra = [e for e in extra if e != "--"]
+    cfg = build_config(args.config, {}, args.profile)
+    cores = os.cpu_count() or 1
+    runs_dir, out_dir = ROOT / "runs" / "training_time" / args.name, ROOT / "results" / "training_time" / args.name
+    rows, commands = [], []
+    for n in (int(v) for v in args.processes.split(",")):
+        batch = cfg.train.batch_size // n if args.scaling == "strong" else cfg.train.batch_size
+        if batch < 1 or (args.scaling == "strong" and cfg.train.batch_size % n):
+            raise SystemExit(f"batch_size {cfg.train.batch_size} does not split over {n} processes")
+        run = runs_dir / f"p{n}"
+        command = command_for(n, args, extra, run, batch)
+        threads = 1 if args.device == "cuda" else max(1, cores // n)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+        commands.append(f"OMP_NUM_THREADS={threads} " + " ".join(command[1:] if n > 1 else ["python", *command[1:]]))
+        timing = run / "wall_seconds.json"
+        if not (run / "checkpoint.pt").exists():
+            print(f"training with {n} process(es): {' '.join(command)}", flush=True)
+            start = time.perf_counter()
+            subprocess.run(command, env=env, check=True, cwd=ROOT)
+            timing.write_text(json.dumps({"wall_seconds": time.perf_counter() - start}))
+        else:
+            print(f"reusing {run}", flush=True)
+        log = read_log(run)
+        seconds = [r["seconds"] for r in log]
+        elapsed, to_target = 0.0, None
+        for r in log:
+            elapsed += r["seconds"]
+            if to_target is None and r["val_dice_largest"] >= args.target_dice:
+                to_target = elapsed
+        rows.append({
+            "device": args.device, "processes": n, "threads_per_process": threads, "batch_per_process": batch,
+            "global_batch": batch * n, "epochs": len(log), "s_per_epoch": round(statistics.median(seconds), 1),
+            "s_to_target": round(to_target, 1) if to_target is not None else "not reached",
+            "train_s": round(sum(seconds), 1),
+            "wall_s": round(json.loads(timing.read_text())["wall_seconds"], 1) if timing.exists() else "",
+            "final_val_dice_largest": log[-1]["val_dice_largest"],
+        })
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out_dir / "table.csv")
+    import torch
+
+    hardware = f"{machine()}; {platform.platform()}; torch {torch.__version__}" + (
+        f"; GPU {torch.cuda.get_device_name(0)}" if args.device == "cuda" and torch.cuda.is_available() else "")
+    (out_dir / "table.md").write_text(
+        f"# Training time: {args.name}\n\nConfig `{args.config}`{f' profile `{args.profile}`' if args.profile else ''}, "
+        f"{args.scaling} scaling, target: validation Dice of the largest sub-net >= {args.target_dice}. "
+        f"Seconds are training time (per-epoch validation excluded); wall_s is the whole command.\n\n"
+        f"Hardware: {hardware}\n\n" + markdown_table(rows) + "\n\nCommands:\n\n```\n" + "\n".join(commands) + "\n```\n")
+    _plot(rows, out_dir / "seconds_per_epoch.png", args.name)
+    print(markdown_table(rows))
+    print(f"wrote {out_dir}/")
+
+
+def _plot(rows: list[dict], path: Path, name: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar([str(r["processes"]) for r in rows], [r["s_per_epoch"] for r in rows])
+    ax.set_xlabel("processes")
+    ax.set_ylabel("training seconds per epoch")
+    ax.set_title(f"{name} ({rows[0]['device']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
