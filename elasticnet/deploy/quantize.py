@@ -1,8 +1,11 @@
 """Static int8 quantisation of an exported ONNX model with ONNX Runtime's own tools.
 
 The fp32 model is first pre-processed (shape inference and graph optimisation, which folds what is
-left to fold), then quantised to QDQ form: int8 weights per output channel, uint8 activations with
-ranges calibrated (min/max) on real training images, prepared exactly as the model sees them. The caller
+left to fold), then quantised to QDQ form: int8 weights per output channel with 7-bit range
+(``reduce_range``), uint8 activations with ranges calibrated (min/max) on real training images, prepared
+exactly as the model sees them. The 7-bit weights avoid the saturation of the u8 x s8 kernels that CPUs
+without VNNI use (measured on this AVX2 machine, base-32 depth-5 U-Net at 288x384: max logit error
+0.0010 instead of 0.0043, same speed); sites may run on such CPUs. The caller
 checks the int8 model's Dice against the fp32 model's on validation images before accepting it
 (:func:`elasticnet.export.export.export_subnet`).
 """
@@ -40,6 +43,6 @@ def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray]) -> P
         def write(path: Path) -> None:
             quantize_static(str(pre), str(path), Reader(calibration), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                            calibrate_method=CalibrationMethod.MinMax)
+                            reduce_range=True, calibrate_method=CalibrationMethod.MinMax)
 
         return atomic_write(out, write)

@@ -182,7 +182,7 @@ def _quantize(model_path: Path, cfg, options: ExportOptions, echo: Callable[[str
     os.replace(int8_path, model_path)
     return {"dice_fp32": round(dice["fp32"], 4), "dice_int8": round(dice["int8"], 4), "drop_points": round(drop, 3),
             "max_drop_points": options.int8_max_drop, "val_images": len(split.val), "calibration_images": len(plain),
-            "scheme": "ONNX Runtime static QDQ: int8 weights per channel, uint8 activations, min/max calibration"}
+            "scheme": "ONNX Runtime static QDQ: int8 weights per channel (7-bit range), uint8 activations, min/max calibration"}
 
 
 def bundle_readme(d: dict[str, Any]) -> str:
