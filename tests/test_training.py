@@ -56,3 +56,10 @@ def test_gradient_checkpointing_gives_the_same_training(tmp_path):
     for key, value in a["model"].items():
         if value.is_floating_point() and "running" not in key:
             torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_a_test_split_is_evaluated_with_and_without_bn_re_estimation(tmp_path):
+    ckpt = _train(tmp_path, "t", max_steps="2", test_fraction="0.2")
+    row = ckpt["subnets"][0]
+    assert {"test_dice", "test_iou", "test_dice_bn_as_trained"} <= set(row) and row["test_images"] > 0
+    assert 0 <= row["test_dice_bn_as_trained"] <= 1

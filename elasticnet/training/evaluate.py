@@ -90,6 +90,7 @@ def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataL
             progress(f"evaluating {subnet}")
             load_bn_state(model, as_trained)
             raw = evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
+            raw_test = evaluate_subnet(model, subnet, test_loader, device, threshold, tile) if test_loader is not None else None
             used = calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches, pool)
             cal = evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
             static = extract(model, subnet)
@@ -109,7 +110,8 @@ def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataL
                 row |= {"dice_lesion": round(cal["dice_lesion"], 4), "fp_area": round(cal["fp_area"], 5)}
             if test_loader is not None:
                 test = evaluate_subnet(model, subnet, test_loader, device, threshold, tile)
-                row |= {"test_dice": round(test["dice"], 4), "test_iou": round(test["iou"], 4)}
+                row |= {"test_dice": round(test["dice"], 4), "test_iou": round(test["iou"], 4),
+                        "test_dice_bn_as_trained": round(raw_test["dice"], 4)}
                 if "dice_lesion" in test:
                     row |= {"test_dice_lesion": round(test["dice_lesion"], 4), "test_fp_area": round(test["fp_area"], 5)}
                 row["test_images"] = test["images"]

@@ -41,7 +41,7 @@ from elasticnet.training.signals import StopRequest, TrainingInterrupted
 from elasticnet.training.state import TrainingState
 
 TABLE_COLUMNS = ["depth", "width", "channels", "params", "mflops", "dice", "iou", "dice_bn_as_trained", "dice_lesion",
-                 "fp_area", "test_dice", "test_iou", "test_dice_lesion", "test_fp_area"]
+                 "fp_area", "test_dice", "test_iou", "test_dice_bn_as_trained", "test_dice_lesion", "test_fp_area"]
 
 
 def table_columns(rows: Sequence[dict]) -> list[str]:
