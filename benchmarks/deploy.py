@@ -120,16 +120,15 @@ def subnet_speed(size: tuple[int, int], base: int, repeats: int, peak: float, tm
 
 
 def int8_dice(checkpoint: Path, tmp: Path) -> dict:
-    from elasticnet.checkpoint import load_checkpoint
+    from elasticnet.checkpoint import load_checkpoint, resolve_checkpoint
     from elasticnet.export.export import ExportOptions, export_subnet
 
-    ckpt = load_checkpoint(checkpoint / "checkpoint.pt" if checkpoint.is_dir() else checkpoint)
-    largest = ckpt["config"]["model"]["depths"][-1]
-    bundle = export_subnet(checkpoint / "checkpoint.pt" if checkpoint.is_dir() else checkpoint, largest, None,
-                           "cpu", tmp / "int8", echo=lambda s: None,
+    path = resolve_checkpoint(checkpoint)
+    largest = load_checkpoint(path)["config"]["model"]["depths"][-1]
+    bundle = export_subnet(path, largest, None, "cpu", tmp / "int8", echo=lambda s: None,
                            options=ExportOptions(int8=True, int8_max_drop=100.0, latency=False))
-    fp32 = export_subnet(checkpoint / "checkpoint.pt" if checkpoint.is_dir() else checkpoint, largest, None,
-                         "cpu", tmp / "fp32", echo=lambda s: None, options=ExportOptions(latency=False))
+    fp32 = export_subnet(path, largest, None, "cpu", tmp / "fp32", echo=lambda s: None,
+                         options=ExportOptions(latency=False))
     d = json.loads((bundle / "model.json").read_text())
     size = (d["input"]["height"], d["input"]["width"])
     x = np.random.default_rng(0).standard_normal((1, d["input"]["channels"], *size)).astype(np.float32)

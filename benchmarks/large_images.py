@@ -32,16 +32,10 @@ CONFIGS = {
 }
 
 
-def _status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def one(name: str, size: tuple[int, int], base: int, depth: int, steps: int) -> dict:
     import torch
 
+    from elasticnet.deploy.measure import status_mb
     from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet
     from elasticnet.training.losses import segmentation_loss
 
@@ -60,11 +54,11 @@ def one(name: str, size: tuple[int, int], base: int, depth: int, steps: int) -> 
     def step() -> float:
         """One training step; returns the memory the graph held after the forward pass (MB)."""
         optimizer.zero_grad(set_to_none=True)
-        before = _status_mb("VmRSS")
+        before = status_mb("VmRSS")
         with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
             logits = model(x, subnet)
         loss = segmentation_loss(logits.float(), y)
-        held = _status_mb("VmRSS") - before
+        held = status_mb("VmRSS") - before
         loss.backward()
         optimizer.step()
         return held
@@ -73,12 +67,12 @@ def one(name: str, size: tuple[int, int], base: int, depth: int, steps: int) -> 
     times, peaks, held = [], [], []
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        before = _status_mb("VmRSS")
+        before = status_mb("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
         start = time.perf_counter()
         held.append(step())
         times.append(time.perf_counter() - start)
-        peaks.append(_status_mb("VmHWM") - before)
+        peaks.append(status_mb("VmHWM") - before)
     return {"config": name, "step_s": round(statistics.median(times), 2), "activations_mb": round(max(held)),
             "peak_mb": round(max(peaks))}
 

@@ -41,6 +41,11 @@ class DataConfig:
     cache: str = "auto"  # auto | memory | disk: keep decoded images in memory when they fit
     num_workers: int = 0  # loader processes; 0 leaves both cores to the model on small machines
 
+    @property
+    def tile(self) -> tuple[int, int] | None:
+        """The sliding-window size for evaluating a model trained on patches (None: whole images)."""
+        return (int(self.patch_size[0]), int(self.patch_size[1])) if any(self.patch_size) else None
+
 
 @dataclass
 class TrainConfig:

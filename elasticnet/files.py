@@ -2,7 +2,8 @@
 
 Every artefact is written to a temporary name in the same folder, flushed to disk, then renamed over the
 target, so a crash leaves either the old file or the new one, never a torn one. Checkpoints are read with
-``torch.load(weights_only=True)``, which refuses pickled code. (torch is imported only by the functions
+``torch.load(weights_only=True)``, which refuses pickled code. :func:`exclusive_lock` guards files and
+folders that several processes may write (a run folder, a study's claim). (torch is imported only by the functions
 that need it: a site running exported models has no torch.)
 """
 
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +65,32 @@ def load_torch(path: str | Path, kind: str = "checkpoint") -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise UserError(f"{path} is not an elasticnet {kind}")
     return obj
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, wait: bool = True) -> Iterator[int | None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if needed) and yield its file descriptor; with
+    ``wait=False`` yield None at once when another process holds it. The kernel releases the lock however
+    the holder ends (SIGKILL included). POSIX only."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield None
+            return
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def lock_is_held(path: str | Path) -> bool:
+    """True if some process holds the :func:`exclusive_lock` on ``path``."""
+    if not Path(path).exists():
+        return False
+    with exclusive_lock(path, wait=False) as fd:
+        return fd is None

@@ -40,11 +40,6 @@ def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = Non
     return DataLoader(images, batch_size=batch_size), what
 
 
-def tile_of(cfg) -> tuple[int, int] | None:
-    """Models trained on patches are evaluated by sliding windows of the patch size."""
-    return tuple(cfg.data.patch_size) if any(cfg.data.patch_size) else None
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -59,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         predict, d = load_exported(args.model)
         cfg = RunConfig.from_dict(d["training_config"], source=f"{args.model}/model.json")
         loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset)
-        result = evaluate(predict, loader, cpu, d["output"]["threshold"], tile_of(cfg))
+        result = evaluate(predict, loader, cpu, d["output"]["threshold"], cfg.data.tile)
         print(f"{args.model} ({d['runtime']}, depth {d['subnet']['depth']}, width {d['subnet']['width']}) on {what}:")
         print(f"Dice {result['dice']:.4f}  IoU {result['iou']:.4f}  (per-image mean at threshold {d['output']['threshold']})"
               + (f"; Dice on images with a lesion {result['dice_lesion']:.4f}, false-positive area on images without "
@@ -80,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for subnet in subnets:
         static = cut_subnet(ckpt, subnet)
-        result = evaluate(static, loader, cpu, cfg.train.threshold, tile_of(cfg))
+        result = evaluate(static, loader, cpu, cfg.train.threshold, cfg.data.tile)
         rows.append({"depth": subnet.depth, "width": subnet.width} | {k: round(v, 4) for k, v in result.items() if k != "images"})
     print(f"{checkpoint} on {what} (per-image mean at threshold {cfg.train.threshold}, BN re-estimated per sub-net):")
     print(text_table(rows))

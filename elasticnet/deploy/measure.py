@@ -36,7 +36,8 @@ def machine() -> str:
     return f"{name}, {os.cpu_count()} CPUs"
 
 
-def _status_mb(field: str) -> float | None:
+def status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (VmRSS, VmHWM, ...) in MB; None where there is none."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -85,7 +86,7 @@ def measure_here(runtime: str, model: Path, shape: tuple[int, ...], batches: lis
         import onnxruntime  # noqa: F401  (baseline memory includes the runtime itself)
     else:
         import torch  # noqa: F401
-    baseline = _status_mb("VmRSS")
+    baseline = status_mb("VmRSS")
     run = _runner(runtime, model, threads)
     rng = np.random.default_rng(0)
     result: dict[str, float] = {}
@@ -93,7 +94,7 @@ def measure_here(runtime: str, model: Path, shape: tuple[int, ...], batches: lis
         x = rng.standard_normal((batch, *shape)).astype(np.float32)
         t = timings(lambda: run(x), warmup, repeats)
         result[f"b{batch}_median_ms"], result[f"b{batch}_p90_ms"] = t["median_ms"], t["p90_ms"]
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     if peak is not None and baseline is not None:
         result["peak_mb"] = peak - baseline
     return result

@@ -96,7 +96,7 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
             latency = {"batch1_median_ms": round(m["b1_median_ms"], 3), "batch1_p90_ms": round(m["b1_p90_ms"], 3),
                        "peak_mb": round(m.get("peak_mb", float("nan")), 1), "input_size": list(image_size),
                        "threads": options.threads or "default", "machine": machine(), "runtime": runtime}
-        tile = list(cfg.data.patch_size) if any(cfg.data.patch_size) else None
+        tile = list(cfg.data.tile) if cfg.data.tile else None
         description = {
             "format": FORMAT,
             "format_version": 1,
@@ -165,7 +165,7 @@ def _quantize(model_path: Path, cfg, options: ExportOptions, echo: Callable[[str
     echo(f"quantising to int8: calibrating on {len(plain)} training images ...")
     int8_path = model_path.with_name("model.int8.onnx")
     quantize_int8(model_path, int8_path, (plain[i][0].numpy()[None] for i in range(len(plain))))
-    tile = tuple(cfg.data.patch_size) if any(cfg.data.patch_size) else None
+    tile = cfg.data.tile
     val = DataLoader(split.val, batch_size=8)
     dice = {}
     for name, path in (("fp32", model_path), ("int8", int8_path)):

@@ -11,6 +11,7 @@ against a second training on the same node.)
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from elasticnet.checkpoint import CHECKPOINT_NAME
 from elasticnet.errors import UserError
+from elasticnet.files import exclusive_lock
 
 STATE_NAME = "last.pt"
 CONFIG_NAME = "config.yaml"
@@ -68,21 +70,15 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``run_dir`` (created if needed) for the duration; refuse if another
     process holds it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no locking
+    if importlib.util.find_spec("fcntl") is None:  # not POSIX: no locking
         yield
         return
-    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+    path = run_dir / LOCK_NAME
+    with exclusive_lock(path, wait=False) as fd:
+        if fd is None:
+            holder = path.read_text(errors="replace").strip() or "another process"
             raise UserError(f"run folder {run_dir} is in use by another training ({holder}); wait for it to "
-                            "finish, or choose another --out") from None
+                            "finish, or choose another --out")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
         yield
-    finally:
-        os.close(fd)  # releases the lock

@@ -68,9 +68,7 @@ class TrainingState:
 
     def restore(self, ckpt: dict[str, Any], model: ElasticUNet, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
         """Load a checkpoint written from :meth:`payload` into this state and the training objects."""
-        device = next(model.parameters()).device
-        model.load_state_dict(ckpt["model"])
-        model.to(device)
+        model.load_state_dict(ckpt["model"])  # copies into the parameters, on their device
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         self.step = int(ckpt["step"])

@@ -132,11 +132,8 @@ def resume(path: str | Path, device: str | None = None, echo: Callable[[str], No
     config it started with (``device`` may be changed). With a fixed seed the result equals an
     uninterrupted run's."""
     run_dir = resumable_run(path)
-    state_path = run_dir / STATE_NAME
-    if state_path.exists():
-        cfg = RunConfig.from_dict(load_checkpoint(state_path)["config"], source=str(state_path))
-    else:  # stopped before the first save: start again with the config it was given
-        cfg = RunConfig.from_dict(load_yaml(run_dir / CONFIG_NAME), source=str(run_dir / CONFIG_NAME))
+    # config.yaml is the config the run started with (last.pt holds the same; it is loaded once, later)
+    cfg = RunConfig.from_dict(load_yaml(run_dir / CONFIG_NAME), source=str(run_dir / CONFIG_NAME))
     if device is not None:
         cfg.train.device = device
     cfg.train.out = str(run_dir)
@@ -176,6 +173,13 @@ def _run(cfg: RunConfig, resume_dir: Path | None, echo: Callable[[str], None], p
         distributed.shutdown()
 
 
+def _interrupted(stop: StopRequest, when: str, run_dir: Path) -> TrainingInterrupted:
+    """The exception that ends a run stopped by a signal, after its state was saved."""
+    signum = stop.signum or signal.SIGTERM  # under torchrun another rank may have received it
+    return TrainingInterrupted(f"stopped by {signal.Signals(signum).name} {when}; saved the training state; continue "
+                               f"with `elasticnet train --resume {run_dir}`", signum)
+
+
 def _silent(line: str) -> None:
     pass
 
@@ -209,7 +213,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
                               shuffle=False)  # each rank calibrates on its share; statistics are pooled
     val_loader = DataLoader(split.val, batch_size=batch_size, shuffle=False)
     test_loader = DataLoader(split.test, batch_size=batch_size, shuffle=False) if split.test is not None else None
-    tile = tuple(cfg.data.patch_size) if any(cfg.data.patch_size) else None  # sliding-window evaluation
+    tile = cfg.data.tile  # sliding-window evaluation of patch-trained models
 
     steps_per_epoch = order.per_process() // batch_size
     total_steps = t_cfg.epochs * steps_per_epoch
@@ -285,10 +289,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
                 resumed_at = time.perf_counter()
                 save_state()
                 if stopping:
-                    signum = stop.signum or signal.SIGTERM  # another rank may have received it
-                    raise TrainingInterrupted(f"stopped by {signal.Signals(signum).name} at step {state.step}; saved "
-                                              f"the training state; continue with `elasticnet train --resume {run_dir}`",
-                                              signum)
+                    raise _interrupted(stop, f"at step {state.step}", run_dir)
             if state.step >= end:
                 break
         bar.close()
@@ -305,9 +306,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
              f"smallest {row['val_dice_smallest']:.3f}  ({row['seconds']:.1f} s, {row['images_per_s']:.1f} img/s)")
         _, stopping = distributed.reduce_step(0.0, bool(stop), d, device)
         if stopping:
-            signum = stop.signum or signal.SIGTERM
-            raise TrainingInterrupted(f"stopped by {signal.Signals(signum).name} after epoch {epoch}; saved the "
-                                      f"training state; continue with `elasticnet train --resume {run_dir}`", signum)
+            raise _interrupted(stop, f"after epoch {epoch}", run_dir)
         if on_epoch is not None:
             on_epoch(row)
     stop.immediate = True  # the state is on disk: a signal from here on stops at once

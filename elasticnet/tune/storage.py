@@ -13,9 +13,6 @@ how a dead worker's trial is recognised (:mod:`elasticnet.tune.worker`).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from elasticnet.errors import UserError
@@ -36,30 +33,3 @@ def open_storage(spec: str):
         raise UserError(f"--storage {spec} is a folder; give a file path (journal) or a database URL")
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
-
-
-@contextmanager
-def exclusive(path: Path, wait: bool = True) -> Iterator[bool]:
-    """Hold an exclusive ``flock`` on ``path`` (created if needed). With ``wait=False`` yields False at
-    once when another process holds it."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
-
-
-def is_held(path: Path) -> bool:
-    """True if some process holds the lock on ``path``."""
-    if not path.exists():
-        return False
-    with exclusive(path, wait=False) as got:
-        return not got

@@ -27,7 +27,8 @@ from elasticnet.config import build_config
 from elasticnet.errors import UserError
 from elasticnet.tune.objective import check_objective, final_values, intermediate_value
 from elasticnet.tune.space import load_space, suggest
-from elasticnet.tune.storage import exclusive, is_held, open_storage
+from elasticnet.files import exclusive_lock, lock_is_held
+from elasticnet.tune.storage import open_storage
 
 CLAIM_LOCK = ".claim.lock"
 TRIAL_LOCK = ".trial.lock"
@@ -91,7 +92,7 @@ def recover_dead_trials(study, echo: Callable[[str], None]) -> list[int]:
     dead = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         run_dir = t.user_attrs.get("run_dir")
-        if run_dir is not None and is_held(Path(run_dir) / TRIAL_LOCK):
+        if run_dir is not None and lock_is_held(Path(run_dir) / TRIAL_LOCK):
             continue
         study._storage.set_trial_user_attr(t._trial_id, "worker_died", True)
         study.tell(t.number, state=TrialState.FAIL)
@@ -115,20 +116,20 @@ def run_worker(s: TuneSettings, echo: Callable[[str], None] = print, progress: b
         echo(f"fixed on the command line, not searched: {', '.join(fixed)}")
     if not space:
         raise UserError("the search space is empty: every searched key is fixed on the command line")
-    build_config(s.config, {k: v for k, v in s.overrides.items()}, s.profile)  # refuse a bad base config early
+    build_config(s.config, s.overrides, s.profile)  # refuse a bad base config early
     study = open_study(s)
     s.out.mkdir(parents=True, exist_ok=True)
     ran = 0
     while True:
         with ExitStack() as trial_lock:
-            with exclusive(s.out / CLAIM_LOCK):
+            with exclusive_lock(s.out / CLAIM_LOCK):
                 recover_dead_trials(study, echo)
                 if sum(_counted(t) for t in study.get_trials(deepcopy=False)) >= s.trials:
                     break
                 trial = study.ask()
                 run_dir = Path(trial.user_attrs.get("resume_dir") or s.out / f"trial-{trial.number:04d}")
                 run_dir.mkdir(parents=True, exist_ok=True)
-                trial_lock.enter_context(exclusive(run_dir / TRIAL_LOCK))
+                trial_lock.enter_context(exclusive_lock(run_dir / TRIAL_LOCK))
                 trial.set_user_attr("run_dir", str(run_dir))
             _run_trial(study, trial, run_dir, space, s, echo, progress)
             ran += 1
