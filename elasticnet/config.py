@@ -27,6 +27,7 @@ class DataConfig:
     synthetic_count: int = 480  # frames in the built-in synthetic set
     synthetic_seed: int = 0  # the synthetic set's own seed (independent of the training seed)
     split: str = "random"  # random (by image) | grouped (by video sequence / patient)
+    split_seed: int = 0  # seed of the train/val/test assignment (independent of the training seed)
     val_fraction: float = 0.2
     test_fraction: float = 0.0  # held-out test part (ignored when folds >= 2)
     folds: int = 0  # k-fold cross-validation over the split unit (0: one split); the test part is `fold`

@@ -93,9 +93,11 @@ def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
 
 
 def build_datasets(cfg: DataConfig, in_channels: int, seed: int) -> Split:
-    """Split as configured (seeded); augmentation and patches on the training part only."""
+    """Split as configured (by ``cfg.split_seed``, so every training seed sees the same test images);
+    augmentation (seeded by ``seed``) and patches on the training part only."""
     full = load_all(cfg, in_channels)
-    parts = assign_split(full.groups, cfg.split, cfg.val_fraction, cfg.test_fraction, seed, cfg.folds, cfg.fold)
+    parts = assign_split(full.groups, cfg.split, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.folds,
+                         cfg.fold)
     index = {p: [i for i, q in enumerate(parts) if q == p] for p in ("train", "val", "test")}
     pipeline = augment.build(augmentation_kind(cfg), seed, cfg.augment_strength)
     train: Dataset = full.subset(index["train"], pipeline)

@@ -111,7 +111,8 @@ def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataL
             if test_loader is not None:
                 test = evaluate_subnet(model, subnet, test_loader, device, threshold, tile)
                 row |= {"test_dice": round(test["dice"], 4), "test_iou": round(test["iou"], 4),
-                        "test_dice_bn_as_trained": round(raw_test["dice"], 4)}
+                        "test_dice_bn_as_trained": round(raw_test["dice"], 4),
+                        "test_iou_bn_as_trained": round(raw_test["iou"], 4)}
                 if "dice_lesion" in test:
                     row |= {"test_dice_lesion": round(test["dice_lesion"], 4), "test_fp_area": round(test["fp_area"], 5)}
                 row["test_images"] = test["images"]

@@ -41,7 +41,8 @@ from elasticnet.training.signals import StopRequest, TrainingInterrupted
 from elasticnet.training.state import TrainingState
 
 TABLE_COLUMNS = ["depth", "width", "channels", "params", "mflops", "dice", "iou", "dice_bn_as_trained", "dice_lesion",
-                 "fp_area", "test_dice", "test_iou", "test_dice_bn_as_trained", "test_dice_lesion", "test_fp_area"]
+                 "fp_area", "test_dice", "test_iou", "test_dice_bn_as_trained", "test_iou_bn_as_trained",
+                 "test_dice_lesion", "test_fp_area"]
 
 
 def table_columns(rows: Sequence[dict]) -> list[str]:
@@ -297,7 +298,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
         # A quick look at the two extremes, with BN re-estimated on a few batches (shared statistics
         # mix all sub-nets and say little about any one of them).
         quick = {s: evaluate_calibrated(model, s, calib_loader, val_loader, device, min(4, t_cfg.calib_batches),
-                                        t_cfg.threshold, tile, pool)["dice"] for s in (sampler.largest, sampler.smallest)}
+                                        t_cfg.threshold, tile, pool)["dice"] for s in dict.fromkeys((sampler.largest, sampler.smallest))}
         row = state.end_epoch(epoch, quick[sampler.largest], quick[sampler.smallest], scheduler.get_last_lr()[0])
         if d.main:
             write_csv(state.log, run_dir / "log.csv")

@@ -1,0 +1,480 @@
+"""The Dice tables on CVC-ClinicDB: the originating study's experiment (Table 1) and our method (Table 2).
+
+    python paper/dice_table.py --data PATH [--profile cpu|paper] [--table 1|2|all] \\
+        [--split random,grouped] [--seeds 0,1,2] [--jobs N] [--device auto|cpu|cuda] [--dry-run] [--report-only]
+
+Table 1 (the study): individually trained U-Nets of depth 3, 4 and 5 (full width) against one elastic
+5-level U-Net trained with per-batch depth dropout (``uniform``) and cut to each depth.
+Table 2 (ours): the same rows for ``sandwich``, ``sandwich+distill`` and ``sandwich+distill+privbn``
+(BatchNorm per depth) elastic trainings over the whole grid depth {3,4,5} x width {0.25,0.5,0.75,1}, each
+evaluated with BatchNorm statistics as trained and re-estimated per sub-net (``+calib``), and the whole
+grid of the elastic training chosen on the validation images, against individually trained U-Nets at
+(3,0.25), (3,1), (4,0.5), (4,1), (5,0.25), (5,1).
+
+Every training is one ``elasticnet train`` run (``experiments/cvc_clinicdb.yaml`` with the profile) in
+``runs/dice_table/<profile>/<split>/seed<k>/<run>/`` (``--runs``); a finished run is reused, an interrupted one is
+resumed, so an interrupted table continues where it stopped. An individual U-Net of width w is trained
+as its own network with base width ``w * base_width`` (the same channels as the elastic sub-net). The
+split (fold 0 of 5, by image for ``random``, by video sequence for ``grouped``) is the same for every
+seed; the seed changes the initialisation, the data order, the augmentation and the sub-net draws.
+
+Writes ``results/cvc_clinicdb/<profile>/``: summary.csv (one row per split, method, depth, width, seed:
+test Dice and IoU, the mean over test images at threshold 0.5, and the training seconds of the run that
+produced it), runs.csv (every training run: wall and training seconds, threads), table1.md/csv,
+table2.md/csv, grid.md/csv, targets.md, table1.png, table2.png, grid.png, splits/<split>.csv,
+COMMANDS.md (the commands, package version, git commit, hardware).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from elasticnet import __version__  # noqa: E402
+from elasticnet.config import build_config  # noqa: E402
+from elasticnet.deploy.measure import machine  # noqa: E402
+from elasticnet.files import atomic_write_text, lock_is_held  # noqa: E402
+from elasticnet.models.subnet import level_channels  # noqa: E402
+from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
+
+CONFIG = "experiments/cvc_clinicdb.yaml"
+DEPTHS = (3, 4, 5)
+WIDTHS = (0.25, 0.5, 0.75, 1.0)
+# Individually trained U-Nets: Table 1 needs full width at every depth, Table 2 adds these shapes.
+INDIVIDUAL = {"1": [(3, 1.0), (4, 1.0), (5, 1.0)],
+              "2": [(3, 0.25), (3, 1.0), (4, 0.5), (4, 1.0), (5, 0.25), (5, 1.0)]}
+# The originating study (5-level U-Net on CVC-ClinicDB, random split): Dice in %.
+STUDY = {3: (66.6, 60.0), 4: (74.3, 77.9), 5: (87.2, 88.13)}
+TARGET_POINTS = 1.0  # every sub-net within 1 Dice point of the individual U-Net of its shape
+
+
+@dataclass(frozen=True)
+class Training:
+    """One training run of the table: its name (= folder), method and the flags that make it."""
+
+    name: str
+    method: str  # "individual" or the elastic training's name
+    flags: tuple[str, ...]
+    shape: tuple[int, float] | None = None  # (depth, width) of an individual U-Net
+    cost: float = 1.0  # rough relative cost, to start the longest first
+
+    @property
+    def elastic(self) -> bool:
+        return self.method != "individual"
+
+
+@dataclass
+class Job:
+    split: str
+    seed: int
+    training: Training
+    folder: Path
+    command: list[str] = field(default_factory=list)
+
+
+def trainings(table: str, base_width: int) -> list[Training]:
+    """The training runs a table needs (``table`` is "1", "2" or "all")."""
+    grid = ("--depths", ",".join(map(str, DEPTHS)), "--widths", ",".join(map(str, WIDTHS)))
+    elastic = {
+        "1": [Training("uniform", "uniform", ("--depths", "3,4,5", "--widths", "1", "--strategy", "uniform"),
+                       cost=0.8)],
+        "2": [Training("sandwich", "sandwich", (*grid, "--strategy", "sandwich"), cost=1.6),
+              Training("sandwich+distill", "sandwich+distill", (*grid, "--strategy", "sandwich", "--distill"), cost=1.7),
+              Training("sandwich+distill+privbn", "sandwich+distill+privbn",
+                       (*grid, "--strategy", "sandwich", "--distill", "--bn-mode", "per_depth"), cost=1.7)],
+    }
+    tables = ("1", "2") if table == "all" else (table,)
+    shapes = sorted({s for t in tables for s in INDIVIDUAL[t]})
+    runs = [individual(depth, width, base_width) for depth, width in shapes]
+    runs += [t for name in tables for t in elastic[name]]
+    return runs
+
+
+def individual(depth: int, width: float, base_width: int) -> Training:
+    """A U-Net of one shape trained on its own: base width ``width * base_width``, nothing elastic."""
+    base = round(base_width * width)
+    if level_channels(base, depth) != level_channels(base_width, depth, width):
+        raise SystemExit(f"base width {base_width} x {width} gives other channels than the elastic sub-net "
+                         f"({level_channels(base, depth)} vs {level_channels(base_width, depth, width)})")
+    return Training(individual_name(depth, width), "individual",
+                    ("--depths", str(depth), "--widths", "1", "--base-width", str(base)),
+                    shape=(depth, width), cost=depth / 5 * max(width, 0.2))
+
+
+def individual_name(depth: int, width: float) -> str:
+    return f"individual-d{depth}-w{width:g}"
+
+
+def split_flags(split: str) -> tuple[str, ...]:
+    return ("--split", split, "--folds", "5", "--fold", "0")
+
+
+def plan(args, base_width: int) -> list[Job]:
+    jobs = []
+    for split in args.splits:
+        for seed in args.seeds:
+            for t in trainings(args.table, base_width):
+                folder = Path(args.runs) / args.profile / split / f"seed{seed}" / t.name
+                command = [sys.executable, "-m", "elasticnet", "train", "--config", args.config, "--profile", args.profile,
+                           "--data", args.data, *split_flags(split), "--seed", str(seed), *t.flags,
+                           "--device", args.device, "--out", str(folder), "--quiet"]
+                jobs.append(Job(split, seed, t, folder, command))
+    return jobs
+
+
+def finished(job: Job) -> bool:
+    return (job.folder / "checkpoint.pt").is_file() and (job.folder / "subnets.csv").is_file()
+
+
+def run_job(job: Job, threads: int, say) -> None:
+    """Train (or resume) one run; its output goes to RUN/train.log; wall seconds add up over attempts."""
+    if finished(job):
+        return
+    if lock_is_held(job.folder / ".lock"):
+        raise SystemExit(f"{job.folder} is being trained by another process; wait for it or stop it")
+    command = job.command
+    if (job.folder / "last.pt").is_file():
+        command = [sys.executable, "-m", "elasticnet", "train", "--resume", str(job.folder), "--quiet"]
+        if job.command[job.command.index("--device") + 1] != "auto":
+            command += ["--device", job.command[job.command.index("--device") + 1]]
+    elif job.folder.exists():
+        shutil.rmtree(job.folder)  # stopped before its first save: nothing to continue
+    job.folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    wall_file = job.folder / "wall_seconds.json"
+    before = json.loads(wall_file.read_text())["wall_seconds"] if wall_file.exists() else 0.0
+    say(f"start {job.split}/seed{job.seed}/{job.training.name}")
+    start = time.perf_counter()
+    with open(job.folder / "train.log", "a") as log:
+        done = subprocess.run(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    wall = before + time.perf_counter() - start
+    atomic_write_text(wall_file, json.dumps({"wall_seconds": round(wall, 1), "threads": threads}))
+    if done.returncode != 0:
+        tail = (job.folder / "train.log").read_text().strip().splitlines()[-3:]
+        raise SystemExit(f"training {job.folder} failed (exit {done.returncode}):\n  " + "\n  ".join(tail))
+    say(f"done  {job.split}/seed{job.seed}/{job.training.name} in {wall:.0f} s")
+
+
+def run_all(jobs: list[Job], workers: int, threads: int) -> None:
+    # seed by seed (a table interrupted late still has whole seeds), the longest trainings first
+    todo = sorted((j for j in jobs if not finished(j)), key=lambda j: (j.seed, -j.training.cost))
+    print(f"{len(jobs) - len(todo)} of {len(jobs)} runs finished already; training {len(todo)} "
+          f"({workers} at a time, {threads} thread(s) each)", flush=True)
+    start, count = time.perf_counter(), [0]
+
+    def say(line: str) -> None:
+        if line.startswith("done"):
+            count[0] += 1
+        print(f"[{time.perf_counter() - start:7.0f} s  {count[0]}/{len(todo)}] {line}", flush=True)
+
+    with ThreadPoolExecutor(workers) as pool:
+        for future in [pool.submit(run_job, j, threads, say) for j in todo]:
+            future.result()
+
+
+# ---- collecting the results ----
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run_record(job: Job) -> dict:
+    log = read_csv(job.folder / "log.csv")
+    wall = json.loads((job.folder / "wall_seconds.json").read_text()) if (job.folder / "wall_seconds.json").exists() else {}
+    return {"split": job.split, "seed": job.seed, "run": job.training.name, "method": job.training.method,
+            "epochs": len(log), "train_seconds": round(sum(float(r["seconds"]) for r in log), 1),
+            "wall_seconds": wall.get("wall_seconds", ""), "threads": wall.get("threads", "")}
+
+
+def summary_rows(jobs: list[Job]) -> tuple[list[dict], list[dict], list[dict]]:
+    """(summary rows on the test images, the same on the validation images, one record per run)."""
+    test, val, records = [], [], []
+    for job in jobs:
+        record = run_record(job)
+        records.append(record)
+        for row in read_csv(job.folder / "subnets.csv"):
+            depth, width = int(row["depth"]), float(row["width"])
+            if job.training.elastic:
+                variants = [(job.training.method, "_bn_as_trained"), (job.training.method + "+calib", "")]
+            else:  # a plain U-Net: its own BN statistics are the standard way to evaluate it
+                depth, width = job.training.shape
+                variants = [("individual", "_bn_as_trained"), ("individual+calib", "")]
+            for method, suffix in variants:
+                common = {"split": job.split, "method": method, "depth": depth, "width": width, "seed": job.seed}
+                test.append(common | {"dice": float(row[f"test_dice{suffix}"]),
+                                      "iou": float(row.get(f"test_iou{suffix}") or "nan"),
+                                      "train_seconds": record["train_seconds"]})
+                val.append(common | {"dice": float(row[f"dice{suffix}"])})
+    return test, val, records
+
+
+def stats(rows: list[dict], **where) -> tuple[float, float, int]:
+    """Mean and sd (over seeds) of Dice in points for the rows matching ``where``."""
+    values = [100 * r["dice"] for r in rows if all(r[k] == v for k, v in where.items())]
+    if not values:
+        return float("nan"), float("nan"), 0
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+
+
+def fmt(mean: float, sd: float, n: int) -> str:
+    return "" if n == 0 else f"{mean:.1f} ± {sd:.1f}"
+
+
+def best_elastic(val: list[dict], split: str) -> str:
+    """The elastic method (with or without +calib) of highest mean validation Dice over the grid."""
+    methods = sorted({r["method"] for r in val if r["split"] == split and not r["method"].startswith(("individual", "uniform"))})
+    if not methods:
+        return ""
+    return max(methods, key=lambda m: stats(val, split=split, method=m)[0])
+
+
+def table1(test: list[dict], split: str) -> list[dict]:
+    rows = []
+    for depth in DEPTHS:
+        row = {"depth": depth}
+        for method in ("individual", "uniform", "uniform+calib"):
+            row[method] = fmt(*stats(test, split=split, method=method, depth=depth, width=1.0))
+        ind, uni = stats(test, split=split, method="individual", depth=depth, width=1.0)[0], \
+            stats(test, split=split, method="uniform", depth=depth, width=1.0)[0]
+        row["uniform - individual"] = f"{uni - ind:+.1f}"
+        row["study individual"], row["study elastic"] = STUDY[depth]
+        rows.append(row)
+    return rows
+
+
+TABLE2_METHODS = ("individual", "sandwich", "sandwich+calib", "sandwich+distill", "sandwich+distill+calib",
+                  "sandwich+distill+privbn", "sandwich+distill+privbn+calib")
+
+
+def table2(test: list[dict], split: str) -> list[dict]:
+    rows = []
+    for depth in DEPTHS:
+        row = {"depth": depth}
+        for method in TABLE2_METHODS:
+            row[method] = fmt(*stats(test, split=split, method=method, depth=depth, width=1.0))
+        rows.append(row)
+    return rows
+
+
+def grid(test: list[dict], split: str, method: str) -> list[dict]:
+    rows = []
+    for depth in DEPTHS:
+        for width in WIDTHS:
+            ours = stats(test, split=split, method=method, depth=depth, width=width)
+            ind = stats(test, split=split, method="individual", depth=depth, width=width)
+            row = {"depth": depth, "width": width, method: fmt(*ours), "individual": fmt(*ind), "difference": "",
+                   "target met": ""}
+            if ind[2]:
+                row["difference"] = f"{ours[0] - ind[0]:+.1f}"
+                row["target met"] = "yes" if ours[0] - ind[0] >= -TARGET_POINTS else "no"
+            rows.append(row)
+    return rows
+
+
+def time_ratios(records: list[dict], split: str, elastic: str, replaced: list[str]) -> dict:
+    """Training (and wall) seconds of one elastic run vs the individual runs it replaces, mean over seeds."""
+    train, wall = [], []
+    for seed in sorted({r["seed"] for r in records if r["split"] == split}):
+        mine = {r["run"]: r for r in records if r["split"] == split and r["seed"] == seed}
+        if elastic not in mine or not all(name in mine for name in replaced):
+            continue
+        train.append(mine[elastic]["train_seconds"] / sum(mine[n]["train_seconds"] for n in replaced))
+        if all(isinstance(mine[n]["wall_seconds"], float) for n in [elastic, *replaced]):
+            wall.append(mine[elastic]["wall_seconds"] / sum(mine[n]["wall_seconds"] for n in replaced))
+    return {"train": statistics.mean(train) if train else float("nan"),
+            "wall": statistics.mean(wall) if wall else float("nan"), "seeds": len(train)}
+
+
+# ---- figures ----
+
+def plot(test: list[dict], splits: list[str], methods: list[str], shapes: list[tuple[int, float]], path: Path,
+         title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(splits), figsize=(max(6, 0.9 * len(shapes) * len(methods) / 2) * len(splits) / 1.6, 4),
+                             squeeze=False, sharey=True)
+    step = 0.8 / len(methods)
+    for ax, split in zip(axes[0], splits):
+        for i, method in enumerate(methods):
+            xs, ys, es = [], [], []
+            for j, (depth, width) in enumerate(shapes):
+                mean, sd, n = stats(test, split=split, method=method, depth=depth, width=width)
+                if n:
+                    xs.append(j - 0.4 + step * (i + 0.5))
+                    ys.append(mean)
+                    es.append(sd)
+            ax.bar(xs, ys, step, yerr=es, capsize=2, label=method,
+                   color="0.55" if method.startswith("individual") else None)
+        ax.set_xticks(range(len(shapes)), [f"d{d}\nw{w:g}" for d, w in shapes])
+        ax.set_title(f"{split} split", fontsize=9)
+        ax.set_ylabel("test Dice (%), mean ± sd over seeds")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---- writing ----
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return commit + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
+    done = [j for j in jobs if finished(j)]
+    test, val, records = summary_rows(done)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(test, out / "summary.csv")
+    write_csv(records, out / "runs.csv")
+    (out / "splits").mkdir(exist_ok=True)
+    for split in args.splits:
+        first = next((j for j in done if j.split == split), None)
+        if first is not None:
+            shutil.copyfile(first.folder / "split.csv", out / "splits" / f"{split}.csv")
+    md: dict[str, str] = {}
+    if args.table in ("1", "all"):
+        rows = [{"split": s} | r for s in args.splits for r in table1(test, s)]
+        write_csv(rows, out / "table1.csv")
+        md["table1"] = ("# Table 1: the originating study's experiment\n\nTest Dice (%), mean ± sd over seeds "
+                  f"{','.join(map(str, args.seeds))}. `uniform`: one elastic 5-level U-Net, depth drawn per batch (the "
+                  "study's method), BN statistics as trained; `+calib`: re-estimated per sub-net. The study's numbers "
+                  "(random split, full resolution) for reference.\n\n" + markdown_table(rows))
+        plot(test, args.splits, ["individual", "uniform", "uniform+calib"], [(d, 1.0) for d in DEPTHS],
+             out / "table1.png", f"Table 1, CVC-ClinicDB, {args.profile} profile: individual vs uniform depth dropout")
+    if args.table in ("2", "all"):
+        rows = [{"split": s} | r for s in args.splits for r in table2(test, s)]
+        write_csv(rows, out / "table2.csv")
+        md["table2"] = ("# Table 2: our elastic trainings, full width\n\nTest Dice (%), mean ± sd over seeds. Every elastic "
+                  "column is one training over the whole grid depth {3,4,5} x width {0.25,0.5,0.75,1}, cut to the "
+                  "row's depth at width 1; `+calib`: BN statistics re-estimated per sub-net on 16 training batches; "
+                  "`privbn`: BatchNorm per depth.\n\n" + markdown_table(rows))
+        grids, chosen = [], {}
+        for s in args.splits:
+            chosen[s] = best_elastic(val, s)
+            grids += [{"split": s, "method": chosen[s]} | {k: v for k, v in r.items() if k != chosen[s]}
+                      | {"elastic": r[chosen[s]]} for r in grid(test, s, chosen[s])]
+        grids = [{k: r[k] for k in ("split", "method", "depth", "width", "elastic", "individual", "difference",
+                                    "target met")} for r in grids]
+        write_csv(grids, out / "grid.csv")
+        md["grid"] = ("# Table 2, the whole grid from one elastic training\n\nThe elastic training and evaluation chosen "
+                  "per split by the highest mean validation Dice over the grid (never by test Dice), against the "
+                  f"individually trained U-Nets. Target: difference >= -{TARGET_POINTS:g} point.\n\n"
+                  + markdown_table(grids))
+        shapes = [(d, w) for d in DEPTHS for w in WIDTHS]
+        methods = sorted(set(chosen.values()))
+        plot(test, args.splits, ["individual", *methods], shapes, out / "grid.png",
+             f"One elastic training vs individual U-Nets, CVC-ClinicDB, {args.profile} profile")
+        plot(test, args.splits, list(TABLE2_METHODS), [(d, 1.0) for d in DEPTHS], out / "table2.png",
+             f"Table 2, CVC-ClinicDB, {args.profile} profile: elastic trainings at full width")
+    md["targets"] = targets_text(args, test, records)
+    hardware = hardware_text(args.device)
+    for name, text in md.items():
+        (out / f"{name}.md").write_text(text)
+    (out / "tables.md").write_text(f"# CVC-ClinicDB Dice tables, `{args.profile}` profile\n\n"
+                                   f"Test images: fold 0 of 5 (see `splits/`). {hardware}\n\n"
+                                   + "\n\n".join("#" + part for part in md.values()))
+    commands = "\n".join(" ".join(["python", *j.command[1:]]) for j in jobs).replace(f"{ROOT}/", "")
+    (out / "COMMANDS.md").write_text(
+        f"# How these results were made\n\n```\npython paper/dice_table.py --data {args.data} --profile {args.profile} "
+        f"--table {args.table} --split {','.join(args.splits)} --seeds {','.join(map(str, args.seeds))} "
+        f"--jobs {args.jobs} --config {Path(args.config).relative_to(ROOT) if Path(args.config).is_relative_to(ROOT) else args.config}\n```\n\nelasticnet {__version__}, git commit {git_commit()}\n\n{hardware}\n\n"
+        f"Wall time of this invocation: {wall:.0f} s (runs reused from earlier invocations are not included; "
+        "`runs.csv` has every run's own time).\n\nThe training runs (each also resumable with "
+        "`elasticnet train --resume RUN`):\n\n```\n" + commands + "\n```\n")
+
+
+def targets_text(args, test: list[dict], records: list[dict]) -> str:
+    lines = ["# Targets"]
+    for split in args.splits:
+        if args.table in ("1", "all"):
+            ratio = time_ratios(records, split, "uniform", [individual_name(d, 1.0) for d in DEPTHS])
+            lines.append(f"- {split}: `uniform` training time / sum of the 3 individual U-Nets it replaces: "
+                         f"{ratio['train']:.2f} (training seconds), {ratio['wall']:.2f} (wall, with evaluation), "
+                         f"mean over {ratio['seeds']} seeds")
+        if args.table in ("2", "all"):
+            for method in ("sandwich+distill", "sandwich+distill+privbn"):
+                names = [individual_name(d, w) for d, w in INDIVIDUAL["2"]]
+                ratio = time_ratios(records, split, method, names)
+                lines.append(f"- {split}: `{method}` training time / sum of the {len(names)} individual U-Nets "
+                             f"trained here (it replaces 12): {ratio['train']:.2f} (training seconds), "
+                             f"{ratio['wall']:.2f} (wall), mean over {ratio['seeds']} seeds")
+    return "\n".join(lines) + "\n"
+
+
+def hardware_text(device: str) -> str:
+    import torch
+
+    text = f"Hardware: {machine()}; {platform.platform()}; Python {platform.python_version()}; torch {torch.__version__}"
+    if device != "cpu" and torch.cuda.is_available():
+        text += f"; GPU {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
+    return text + "."
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="the CVC-ClinicDB folder (PNG or official TIFF layout)")
+    p.add_argument("--config", default=CONFIG, help="experiment config (default %(default)s)")
+    p.add_argument("--profile", default="cpu", help="profile of the config (cpu | paper)")
+    p.add_argument("--table", default="all", choices=["1", "2", "all"])
+    p.add_argument("--split", default="random,grouped", help="comma-separated: random (by image), grouped (by sequence)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--jobs", type=int, default=1, help="trainings at a time (CPU: threads split between them)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="", help="results folder (default results/cvc_clinicdb/PROFILE)")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "dice_table"), help="training runs (default %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
+    p.add_argument("--report-only", action="store_true", help="write the tables from the finished runs; train nothing")
+    args = p.parse_args(argv)
+    args.splits = [s for s in args.split.split(",") if s]
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    if not Path(args.data).is_dir():
+        raise SystemExit(f"--data {args.data} is not a folder; give the CVC-ClinicDB folder (images/ and masks/, "
+                         "or Original/ and Ground Truth/)")
+    if set(args.splits) - {"random", "grouped"}:
+        raise SystemExit(f"--split takes random and/or grouped, got {args.split}")
+    args.config, args.data = str(Path(args.config).resolve()), str(Path(args.data).resolve())
+    base = build_config(args.config, {"data": args.data}, args.profile)  # refuses an unknown profile
+    jobs = plan(args, base.model.base_width)
+    if args.dry_run:
+        print("\n".join(" ".join(j.command) for j in jobs))
+        return
+    start = time.perf_counter()
+    if not args.report_only:
+        cores = os.cpu_count() or 1
+        threads = 1 if args.device.startswith("cuda") else max(1, cores // args.jobs)
+        run_all(jobs, args.jobs, threads)
+    out = Path(args.out) if args.out else ROOT / "results" / "cvc_clinicdb" / args.profile
+    write_results(args, jobs, out, time.perf_counter() - start)
+    print((out / "tables.md").read_text())
+    print(f"wrote {out}/")
+
+
+if __name__ == "__main__":
+    main()
