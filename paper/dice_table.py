@@ -128,9 +128,12 @@ def plan(args, base_width: int) -> list[Job]:
     for split in args.splits:
         for seed in args.seeds:
             for t in trainings(args.table, base_width):
-                folder = Path(args.runs) / args.profile / split / f"seed{seed}" / t.name
+                if args.only and t.name not in args.only:
+                    continue
+                folder = Path(args.runs) / args.name / split / f"seed{seed}" / t.name
                 command = [sys.executable, "-m", "elasticnet", "train", "--config", args.config, "--profile", args.profile,
                            "--data", args.data, *split_flags(split), "--seed", str(seed), *t.flags,
+                           *(["--epochs", str(args.epochs)] if args.epochs else []),
                            "--device", args.device, "--out", str(folder), "--quiet"]
                 jobs.append(Job(split, seed, t, folder, command))
     return jobs
@@ -322,7 +325,7 @@ def plot(test: list[dict], splits: list[str], methods: list[str], shapes: list[t
                     ys.append(mean)
                     es.append(sd)
             ax.bar(xs, ys, step, yerr=es, capsize=2, label=method,
-                   color="0.55" if method.startswith("individual") else None)
+                   color="0.6" if method.startswith("individual") else plt.get_cmap("tab10")(i % 10))
         ax.set_xticks(range(len(shapes)), [f"d{d}\nw{w:g}" for d, w in shapes])
         ax.set_title(f"{split} split", fontsize=9)
         ax.set_ylabel("test Dice (%), mean ± sd over seeds")
@@ -359,6 +362,7 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
         if first is not None:
             shutil.copyfile(first.folder / "split.csv", out / "splits" / f"{split}.csv")
     md: dict[str, str] = {}
+    chosen: dict[str, str] = {}
     if args.table in ("1", "all"):
         rows = [{"split": s} | r for s in args.splits for r in table1(test, s)]
         write_csv(rows, out / "table1.csv")
@@ -367,7 +371,7 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
                   "study's method), BN statistics as trained; `+calib`: re-estimated per sub-net. The study's numbers "
                   "(random split, full resolution) for reference.\n\n" + markdown_table(rows))
         plot(test, args.splits, ["individual", "uniform", "uniform+calib"], [(d, 1.0) for d in DEPTHS],
-             out / "table1.png", f"Table 1, CVC-ClinicDB, {args.profile} profile: individual vs uniform depth dropout")
+             out / "table1.png", f"Table 1, CVC-ClinicDB, {args.name}: individual vs uniform depth dropout")
     if args.table in ("2", "all"):
         rows = [{"split": s} | r for s in args.splits for r in table2(test, s)]
         write_csv(rows, out / "table2.csv")
@@ -375,7 +379,7 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
                   "column is one training over the whole grid depth {3,4,5} x width {0.25,0.5,0.75,1}, cut to the "
                   "row's depth at width 1; `+calib`: BN statistics re-estimated per sub-net on 16 training batches; "
                   "`privbn`: BatchNorm per depth.\n\n" + markdown_table(rows))
-        grids, chosen = [], {}
+        grids = []
         for s in args.splits:
             chosen[s] = best_elastic(val, s)
             grids += [{"split": s, "method": chosen[s]} | {k: v for k, v in r.items() if k != chosen[s]}
@@ -390,42 +394,58 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
         shapes = [(d, w) for d in DEPTHS for w in WIDTHS]
         methods = sorted(set(chosen.values()))
         plot(test, args.splits, ["individual", *methods], shapes, out / "grid.png",
-             f"One elastic training vs individual U-Nets, CVC-ClinicDB, {args.profile} profile")
+             f"One elastic training vs individual U-Nets, CVC-ClinicDB, {args.name}")
         plot(test, args.splits, list(TABLE2_METHODS), [(d, 1.0) for d in DEPTHS], out / "table2.png",
-             f"Table 2, CVC-ClinicDB, {args.profile} profile: elastic trainings at full width")
-    md["targets"] = targets_text(args, test, records)
+             f"Table 2, CVC-ClinicDB, {args.name}: elastic trainings at full width")
+    md["targets"] = targets_text(args, test, records, chosen if args.table != "1" else {})
     hardware = hardware_text(args.device)
     for name, text in md.items():
         (out / f"{name}.md").write_text(text)
-    (out / "tables.md").write_text(f"# CVC-ClinicDB Dice tables, `{args.profile}` profile\n\n"
+    (out / "tables.md").write_text(f"# CVC-ClinicDB Dice tables, `{args.profile}` profile"
+                                   f"{f', {args.epochs} epochs' if args.epochs else ''}\n\n"
                                    f"Test images: fold 0 of 5 (see `splits/`). {hardware}\n\n"
                                    + "\n\n".join("#" + part for part in md.values()))
     commands = "\n".join(" ".join(["python", *j.command[1:]]) for j in jobs).replace(f"{ROOT}/", "")
+    invocation = " ".join(["python", "paper/dice_table.py", *args.argv]).replace(f"{ROOT}/", "")
     (out / "COMMANDS.md").write_text(
-        f"# How these results were made\n\n```\npython paper/dice_table.py --data {args.data} --profile {args.profile} "
-        f"--table {args.table} --split {','.join(args.splits)} --seeds {','.join(map(str, args.seeds))} "
-        f"--jobs {args.jobs} --config {Path(args.config).relative_to(ROOT) if Path(args.config).is_relative_to(ROOT) else args.config}\n```\n\nelasticnet {__version__}, git commit {git_commit()}\n\n{hardware}\n\n"
-        f"Wall time of this invocation: {wall:.0f} s (runs reused from earlier invocations are not included; "
-        "`runs.csv` has every run's own time).\n\nThe training runs (each also resumable with "
+        f"# How these results were made\n\n```\n{invocation}\n```\n\n"
+        f"elasticnet {__version__}, git commit {git_commit()}\n\n{hardware}\n\n"
+        + (f"Wall time of this invocation: {wall:.0f} s (runs reused from earlier invocations not included). "
+           if not args.report_only else "")
+        + f"Sum of the {len(records)} runs' wall seconds (`runs.csv`, each run's own): "
+        f"{sum(float(r['wall_seconds'] or 0) for r in records):.0f} s.\n\nThe training runs (each also resumable with "
         "`elasticnet train --resume RUN`):\n\n```\n" + commands + "\n```\n")
 
 
-def targets_text(args, test: list[dict], records: list[dict]) -> str:
+def targets_text(args, test: list[dict], records: list[dict], chosen: dict[str, str]) -> str:
     lines = ["# Targets"]
     for split in args.splits:
+        if chosen.get(split):
+            cells = [r for r in grid(test, split, chosen[split]) if r["target met"]]
+            met = [r for r in cells if r["target met"] == "yes"]
+            worst = min(cells, key=lambda r: float(r["difference"]), default=None)
+            lines.append(f"- {split}: `{chosen[split]}` within {TARGET_POINTS:g} Dice point of (or above) the "
+                         f"individual U-Net at {len(met)} of {len(cells)} shapes"
+                         + (f"; largest shortfall {worst['difference']} points at depth {worst['depth']} width "
+                            f"{worst['width']:g}" if worst is not None and float(worst["difference"]) < 0 else ""))
         if args.table in ("1", "all"):
             ratio = time_ratios(records, split, "uniform", [individual_name(d, 1.0) for d in DEPTHS])
             lines.append(f"- {split}: `uniform` training time / sum of the 3 individual U-Nets it replaces: "
-                         f"{ratio['train']:.2f} (training seconds), {ratio['wall']:.2f} (wall, with evaluation), "
-                         f"mean over {ratio['seeds']} seeds")
+                         + ratio_text(ratio))
         if args.table in ("2", "all"):
             for method in ("sandwich+distill", "sandwich+distill+privbn"):
                 names = [individual_name(d, w) for d, w in INDIVIDUAL["2"]]
                 ratio = time_ratios(records, split, method, names)
                 lines.append(f"- {split}: `{method}` training time / sum of the {len(names)} individual U-Nets "
-                             f"trained here (it replaces 12): {ratio['train']:.2f} (training seconds), "
-                             f"{ratio['wall']:.2f} (wall), mean over {ratio['seeds']} seeds")
+                             f"trained here (it replaces 12): " + ratio_text(ratio))
     return "\n".join(lines) + "\n"
+
+
+def ratio_text(ratio: dict) -> str:
+    if not ratio["seeds"]:
+        return "not available (runs missing)"
+    return (f"{ratio['train']:.2f} (training seconds), {ratio['wall']:.2f} (wall, with evaluation), "
+            f"mean over {ratio['seeds']} seed(s)")
 
 
 def hardware_text(device: str) -> str:
@@ -446,13 +466,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split", default="random,grouped", help="comma-separated: random (by image), grouped (by sequence)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--jobs", type=int, default=1, help="trainings at a time (CPU: threads split between them)")
+    p.add_argument("--threads", type=int, default=0, help="threads per training (default: CPU cores / jobs)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="", help="results folder (default results/cvc_clinicdb/PROFILE)")
     p.add_argument("--runs", default=str(ROOT / "runs" / "dice_table"), help="training runs (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=0, help="train this many epochs instead of the profile's (an "
+                   "ablation of training length; runs and results go to PROFILE-eN)")
+    p.add_argument("--only", default="", help="comma-separated training names to run (e.g. individual-d5-w1,uniform)")
     p.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
     p.add_argument("--report-only", action="store_true", help="write the tables from the finished runs; train nothing")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.splits = [s for s in args.split.split(",") if s]
+    args.only = [s for s in args.only.split(",") if s]
+    args.name = args.profile + (f"-e{args.epochs}" if args.epochs else "")
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     if not Path(args.data).is_dir():
         raise SystemExit(f"--data {args.data} is not a folder; give the CVC-ClinicDB folder (images/ and masks/, "
@@ -468,9 +495,9 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     if not args.report_only:
         cores = os.cpu_count() or 1
-        threads = 1 if args.device.startswith("cuda") else max(1, cores // args.jobs)
+        threads = args.threads or (1 if args.device.startswith("cuda") else max(1, cores // args.jobs))
         run_all(jobs, args.jobs, threads)
-    out = Path(args.out) if args.out else ROOT / "results" / "cvc_clinicdb" / args.profile
+    out = Path(args.out) if args.out else ROOT / "results" / "cvc_clinicdb" / args.name
     write_results(args, jobs, out, time.perf_counter() - start)
     print((out / "tables.md").read_text())
     print(f"wrote {out}/")
