@@ -172,6 +172,24 @@ def run_job(job: Job, threads: int, say) -> None:
     say(f"done  {job.split}/seed{job.seed}/{job.training.name} in {wall:.0f} s")
 
 
+def recalibrate_job(job: Job, threads: int, device: str, say) -> None:
+    """Re-evaluate a finished run with this version's BN re-estimation (`elasticnet eval --recalibrate`), once."""
+    marker = job.folder / "recalibrated.json"
+    if marker.exists():
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    with open(job.folder / "train.log", "a") as log:
+        done = subprocess.run([sys.executable, "-m", "elasticnet", "eval", "--checkpoint", str(job.folder),
+                               "--recalibrate", "--device", device], env=env, cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"recalibrating {job.folder} failed (exit {done.returncode}); see {job.folder}/train.log")
+    atomic_write_text(marker, json.dumps({"elasticnet": __version__, "commit": git_commit(),
+                                          "seconds": round(time.perf_counter() - start, 1)}))
+    say(f"done  recalibrating {job.split}/seed{job.seed}/{job.training.name}")
+
+
 def run_all(jobs: list[Job], workers: int, threads: int) -> None:
     # seed by seed (a table interrupted late still has whole seeds), the longest trainings first
     todo = sorted((j for j in jobs if not finished(j)), key=lambda j: (j.seed, -j.training.cost))
@@ -214,9 +232,9 @@ def summary_rows(jobs: list[Job]) -> tuple[list[dict], list[dict], list[dict]]:
             depth, width = int(row["depth"]), float(row["width"])
             if job.training.elastic:
                 variants = [(job.training.method, "_bn_as_trained"), (job.training.method + "+calib", "")]
-            else:  # a plain U-Net: its own BN statistics are the standard way to evaluate it
+            else:  # a plain U-Net: evaluated, as usual, with the running BN statistics of its training
                 depth, width = job.training.shape
-                variants = [("individual", "_bn_as_trained"), ("individual+calib", "")]
+                variants = [("individual", "_bn_as_trained")]
             for method, suffix in variants:
                 common = {"split": job.split, "method": method, "depth": depth, "width": width, "seed": job.seed}
                 test.append(common | {"dice": float(row[f"test_dice{suffix}"]),
@@ -473,6 +491,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=0, help="train this many epochs instead of the profile's (an "
                    "ablation of training length; runs and results go to PROFILE-eN)")
     p.add_argument("--only", default="", help="comma-separated training names to run (e.g. individual-d5-w1,uniform)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="re-estimate the BN statistics of finished runs with this version of elasticnet (once per run; "
+                        "for runs evaluated by an older version), then write the tables")
     p.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
     p.add_argument("--report-only", action="store_true", help="write the tables from the finished runs; train nothing")
     args = p.parse_args(argv)
@@ -497,6 +518,14 @@ def main(argv: list[str] | None = None) -> None:
         cores = os.cpu_count() or 1
         threads = args.threads or (1 if args.device.startswith("cuda") else max(1, cores // args.jobs))
         run_all(jobs, args.jobs, threads)
+        if args.recalibrate:
+            # a plain U-Net is reported with its BN statistics as trained: nothing to recalibrate
+            todo = [j for j in jobs if j.training.elastic and finished(j)
+                    and not (j.folder / "recalibrated.json").exists()]
+            print(f"recalibrating {len(todo)} runs", flush=True)
+            with ThreadPoolExecutor(args.jobs) as pool:
+                for future in [pool.submit(recalibrate_job, j, threads, args.device, print) for j in todo]:
+                    future.result()
     out = Path(args.out) if args.out else ROOT / "results" / "cvc_clinicdb" / args.name
     write_results(args, jobs, out, time.perf_counter() - start)
     print((out / "tables.md").read_text())

@@ -92,7 +92,7 @@ def test_table_1_end_to_end_on_a_tiny_fake_cvc_folder_and_reuse(tmp_path):
         summary = list(csv.DictReader(f))
     assert list(summary[0]) == ["split", "method", "depth", "width", "seed", "dice", "iou", "train_seconds"]
     methods = {(r["method"], r["depth"], r["width"]) for r in summary}
-    assert methods == {(m, str(d), "1.0") for m in ("individual", "individual+calib", "uniform", "uniform+calib")
+    assert methods == {(m, str(d), "1.0") for m in ("individual", "uniform", "uniform+calib")
                        for d in (3, 4, 5)}
     assert all(0 <= float(r["dice"]) <= 1 and float(r["train_seconds"]) > 0 for r in summary)
     for name in ("table1.md", "table1.csv", "table1.png", "tables.md", "runs.csv", "COMMANDS.md",
