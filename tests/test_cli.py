@@ -63,6 +63,11 @@ def test_export_then_eval_matches_the_checkpoint(trained_run, tmp_path, capsys, 
     assert "depth 2, width 0.5" in capsys.readouterr().out
 
 
+def test_eval_recalibrate_refuses_other_data(trained_run, capsys):
+    assert main(["eval", "--checkpoint", str(trained_run), "--recalibrate", "--depth", "2"]) == 2
+    assert "drop --data/--depth/--width" in capsys.readouterr().err
+
+
 def test_info_on_checkpoint(trained_run, capsys):
     assert main(["info", str(trained_run)]) == 0
     out = capsys.readouterr().out

@@ -63,3 +63,25 @@ def test_a_test_split_is_evaluated_with_and_without_bn_re_estimation(tmp_path):
     row = ckpt["subnets"][0]
     assert {"test_dice", "test_iou", "test_dice_bn_as_trained"} <= set(row) and row["test_images"] > 0
     assert 0 <= row["test_dice_bn_as_trained"] <= 1
+
+
+def test_recalibrate_rewrites_the_table_of_a_finished_run_and_keeps_the_weights(tmp_path):
+    from elasticnet.training.trainer import recalibrate
+
+    before = _train(tmp_path, "r", max_steps="2", test_fraction="0.2")
+    run = tmp_path / "r"
+    (run / "subnets.csv").write_text("stale\n")
+    recalibrate(run, "cpu", echo=lambda s: None)
+    after = load_checkpoint(run / "checkpoint.pt")  # the content hash was rewritten too
+    assert all(torch.equal(after["model"][k], v) for k, v in before["model"].items())
+    assert after["subnets"] == before["subnets"]  # same version of elasticnet: the same table
+    assert after["log"] == before["log"] and after["step"] == before["step"]
+    assert (run / "subnets.csv").read_text().startswith("depth,width")
+
+
+def test_calibration_images_are_spread_over_the_training_set():
+    from elasticnet.training.calibration import spread_order
+
+    order = spread_order(100, seed=0)
+    assert sorted(order) == list(range(100)) and order == spread_order(100, seed=0)
+    assert max(order[:16]) - min(order[:16]) > 50  # not the first few files (one video sequence)

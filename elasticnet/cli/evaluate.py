@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from elasticnet.errors import UserError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint or an exported model", description=__doc__)
@@ -20,6 +22,10 @@ def add_parser(sub) -> None:
     p.add_argument("--depth", type=int, help="checkpoint only: evaluate this depth (default: every sub-net)")
     p.add_argument("--width", type=float, help="checkpoint only: evaluate this width (default: every trained width)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--recalibrate", action="store_true",
+                   help="checkpoint only: re-estimate every sub-net's BN statistics with this version of elasticnet and "
+                        "rewrite the run's sub-net table (subnets.csv/.md and the checkpoint's table and statistics)")
+    p.add_argument("--device", default="auto", help="with --recalibrate: auto (CUDA when present) | cpu | cuda")
 
 
 def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = None):
@@ -64,6 +70,14 @@ def run(args: argparse.Namespace) -> int:
     from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from elasticnet.export.export import cut_subnet
     from elasticnet.models.subnet import SubNet
+
+    if args.recalibrate:
+        if args.data or args.depth is not None or args.width is not None:
+            raise UserError("--recalibrate rewrites the whole table of the run's own split; drop --data/--depth/--width")
+        from elasticnet.training.trainer import recalibrate
+
+        recalibrate(args.checkpoint, args.device)
+        return 0
 
     checkpoint = resolve_checkpoint(args.checkpoint)
     ckpt = load_checkpoint(checkpoint)

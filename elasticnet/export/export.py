@@ -156,12 +156,13 @@ def _quantize(model_path: Path, cfg, options: ExportOptions, echo: Callable[[str
     from elasticnet.data import build_datasets
     from elasticnet.data.dataset import PatchDataset
     from elasticnet.deploy.quantize import quantize_int8
+    from elasticnet.training.calibration import spread_order
     from elasticnet.training.evaluate import evaluate
 
     data_cfg = dataclasses.replace(cfg.data, data=options.data) if options.data else cfg.data
     split = build_datasets(data_cfg, cfg.model.in_channels, cfg.train.seed)
     train = split.train.base if isinstance(split.train, PatchDataset) else split.train
-    plain = train.subset(range(min(options.calib_images, len(train))))  # no augmentation
+    plain = train.subset(spread_order(len(train), cfg.train.seed)[:options.calib_images])  # no augmentation
     echo(f"quantising to int8: calibrating on {len(plain)} training images ...")
     int8_path = model_path.with_name("model.int8.onnx")
     quantize_int8(model_path, int8_path, (plain[i][0].numpy()[None] for i in range(len(plain))))

@@ -30,6 +30,7 @@ from elasticnet.models.subnet import SubNet
 from elasticnet.reporting import markdown_table, plot_training_curve, text_table, write_csv
 from elasticnet.runtime import seed_everything
 from elasticnet.training import distributed
+from elasticnet.training.calibration import spread_order
 from elasticnet.training.evaluate import evaluate_calibrated, subnet_table
 from elasticnet.training.inactive import InactiveWeightFreezer
 from elasticnet.training.losses import distillation_loss, segmentation_loss
@@ -194,6 +195,62 @@ def check_same_split(rows: list[dict], path: Path) -> None:
                         "images and split")
 
 
+def evaluation_loaders(split, batch_size: int, seed: int, d: distributed.Dist | None = None
+                       ) -> tuple[DataLoader, DataLoader, DataLoader | None]:
+    """(calibration, validation, test) loaders. BN calibration sees training images without augmentation,
+    in a fixed seeded order spread over the whole set; each data-parallel rank calibrates on its share (the
+    statistics are pooled)."""
+    rank, world = (d.rank, d.world) if d is not None else (0, 1)
+    train_images = split.train.base if isinstance(split.train, PatchDataset) else split.train
+    calib = DataLoader(train_images.subset(spread_order(len(train_images), seed)[rank::world]), batch_size=batch_size,
+                       shuffle=False)
+    val = DataLoader(split.val, batch_size=batch_size, shuffle=False)
+    test = DataLoader(split.test, batch_size=batch_size, shuffle=False) if split.test is not None else None
+    return calib, val, test
+
+
+def write_table(run_dir: Path, cfg: RunConfig, rows: list[dict]) -> None:
+    """The sub-net table of a run: subnets.csv and subnets.md."""
+    write_csv(rows, run_dir / "subnets.csv")
+    (run_dir / "subnets.md").write_text(
+        f"Validation ({rows[0]['val_images']} images"
+        + (f"; test: {rows[0]['test_images']} images" if "test_images" in rows[0] else "")
+        + f"), per-image mean Dice/IoU at threshold {cfg.train.threshold}; "
+        f"BN re-estimated per sub-net on {rows[0]['calib_batches']} training batches "
+        f"(`dice_bn_as_trained`: without). `dice_lesion`: mean over images with a lesion; `fp_area`: predicted "
+        f"area fraction on images without one. MFLOPs at {cfg.data.image_size[0]}x{cfg.data.image_size[1]}.\n\n"
+        + markdown_table(rows, table_columns(rows)))
+
+
+def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], None] = print) -> Path:
+    """Re-estimate every sub-net's BN statistics and rewrite the sub-net table of a finished run with this
+    version's evaluation: subnets.csv, subnets.md, and the table and calibrated statistics in its checkpoint
+    (what export uses). The weights are left as trained. For runs evaluated by an older elasticnet."""
+    from elasticnet.checkpoint import model_from_checkpoint, resolve_checkpoint
+    from elasticnet.runtime import select_device
+
+    checkpoint = resolve_checkpoint(path)
+    run_dir = checkpoint.parent
+    with run_lock(run_dir):
+        ckpt = load_checkpoint(checkpoint)
+        cfg, model = model_from_checkpoint(ckpt, select_device(device))
+        t_cfg = cfg.train
+        split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
+        check_same_split(split.rows, run_dir / "split.csv")
+        calib_loader, val_loader, test_loader = evaluation_loaders(split, t_cfg.batch_size, t_cfg.seed)
+        echo(f"calibrating BatchNorm ({t_cfg.calib_batches} batches) and evaluating {len(cfg.model.subnets())} "
+             f"sub-nets of {run_dir} ...")
+        rows, bn_stats = subnet_table(model, calib_loader, val_loader, next(model.parameters()).device,
+                                      tuple(cfg.data.image_size), t_cfg.calib_batches, t_cfg.threshold, test_loader,
+                                      cfg.data.tile)
+        write_table(run_dir, cfg, rows)
+        state = {k: v for k, v in ckpt.items() if k not in ("format", "format_version", "elasticnet_version", "config",
+                                                            "model")}
+        save_checkpoint(checkpoint, cfg, model.cpu(), **(state | {"subnets": rows, "bn_stats": bn_stats}))
+    echo(text_table(rows, table_columns(rows)))
+    return run_dir
+
+
 def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, device: torch.device, stop: StopRequest,
               echo: Callable[[str], None], progress: bool, on_epoch: EpochCallback | None, d: distributed.Dist) -> Path:
     t_cfg = cfg.train
@@ -208,12 +265,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
     batch_size = min(t_cfg.batch_size, order.per_process())
     train_loader = DataLoader(split.train, batch_size=batch_size, sampler=order, drop_last=True,
                               num_workers=cfg.data.num_workers)
-    # BN calibration sees training images without augmentation, always in the same order.
-    train_images = split.train.base if isinstance(split.train, PatchDataset) else split.train
-    calib_loader = DataLoader(train_images.subset(range(d.rank, len(train_images), d.world)), batch_size=batch_size,
-                              shuffle=False)  # each rank calibrates on its share; statistics are pooled
-    val_loader = DataLoader(split.val, batch_size=batch_size, shuffle=False)
-    test_loader = DataLoader(split.test, batch_size=batch_size, shuffle=False) if split.test is not None else None
+    calib_loader, val_loader, test_loader = evaluation_loaders(split, batch_size, t_cfg.seed, d)
     tile = cfg.data.tile  # sliding-window evaluation of patch-trained models
 
     steps_per_epoch = order.per_process() // batch_size
@@ -318,15 +370,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
     if not d.main:
         return run_dir
     plot_training_curve(state.log, run_dir / "curve.png")
-    write_csv(rows, run_dir / "subnets.csv")
-    (run_dir / "subnets.md").write_text(
-        f"Validation ({rows[0]['val_images']} images"
-        + (f"; test: {rows[0]['test_images']} images" if "test_images" in rows[0] else "")
-        + f"), per-image mean Dice/IoU at threshold {t_cfg.threshold}; "
-        f"BN re-estimated per sub-net on {rows[0]['calib_batches']} training batches "
-        f"(`dice_bn_as_trained`: without). `dice_lesion`: mean over images with a lesion; `fp_area`: predicted "
-        f"area fraction on images without one. MFLOPs at {cfg.data.image_size[0]}x{cfg.data.image_size[1]}.\n\n"
-        + markdown_table(rows, table_columns(rows)))
+    write_table(run_dir, cfg, rows)
     save_checkpoint(run_dir / CHECKPOINT_NAME, cfg, model, optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), step=state.step, epoch=len(state.log), subnets=rows,
                     bn_stats=bn_stats, log=state.log, train_seconds=round(state.train_seconds, 2))
