@@ -8,7 +8,7 @@ slimmable networks do.
 
 The calibration images must be spread over the whole training set (:func:`spread_order`): taken in file
 order, 16 batches of CVC-ClinicDB are a handful of video sequences, and their statistics cost every
-sub-net 2-3 test Dice points, a plain U-Net too (``paper/bn_calibration.py``, results/cvc_clinicdb/cpu).
+sub-net 1-4 test Dice points and a plain U-Net 2 (``paper/bn_calibration.py``, results/cvc_clinicdb/cpu).
 """
 
 from __future__ import annotations
