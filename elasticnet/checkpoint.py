@@ -73,6 +73,13 @@ def save_checkpoint(path: Path, cfg: RunConfig, model: ElasticUNet, **state: Any
     return save_torch(payload, path)
 
 
+def saved_state(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a loaded checkpoint holds besides what :func:`save_checkpoint` writes itself (header, config,
+    weights): the ``**state`` to pass when saving it again."""
+    return {k: v for k, v in ckpt.items() if k not in ("format", "format_version", "elasticnet_version", "config",
+                                                       "model", HASH_KEY)}
+
+
 def resolve_checkpoint(path: str | Path | None, runs_dir: Path = Path("runs")) -> Path:
     """A checkpoint file, a run folder holding one, or (None) the newest run under ``runs_dir``."""
     if path is None:

@@ -83,6 +83,7 @@ class Job:
     seed: int
     training: Training
     folder: Path
+    device: str
     command: list[str] = field(default_factory=list)
 
 
@@ -135,7 +136,7 @@ def plan(args, base_width: int) -> list[Job]:
                            "--data", args.data, *split_flags(split), "--seed", str(seed), *t.flags,
                            *(["--epochs", str(args.epochs)] if args.epochs else []),
                            "--device", args.device, "--out", str(folder), "--quiet"]
-                jobs.append(Job(split, seed, t, folder, command))
+                jobs.append(Job(split, seed, t, folder, args.device, command))
     return jobs
 
 
@@ -151,19 +152,17 @@ def run_job(job: Job, threads: int, say) -> None:
         raise SystemExit(f"{job.folder} is being trained by another process; wait for it or stop it")
     command = job.command
     if (job.folder / "last.pt").is_file():
-        command = [sys.executable, "-m", "elasticnet", "train", "--resume", str(job.folder), "--quiet"]
-        if job.command[job.command.index("--device") + 1] != "auto":
-            command += ["--device", job.command[job.command.index("--device") + 1]]
+        command = [sys.executable, "-m", "elasticnet", "train", "--resume", str(job.folder), "--device", job.device,
+                   "--quiet"]
     elif job.folder.exists():
         shutil.rmtree(job.folder)  # stopped before its first save: nothing to continue
     job.folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     wall_file = job.folder / "wall_seconds.json"
     before = json.loads(wall_file.read_text())["wall_seconds"] if wall_file.exists() else 0.0
     say(f"start {job.split}/seed{job.seed}/{job.training.name}")
     start = time.perf_counter()
     with open(job.folder / "train.log", "a") as log:
-        done = subprocess.run(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        done = subprocess.run(command, env=child_env(threads), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     wall = before + time.perf_counter() - start
     atomic_write_text(wall_file, json.dumps({"wall_seconds": round(wall, 1), "threads": threads}))
     if done.returncode != 0:
@@ -172,16 +171,20 @@ def run_job(job: Job, threads: int, say) -> None:
     say(f"done  {job.split}/seed{job.seed}/{job.training.name} in {wall:.0f} s")
 
 
-def recalibrate_job(job: Job, threads: int, device: str, say) -> None:
+def child_env(threads: int) -> dict[str, str]:
+    """The environment of a training or evaluation subprocess: this checkout's package, ``threads`` threads."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+
+
+def recalibrate_job(job: Job, threads: int, say) -> None:
     """Re-evaluate a finished run with this version's BN re-estimation (`elasticnet eval --recalibrate`), once."""
     marker = job.folder / "recalibrated.json"
     if marker.exists():
         return
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
     with open(job.folder / "train.log", "a") as log:
         done = subprocess.run([sys.executable, "-m", "elasticnet", "eval", "--checkpoint", str(job.folder),
-                               "--recalibrate", "--device", device], env=env, cwd=ROOT, stdout=log,
+                               "--recalibrate", "--device", job.device], env=child_env(threads), cwd=ROOT, stdout=log,
                               stderr=subprocess.STDOUT)
     if done.returncode != 0:
         raise SystemExit(f"recalibrating {job.folder} failed (exit {done.returncode}); see {job.folder}/train.log")
@@ -298,8 +301,8 @@ def grid(test: list[dict], split: str, method: str) -> list[dict]:
         for width in WIDTHS:
             ours = stats(test, split=split, method=method, depth=depth, width=width)
             ind = stats(test, split=split, method="individual", depth=depth, width=width)
-            row = {"depth": depth, "width": width, method: fmt(*ours), "individual": fmt(*ind), "difference": "",
-                   "target met": ""}
+            row = {"split": split, "method": method, "depth": depth, "width": width, "elastic": fmt(*ours),
+                   "individual": fmt(*ind), "difference": "", "target met": ""}
             if ind[2]:
                 row["difference"] = f"{ours[0] - ind[0]:+.1f}"
                 row["target met"] = "yes" if ours[0] - ind[0] >= -TARGET_POINTS else "no"
@@ -397,13 +400,8 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
                   "column is one training over the whole grid depth {3,4,5} x width {0.25,0.5,0.75,1}, cut to the "
                   "row's depth at width 1; `+calib`: BN statistics re-estimated per sub-net on 16 training batches; "
                   "`privbn`: BatchNorm per depth.\n\n" + markdown_table(rows))
-        grids = []
-        for s in args.splits:
-            chosen[s] = best_elastic(val, s)
-            grids += [{"split": s, "method": chosen[s]} | {k: v for k, v in r.items() if k != chosen[s]}
-                      | {"elastic": r[chosen[s]]} for r in grid(test, s, chosen[s])]
-        grids = [{k: r[k] for k in ("split", "method", "depth", "width", "elastic", "individual", "difference",
-                                    "target met")} for r in grids]
+        chosen.update({s: best_elastic(val, s) for s in args.splits})
+        grids = [row for s in args.splits for row in grid(test, s, chosen[s])]
         write_csv(grids, out / "grid.csv")
         md["grid"] = ("# Table 2, the whole grid from one elastic training\n\nThe elastic training and evaluation chosen "
                   "per split by the highest mean validation Dice over the grid (never by test Dice), against the "
@@ -415,7 +413,7 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
              f"One elastic training vs individual U-Nets, CVC-ClinicDB, {args.name}")
         plot(test, args.splits, list(TABLE2_METHODS), [(d, 1.0) for d in DEPTHS], out / "table2.png",
              f"Table 2, CVC-ClinicDB, {args.name}: elastic trainings at full width")
-    md["targets"] = targets_text(args, test, records, chosen if args.table != "1" else {})
+    md["targets"] = targets_text(args, test, records, chosen)
     hardware = hardware_text(args.device)
     for name, text in md.items():
         (out / f"{name}.md").write_text(text)
@@ -524,7 +522,7 @@ def main(argv: list[str] | None = None) -> None:
                     and not (j.folder / "recalibrated.json").exists()]
             print(f"recalibrating {len(todo)} runs", flush=True)
             with ThreadPoolExecutor(args.jobs) as pool:
-                for future in [pool.submit(recalibrate_job, j, threads, args.device, print) for j in todo]:
+                for future in [pool.submit(recalibrate_job, j, threads, print) for j in todo]:
                     future.result()
     out = Path(args.out) if args.out else ROOT / "results" / "cvc_clinicdb" / args.name
     write_results(args, jobs, out, time.perf_counter() - start)

@@ -226,7 +226,7 @@ def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], No
     """Re-estimate every sub-net's BN statistics and rewrite the sub-net table of a finished run with this
     version's evaluation: subnets.csv, subnets.md, and the table and calibrated statistics in its checkpoint
     (what export uses). The weights are left as trained. For runs evaluated by an older elasticnet."""
-    from elasticnet.checkpoint import model_from_checkpoint, resolve_checkpoint
+    from elasticnet.checkpoint import model_from_checkpoint, resolve_checkpoint, saved_state
     from elasticnet.runtime import select_device
 
     checkpoint = resolve_checkpoint(path)
@@ -244,9 +244,7 @@ def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], No
                                       tuple(cfg.data.image_size), t_cfg.calib_batches, t_cfg.threshold, test_loader,
                                       cfg.data.tile)
         write_table(run_dir, cfg, rows)
-        state = {k: v for k, v in ckpt.items() if k not in ("format", "format_version", "elasticnet_version", "config",
-                                                            "model")}
-        save_checkpoint(checkpoint, cfg, model.cpu(), **(state | {"subnets": rows, "bn_stats": bn_stats}))
+        save_checkpoint(checkpoint, cfg, model.cpu(), **(saved_state(ckpt) | {"subnets": rows, "bn_stats": bn_stats}))
     echo(text_table(rows, table_columns(rows)))
     return run_dir
 
