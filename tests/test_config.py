@@ -31,7 +31,7 @@ def test_round_trip_through_dict():
         ("train:\n  epochs: many\n", "cannot read 'many' as int"),
         ("- 1\n- 2\n", "expected a mapping"),
         ("model: [1\n", "not valid YAML"),
-        ("train:\n  amp: fp8\n", "amp must be none, bf16 or fp16"),
+        ("train:\n  amp: fp8\n", "amp must be auto, none, bf16 or fp16"),
         ("train:\n  checkpoint_every: -1\n", "checkpoint_every must be >= 0"),
     ],
 )

@@ -14,7 +14,8 @@ from elasticnet.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["--base-width", "8", "--depths", "2,3", "--widths", "0.5,1", "--image-size", "32x32",
-          "--synthetic-count", "48", "--augment", "none", "--calib-batches", "1", "--lr", "0.001", "--quiet"]
+          "--synthetic-count", "48", "--augment", "none", "--calib-batches", "1", "--lr", "0.001",
+          "--amp", "none", "--device", "cpu", "--quiet"]  # equal weights up to fp32 rounding: fp32 on the CPU (gloo)
 
 
 def _env() -> dict[str, str]:

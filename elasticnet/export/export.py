@@ -64,6 +64,10 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
     if options.int8 and kind != "onnx":
         raise UserError("--int8 needs --target cpu (ONNX Runtime quantisation)")
     ckpt = load_checkpoint(checkpoint)
+    if not ckpt.get("subnets"):
+        raise UserError(f"{checkpoint} has no sub-net table (trained with --no-final-table), so no sub-net has its "
+                        f"BatchNorm statistics re-estimated yet; run `elasticnet eval --checkpoint {checkpoint.parent} "
+                        "--recalibrate` first")
     cfg, model = model_from_checkpoint(ckpt)
     subnet = model.check_subnet(SubNet(depth, max(cfg.model.widths) if width is None else float(width)))
     static = cut_subnet(ckpt, subnet)

@@ -56,6 +56,9 @@ class ElasticUNet(nn.Module):
 
     def __init__(self, config: ElasticUNetConfig):
         super().__init__()
+        if not config.channel_multiple:
+            raise UserError("channel_multiple 0 (the device's fast multiple) must be resolved before the model is "
+                            "built: elasticnet.config.resolve_for_device, or give a number")
         self.config = config
         ch = level_channels(config.base_width, config.max_depth)
         num_bn = len(config.depths) if config.bn_mode == "per_depth" else 1

@@ -55,6 +55,8 @@ def calibrate_bn(model: ElasticUNet, subnet: SubNet, batches: Iterable[torch.Ten
     the batches (data-parallel training: average the statistics over the processes). Returns the
     number of batches used.
     """
+    from elasticnet.training.evaluate import inference_layout  # evaluate imports this module
+
     layers = _bn_layers(model)
     momenta = [m.momentum for m in layers]
     was_training = model.training
@@ -68,7 +70,7 @@ def calibrate_bn(model: ElasticUNet, subnet: SubNet, batches: Iterable[torch.Ten
         for images in batches:
             if used >= num_batches:
                 break
-            model(images.to(device), subnet)
+            model(inference_layout(images.to(device)), subnet)
             used += 1
         if pool is not None:
             pool()

@@ -17,6 +17,18 @@ from elasticnet.sliding_window import sliding_window
 from elasticnet.training.metrics import dice_iou_per_image
 
 
+def inference_layout(images: torch.Tensor) -> torch.Tensor:
+    """Images in the memory layout that runs inference fastest on their device.
+
+    On CPUs, NHWC (channels_last) input makes oneDNN run the whole U-Net in its blocked layout: measured
+    1.5x (full width) to 2.6x (narrow sub-nets) faster forward passes at 96x128 than NCHW, with outputs equal
+    to 1e-7. GPUs keep the layout the model was trained in.
+    """
+    if images.device.type == "cpu" and images.dim() == 4:
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
 @torch.no_grad()
 def evaluate(predict: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, device: torch.device,
              threshold: float = 0.5, tile: tuple[int, int] | None = None) -> dict[str, float]:
@@ -28,7 +40,7 @@ def evaluate(predict: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, 
     """
     dices, ious, has_lesion, area = [], [], [], []
     for images, masks in loader:
-        images, masks = images.to(device), masks.to(device)
+        images, masks = inference_layout(images.to(device)), masks.to(device)
         logits = sliding_window(predict, images, tile) if tile else predict(images)
         prob = torch.sigmoid(logits.float())
         dice, iou = dice_iou_per_image(prob, masks, threshold)

@@ -52,9 +52,13 @@ class TrainingState:
         self.epoch_losses, self.epoch_images, self.epoch_seconds = [], 0, 0.0
         return row
 
-    def payload(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
-        """The checkpoint entries (besides config and model) of this state."""
+    def payload(self, optimizer: torch.optim.Optimizer, scheduler: Any, precision: Any = None) -> dict[str, Any]:
+        """The checkpoint entries (besides config and model) of this state; with fp16 also the loss
+        scaler's state (an fp16 run resumed without it would restart the scale)."""
+        scaler = getattr(precision, "scaler", None)
         return {
+            "precision": getattr(precision, "name", "fp32"),
+            **({"scaler": scaler.state_dict()} if scaler is not None else {}),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "step": self.step,
@@ -66,11 +70,14 @@ class TrainingState:
             "rng": rng_states(),
         }
 
-    def restore(self, ckpt: dict[str, Any], model: ElasticUNet, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
+    def restore(self, ckpt: dict[str, Any], model: ElasticUNet, optimizer: torch.optim.Optimizer, scheduler: Any,
+                scaler: Any = None) -> None:
         """Load a checkpoint written from :meth:`payload` into this state and the training objects."""
         model.load_state_dict(ckpt["model"])  # copies into the parameters, on their device
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and "scaler" in ckpt:
+            scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
         self.log = list(ckpt["log"])
         progress = ckpt["epoch_progress"]

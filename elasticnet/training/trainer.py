@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from elasticnet.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from elasticnet.config import RunConfig, load_yaml, save_yaml
+from elasticnet.config import RunConfig, load_yaml, resolve_for_device, save_yaml
 from elasticnet.data import build_datasets
 from elasticnet.data.dataset import PatchDataset
 from elasticnet.errors import UserError
@@ -35,6 +35,7 @@ from elasticnet.training.evaluate import evaluate_calibrated, subnet_table
 from elasticnet.training.inactive import InactiveWeightFreezer
 from elasticnet.training.losses import distillation_loss, segmentation_loss
 from elasticnet.training.order import EpochSampler
+from elasticnet.training.precision import Precision, amp_note
 from elasticnet.training.run_dir import (CONFIG_NAME, STATE_NAME, check_new_run_dir, remove_stale_temporaries,
                                          resumable_run, run_dir_for, run_lock)
 from elasticnet.training.sampler import SubNetSampler
@@ -61,23 +62,23 @@ def sampler_for(cfg: RunConfig) -> SubNetSampler:
 
 
 def forward_backward(model: ElasticUNet, images: torch.Tensor, masks: torch.Tensor, subnets: Sequence[SubNet],
-                     distill_weight: float | None, dice: str = "image", amp: str = "none",
-                     scaler: torch.amp.GradScaler | None = None, check_finite: bool = True) -> float:
-    """Run each sub-net on the batch and accumulate its gradients; returns the mean loss.
+                     distill_weight: float | None, dice: str = "image", precision: Precision | None = None,
+                     check_finite: bool = True) -> torch.Tensor:
+    """Run each sub-net on the batch and accumulate its gradients; returns the mean loss (a 0-d tensor on
+    the device: the caller reads it once per step, so a GPU is not synchronised per sub-net).
 
     With ``distill_weight``, every sub-net other than the largest also matches the largest one's
     detached probabilities (taken from this step's largest forward, or computed without gradient when
-    the largest is not among ``subnets``). ``amp`` runs the forward passes in bf16/fp16 (losses in
-    fp32); fp16 needs ``scaler``. ``check_finite=False`` leaves the non-finite check to the caller
-    (data-parallel training checks the loss all ranks agree on).
+    the largest is not among ``subnets``). ``precision`` runs the forward passes in bf16/fp16 (losses in
+    fp32). With ``check_finite`` a non-finite loss on the CPU names its sub-net (on a GPU that check would
+    synchronise; the caller checks the step's mean loss instead).
     """
+    precision = precision or Precision("none", images.device.type)
     largest = model.config.largest
     teacher = None
-    total = 0.0
-    device_type = images.device.type
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    total = torch.zeros((), device=images.device)
     for subnet in subnets:
-        with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+        with precision.autocast():
             logits = model(images, subnet)
         logits = logits.float()
         loss = segmentation_loss(logits, masks, dice)
@@ -86,24 +87,15 @@ def forward_backward(model: ElasticUNet, images: torch.Tensor, masks: torch.Tens
                 teacher = torch.sigmoid(logits).detach()
             else:
                 if teacher is None:
-                    with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+                    with torch.no_grad(), precision.autocast():
                         teacher = torch.sigmoid(model(images, largest).float())
                 loss = loss + distill_weight * distillation_loss(logits, teacher, dice)
-        if check_finite and not torch.isfinite(loss):
+        if check_finite and images.device.type == "cpu" and not torch.isfinite(loss):
             raise NonFiniteLoss(f"the loss became {loss.item()} at {subnet} (step's batch); lower --lr or check "
                                 "the data for broken images")
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        total += float(loss.detach())
+        precision.backward(loss)
+        total = total + loss.detach()
     return total / len(subnets)
-
-
-def _cpu_supports(amp: str) -> bool:
-    """Whether oneDNN has native kernels for ``amp`` (bf16/fp16) on this CPU."""
-    try:
-        check = torch.ops.mkldnn._is_mkldnn_bf16_supported if amp == "bf16" else torch.ops.mkldnn._is_mkldnn_fp16_supported
-        return bool(check())
-    except (AttributeError, RuntimeError):
-        return True  # cannot tell: do not warn
 
 
 def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -147,6 +139,7 @@ def _run(cfg: RunConfig, resume_dir: Path | None, echo: Callable[[str], None], p
     t_cfg = cfg.train
     d, device = distributed.init(t_cfg.device)  # one process, or one rank of a torchrun launch
     try:
+        cfg = resolve_for_device(cfg, device.type)
         seed_everything(t_cfg.seed)
         # Everything that can refuse the config or the data runs before any file is written.
         sampler = sampler_for(cfg)
@@ -195,15 +188,15 @@ def check_same_split(rows: list[dict], path: Path) -> None:
                         "images and split")
 
 
-def evaluation_loaders(split, batch_size: int, seed: int, d: distributed.Dist | None = None
-                       ) -> tuple[DataLoader, DataLoader, DataLoader | None]:
+def evaluation_loaders(split, batch_size: int, seed: int, d: distributed.Dist | None = None,
+                       calib_images: int | None = None) -> tuple[DataLoader, DataLoader, DataLoader | None]:
     """(calibration, validation, test) loaders. BN calibration sees training images without augmentation,
-    in a fixed seeded order spread over the whole set; each data-parallel rank calibrates on its share (the
-    statistics are pooled)."""
+    in a fixed seeded order spread over the whole set, at most ``calib_images`` of them per process; each
+    data-parallel rank calibrates on its share (the statistics are pooled)."""
     rank, world = (d.rank, d.world) if d is not None else (0, 1)
     train_images = split.train.base if isinstance(split.train, PatchDataset) else split.train
-    calib = DataLoader(train_images.subset(spread_order(len(train_images), seed)[rank::world]), batch_size=batch_size,
-                       shuffle=False)
+    share = spread_order(len(train_images), seed)[rank::world][:calib_images]
+    calib = DataLoader(train_images.subset(share), batch_size=batch_size, shuffle=False)
     val = DataLoader(split.val, batch_size=batch_size, shuffle=False)
     test = DataLoader(split.test, batch_size=batch_size, shuffle=False) if split.test is not None else None
     return calib, val, test
@@ -237,16 +230,50 @@ def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], No
         t_cfg = cfg.train
         split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
         check_same_split(split.rows, run_dir / "split.csv")
-        calib_loader, val_loader, test_loader = evaluation_loaders(split, t_cfg.batch_size, t_cfg.seed)
-        echo(f"calibrating BatchNorm ({t_cfg.calib_batches} batches) and evaluating {len(cfg.model.subnets())} "
-             f"sub-nets of {run_dir} ...")
+        calib_loader, val_loader, test_loader = evaluation_loaders(split, t_cfg.eval_batch_size, t_cfg.seed,
+                                                                   calib_images=t_cfg.calib_batches * t_cfg.batch_size)
+        calib_batches = calibration_batches(t_cfg.calib_batches, t_cfg.batch_size, t_cfg.eval_batch_size)
+        echo(f"calibrating BatchNorm ({calib_batches} batches of {t_cfg.eval_batch_size}) and evaluating "
+             f"{len(cfg.model.subnets())} sub-nets of {run_dir} ...")
         rows, bn_stats = subnet_table(model, calib_loader, val_loader, next(model.parameters()).device,
-                                      tuple(cfg.data.image_size), t_cfg.calib_batches, t_cfg.threshold, test_loader,
+                                      tuple(cfg.data.image_size), calib_batches, t_cfg.threshold, test_loader,
                                       cfg.data.tile)
         write_table(run_dir, cfg, rows)
         save_checkpoint(checkpoint, cfg, model.cpu(), **(saved_state(ckpt) | {"subnets": rows, "bn_stats": bn_stats}))
     echo(text_table(rows, table_columns(rows)))
     return run_dir
+
+
+def train_step(model: ElasticUNet, optimizer: torch.optim.Optimizer, precision: Precision,
+               freezer: InactiveWeightFreezer | None, images: torch.Tensor, masks: torch.Tensor,
+               subnets: Sequence[SubNet], distill_weight: float | None, dice: str = "image",
+               d: distributed.Dist | None = None) -> torch.Tensor:
+    """One optimiser step over ``subnets`` (their gradients summed); returns the mean loss on the device.
+
+    The freezer, when given, puts back the entries of the weights (and optimiser moments) that none of
+    ``subnets`` used, which the optimiser would otherwise move (see :mod:`elasticnet.training.inactive`).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    enabled = d is not None and d.enabled
+    loss = forward_backward(model, images, masks, subnets, distill_weight, dice, precision, check_finite=not enabled)
+    if enabled:
+        distributed.average_gradients(model, d)
+    with freezer.step(subnets) if freezer is not None else nullcontext():
+        precision.step(optimizer)
+    return loss
+
+
+def calibration_batches(calib_batches: int, batch_size: int, eval_batch_size: int) -> int:
+    """Batches of ``eval_batch_size`` that hold as many images as ``calib_batches`` training batches (BN
+    calibration sees the same images whatever the evaluation batch size; the loader holds no more)."""
+    return max(1, -(-calib_batches * batch_size // eval_batch_size))
+
+
+def kept_state(state_path: Path) -> str:
+    """The end of a non-finite-loss message: where the last good state is, if one was saved yet."""
+    if state_path.exists():
+        return f"kept the last good training state in {state_path}"
+    return "no training state had been saved yet (the run stopped before its first save)"
 
 
 def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, device: torch.device, stop: StopRequest,
@@ -258,12 +285,16 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
     model.to(memory_format=memory_format)
     distributed.set_sync_bn(model, t_cfg.sync_bn and d.enabled)
     pool = (lambda: distributed.pool_bn_statistics(model, d)) if d.enabled else None
-    scaler = torch.amp.GradScaler(device.type) if t_cfg.amp == "fp16" else None
+    precision = Precision.for_device(t_cfg.amp, device)
     order = EpochSampler(len(split.train), t_cfg.seed, d.rank, d.world)
     batch_size = min(t_cfg.batch_size, order.per_process())
     train_loader = DataLoader(split.train, batch_size=batch_size, sampler=order, drop_last=True,
                               num_workers=cfg.data.num_workers)
-    calib_loader, val_loader, test_loader = evaluation_loaders(split, batch_size, t_cfg.seed, d)
+    calib_loader, val_loader, test_loader = evaluation_loaders(split, t_cfg.eval_batch_size, t_cfg.seed, d,
+                                                               t_cfg.calib_batches * batch_size)
+    # BN calibration sees as many images as `calib_batches` training batches, in eval-sized batches
+    calib_batches = calibration_batches(t_cfg.calib_batches, batch_size, t_cfg.eval_batch_size)
+    quick_batches = calibration_batches(min(4, t_cfg.calib_batches), batch_size, t_cfg.eval_batch_size)
     tile = cfg.data.tile  # sliding-window evaluation of patch-trained models
 
     steps_per_epoch = order.per_process() // batch_size
@@ -280,22 +311,19 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
     state = TrainingState(world=d.world, steps_per_epoch=steps_per_epoch, batch_size=batch_size)
     state_path = run_dir / STATE_NAME
     if state_path.exists():
-        state.restore(load_checkpoint(state_path), model, optimizer, scheduler)
+        state.restore(load_checkpoint(state_path), model, optimizer, scheduler, precision.scaler)
         note = state.adapt(d.world, steps_per_epoch, batch_size, scheduler)
         echo(f"resuming {run_dir} at step {state.step}/{total_steps} (epoch {len(state.log) + 1}){note}")
 
     def save_state() -> None:
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            raise NonFiniteLoss(f"the weights became non-finite before step {state.step}; kept the last good "
-                                f"training state in {state_path}. Lower --lr, or check the data")
+            raise NonFiniteLoss(f"the weights became non-finite before step {state.step}; {kept_state(state_path)}. "
+                                "Lower --lr, or check the data")
         if d.main:
-            save_checkpoint(state_path, cfg, model, **state.payload(optimizer, scheduler))
+            save_checkpoint(state_path, cfg, model, **state.payload(optimizer, scheduler, precision))
 
-    if device.type == "cpu" and t_cfg.amp != "none" and not _cpu_supports(t_cfg.amp):
-        echo(f"warning: --amp {t_cfg.amp} on a CPU without native {t_cfg.amp} support (this one: "
-             f"{torch.backends.cpu.get_cpu_capability()}) is emulated and much slower than fp32 (measured ~9x here); "
-             "use it on GPUs or CPUs with AVX512-BF16/AMX")
     echo(f"run folder {run_dir} | device {device}{f' x {d.world} processes' if d.enabled else ''} | "
+         f"precision {amp_note(t_cfg.amp, precision.used, device)} | "
          f"{len(split.train)} train / {len(split.val)} val images "
          f"at {cfg.data.image_size[0]}x{cfg.data.image_size[1]} | {total_steps} steps | strategy {t_cfg.strategy}"
          f"{' + distill' if distill_weight is not None else ''} | sub-nets {len(sampler.choices)}")
@@ -312,23 +340,15 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
             images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             masks = masks.to(device, non_blocking=True)
             subnets = sampler.sample(state.step)
-            optimizer.zero_grad(set_to_none=True)
             try:
-                loss = forward_backward(model, images, masks, subnets, distill_weight, t_cfg.dice_loss, t_cfg.amp,
-                                        scaler, check_finite=not d.enabled)
+                loss = train_step(model, optimizer, precision, freezer, images, masks, subnets, distill_weight,
+                                  t_cfg.dice_loss, d)
+                loss, stopping = distributed.reduce_step(float(loss), bool(stop), d, device)  # one read per step
+                if not math.isfinite(loss):
+                    raise NonFiniteLoss(f"the loss became {loss} at step {state.step + 1}; lower --lr or check the "
+                                        "data for broken images")
             except NonFiniteLoss as e:
-                raise NonFiniteLoss(f"{e}; kept the last good training state in {state_path}") from None
-            distributed.average_gradients(model, d)
-            loss, stopping = distributed.reduce_step(loss, bool(stop), d, device)
-            if not math.isfinite(loss):
-                raise NonFiniteLoss(f"the loss became {loss} at step {state.step + 1}; kept the last good training "
-                                    f"state in {state_path}; lower --lr or check the data for broken images")
-            with freezer.step(subnets) if freezer is not None else nullcontext():
-                if scaler is None:
-                    optimizer.step()
-                else:
-                    scaler.step(optimizer)
-                    scaler.update()
+                raise NonFiniteLoss(f"{e}; {kept_state(state_path)}") from None
             scheduler.step()
             state.step += 1
             state.epoch_losses.append(loss)
@@ -347,7 +367,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
         state.add_time(time.perf_counter() - resumed_at)
         # A quick look at the two extremes, with BN re-estimated on a few batches (shared statistics
         # mix all sub-nets and say little about any one of them).
-        quick = {s: evaluate_calibrated(model, s, calib_loader, val_loader, device, min(4, t_cfg.calib_batches),
+        quick = {s: evaluate_calibrated(model, s, calib_loader, val_loader, device, quick_batches,
                                         t_cfg.threshold, tile, pool)["dice"] for s in dict.fromkeys((sampler.largest, sampler.smallest))}
         row = state.end_epoch(epoch, quick[sampler.largest], quick[sampler.smallest], scheduler.get_last_lr()[0])
         if d.main:
@@ -362,19 +382,29 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
             on_epoch(row)
     stop.immediate = True  # the state is on disk: a signal from here on stops at once
     model.to(memory_format=torch.contiguous_format)  # the checkpoint and the table use the plain layout
-    echo(f"calibrating BatchNorm ({t_cfg.calib_batches} batches) and evaluating {len(sampler.choices)} sub-nets ...")
-    rows, bn_stats = subnet_table(model, calib_loader, val_loader, device, tuple(cfg.data.image_size),
-                                  t_cfg.calib_batches, t_cfg.threshold, test_loader, tile, pool=pool)
+    rows, bn_stats = [], {}
+    if t_cfg.final_table:
+        echo(f"calibrating BatchNorm ({calib_batches} batches of {t_cfg.eval_batch_size}) and evaluating "
+             f"{len(sampler.choices)} sub-nets ...")
+        rows, bn_stats = subnet_table(model, calib_loader, val_loader, device, tuple(cfg.data.image_size),
+                                      calib_batches, t_cfg.threshold, test_loader, tile, pool=pool)
     if not d.main:
         return run_dir
     plot_training_curve(state.log, run_dir / "curve.png")
-    write_table(run_dir, cfg, rows)
+    if rows:
+        write_table(run_dir, cfg, rows)
     save_checkpoint(run_dir / CHECKPOINT_NAME, cfg, model, optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), step=state.step, epoch=len(state.log), subnets=rows,
-                    bn_stats=bn_stats, log=state.log, train_seconds=round(state.train_seconds, 2))
+                    bn_stats=bn_stats, log=state.log, train_seconds=round(state.train_seconds, 2),
+                    precision=precision.name)
     state_path.unlink(missing_ok=True)  # checkpoint.pt supersedes it
-    echo("\nper-sub-net validation results (mean over images of per-image Dice/IoU at threshold "
-         f"{t_cfg.threshold}, BN re-estimated per sub-net):\n" + text_table(rows, table_columns(rows)))
-    echo(f"\ntrained in {state.train_seconds:.0f} s; wrote {run_dir}/ (checkpoint.pt, config.yaml, log.csv, "
-         "subnets.csv, subnets.md, split.csv, curve.png)")
+    if rows:
+        echo("\nper-sub-net validation results (mean over images of per-image Dice/IoU at threshold "
+             f"{t_cfg.threshold}, BN re-estimated per sub-net):\n" + text_table(rows, table_columns(rows)))
+        echo(f"\ntrained in {state.train_seconds:.0f} s ({precision.name}); wrote {run_dir}/ (checkpoint.pt, "
+             "config.yaml, log.csv, subnets.csv, subnets.md, split.csv, curve.png)")
+    else:
+        echo(f"\ntrained in {state.train_seconds:.0f} s ({precision.name}); no sub-net table (--no-final-table): "
+             f"`elasticnet eval --checkpoint {run_dir} --recalibrate` makes it; wrote {run_dir}/ (checkpoint.pt, "
+             "config.yaml, log.csv, split.csv, curve.png)")
     return run_dir
