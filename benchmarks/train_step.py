@@ -139,7 +139,7 @@ def step_part(args, peak: dict[str, float]) -> None:
         gflops = flops / seconds / 1e9
         dtype = name.split()[0]
         rows.append({"variant": name, "ms": round(seconds * 1e3, 1), "img/s": round(8 / seconds, 1),
-                     "GFLOP/s": round(gflops, 1), f"% of {dtype} peak": round(100 * gflops / peak[dtype], 1) if dtype in peak else "-"})
+                     "GFLOP/s": round(gflops, 1), "% of its dtype's peak": round(100 * gflops / peak[dtype], 1) if dtype in peak else "-"})
     print(f"training step, depth 5 width 1, base 32, {size[0]}x{size[1]}, batch 8 "
           f"(targets: fp32 >= 60 %, bf16 >= 50 % of the peak)")
     print(text_table(rows) + "\n", flush=True)

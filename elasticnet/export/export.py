@@ -64,7 +64,7 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
     if options.int8 and kind != "onnx":
         raise UserError("--int8 needs --target cpu (ONNX Runtime quantisation)")
     ckpt = load_checkpoint(checkpoint)
-    if not ckpt.get("subnets"):
+    if not ckpt.get("subnets") and ckpt["config"].get("train", {}).get("final_table") is False:
         raise UserError(f"{checkpoint} has no sub-net table (trained with --no-final-table), so no sub-net has its "
                         f"BatchNorm statistics re-estimated yet; run `elasticnet eval --checkpoint {checkpoint.parent} "
                         "--recalibrate` first")

@@ -1,0 +1,177 @@
+"""How many epochs do the individual U-Nets need on CVC-ClinicDB? The epoch count E of the converged protocol.
+
+    python paper/convergence.py --data PATH [--epochs 16,32,64,128] [--jobs 1 --threads 1]
+    python paper/convergence.py --report-only          # from the committed runs only
+
+The largest and the smallest individual U-Net of the grid, (5,1) and (3,0.25), trained on their own with the
+``cpu`` profile (64x96, base 16; random split, fold 0, seed 0) for each epoch count: separate trainings, since
+the cosine schedule depends on the length. The trainings are ``paper/dice_table.py --epochs N --only ...``
+runs (``runs/convergence/cpu-eN/...``). E is the smallest count whose doubling adds < 1 validation Dice point
+to both shapes (validation only: the test images stay unseen).
+
+Each finished run's small files (config.yaml, log.csv, subnets.csv, wall_seconds.json; no checkpoint) are
+copied to ``results/cvc_clinicdb/converged/convergence-runs/eN/<run>/`` and read from there when the run
+folder is gone, so the study continues on any machine from what is committed. Writes convergence.csv (one
+row per shape and epoch count: validation and test Dice, training seconds), convergence.png (final
+validation Dice vs epochs, and the per-epoch validation curves) and convergence.md (the choice of E).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from elasticnet.files import atomic_write_text  # noqa: E402
+from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
+
+SHAPES = {"individual-d5-w1": (5, 1.0), "individual-d3-w0.25": (3, 0.25)}
+SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "wall_seconds.json")
+OUT = ROOT / "results" / "cvc_clinicdb" / "converged"
+MARGIN = 1.0  # Dice points: doubling E must add less than this
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run_folder(runs: Path, epochs: int, name: str) -> Path:
+    return runs / f"cpu-e{epochs}" / "random" / "seed0" / name
+
+
+def committed(epochs: int, name: str) -> Path:
+    return OUT / "convergence-runs" / f"e{epochs}" / name
+
+
+def finished(folder: Path) -> bool:
+    return (folder / "subnets.csv").is_file() and (folder / "log.csv").is_file()
+
+
+def train(args, epochs: int) -> None:
+    todo = [n for n in SHAPES if not finished(committed(epochs, n)) and not finished(run_folder(args.runs, epochs, n))]
+    if not todo:
+        return
+    subprocess.run([sys.executable, str(ROOT / "paper" / "dice_table.py"), "--data", args.data, "--profile", "cpu",
+                    "--epochs", str(epochs), "--only", ",".join(todo), "--split", "random", "--seeds", "0",
+                    "--jobs", str(args.jobs), "--threads", str(args.threads), "--runs", str(args.runs),
+                    "--out", str(args.runs / f"tables-e{epochs}")], check=True, cwd=ROOT)
+
+
+def keep(args, epochs: int) -> None:
+    """Copy the small files of finished runs into results/ (committed; never checkpoints)."""
+    for name in SHAPES:
+        src = run_folder(args.runs, epochs, name)
+        if finished(src):
+            dst = committed(epochs, name)
+            dst.mkdir(parents=True, exist_ok=True)
+            for file in SMALL_FILES:
+                if (src / file).is_file():
+                    shutil.copy2(src / file, dst / file)
+
+
+def collect(epoch_counts: list[int]) -> tuple[list[dict], dict[tuple[str, int], list[float]]]:
+    rows, curves = [], {}
+    for epochs in epoch_counts:
+        for name, (depth, width) in SHAPES.items():
+            folder = committed(epochs, name)
+            if not finished(folder):
+                continue
+            (row,) = read_csv(folder / "subnets.csv")
+            log = read_csv(folder / "log.csv")
+            # individual U-Nets are evaluated with their running BN statistics (as in the Dice tables)
+            rows.append({"depth": depth, "width": width, "epochs": epochs,
+                         "val_dice": round(100 * float(row["dice_bn_as_trained"]), 2),
+                         "test_dice": round(100 * float(row["test_dice_bn_as_trained"]), 2),
+                         "train_seconds": round(sum(float(r["seconds"]) for r in log), 1)})
+            curves[(name, epochs)] = [100 * float(r["val_dice_largest"]) for r in log]
+    return rows, curves
+
+
+def choose(rows: list[dict]) -> tuple[int | None, list[str]]:
+    """The smallest E whose doubling adds < MARGIN validation points for every shape (None: not yet shown)."""
+    lines, ok = [], {}
+    val = {(r["depth"], r["width"], r["epochs"]): r["val_dice"] for r in rows}
+    for depth, width in SHAPES.values():
+        for (d, w, e), v in sorted(val.items()):
+            if (d, w) != (depth, width) or (d, w, 2 * e) not in val:
+                continue
+            gain = val[(d, w, 2 * e)] - v
+            ok.setdefault(e, []).append(gain < MARGIN)
+            lines.append(f"- ({d},{w:g}): {e} -> {2 * e} epochs: validation Dice {v:.1f} -> {val[(d, w, 2 * e)]:.1f} "
+                         f"({gain:+.1f}; {'< 1 point' if gain < MARGIN else 'not converged'})")
+    done = sorted(e for e, flags in ok.items() if len(flags) == len(SHAPES) and all(flags))
+    return (done[0] if done else None), lines
+
+
+def plot(rows: list[dict], curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, (depth, width) in SHAPES.items():
+        mine = sorted((r["epochs"], r["val_dice"], r["test_dice"]) for r in rows if (r["depth"], r["width"]) == (depth, width))
+        if mine:
+            e, v, t = zip(*mine)
+            left.plot(e, v, "o-", label=f"({depth},{width:g}) validation")
+            left.plot(e, t, "x--", alpha=0.6, label=f"({depth},{width:g}) test")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("epochs (separate trainings)")
+    left.set_ylabel("Dice (%)")
+    left.set_title("final Dice vs training length")
+    left.legend(fontsize=8)
+    for (name, epochs), curve in sorted(curves.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        right.plot(range(1, len(curve) + 1), curve, label=f"{name.replace('individual-', '')} E={epochs}", alpha=0.8)
+    right.set_xlabel("epoch")
+    right.set_ylabel("validation Dice (%), per epoch")
+    right.set_title("per-epoch validation (4-batch BN calibration)")
+    right.legend(fontsize=7, ncol=2)
+    fig.suptitle("Individual U-Nets, CVC-ClinicDB cpu profile (64x96, base 16), random split fold 0, seed 0")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="")
+    p.add_argument("--epochs", default="16,32,64,128")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "convergence")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    epoch_counts = sorted(int(e) for e in args.epochs.split(","))
+    if not args.report_only and not Path(args.data or "/nonexistent").is_dir():
+        raise SystemExit("--data must name the CVC-ClinicDB folder (or use --report-only)")
+    for epochs in epoch_counts:
+        if not args.report_only:
+            train(args, epochs)
+        keep(args, epochs)
+    rows, curves = collect(epoch_counts)
+    if not rows:
+        raise SystemExit("no finished convergence runs yet")
+    OUT.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, OUT / "convergence.csv")
+    plot(rows, curves, OUT / "convergence.png")
+    chosen, lines = choose(rows)
+    verdict = (f"E = {chosen}: doubling it adds < {MARGIN:g} validation Dice point to both shapes." if chosen else
+               f"E not determined yet: no epoch count so far whose doubling adds < {MARGIN:g} point to both shapes "
+               "(train longer: add the next doubling to --epochs).")
+    atomic_write_text(OUT / "convergence.md", "# Convergence of the individual U-Nets (epoch count E)\n\n"
+                      + markdown_table(rows) + "\n\n" + "\n".join(lines) + f"\n\n{verdict}\n")
+    print(markdown_table(rows))
+    print("\n".join(lines))
+    print(verdict)
+
+
+if __name__ == "__main__":
+    main()

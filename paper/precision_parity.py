@@ -1,0 +1,149 @@
+"""Does bf16 training cost Dice? The same seeds trained in bf16 and in fp32 on CVC-ClinicDB, paired.
+
+    python paper/precision_parity.py --data PATH [--seeds 0,1,2] [--runs runs/precision_parity] [--report-only]
+
+Each seed trains the CVC ``cpu`` profile (random split, fold 0) with ``--strategy sandwich --widths
+0.25,0.5,0.75,1`` twice, ``--amp bf16`` and ``--amp none`` (fp32), into ``RUNS/seed<k>/<precision>/``
+(finished runs are reused). bf16 needs a CPU with AVX512_BF16/AMX or a GPU; the script refuses emulated bf16.
+
+Noise: the paired difference (bf16 - fp32, test Dice of each of the 12 sub-nets) is compared with the
+seed-to-seed spread of fp32 itself (the sd over seeds of one sub-net's fp32 Dice, averaged over sub-nets):
+bf16 is "within noise" when the mean paired difference over seeds and sub-nets lies within one standard
+error of the paired differences of zero, and every sub-net's mean difference lies within the fp32 seed sd.
+
+Writes ``results/cvc_clinicdb/cpu-precision/``: parity.csv (one row per seed, precision, sub-net: test and
+validation Dice, training seconds and images/s), summary.md (per sub-net means, paired differences, the
+verdict), COMMANDS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from elasticnet import hardware  # noqa: E402
+from elasticnet.files import atomic_write_text  # noqa: E402
+from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
+
+PRECISIONS = {"bf16": "bf16", "fp32": "none"}
+
+
+def command(data: str, seed: int, amp: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "elasticnet", "train", "--config", "experiments/cvc_clinicdb.yaml", "--profile", "cpu",
+            "--data", data, "--split", "random", "--folds", "5", "--fold", "0", "--strategy", "sandwich",
+            "--widths", "0.25,0.5,0.75,1", "--seed", str(seed), "--amp", amp, "--out", str(out), "--quiet"]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def collect(runs: Path, seeds: list[int]) -> list[dict]:
+    rows = []
+    for seed in seeds:
+        for name in PRECISIONS:
+            folder = runs / f"seed{seed}" / name
+            if not (folder / "subnets.csv").is_file():
+                continue
+            log = read_csv(folder / "log.csv")
+            seconds = sum(float(r["seconds"]) for r in log)
+            images = sum(float(r["images_per_s"]) * float(r["seconds"]) for r in log)
+            for r in read_csv(folder / "subnets.csv"):
+                rows.append({"seed": seed, "precision": name, "depth": int(r["depth"]), "width": float(r["width"]),
+                             "test_dice": float(r["test_dice"]), "val_dice": float(r["dice"]),
+                             "train_seconds": round(seconds, 1), "images_per_s": round(images / seconds, 1)})
+    return rows
+
+
+def summary(rows: list[dict]) -> tuple[list[dict], str]:
+    shapes = sorted({(r["depth"], r["width"]) for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+    dice = {(r["seed"], r["precision"], r["depth"], r["width"]): 100 * r["test_dice"] for r in rows}
+    table, diffs, sds = [], [], []
+    for shape in shapes:
+        paired = [dice[(s, "bf16", *shape)] - dice[(s, "fp32", *shape)] for s in seeds
+                  if (s, "bf16", *shape) in dice and (s, "fp32", *shape) in dice]
+        fp32 = [dice[(s, "fp32", *shape)] for s in seeds if (s, "fp32", *shape) in dice]
+        bf16 = [dice[(s, "bf16", *shape)] for s in seeds if (s, "bf16", *shape) in dice]
+        if not paired:
+            continue
+        sd = statistics.stdev(fp32) if len(fp32) > 1 else float("nan")
+        diffs += paired
+        sds.append(sd)
+        table.append({"depth": shape[0], "width": shape[1], "seeds": len(paired),
+                      "fp32": f"{statistics.mean(fp32):.1f}", "bf16": f"{statistics.mean(bf16):.1f}",
+                      "bf16 - fp32": f"{statistics.mean(paired):+.1f}", "fp32 seed sd": f"{sd:.1f}",
+                      "within sd": "yes" if abs(statistics.mean(paired)) <= sd else "no"})
+    if not diffs:
+        return table, "no paired runs yet"
+    mean = statistics.mean(diffs)
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+    per_shape = all(row["within sd"] == "yes" for row in table)
+    verdict = (f"mean paired difference bf16 - fp32 over {len(diffs)} (seed, sub-net) pairs: {mean:+.2f} Dice points "
+               f"(standard error {se:.2f}); mean fp32 seed sd per sub-net {statistics.mean(sds):.2f}. "
+               f"{'Within noise' if abs(mean) <= max(se, 1e-9) * 1.96 and per_shape else 'NOT within noise'} "
+               "(criterion: |mean| <= 1.96 standard errors, and every sub-net's mean difference within its fp32 seed sd).")
+    return table, verdict
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="", help="the CVC-ClinicDB folder (needed unless --report-only)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--runs", default=str(ROOT / "runs" / "precision_parity"))
+    p.add_argument("--out", default=str(ROOT / "results" / "cvc_clinicdb" / "cpu-precision"))
+    p.add_argument("--threads", type=int, default=0, help="threads per training (default: torch's)")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs, out = Path(args.runs), Path(args.out)
+    commands = []
+    if not args.report_only:
+        if not args.data or not Path(args.data).is_dir():
+            raise SystemExit("--data must name the CVC-ClinicDB folder (or use --report-only)")
+        if not hardware.native_bf16_cpu():
+            raise SystemExit(f"this CPU has no native bf16 ({hardware.cpu_summary()}); the comparison would time "
+                             "emulated bf16. Run it on a CPU with AVX512_BF16/AMX, or --report-only")
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
+        for seed in seeds:
+            for name, amp in PRECISIONS.items():
+                folder = runs / f"seed{seed}" / name
+                cmd = command(args.data, seed, amp, folder)
+                commands.append(" ".join(cmd[1:]))
+                if (folder / "checkpoint.pt").is_file():
+                    continue
+                print(f"training seed {seed} {name} ...", flush=True)
+                done = subprocess.run(cmd, cwd=ROOT, env=env)
+                if done.returncode != 0:
+                    raise SystemExit(f"training {folder} failed (exit {done.returncode})")
+    rows = collect(runs, seeds)
+    if not rows:
+        raise SystemExit(f"no finished runs under {runs}")
+    table, verdict = summary(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "parity.csv")
+    speed = {name: statistics.mean(r["images_per_s"] for r in rows if r["precision"] == name)
+             for name in PRECISIONS if any(r["precision"] == name for r in rows)}
+    atomic_write_text(out / "summary.md", (
+        "# bf16 vs fp32 training, CVC-ClinicDB `cpu` profile, sandwich over depth {3,4,5} x width {0.25,0.5,0.75,1}\n\n"
+        f"CPU: {hardware.cpu_summary()}\n\nTest Dice (%) of every sub-net (random split, fold 0, 123 test frames), "
+        "mean over seeds; paired difference per seed.\n\n" + markdown_table(table) + f"\n\n{verdict}\n\n"
+        "Training speed (images/s from log.csv, mean over runs): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in speed.items()) + "\n"))
+    if commands:
+        atomic_write_text(out / "COMMANDS.md", "# Commands\n\n" + "\n".join(f"    {c}" for c in commands) + "\n")
+    print(markdown_table(table))
+    print(verdict)
+
+
+if __name__ == "__main__":
+    main()
