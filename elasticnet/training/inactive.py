@@ -49,10 +49,12 @@ class InactiveWeightFreezer:
                 continue
             state = [t for t in self.optimizer.state.get(param, {}).values()
                      if torch.is_tensor(t) and t.shape == param.shape]
-            saved.append((param, mask, param.detach()[mask].clone(), [(t, t[mask].clone()) for t in state]))
+            # whole copies and torch.where, not boolean indexing: no data-dependent shapes, so no host
+            # synchronisation on a GPU, and several times faster on a CPU (~260 masked tensors per step)
+            saved.append((param, mask, param.detach().clone(), [(t, t.clone()) for t in state]))
         yield
         with torch.no_grad():
             for param, mask, values, state in saved:
-                param[mask] = values
+                param.copy_(torch.where(mask, values, param))
                 for tensor, old in state:
-                    tensor[mask] = old
+                    tensor.copy_(torch.where(mask, old, tensor))
