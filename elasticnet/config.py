@@ -58,9 +58,23 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     strategy: str = "uniform"  # uniform | sandwich
-    num_random: int = 1  # sandwich: random sub-nets per step besides the largest and the smallest
+    num_random: int = 1  # sandwich: random sub-nets per step besides the largest, the smallest and always_subnets
+    always_subnets: list[str] = field(default_factory=list)  # sandwich: also trained every step (keys like d4-w1,d3-w1)
+    random_by_flops: bool = False  # sandwich: draw the random sub-nets in proportion to their FLOPs (not uniformly)
+    weight_smallest: float = 1.0  # loss weight of the smallest sub-net (the largest and always_subnets: 1)
+    weight_random: float = 1.0  # loss weight of the randomly drawn sub-nets
+    shrink_start: float = 0.0  # fraction of the steps during which only the largest sub-net trains (warm start)
+    width_start: float = 0.0  # fraction of the steps before which only full-width sub-nets are drawn
+    ramp: float = 0.0  # fraction of the steps over which a newly joining kind of sub-net (and distillation) is weighted in
     distill: bool = False  # smaller sub-nets also learn from the largest one's probabilities
     distill_weight: float = 0.5  # loss = task + distill_weight * distillation (smaller sub-nets only)
+    distill_teacher: str = "live"  # live (this step's largest sub-net) | ema (the largest of an EMA of the weights)
+    distill_loss: str = "bce_dice"  # bce_dice (the task loss on soft targets) | bce (per-pixel BCE to the probabilities)
+    distill_start: float = 0.0  # fraction of the steps before distillation starts
+    ema_decay: float = 0.99  # distill_teacher ema: weight of the old average per step
+    optimizer: str = "adamw"  # adamw | sgd (Nesterov momentum 0.9; summed sub-net gradients are not renormalised)
+    lr_floor: float = 0.0  # the cosine schedule decays to lr_floor x lr instead of 0
+    grad_clip: float = 0.0  # clip the step's summed gradient to this global norm (0: off)
     dice_loss: str = "image"  # soft Dice term per image (image) or over the batch as one region (batch)
     inactive_weights: str = "freeze"  # freeze | optimizer (see elasticnet.training.inactive)
     sync_bn: bool = False  # data-parallel only: batch statistics over all processes
@@ -191,6 +205,20 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError(f"dice_loss must be image or batch, got {cfg.train.dice_loss!r}")
     if cfg.train.amp not in ("auto", "none", "bf16", "fp16"):
         raise UserError(f"amp must be auto, none, bf16 or fp16, got {cfg.train.amp!r}")
+    t = cfg.train
+    choices = {"optimizer": ("adamw", "sgd"), "distill_teacher": ("live", "ema"), "distill_loss": ("bce_dice", "bce")}
+    for key, allowed in choices.items():
+        if getattr(t, key) not in allowed:
+            raise UserError(f"{key} must be one of {', '.join(allowed)}, got {getattr(t, key)!r}")
+    fractions = {"shrink_start": t.shrink_start, "width_start": t.width_start, "ramp": t.ramp,
+                 "distill_start": t.distill_start, "lr_floor": t.lr_floor}
+    for key, value in fractions.items():
+        if not 0.0 <= value < 1.0:
+            raise UserError(f"{key} must lie in [0, 1) (a fraction), got {value}")
+    if not 0.0 < t.ema_decay < 1.0:
+        raise UserError(f"ema_decay must lie in (0, 1), got {t.ema_decay}")
+    if t.grad_clip < 0 or t.weight_smallest < 0 or t.weight_random < 0:
+        raise UserError("grad_clip, weight_smallest and weight_random must be >= 0")
     if cfg.train.eval_batch_size < 1:
         raise UserError(f"eval_batch_size must be >= 1, got {cfg.train.eval_batch_size}")
     if cfg.train.checkpoint_every < 0:

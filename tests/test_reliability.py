@@ -62,8 +62,14 @@ def _interrupt_at(monkeypatch, call: int) -> None:
 
 # --- exact resume ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("variant", [{}, {"patch_size": "16x16", "strategy": "sandwich", "distill": True}],
-                         ids=["whole-images", "patches-sandwich-distill"])
+PARITY_RECIPE = {"strategy": "sandwich", "always_subnets": "d2-w1", "random_by_flops": True, "weight_smallest": "0.5",
+                 "shrink_start": "0.1", "width_start": "0.3", "ramp": "0.25", "distill": True,
+                 "distill_teacher": "ema", "distill_loss": "bce", "distill_start": "0.25", "optimizer": "sgd",
+                 "lr": "0.05", "lr_floor": "0.1", "grad_clip": "1"}
+
+
+@pytest.mark.parametrize("variant", [{}, {"patch_size": "16x16", "strategy": "sandwich", "distill": True}, PARITY_RECIPE],
+                         ids=["whole-images", "patches-sandwich-distill", "phases-ema-teacher-sgd-clip"])
 def test_resume_after_signals_equals_an_uninterrupted_run(tmp_path, monkeypatch, variant):
     settings = {**BASE, **variant}
     reference = trainer.train(build_config(None, {**settings, "out": str(tmp_path / "ref")}), **QUIET)

@@ -22,9 +22,14 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice: str = "i
     return F.binary_cross_entropy_with_logits(logits, target) + soft_dice_loss(logits, target, per_image=dice == "image")
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_prob: torch.Tensor, dice: str = "image") -> torch.Tensor:
-    """In-place self-distillation (Yu & Huang, 2019): match the largest sub-net's detached probabilities.
+def distillation_loss(student_logits: torch.Tensor, teacher_prob: torch.Tensor, dice: str = "image",
+                      kind: str = "bce_dice") -> torch.Tensor:
+    """In-place self-distillation (Yu & Huang, 2019): match the teacher's detached probabilities.
 
-    Uses the same BCE + soft Dice as the task loss, with the teacher's probabilities as soft targets.
+    ``bce_dice``: the task loss (BCE + soft Dice) with the probabilities as soft targets. ``bce``: per-pixel
+    BCE only, the Bernoulli analogue of the KL term of the classification recipes (soft Dice against soft
+    targets is not a divergence: it is minimised by sharpened, not matched, probabilities).
     """
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(student_logits, teacher_prob.detach())
     return segmentation_loss(student_logits, teacher_prob.detach(), dice)

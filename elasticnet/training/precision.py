@@ -86,7 +86,13 @@ class Precision:
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
+    def step(self, optimizer: torch.optim.Optimizer, clip_params=None, max_norm: float = 0.0) -> None:
+        """The optimiser step; with ``max_norm`` the gradients of ``clip_params`` are first clipped to that
+        global norm (unscaled first under fp16)."""
+        if clip_params is not None and max_norm > 0:
+            if self.scaler is not None:
+                self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(list(clip_params), max_norm)
         if self.scaler is None:
             optimizer.step()
         else:

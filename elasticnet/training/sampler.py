@@ -1,13 +1,24 @@
-"""Which sub-nets run at each training step.
+"""Which sub-nets run at each training step, and how much each one's loss counts.
 
 The draw depends only on ``(seed, step)``: it has no state of its own, never touches the RNGs that
 shuffle data or drive augmentation, and is the same in every process of a distributed run. A resumed
 run therefore draws exactly what the uninterrupted run would have drawn.
+
+Rules (the weight-sharing literature's, see ``results/cvc_clinicdb/README.md`` for what they did here):
+
+- ``uniform``: one sub-net per step, uniformly at random (the originating study's structural dropout).
+- ``sandwich``: the largest, the smallest, every sub-net listed in ``always`` (e.g. every full-width depth
+  that will be deployed: the slimmable rule) and ``num_random`` others drawn from the rest, uniformly or in
+  proportion to their FLOPs (``random_by_flops``); their gradients are summed into one optimiser step.
+- Loss weights: 1 for the largest and ``always``, ``weight_smallest`` and ``weight_random`` for the others.
+- Phases (fractions of the training steps): before ``shrink_start`` only the largest sub-net trains (a warm
+  start); before ``width_start`` only full-width sub-nets are drawn (depth first, then widths); a sub-net
+  kind that joins later has its loss weight ramped from 0 over ``ramp`` of the steps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,26 +28,54 @@ from elasticnet.models.subnet import SubNet
 STRATEGIES = ("uniform", "sandwich")
 
 
+def parse_subnets(keys: list[str] | tuple[str, ...]) -> tuple[SubNet, ...]:
+    """Sub-nets from their keys (``d4-w1``), with an error that shows the spelling."""
+    out = []
+    for key in keys:
+        try:
+            out.append(SubNet.from_key(str(key).strip()))
+        except (ValueError, IndexError):
+            raise UserError(f"cannot read sub-net {key!r}; write depth and width as d4-w1 or d3-w0.25") from None
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class SubNetSampler:
-    """Draws the sub-nets of one step from ``depths x widths``.
-
-    - ``uniform``: one sub-net, uniformly at random (the originating study's structural dropout).
-    - ``sandwich``: the largest, the smallest and ``num_random`` random others; their gradients are
-      accumulated into one optimiser step (Yu & Huang, 2019, "the sandwich rule").
-    """
+    """Draws the sub-nets of one step from ``depths x widths``, with their loss weights."""
 
     depths: tuple[int, ...]
     widths: tuple[float, ...]
     strategy: str = "uniform"
     num_random: int = 1
     seed: int = 0
+    always: tuple[SubNet, ...] = ()
+    random_by_flops: bool = False
+    weight_smallest: float = 1.0
+    weight_random: float = 1.0
+    total_steps: int = 0  # needed by the phases below (0: no phases)
+    shrink_start: float = 0.0
+    width_start: float = 0.0
+    ramp: float = 0.0
+    flops: dict[SubNet, float] = field(default_factory=dict, compare=False, hash=False)  # for random_by_flops
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise UserError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
         if self.num_random < 0:
             raise UserError(f"num_random must be >= 0, got {self.num_random}")
+        unknown = [s.key for s in self.always if s not in self.choices]
+        if unknown:
+            raise UserError(f"always_subnets {unknown} are not in the grid depths {list(self.depths)} x widths "
+                            f"{[f'{w:g}' for w in self.widths]}")
+        if self.always and self.strategy != "sandwich":
+            raise UserError("always_subnets needs --strategy sandwich")
+        for name in ("shrink_start", "width_start", "ramp"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"{name} is a fraction of the training steps in [0, 1), got {getattr(self, name)}")
+        if min(self.weight_smallest, self.weight_random) < 0:
+            raise UserError("weight_smallest and weight_random must be >= 0")
+        if self.random_by_flops and not self.flops:
+            raise UserError("random_by_flops needs each sub-net's FLOPs (SubNetSampler.flops)")
 
     @property
     def choices(self) -> list[SubNet]:
@@ -50,16 +89,51 @@ class SubNetSampler:
     def smallest(self) -> SubNet:
         return SubNet(min(self.depths), min(self.widths))
 
+    def _phase_step(self, fraction: float) -> int:
+        return int(round(fraction * self.total_steps))
+
+    def _allowed(self, step: int) -> list[SubNet]:
+        """The sub-nets that may run at ``step`` (the phases)."""
+        if step < self._phase_step(self.shrink_start):
+            return [self.largest]
+        if step < self._phase_step(self.width_start):
+            return [s for s in self.choices if s.width == max(self.widths)]
+        return self.choices
+
     def sample(self, step: int) -> list[SubNet]:
-        """The sub-nets of ``step``; in ``sandwich`` order the largest comes first (the distillation teacher)."""
+        """The sub-nets of ``step``; the largest (the distillation teacher) comes first when it runs."""
+        return [s for s, _ in self.sample_weighted(step)]
+
+    def sample_weighted(self, step: int) -> list[tuple[SubNet, float]]:
+        """``(sub-net, loss weight)`` pairs of ``step``."""
         rng = np.random.default_rng([self.seed, step])
-        choices = self.choices
+        allowed = self._allowed(step)
         if self.strategy == "uniform":
-            return [choices[rng.integers(len(choices))]]
-        picked = [self.largest]
-        if self.smallest != self.largest:
-            picked.append(self.smallest)
-        middle = [s for s in choices if s not in (self.largest, self.smallest)]
+            return [(allowed[rng.integers(len(allowed))], 1.0)]
+        # allowed is a product set (everything, the full-width depths, or the largest alone)
+        smallest = SubNet(min(s.depth for s in allowed), min(s.width for s in allowed))
+        picked = [(self.largest, 1.0)]
+        for s in self.always:
+            if s in allowed and s != self.largest:
+                picked.append((s, self._ramped(1.0, step, s)))
+        if smallest not in (s for s, _ in picked):
+            picked.append((smallest, self._ramped(self.weight_smallest, step, smallest)))
+        taken = {s for s, _ in picked}
+        middle = [s for s in allowed if s not in taken]
         if middle and self.num_random:
-            picked += [middle[i] for i in rng.choice(len(middle), size=min(self.num_random, len(middle)), replace=False)]
+            p = None
+            if self.random_by_flops:
+                cost = np.array([self.flops[s] for s in middle], dtype=float)
+                p = cost / cost.sum()
+            chosen = rng.choice(len(middle), size=min(self.num_random, len(middle)), replace=False, p=p)
+            picked += [(middle[i], self._ramped(self.weight_random, step, middle[i])) for i in chosen]
         return picked
+
+    def _ramped(self, weight: float, step: int, subnet: SubNet) -> float:
+        """``weight``, ramped in from 0 over ``ramp`` of the steps after the phase that let ``subnet`` join."""
+        if not self.ramp or not self.total_steps:
+            return weight
+        joined = self._phase_step(self.width_start if subnet.width != max(self.widths) else self.shrink_start)
+        if joined == 0:
+            return weight
+        return weight * min(1.0, (step - joined + 1) / max(1, self._phase_step(self.ramp)))

@@ -27,6 +27,7 @@ class TrainingState:
     epoch_images: int = 0
     epoch_seconds: float = 0.0
     train_seconds: float = 0.0
+    train_flops: float = 0.0  # model FLOPs of every pass run so far (elasticnet.training.compute)
     world: int = 1  # processes, steps per epoch and per-process batch the state was saved with
     steps_per_epoch: int = 0
     batch_size: int = 0
@@ -45,6 +46,7 @@ class TrainingState:
             "val_dice_largest": round(dice_largest, 4),
             "val_dice_smallest": round(dice_smallest, 4),
             "lr": round(lr, 7),
+            "train_tflops": round(self.train_flops / 1e12, 4),  # cumulative
             "seconds": round(seconds, 2),
             "images_per_s": round(self.epoch_images / seconds, 2),
         }
@@ -52,13 +54,16 @@ class TrainingState:
         self.epoch_losses, self.epoch_images, self.epoch_seconds = [], 0, 0.0
         return row
 
-    def payload(self, optimizer: torch.optim.Optimizer, scheduler: Any, precision: Any = None) -> dict[str, Any]:
+    def payload(self, optimizer: torch.optim.Optimizer, scheduler: Any, precision: Any = None,
+                teacher: Any = None) -> dict[str, Any]:
         """The checkpoint entries (besides config and model) of this state; with fp16 also the loss
         scaler's state (an fp16 run resumed without it would restart the scale)."""
         scaler = getattr(precision, "scaler", None)
         return {
             "precision": getattr(precision, "name", "fp32"),
             **({"scaler": scaler.state_dict()} if scaler is not None else {}),
+            **({"ema_teacher": teacher.state_dict()} if teacher is not None else {}),
+            "train_flops": self.train_flops,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "step": self.step,
@@ -71,13 +76,16 @@ class TrainingState:
         }
 
     def restore(self, ckpt: dict[str, Any], model: ElasticUNet, optimizer: torch.optim.Optimizer, scheduler: Any,
-                scaler: Any = None) -> None:
+                scaler: Any = None, teacher: Any = None) -> None:
         """Load a checkpoint written from :meth:`payload` into this state and the training objects."""
         model.load_state_dict(ckpt["model"])  # copies into the parameters, on their device
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         if scaler is not None and "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])
+        if teacher is not None and "ema_teacher" in ckpt:
+            teacher.load_state_dict(ckpt["ema_teacher"])
+        self.train_flops = float(ckpt.get("train_flops", 0.0))
         self.step = int(ckpt["step"])
         self.log = list(ckpt["log"])
         progress = ckpt["epoch_progress"]

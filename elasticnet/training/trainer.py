@@ -38,7 +38,9 @@ from elasticnet.training.order import EpochSampler
 from elasticnet.training.precision import Precision, amp_note
 from elasticnet.training.run_dir import (CONFIG_NAME, STATE_NAME, check_new_run_dir, remove_stale_temporaries,
                                          resumable_run, run_dir_for, run_lock)
+from elasticnet.training.recipe import Recipe, StepOptions, sampler_for
 from elasticnet.training.sampler import SubNetSampler
+from elasticnet.training.schedule import build_optimizer, cosine_with_warmup
 from elasticnet.training.signals import StopRequest, TrainingInterrupted
 from elasticnet.training.state import TrainingState
 
@@ -56,56 +58,44 @@ class NonFiniteLoss(UserError):
     """The loss (or the weights) stopped being finite numbers."""
 
 
-def sampler_for(cfg: RunConfig) -> SubNetSampler:
-    return SubNetSampler(tuple(cfg.model.depths), tuple(cfg.model.widths), cfg.train.strategy,
-                         cfg.train.num_random, cfg.train.seed)
-
-
 def forward_backward(model: ElasticUNet, images: torch.Tensor, masks: torch.Tensor, subnets: Sequence[SubNet],
                      distill_weight: float | None, dice: str = "image", precision: Precision | None = None,
-                     check_finite: bool = True) -> torch.Tensor:
-    """Run each sub-net on the batch and accumulate its gradients; returns the mean loss (a 0-d tensor on
-    the device: the caller reads it once per step, so a GPU is not synchronised per sub-net).
+                     check_finite: bool = True, weights: Sequence[float] | None = None,
+                     teacher: torch.Tensor | None = None, distill_loss: str = "bce_dice") -> torch.Tensor:
+    """Run each sub-net on the batch and accumulate its (weighted) gradients; returns the mean weighted loss
+    (a 0-d tensor on the device: the caller reads it once per step, so a GPU is not synchronised per sub-net).
 
-    With ``distill_weight``, every sub-net other than the largest also matches the largest one's
-    detached probabilities (taken from this step's largest forward, or computed without gradient when
-    the largest is not among ``subnets``). ``precision`` runs the forward passes in bf16/fp16 (losses in
-    fp32). With ``check_finite`` a non-finite loss on the CPU names its sub-net (on a GPU that check would
-    synchronise; the caller checks the step's mean loss instead).
+    With ``distill_weight``, every sub-net other than the largest also matches the ``teacher``
+    probabilities: given (an EMA teacher's), or the largest sub-net's of this step, detached (taken from
+    this step's largest forward, or computed without gradient when the largest is not among ``subnets``).
+    ``precision`` runs the forward passes in bf16/fp16 (losses in fp32). With ``check_finite`` a non-finite
+    loss on the CPU names its sub-net (on a GPU that check would synchronise; the caller checks the step's
+    mean loss instead).
     """
     precision = precision or Precision("none", images.device.type)
+    weights = [1.0] * len(subnets) if weights is None else list(weights)
     largest = model.config.largest
-    teacher = None
     total = torch.zeros((), device=images.device)
-    for subnet in subnets:
+    for subnet, weight in zip(subnets, weights):
         with precision.autocast():
             logits = model(images, subnet)
         logits = logits.float()
         loss = segmentation_loss(logits, masks, dice)
         if distill_weight is not None:
             if subnet == largest:
-                teacher = torch.sigmoid(logits).detach()
+                if teacher is None:  # the live teacher: this forward's probabilities
+                    teacher = torch.sigmoid(logits).detach()
             else:
                 if teacher is None:
                     with torch.no_grad(), precision.autocast():
                         teacher = torch.sigmoid(model(images, largest).float())
-                loss = loss + distill_weight * distillation_loss(logits, teacher, dice)
+                loss = loss + distill_weight * distillation_loss(logits, teacher, dice, distill_loss)
         if check_finite and images.device.type == "cpu" and not torch.isfinite(loss):
             raise NonFiniteLoss(f"the loss became {loss.item()} at {subnet} (step's batch); lower --lr or check "
                                 "the data for broken images")
-        precision.backward(loss)
-        total = total + loss.detach()
+        precision.backward(weight * loss)
+        total = total + weight * loss.detach()
     return total / len(subnets)
-
-
-def cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 EpochCallback = Callable[[dict], None]
@@ -246,20 +236,24 @@ def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], No
 
 def train_step(model: ElasticUNet, optimizer: torch.optim.Optimizer, precision: Precision,
                freezer: InactiveWeightFreezer | None, images: torch.Tensor, masks: torch.Tensor,
-               subnets: Sequence[SubNet], distill_weight: float | None, dice: str = "image",
-               d: distributed.Dist | None = None) -> torch.Tensor:
-    """One optimiser step over ``subnets`` (their gradients summed); returns the mean loss on the device.
+               subnets: Sequence[SubNet], options: StepOptions | None = None, d: distributed.Dist | None = None,
+               weights: Sequence[float] | None = None, teacher: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimiser step over ``subnets`` (their weighted gradients summed); returns the mean loss on the
+    device.
 
     The freezer, when given, puts back the entries of the weights (and optimiser moments) that none of
     ``subnets`` used, which the optimiser would otherwise move (see :mod:`elasticnet.training.inactive`).
     """
+    options = options or StepOptions()
     optimizer.zero_grad(set_to_none=True)
     enabled = d is not None and d.enabled
-    loss = forward_backward(model, images, masks, subnets, distill_weight, dice, precision, check_finite=not enabled)
+    loss = forward_backward(model, images, masks, subnets, options.distill_weight, options.dice, precision,
+                            check_finite=not enabled, weights=weights, teacher=teacher,
+                            distill_loss=options.distill_loss)
     if enabled:
         distributed.average_gradients(model, d)
     with freezer.step(subnets) if freezer is not None else nullcontext():
-        precision.step(optimizer)
+        precision.step(optimizer, model.parameters() if options.grad_clip else None, options.grad_clip)
     return loss
 
 
@@ -302,16 +296,19 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
     if t_cfg.max_steps:
         total_steps = min(total_steps, t_cfg.max_steps)
     epochs = math.ceil(total_steps / steps_per_epoch)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t_cfg.lr, weight_decay=t_cfg.weight_decay)
+    optimizer = build_optimizer(t_cfg.optimizer, model.parameters(), t_cfg.lr, t_cfg.weight_decay)
+    # warm-up: one epoch, or 1/20 of a shorter run
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(total_steps, min(steps_per_epoch, max(1, total_steps // 20))))
+        optimizer, cosine_with_warmup(total_steps, min(steps_per_epoch, max(1, total_steps // 20)), t_cfg.lr_floor))
     freezer = InactiveWeightFreezer(model, optimizer) if t_cfg.inactive_weights == "freeze" else None
-    distill_weight = t_cfg.distill_weight if t_cfg.distill else None
+    train_size = cfg.data.tile or tuple(cfg.data.image_size)  # what one training image is (a patch or the image)
+    recipe = Recipe(cfg, model, total_steps, train_size)
+    sampler = recipe.sampler
 
     state = TrainingState(world=d.world, steps_per_epoch=steps_per_epoch, batch_size=batch_size)
     state_path = run_dir / STATE_NAME
     if state_path.exists():
-        state.restore(load_checkpoint(state_path), model, optimizer, scheduler, precision.scaler)
+        state.restore(load_checkpoint(state_path), model, optimizer, scheduler, precision.scaler, recipe.teacher)
         note = state.adapt(d.world, steps_per_epoch, batch_size, scheduler)
         echo(f"resuming {run_dir} at step {state.step}/{total_steps} (epoch {len(state.log) + 1}){note}")
 
@@ -320,13 +317,13 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
             raise NonFiniteLoss(f"the weights became non-finite before step {state.step}; {kept_state(state_path)}. "
                                 "Lower --lr, or check the data")
         if d.main:
-            save_checkpoint(state_path, cfg, model, **state.payload(optimizer, scheduler, precision))
+            save_checkpoint(state_path, cfg, model, **state.payload(optimizer, scheduler, precision, recipe.teacher))
 
     echo(f"run folder {run_dir} | device {device}{f' x {d.world} processes' if d.enabled else ''} | "
          f"precision {amp_note(t_cfg.amp, precision.used, device)} | "
          f"{len(split.train)} train / {len(split.val)} val images "
          f"at {cfg.data.image_size[0]}x{cfg.data.image_size[1]} | {total_steps} steps | strategy {t_cfg.strategy}"
-         f"{' + distill' if distill_weight is not None else ''} | sub-nets {len(sampler.choices)}")
+         f"{' + distill' if t_cfg.distill else ''} | sub-nets {len(sampler.choices)}")
     while len(state.log) < epochs:
         epoch = len(state.log) + 1
         end = min(epoch * steps_per_epoch, total_steps)
@@ -339,18 +336,20 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
         for images, masks in bar:
             images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             masks = masks.to(device, non_blocking=True)
-            subnets = sampler.sample(state.step)
+            plan = recipe.plan(state.step)
             try:
-                loss = train_step(model, optimizer, precision, freezer, images, masks, subnets, distill_weight,
-                                  t_cfg.dice_loss, d)
+                loss = train_step(model, optimizer, precision, freezer, images, masks, plan.subnets, plan.options, d,
+                                  plan.weights, recipe.teacher_probabilities(plan, images, precision))
                 loss, stopping = distributed.reduce_step(float(loss), bool(stop), d, device)  # one read per step
                 if not math.isfinite(loss):
                     raise NonFiniteLoss(f"the loss became {loss} at step {state.step + 1}; lower --lr or check the "
                                         "data for broken images")
             except NonFiniteLoss as e:
                 raise NonFiniteLoss(f"{e}; {kept_state(state_path)}") from None
+            recipe.after_step(model)
             scheduler.step()
             state.step += 1
+            state.train_flops += recipe.step_flops(plan, images.shape[0] * d.world)
             state.epoch_losses.append(loss)
             state.epoch_images += images.shape[0] * d.world
             elapsed = state.epoch_seconds + time.perf_counter() - resumed_at
@@ -396,7 +395,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
     save_checkpoint(run_dir / CHECKPOINT_NAME, cfg, model, optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), step=state.step, epoch=len(state.log), subnets=rows,
                     bn_stats=bn_stats, log=state.log, train_seconds=round(state.train_seconds, 2),
-                    precision=precision.name)
+                    train_tflops=round(state.train_flops / 1e12, 4), precision=precision.name)
     state_path.unlink(missing_ok=True)  # checkpoint.pt supersedes it
     if rows:
         echo("\nper-sub-net validation results (mean over images of per-image Dice/IoU at threshold "

@@ -1,0 +1,166 @@
+"""The training recipe of the parity work: sampling rules, loss weights, phases, schedules, the EMA teacher,
+and the compute a run records."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+import torch
+
+from elasticnet.checkpoint import load_checkpoint
+from elasticnet.config import build_config
+from elasticnet.errors import UserError
+from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet
+from elasticnet.training.compute import subnet_flops
+from elasticnet.training.losses import distillation_loss
+from elasticnet.training.precision import Precision
+from elasticnet.training.recipe import Recipe
+from elasticnet.training.sampler import SubNetSampler, parse_subnets
+from elasticnet.training.schedule import build_optimizer, cosine_with_warmup, distill_weight_at
+from elasticnet.training.teacher import EmaTeacher
+from elasticnet.training.trainer import train
+
+DEPTHS, WIDTHS = (3, 4, 5), (0.25, 0.5, 0.75, 1.0)
+FULL = parse_subnets(["d4-w1", "d3-w1"])
+BASE = {"base_width": "8", "depths": "2,3", "widths": "0.5,1", "image_size": "32x32", "synthetic_count": "48",
+        "batch_size": "8", "calib_batches": "1"}
+
+
+def _sampler(**kw) -> SubNetSampler:
+    return SubNetSampler(DEPTHS, WIDTHS, "sandwich", **kw)
+
+
+def test_always_subnets_run_every_step_with_weight_one_and_nothing_twice():
+    sampler = _sampler(always=FULL, num_random=2, weight_smallest=0.5, weight_random=0.7, seed=3)
+    for step in range(100):
+        picked = sampler.sample_weighted(step)
+        subnets = [s for s, _ in picked]
+        assert len(subnets) == len(set(subnets)) == 6  # largest + 2 always + smallest + 2 random
+        weights = dict(picked)
+        assert weights[SubNet(5, 1.0)] == weights[SubNet(4, 1.0)] == weights[SubNet(3, 1.0)] == 1.0
+        assert weights[SubNet(3, 0.25)] == 0.5
+        assert sorted(w for s, w in picked if s not in (*FULL, SubNet(5, 1.0), SubNet(3, 0.25))) == [0.7, 0.7]
+        assert picked == sampler.sample_weighted(step)  # a function of (seed, step)
+
+
+def test_without_the_new_options_the_sandwich_draws_what_it_always_drew():
+    import numpy as np
+
+    sampler = _sampler(num_random=1, seed=5)
+    choices = sampler.choices
+    for step in range(50):  # the rule of the earlier versions, written out
+        rng = np.random.default_rng([5, step])
+        middle = [s for s in choices if s not in (SubNet(5, 1.0), SubNet(3, 0.25))]
+        expected = [SubNet(5, 1.0), SubNet(3, 0.25), middle[rng.choice(len(middle), size=1, replace=False)[0]]]
+        assert sampler.sample(step) == expected
+
+
+def test_random_subnets_in_proportion_to_their_flops():
+    flops = subnet_flops(ElasticUNetConfig(base_width=16), (64, 96))
+    sampler = _sampler(random_by_flops=True, flops=flops, num_random=1)
+    counts = collections.Counter(sampler.sample(step)[2] for step in range(6000))
+    middle = [s for s in sampler.choices if s not in (SubNet(5, 1.0), SubNet(3, 0.25))]
+    total = sum(flops[s] for s in middle)
+    for s in middle:
+        assert counts[s] / 6000 == pytest.approx(flops[s] / total, abs=0.02), s
+    assert counts[SubNet(5, 0.75)] > 5 * counts[SubNet(4, 0.25)]
+
+
+def test_phases_warm_start_then_depths_then_widths_with_ramped_weights():
+    sampler = _sampler(total_steps=100, shrink_start=0.2, width_start=0.5, ramp=0.1, always=FULL)
+    for step in range(20):
+        assert sampler.sample_weighted(step) == [(SubNet(5, 1.0), 1.0)]
+    for step in range(20, 50):
+        picked = dict(sampler.sample_weighted(step))
+        assert all(s.width == 1.0 for s in picked) and set(picked) >= {SubNet(3, 1.0), SubNet(4, 1.0)}
+    assert dict(sampler.sample_weighted(20))[SubNet(4, 1.0)] == pytest.approx(0.1)  # ramp: 1/10 at its first step
+    assert dict(sampler.sample_weighted(29))[SubNet(4, 1.0)] == pytest.approx(1.0)
+    late = [sampler.sample_weighted(step) for step in range(50, 100)]
+    assert all(SubNet(3, 0.25) in dict(p) for p in late)
+    assert dict(late[0])[SubNet(3, 0.25)] == pytest.approx(0.1) and dict(late[-1])[SubNet(3, 0.25)] == 1.0
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"always": parse_subnets(["d6-w1"])}, "not in the grid"),
+    ({"shrink_start": 1.0}, "fraction"),
+    ({"random_by_flops": True}, "FLOPs"),
+])
+def test_sampler_options_are_checked(kw, message):
+    with pytest.raises(UserError, match=message):
+        _sampler(**kw)
+    with pytest.raises(UserError, match="d4-w1"):
+        parse_subnets(["4x1"])
+
+
+@pytest.mark.parametrize("key, value", [("optimizer", "adam"), ("distill_teacher", "best"), ("lr_floor", "1"),
+                                        ("ema_decay", "1"), ("grad_clip", "-1"), ("always_subnets", "d9-w1")])
+def test_bad_recipe_options_are_refused_before_training(key, value, tmp_path):
+    with pytest.raises(UserError):
+        cfg = build_config(None, {**BASE, "strategy": "sandwich", key: value, "out": str(tmp_path / "r")})
+        train(cfg, echo=lambda s: None, progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_cosine_schedule_ends_at_its_floor_and_distillation_starts_late():
+    f = cosine_with_warmup(100, 10, floor=0.05)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(100) == pytest.approx(0.05)
+    assert min(f(s) for s in range(100)) >= 0.05 and cosine_with_warmup(100, 10)(100) == pytest.approx(0.0)
+    assert distill_weight_at(49, 100, 0.5, 0.5, 0.1) is None
+    assert distill_weight_at(50, 100, 0.5, 0.5, 0.1) == pytest.approx(0.05)
+    assert distill_weight_at(70, 100, 0.5, 0.5, 0.1) == 0.5 and distill_weight_at(0, 100, 0.5, 0.0, 0.1) == 0.5
+
+
+def test_sgd_arm_and_gradient_clipping():
+    model = torch.nn.Linear(4, 1)
+    opt = build_optimizer("sgd", model.parameters(), 0.1, 0.0)
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+    (1000 * model(torch.ones(2, 4)).sum()).backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    Precision("none", "cpu").step(opt, model.parameters(), max_norm=1.0)
+    moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    assert moved == pytest.approx(0.19, rel=1e-4)  # Nesterov first step: lr x (1 + 0.9) x a gradient of norm 1
+
+
+def test_bce_distillation_is_per_pixel_bce_to_the_teacher():
+    logits, teacher = torch.randn(2, 1, 8, 8), torch.rand(2, 1, 8, 8)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, teacher)
+    assert torch.equal(distillation_loss(logits, teacher, kind="bce"), expected)
+    assert distillation_loss(logits, teacher) > expected  # bce_dice adds the soft Dice term
+
+
+def test_ema_teacher_averages_the_weights():
+    model = ElasticUNet(ElasticUNetConfig(base_width=4, depths=[2], widths=[1.0]))
+    teacher = EmaTeacher(model, decay=0.9)
+    start = [p.detach().clone() for p in teacher.model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    teacher.update(model)
+    for ema, old, live in zip(teacher.model.parameters(), start, model.parameters()):
+        torch.testing.assert_close(ema, 0.9 * old + 0.1 * live)
+        assert not ema.requires_grad
+    probs = teacher.probabilities(torch.randn(2, 3, 16, 16), SubNet(2, 1.0), Precision("none", "cpu"))
+    assert probs.shape == (2, 1, 16, 16) and 0 <= float(probs.min()) and float(probs.max()) <= 1
+
+
+def test_recipe_plans_and_counts_compute():
+    cfg = build_config(None, {**BASE, "strategy": "sandwich", "distill": True, "distill_teacher": "ema",
+                              "distill_start": "0.5", "always_subnets": "d2-w1"})
+    model = ElasticUNet(cfg.model)
+    recipe = Recipe(cfg, model, total_steps=10, image_size=(32, 32))
+    early, late = recipe.plan(0), recipe.plan(5)
+    assert early.options.distill_weight is None and not early.ema_teacher
+    assert late.options.distill_weight == 0.5 and late.ema_teacher
+    f = recipe.flops
+    assert recipe.step_flops(early, 8) == 8 * 3 * sum(f[s] for s in early.subnets)
+    assert recipe.step_flops(late, 8) == 8 * (3 * sum(f[s] for s in late.subnets) + f[SubNet(3, 1.0)])
+
+
+def test_a_run_records_its_training_compute(tmp_path):
+    """An individual U-Net trained for 4 steps: 4 x batch x 3 x its forward FLOPs, in the log and checkpoint."""
+    cfg = build_config(None, {**BASE, "depths": "3", "widths": "1", "max_steps": "4", "out": str(tmp_path / "r")})
+    ckpt = load_checkpoint(train(cfg, echo=lambda s: None, progress=False) / "checkpoint.pt")
+    forward = subnet_flops(cfg.model, (32, 32))[SubNet(3, 1.0)]
+    assert ckpt["train_tflops"] == pytest.approx(round(4 * 8 * 3 * forward / 1e12, 4))
+    assert ckpt["log"][-1]["train_tflops"] == ckpt["train_tflops"]
