@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,47 @@ def test_a_missing_data_folder_is_one_clear_message(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "paper" / "dice_table.py"), "--data", str(tmp_path / "nope")],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode != 0 and "is not a folder" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_parity_protocol_end_to_end_continues_from_committed_results(tmp_path):
+    """paper/parity_table.py on a tiny fake CVC folder: individual nets, one recipe at equal epochs and at equal
+    compute (its FLOPs within half the 12 individual trainings'), the summary and targets in the protocol's
+    columns; after the run folders are gone, the committed small files alone give the same tables."""
+    data = tmp_path / "cvc"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    frames = [first + k for first in (1, 26, 51, 68, 79) for k in range(4)]
+    images, masks = synthetic_polyp_set(len(frames), 32, 32, seed=0)
+    for frame, image, mask in zip(frames, images, masks):
+        cv2.imwrite(str(data / "images" / f"{frame}.png"), image)
+        cv2.imwrite(str(data / "masks" / f"{frame}.png"), mask)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("epochs: 1", "epochs: 2").replace("base_width: 8", "base_width: 16"))
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    command = [sys.executable, str(ROOT / "paper" / "parity_table.py"), "--data", str(data), "--config", str(config),
+               "--profile", "tiny", "--splits", "random", "--seeds", "0", "--arms", "slimmable", "--shapes", "table",
+               "--jobs", "2", "--threads", "1", "--device", "cpu", "--out", str(out), "--runs", str(runs)]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    with open(out / "summary.csv", newline="") as f:
+        summary = list(csv.DictReader(f))
+    assert list(summary[0]) == ["split", "method", "depth", "width", "seed", "dice", "iou", "epochs", "train_seconds",
+                                "train_tflops"]
+    assert {r["method"] for r in summary} == {"individual", "slimmable@compute", "slimmable@epochs"}
+    assert len([r for r in summary if r["method"] == "individual"]) == 6
+    assert {r["epochs"] for r in summary if r["method"] in ("individual", "slimmable@epochs")} == {"2"}
+    with open(out / "targets.csv", newline="") as f:
+        goals = {r["method"]: r for r in csv.DictReader(f)}
+    assert list(next(iter(goals.values()))) == ["split", "method", "comparison", "worst_gap", "mean_gap",
+                                                "compute_ratio", "met"]
+    assert float(goals["slimmable@compute"]["compute_ratio"]) <= 0.5
+    assert float(goals["slimmable@epochs"]["compute_ratio"]) > float(goals["slimmable@compute"]["compute_ratio"])
+    committed = out / "runs" / "random" / "seed0" / "individual-d5-w1"
+    assert sorted(p.name for p in committed.iterdir()) == ["config.yaml", "log.csv", "record.json", "subnets.csv"]
+    tables = (out / "tables.md").read_text()
+    shutil.rmtree(runs)  # another machine: only what is committed
+    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not runs.exists() or not any(runs.rglob("checkpoint.pt"))  # nothing retrained
+    assert (out / "tables.md").read_text() == tables

@@ -47,13 +47,16 @@ def sampler_for(cfg: RunConfig, total_steps: int = 0, flops: dict[SubNet, float]
 class Recipe:
     """The per-step plan of one run (``total_steps`` fixes the phases) and the EMA teacher, if any."""
 
-    def __init__(self, cfg: RunConfig, model: ElasticUNet, total_steps: int, image_size: tuple[int, int]):
+    def __init__(self, cfg: RunConfig, model: ElasticUNet | None, total_steps: int, image_size: tuple[int, int],
+                 flops: dict[SubNet, float] | None = None):
         t = cfg.train
         self.cfg, self.total_steps = cfg, total_steps
-        self.flops = subnet_flops(cfg.model, image_size)
+        self.flops = flops or subnet_flops(cfg.model, image_size)
         self.sampler = sampler_for(cfg, total_steps, self.flops)
         self.base = StepOptions(dice=t.dice_loss, distill_loss=t.distill_loss, grad_clip=t.grad_clip)
-        self.teacher = EmaTeacher(model, t.ema_decay) if t.distill and t.distill_teacher == "ema" else None
+        self.uses_ema = t.distill and t.distill_teacher == "ema"
+        # model None: planning only (e.g. the compute of a run before training it)
+        self.teacher = EmaTeacher(model, t.ema_decay) if self.uses_ema and model is not None else None
 
     def plan(self, step: int) -> StepPlan:
         t = self.cfg.train
@@ -64,8 +67,7 @@ class Recipe:
         # distilling needs a student: a step that trains only the largest has none
         if distill is not None and all(s == self.sampler.largest for s in subnets):
             distill = None
-        return StepPlan(subnets, weights, replace(self.base, distill_weight=distill),
-                        distill is not None and self.teacher is not None)
+        return StepPlan(subnets, weights, replace(self.base, distill_weight=distill), distill is not None and self.uses_ema)
 
     def teacher_probabilities(self, plan: StepPlan, images: torch.Tensor, precision) -> torch.Tensor | None:
         return self.teacher.probabilities(images, self.sampler.largest, precision) if plan.ema_teacher else None
@@ -80,3 +82,31 @@ class Recipe:
         if plan.options.distill_weight is not None and (plan.ema_teacher or self.sampler.largest not in plan.subnets):
             teacher = [self.sampler.largest]
         return step_flops(self.flops, plan.subnets, images, teacher)
+
+
+def planned_flops(cfg: RunConfig, steps_per_epoch: int, images_per_step: int, epochs: int,
+                  image_size: tuple[int, int], flops: dict[SubNet, float] | None = None) -> float:
+    """The training FLOPs a run of ``epochs`` epochs will cost, exactly: the sub-nets of every step are a
+    function of (seed, step), so the plan can be summed before training."""
+    total = epochs * steps_per_epoch
+    recipe = Recipe(cfg, None, total, image_size, flops)
+    return sum(recipe.step_flops(recipe.plan(step), images_per_step) for step in range(total))
+
+
+def epochs_within(cfg: RunConfig, steps_per_epoch: int, images_per_step: int, budget: float,
+                  image_size: tuple[int, int], most: int = 10000) -> int:
+    """The most epochs whose planned training FLOPs stay within ``budget`` (0 if not even one fits)."""
+    flops = subnet_flops(cfg.model, image_size)
+
+    def fits(epochs: int) -> bool:
+        return planned_flops(cfg, steps_per_epoch, images_per_step, epochs, image_size, flops) <= budget
+
+    # more epochs cost more (each step's sub-nets cost >= 0): bisect between a fitting and a failing count
+    low, high = 0, 1
+    while high <= most and fits(high):
+        low, high = high, 2 * high
+    high = min(high, most + 1)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low

@@ -1,0 +1,357 @@
+"""Elastic sub-nets vs individually trained U-Nets at convergence: the parity protocol on CVC-ClinicDB.
+
+    python paper/parity_table.py --data PATH [--profile converged] [--splits random,grouped-f0,grouped-f1]
+        [--seeds 0,1,2] [--arms slimmable,...] [--comparisons epochs,compute] [--shapes all|table]
+        [--jobs N --threads N] [--dry-run] [--report-only]
+
+The protocol (issue 13):
+- Individual U-Nets of every shape of the grid depth {3,4,5} x width {0.25,0.5,0.75,1} (``--shapes all``; ``table``:
+  the six of the earlier tables) are trained for the profile's E epochs (E chosen by ``paper/convergence.py``).
+- Each elastic recipe (``--arms``, see ARMS) is trained twice: for E epochs (**equal epochs**), and for the most
+  epochs whose training FLOPs stay within half the FLOPs of training the 12 individual nets for E epochs
+  (**equal compute**, the comparison the target uses). FLOPs are counted from the model (3 x forward FLOPs per
+  image per sub-net run, summed over the planned steps), never from wall time.
+- Paired by seed; splits ``random`` (fold 0 of 5 by image) and ``grouped-f<k>`` (fold k of 5 by video sequence).
+- Elastic sub-nets are evaluated with BN statistics re-estimated per sub-net, individual nets with their own.
+  Recipes are compared on validation Dice (``ablation.csv``); the test columns are for the final table.
+
+Every finished run's small files (config.yaml, log.csv, subnets.csv, record.json; never checkpoints) are copied
+to ``results/cvc_clinicdb/<profile>/runs/<split>/seed<k>/<run>/``; a run found there is not trained again, so an
+interrupted campaign continues from what is committed, on any machine. Writes summary.csv (split, method,
+depth, width, seed, dice, iou, epochs, train_seconds, train_tflops), targets.csv (split, method, comparison,
+worst_gap, mean_gap, compute_ratio, met), ablation.csv (validation), tables.md, gaps.png, COMMANDS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from elasticnet import __version__  # noqa: E402
+from elasticnet.config import build_config  # noqa: E402
+from elasticnet.files import atomic_write_text, lock_is_held  # noqa: E402
+from elasticnet.reporting import markdown_table  # noqa: E402
+from elasticnet.training.compute import subnet_flops  # noqa: E402
+from elasticnet.training.recipe import epochs_within, planned_flops  # noqa: E402
+
+CONFIG = ROOT / "experiments" / "cvc_clinicdb.yaml"
+DEPTHS, WIDTHS = (3, 4, 5), (0.25, 0.5, 0.75, 1.0)
+GRID = ("--depths", "3,4,5", "--widths", "0.25,0.5,0.75,1")
+TABLE_SHAPES = [(3, 0.25), (3, 1.0), (4, 0.5), (4, 1.0), (5, 0.25), (5, 1.0)]
+COMPUTE_SHARE = 0.5  # equal compute: at most this share of the 12 individual trainings' FLOPs
+TARGET = -1.0  # Dice points: worst paired gap allowed
+SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "record.json")
+# The elastic recipes (flags on top of the profile), from the weight-sharing literature (issue 13, part 2).
+SLIM = ("--strategy", "sandwich", "--always-subnets", "d4-w1,d3-w1", "--weight-smallest", "0.5")
+ARMS: dict[str, tuple[str, ...]] = {
+    "uniform": ("--depths", "3,4,5", "--widths", "1", "--strategy", "uniform"),  # the originating study
+    "sandwich": (*GRID, "--strategy", "sandwich"),  # the earlier tables' method
+    "slimmable": (*GRID, *SLIM),  # every deployed full-width depth every step
+    "slimmable+floor+clip": (*GRID, *SLIM, "--lr-floor", "0.05", "--grad-clip", "1"),
+    "slimmable+sgd": (*GRID, *SLIM, "--optimizer", "sgd", "--lr", "0.05", "--lr-floor", "0.05", "--grad-clip", "1"),
+    "slimmable+flops": (*GRID, *SLIM, "--random-by-flops"),
+    "slimmable+warm": (*GRID, *SLIM, "--shrink-start", "0.3", "--width-start", "0.45", "--ramp", "0.05"),
+    "slimmable+ema": (*GRID, *SLIM, "--distill", "--distill-teacher", "ema", "--distill-loss", "bce",
+                      "--distill-start", "0.5", "--ramp", "0.05", "--ema-decay", "0.98"),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    split: str
+    seed: int
+    name: str  # folder name
+    method: str  # "individual" or "<arm>@<comparison>"
+    flags: tuple[str, ...]
+    epochs: int
+    shape: tuple[int, float] | None = None
+
+    @property
+    def key(self) -> Path:
+        return Path(self.split) / f"seed{self.seed}" / self.name
+
+
+def split_flags(split: str) -> tuple[str, ...]:
+    if split == "random":
+        return ("--split", "random", "--folds", "5", "--fold", "0")
+    if split.startswith("grouped-f") and split[9:].isdigit():
+        return ("--split", "grouped", "--folds", "5", "--fold", split[9:])
+    raise SystemExit(f"unknown split {split!r}; use random or grouped-f<k> (k = 0..4)")
+
+
+def layout(args, split: str) -> tuple[int, int]:
+    """(steps per epoch, images per step) of a split's training set: the data decide, so they are read once."""
+    from elasticnet.data import build_datasets
+
+    cfg = build_config(str(args.config), {"data": args.data, **flag_dict(split_flags(split))}, args.profile)
+    n = len(build_datasets(cfg.data, cfg.model.in_channels, 0).train)
+    batch = min(cfg.train.batch_size, n)
+    return n // batch, batch
+
+
+def flag_dict(flags: tuple[str, ...]) -> dict[str, str]:
+    out, key = {}, None
+    for token in flags:
+        if token.startswith("--"):
+            key = token[2:].replace("-", "_")
+            out[key] = "true"
+        else:
+            out[key] = token
+    return out
+
+
+def plan(args) -> tuple[list[Run], dict]:
+    base = build_config(str(args.config), {"data": args.data}, args.profile)
+    E, base_width = base.train.epochs, base.model.base_width
+    size = tuple(base.data.image_size)
+    flops = subnet_flops(build_config(str(args.config), {"data": args.data, **flag_dict(GRID)}, args.profile).model, size)
+    runs, budget = [], {}
+    for split in args.splits:
+        steps, batch = layout(args, split)
+        # the 12 individual nets' training FLOPs for E epochs
+        budget[split] = sum(3 * f * batch * steps * E for f in flops.values())
+        for seed in args.seeds:
+            for depth, width in args.shape_list:
+                runs.append(Run(split, seed, f"individual-d{depth}-w{width:g}", "individual",
+                                ("--depths", str(depth), "--widths", "1", "--base-width", str(round(base_width * width))),
+                                E, (depth, width)))
+            for arm in args.arms:
+                for comparison in args.comparisons:
+                    epochs = E
+                    if comparison == "compute":
+                        cfg = build_config(str(args.config), {"data": args.data, **flag_dict(ARMS[arm])}, args.profile)
+                        epochs = epochs_within(cfg, steps, batch, COMPUTE_SHARE * budget[split], size)
+                    runs.append(Run(split, seed, f"{arm}@{comparison}", f"{arm}@{comparison}", ARMS[arm], epochs))
+    return runs, budget
+
+
+def command(args, run: Run, folder: Path) -> list[str]:
+    return [sys.executable, "-m", "elasticnet", "train", "--config", str(args.config), "--profile", args.profile,
+            "--data", args.data, *split_flags(run.split), "--seed", str(run.seed), *run.flags, "--epochs",
+            str(run.epochs), "--device", args.device, "--out", str(folder), "--quiet"]
+
+
+def committed(args, run: Run) -> Path:
+    return args.out / "runs" / run.key
+
+
+def done(folder: Path) -> bool:
+    return (folder / "subnets.csv").is_file() and (folder / "record.json").is_file()
+
+
+def train_one(args, run: Run, threads: int) -> None:
+    if done(committed(args, run)):
+        return
+    folder = args.runs / run.key
+    if not (folder / "checkpoint.pt").is_file():
+        if lock_is_held(folder / ".lock"):
+            raise SystemExit(f"{folder} is being trained by another process")
+        cmd = command(args, run, folder)
+        if (folder / "last.pt").is_file():
+            cmd = [sys.executable, "-m", "elasticnet", "train", "--resume", str(folder), "--device", args.device, "--quiet"]
+        elif folder.exists():
+            shutil.rmtree(folder)  # stopped before its first save: nothing to continue
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+        with open(folder / "train.log", "a") as log:
+            finished = subprocess.run(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        if finished.returncode != 0:
+            raise SystemExit(f"training {folder} failed (exit {finished.returncode}); see {folder}/train.log")
+        wall = time.perf_counter() - start
+    else:
+        wall = float("nan")
+    keep(args, run, folder, wall, threads)
+    print(f"done {run.key}", flush=True)
+
+
+def keep(args, run: Run, folder: Path, wall: float, threads: int) -> None:
+    """Copy a finished run's small files into results/ (committed), with a record of its cost."""
+    from elasticnet.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(folder / "checkpoint.pt")
+    record = {"method": run.method, "epochs": ckpt["epoch"], "train_seconds": ckpt["train_seconds"],
+              "train_tflops": ckpt.get("train_tflops"), "precision": ckpt.get("precision", "fp32"),
+              "wall_seconds": None if wall != wall else round(wall, 1), "threads": threads,
+              "elasticnet": __version__}
+    atomic_write_text(folder / "record.json", json.dumps(record, indent=1))
+    target = committed(args, run)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in SMALL_FILES:
+        shutil.copy2(folder / name, target / name)
+    splits = args.out / "splits"
+    splits.mkdir(exist_ok=True)
+    if not (splits / f"{run.split}.csv").exists():
+        shutil.copy2(folder / "split.csv", splits / f"{run.split}.csv")
+
+
+# ---- results ----
+
+def collect(args, runs: list[Run]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        folder = committed(args, run)
+        if not done(folder):
+            continue
+        record = json.loads((folder / "record.json").read_text())
+        table = pd.read_csv(folder / "subnets.csv")
+        for _, r in table.iterrows():
+            suffix = "_bn_as_trained" if run.method == "individual" else ""  # individual nets: their own BN
+            depth, width = run.shape or (int(r["depth"]), float(r["width"]))
+            rows.append({"split": run.split, "method": run.method, "depth": depth, "width": width, "seed": run.seed,
+                         "dice": r[f"test_dice{suffix}"], "iou": r[f"test_iou{suffix}"], "epochs": record["epochs"],
+                         "train_seconds": record["train_seconds"], "train_tflops": record["train_tflops"],
+                         "val_dice": r[f"dice{suffix}"]})
+    return pd.DataFrame(rows)
+
+
+def paired_gaps(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per split, elastic method and shape: the mean over seeds of (elastic - individual), in Dice points."""
+    ind = frame[frame.method == "individual"].set_index(["split", "depth", "width", "seed"])[column]
+    ela = frame[frame.method != "individual"].copy()
+    ela["individual"] = [ind.get((s, d, w, k)) for s, d, w, k in zip(ela.split, ela.depth, ela.width, ela.seed)]
+    ela = ela.dropna(subset=["individual"])
+    ela["gap"] = 100 * (ela[column] - ela["individual"])
+    return (ela.groupby(["split", "method", "depth", "width"])
+            .agg(elastic=(column, lambda x: 100 * x.mean()), individual=("individual", lambda x: 100 * x.mean()),
+                 gap=("gap", "mean"), seeds=("gap", "size")).reset_index())
+
+
+def targets(frame: pd.DataFrame, budget: dict[str, float]) -> pd.DataFrame:
+    gaps = paired_gaps(frame, "dice")
+    rows = []
+    for (split, method), group in gaps.groupby(["split", "method"]):
+        tflops = frame[(frame.split == split) & (frame.method == method)].groupby("seed").train_tflops.first().mean()
+        ratio = tflops * 1e12 / budget[split] if split in budget else float("nan")
+        comparison = method.split("@")[-1]
+        met = group.gap.min() >= TARGET and (comparison != "compute" or ratio <= COMPUTE_SHARE + 1e-9)
+        rows.append({"split": split, "method": method, "comparison": "equal " + comparison,
+                     "worst_gap": round(group.gap.min(), 2), "mean_gap": round(group.gap.mean(), 2),
+                     "compute_ratio": round(ratio, 3), "met": bool(met)})
+    return pd.DataFrame(rows, columns=["split", "method", "comparison", "worst_gap", "mean_gap", "compute_ratio", "met"])
+
+
+def plot_gaps(gaps: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = sorted(gaps.split.unique())
+    fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False, sharey=True)
+    shapes = [(d, w) for d in DEPTHS for w in WIDTHS]
+    for ax, split in zip(axes[0], splits):
+        mine = gaps[gaps.split == split]
+        methods = sorted(mine.method.unique())
+        step = 0.8 / max(1, len(methods))
+        for i, method in enumerate(methods):
+            m = mine[mine.method == method].set_index(["depth", "width"]).gap
+            xs = [j - 0.4 + step * (i + 0.5) for j, s in enumerate(shapes) if s in m.index]
+            ax.bar(xs, [m[s] for s in shapes if s in m.index], step, label=method)
+        ax.axhline(TARGET, color="red", lw=0.8, ls="--")
+        ax.axhline(0, color="black", lw=0.6)
+        ax.set_xticks(range(len(shapes)), [f"d{d}\nw{w:g}" for d, w in shapes], fontsize=7)
+        ax.set_title(f"{split}", fontsize=9)
+        ax.set_ylabel("test Dice, elastic - individual (points, mean of seeds)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(args, runs: list[Run], budget: dict[str, float]) -> None:
+    frame = collect(args, runs)
+    if frame.empty:
+        print("no finished runs yet")
+        return
+    columns = ["split", "method", "depth", "width", "seed", "dice", "iou", "epochs", "train_seconds", "train_tflops"]
+    frame.sort_values(["split", "method", "depth", "width", "seed"])[columns].to_csv(args.out / "summary.csv", index=False)
+    goal = targets(frame, budget)
+    goal.to_csv(args.out / "targets.csv", index=False)
+    val = paired_gaps(frame, "val_dice")
+    ablation = (val.groupby(["split", "method"]).agg(worst_val_gap=("gap", "min"), mean_val_gap=("gap", "mean"))
+                .round(2).reset_index())
+    ablation.to_csv(args.out / "ablation.csv", index=False)
+    test = paired_gaps(frame, "dice").round(2)
+    test.to_csv(args.out / "gaps.csv", index=False)
+    plot_gaps(test, args.out / "gaps.png")
+    atomic_write_text(args.out / "tables.md", (
+        f"# Parity on CVC-ClinicDB, `{args.profile}` profile\n\n"
+        f"Test Dice (%) per shape, mean over seeds, and the paired gap elastic - individual (points). Target: worst gap "
+        f">= {TARGET:g} at equal compute (elastic training FLOPs <= {COMPUTE_SHARE:g} x the 12 individual trainings').\n\n"
+        + md(test) + "\n\n## Targets\n\n" + md(goal)
+        + "\n\n## Recipes on validation Dice (choose here, never on test)\n\n" + md(ablation) + "\n"))
+
+
+def md(frame: pd.DataFrame) -> str:
+    return markdown_table(frame.to_dict("records")) if not frame.empty else "(none yet)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--config", type=Path, default=CONFIG)
+    p.add_argument("--profile", default="converged")
+    p.add_argument("--splits", default="random,grouped-f0,grouped-f1")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--arms", default="slimmable")
+    p.add_argument("--comparisons", default="compute,epochs")
+    p.add_argument("--shapes", default="all", choices=["all", "table"])
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "parity")
+    p.add_argument("--out", type=Path, default=None, help="default results/cvc_clinicdb/PROFILE")
+    p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--report-only", action="store_true")
+    args = p.parse_args(argv)
+    if not Path(args.data).is_dir():
+        raise SystemExit(f"--data {args.data} is not a folder; give the CVC-ClinicDB folder")
+    args.data = str(Path(args.data).resolve())
+    args.splits = [s for s in args.splits.split(",") if s]
+    for split in args.splits:
+        split_flags(split)
+    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    args.arms = [a for a in args.arms.split(",") if a]
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {unknown}; arms: {', '.join(ARMS)}")
+    args.comparisons = [c for c in args.comparisons.split(",") if c]
+    if set(args.comparisons) - {"epochs", "compute"}:
+        raise SystemExit("--comparisons takes epochs and/or compute")
+    args.shape_list = [(d, w) for d in DEPTHS for w in WIDTHS] if args.shapes == "all" else TABLE_SHAPES
+    args.out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs, budget = plan(args)
+    if args.dry_run:
+        for run in runs:
+            print(f"{run.key}: {run.epochs} epochs")
+        return
+    if not args.report_only:
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+        todo = sorted(runs, key=lambda r: (r.seed, r.method == "individual", -r.epochs))
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for future in [pool.submit(train_one, args, r, threads) for r in todo]:
+                future.result()
+        atomic_write_text(args.out / "COMMANDS.md", "# Commands\n\n    python paper/parity_table.py "
+                          + " ".join(sys.argv[1:] if argv is None else argv) + "\n\nTrainings:\n\n"
+                          + "\n".join("    " + " ".join(command(args, r, args.runs / r.key)[1:]) for r in runs) + "\n")
+    write(args, runs, budget)
+    print((args.out / "tables.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
