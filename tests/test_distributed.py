@@ -78,3 +78,29 @@ def test_a_single_process_run_resumes_on_two_processes(tmp_path, monkeypatch):
     assert "saved by 1 process(es) at step 9, continuing with 2 at step 4" in done.stdout, done.stdout
     final = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert final["step"] == 8 and len(final["log"]) == 2 and not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_sync_bn_statistics_are_fp32_whatever_the_input_dtype(tmp_path, dtype):
+    """A one-process group: synchronised BN on fp16/bf16 input equals plain BatchNorm in fp32 (an fp16 count of
+    N*H*W = 8*96*128 would overflow to inf and turn running_var into NaN)."""
+    import torch.distributed as dist
+
+    from elasticnet.models.elastic_layers import ElasticBatchNorm2d
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        x = (torch.randn(8, 6, 96, 128) * 3 + 1).to(dtype)
+        synced, plain = ElasticBatchNorm2d(8), torch.nn.BatchNorm2d(6)
+        synced.sync = True
+        synced.train(), plain.train()
+        out = synced(x)
+        expected = plain(x.float())
+        assert out.dtype == dtype and torch.isfinite(synced.running_var).all()
+        tol = {torch.float16: 1e-2, torch.bfloat16: 5e-2, torch.float32: 1e-4}[dtype]
+        torch.testing.assert_close(out.float(), expected, rtol=tol, atol=tol)
+        torch.testing.assert_close(synced.running_mean[:6], plain.running_mean, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(synced.running_var[:6], plain.running_var, rtol=1e-3, atol=1e-3)
+    finally:
+        dist.destroy_process_group()

@@ -124,8 +124,12 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
         """Batch norm with mean and variance over every process's batch (differentiable all-reduce)."""
         from torch.distributed.nn.functional import all_reduce
 
-        count = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
-        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
+        # statistics in fp32 whatever the input's dtype: N*H*W overflows fp16 (inf count, zero mean and
+        # variance, NaN running_var), and sums of squares lose bf16's few mantissa bits. torch.full, not
+        # torch.tensor, so no blocking host-to-device copy per layer.
+        xf = x.float()
+        count = torch.full((1,), x.numel() / c, dtype=torch.float32, device=x.device)
+        stats = all_reduce(torch.cat([xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count]))
         n = stats[2 * c]
         mean = stats[:c] / n
         var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
@@ -134,8 +138,9 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
             self.running_mean[:c].mul_(1 - factor).add_(factor * mean.detach())
             self.running_var[:c].mul_(1 - factor).add_(factor * var.detach() * (n / (n - 1)).clamp_max(1e6))
-        scale = self.weight[:c] * torch.rsqrt(var + self.eps)
-        return x * scale[None, :, None, None] + (self.bias[:c] - mean * scale)[None, :, None, None]
+        scale = self.weight[:c].float() * torch.rsqrt(var + self.eps)
+        out = xf * scale[None, :, None, None] + (self.bias[:c].float() - mean * scale)[None, :, None, None]
+        return out.to(x.dtype)
 
     def active_mask(self, active: int) -> dict[str, torch.Tensor]:
         mask = torch.zeros(self.num_features, dtype=torch.bool, device=self.weight.device)
