@@ -12,7 +12,7 @@ to both shapes (validation only: the test images stay unseen).
 Each finished run's small files (config.yaml, log.csv, subnets.csv, wall_seconds.json; no checkpoint) are
 copied to ``results/cvc_clinicdb/converged/convergence-runs/eN/<run>/`` and read from there when the run
 folder is gone, so the study continues on any machine from what is committed. Writes convergence.csv (one
-row per shape and epoch count: validation and test Dice, training seconds), convergence.png (final
+row per shape and epoch count: validation Dice, training seconds; the test images are not looked at), convergence.png (final
 validation Dice vs epochs, and the per-epoch validation curves) and convergence.md (the choice of E).
 """
 
@@ -88,7 +88,6 @@ def collect(epoch_counts: list[int]) -> tuple[list[dict], dict[tuple[str, int], 
             # individual U-Nets are evaluated with their running BN statistics (as in the Dice tables)
             rows.append({"depth": depth, "width": width, "epochs": epochs,
                          "val_dice": round(100 * float(row["dice_bn_as_trained"]), 2),
-                         "test_dice": round(100 * float(row["test_dice_bn_as_trained"]), 2),
                          "train_seconds": round(sum(float(r["seconds"]) for r in log), 1)})
             curves[(name, epochs)] = [100 * float(r["val_dice_largest"]) for r in log]
     return rows, curves
@@ -118,15 +117,14 @@ def plot(rows: list[dict], curves: dict, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for name, (depth, width) in SHAPES.items():
-        mine = sorted((r["epochs"], r["val_dice"], r["test_dice"]) for r in rows if (r["depth"], r["width"]) == (depth, width))
+        mine = sorted((r["epochs"], r["val_dice"]) for r in rows if (r["depth"], r["width"]) == (depth, width))
         if mine:
-            e, v, t = zip(*mine)
-            left.plot(e, v, "o-", label=f"({depth},{width:g}) validation")
-            left.plot(e, t, "x--", alpha=0.6, label=f"({depth},{width:g}) test")
+            e, v = zip(*mine)
+            left.plot(e, v, "o-", label=f"({depth},{width:g})")
     left.set_xscale("log", base=2)
     left.set_xlabel("epochs (separate trainings)")
-    left.set_ylabel("Dice (%)")
-    left.set_title("final Dice vs training length")
+    left.set_ylabel("validation Dice (%)")
+    left.set_title("final validation Dice vs training length")
     left.legend(fontsize=8)
     for (name, epochs), curve in sorted(curves.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         right.plot(range(1, len(curve) + 1), curve, label=f"{name.replace('individual-', '')} E={epochs}", alpha=0.8)
