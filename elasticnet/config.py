@@ -80,7 +80,7 @@ class TrainConfig:
     sync_bn: bool = False  # data-parallel only: batch statistics over all processes
     grad_checkpoint: bool = False  # recompute each level's block in backward (less memory, more time)
     amp: str = "auto"  # auto | none | bf16 | fp16: mixed precision (auto: bf16 where the device has it natively, else fp32)
-    eval_batch_size: int = 32  # batch size of BN calibration and evaluation (no gradients: larger than training's)
+    eval_batch_size: int = 0  # batch of BN calibration and evaluation; 0: auto (no gradients, so larger than training's)
     final_table: bool = True  # calibrate and evaluate every sub-net at the end (off: smoke and benchmark runs)
     channels_last: bool = True  # NHWC memory layout in training (measured 1.2-1.3x faster steps on CPUs, fp32 and bf16)
     checkpoint_every: int = 50  # steps between saves of the training state (last.pt); 0: at epoch ends only
@@ -219,8 +219,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError(f"ema_decay must lie in (0, 1), got {t.ema_decay}")
     if t.grad_clip < 0 or t.weight_smallest < 0 or t.weight_random < 0:
         raise UserError("grad_clip, weight_smallest and weight_random must be >= 0")
-    if cfg.train.eval_batch_size < 1:
-        raise UserError(f"eval_batch_size must be >= 1, got {cfg.train.eval_batch_size}")
+    if cfg.train.eval_batch_size < 0:
+        raise UserError(f"eval_batch_size must be >= 1, or 0 for automatic; got {cfg.train.eval_batch_size}")
     if cfg.train.checkpoint_every < 0:
         raise UserError("checkpoint_every must be >= 0 (0: save the training state at epoch ends only)")
     if cfg.train.batch_size < 1 or cfg.train.epochs < 1:
@@ -301,3 +301,16 @@ def resolve_for_device(cfg: RunConfig, device_type: str) -> RunConfig:
         model = dataclasses.replace(cfg.model, channel_multiple=fast_channel_multiple(device_type))
         cfg = validate(dataclasses.replace(cfg, model=model))
     return cfg
+
+
+EVAL_PIXELS = 4_000_000  # automatic evaluation batch: about this many input pixels (32 images at 288x384)
+
+
+def eval_batch_size(cfg: RunConfig) -> int:
+    """The evaluation batch: as given, or (0) as many whole images as make ~4 M pixels, between the training
+    batch and 64 (one 2048x1280 film stays one film; 64x96 frames go 64 at a time)."""
+    t = cfg.train
+    if t.eval_batch_size:
+        return t.eval_batch_size
+    h, w = cfg.data.image_size
+    return max(t.batch_size, min(64, EVAL_PIXELS // (h * w)))

@@ -115,6 +115,17 @@ def test_evaluation_batch_size_and_layout_do_not_change_the_table(tmp_path):
         assert small["dice"] == pytest.approx(large["dice"], abs=0.02)  # per-batch BN variances average differently
 
 
+@pytest.mark.parametrize("size, batch, expected", [((64, 96), 8, 64), ((288, 384), 16, 36), ((1024, 1024), 2, 3),
+                                                   ((2048, 1280), 2, 2), ((32, 32), 8, 64)])
+def test_automatic_evaluation_batch_fits_a_pixel_budget(size, batch, expected):
+    from elasticnet.config import eval_batch_size
+
+    cfg = build_config(None, {"image_size": f"{size[0]}x{size[1]}", "batch_size": str(batch), "depths": "3"})
+    assert eval_batch_size(cfg) == expected
+    cfg.train.eval_batch_size = 5
+    assert eval_batch_size(cfg) == 5
+
+
 def test_inference_layout_gives_the_same_predictions(tiny_elastic):
     x = torch.randn(3, 3, 32, 32)
     tiny_elastic.eval()

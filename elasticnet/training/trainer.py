@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from elasticnet.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from elasticnet.config import RunConfig, load_yaml, resolve_for_device, save_yaml
+from elasticnet.config import RunConfig, eval_batch_size, load_yaml, resolve_for_device, save_yaml
 from elasticnet.data import build_datasets
 from elasticnet.data.dataset import PatchDataset
 from elasticnet.errors import UserError
@@ -220,10 +220,11 @@ def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], No
         t_cfg = cfg.train
         split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
         check_same_split(split.rows, run_dir / "split.csv")
-        calib_loader, val_loader, test_loader = evaluation_loaders(split, t_cfg.eval_batch_size, t_cfg.seed,
+        eval_batch = eval_batch_size(cfg)
+        calib_loader, val_loader, test_loader = evaluation_loaders(split, eval_batch, t_cfg.seed,
                                                                    calib_images=t_cfg.calib_batches * t_cfg.batch_size)
-        calib_batches = calibration_batches(t_cfg.calib_batches, t_cfg.batch_size, t_cfg.eval_batch_size)
-        echo(f"calibrating BatchNorm ({calib_batches} batches of {t_cfg.eval_batch_size}) and evaluating "
+        calib_batches = calibration_batches(t_cfg.calib_batches, t_cfg.batch_size, eval_batch)
+        echo(f"calibrating BatchNorm ({calib_batches} batches of {eval_batch}) and evaluating "
              f"{len(cfg.model.subnets())} sub-nets of {run_dir} ...")
         rows, bn_stats = subnet_table(model, calib_loader, val_loader, next(model.parameters()).device,
                                       tuple(cfg.data.image_size), calib_batches, t_cfg.threshold, test_loader,
@@ -284,11 +285,12 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
     batch_size = min(t_cfg.batch_size, order.per_process())
     train_loader = DataLoader(split.train, batch_size=batch_size, sampler=order, drop_last=True,
                               num_workers=cfg.data.num_workers)
-    calib_loader, val_loader, test_loader = evaluation_loaders(split, t_cfg.eval_batch_size, t_cfg.seed, d,
+    eval_batch = eval_batch_size(cfg)
+    calib_loader, val_loader, test_loader = evaluation_loaders(split, eval_batch, t_cfg.seed, d,
                                                                t_cfg.calib_batches * batch_size)
     # BN calibration sees as many images as `calib_batches` training batches, in eval-sized batches
-    calib_batches = calibration_batches(t_cfg.calib_batches, batch_size, t_cfg.eval_batch_size)
-    quick_batches = calibration_batches(min(4, t_cfg.calib_batches), batch_size, t_cfg.eval_batch_size)
+    calib_batches = calibration_batches(t_cfg.calib_batches, batch_size, eval_batch)
+    quick_batches = calibration_batches(min(4, t_cfg.calib_batches), batch_size, eval_batch)
     tile = cfg.data.tile  # sliding-window evaluation of patch-trained models
 
     steps_per_epoch = order.per_process() // batch_size
@@ -383,7 +385,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
     model.to(memory_format=torch.contiguous_format)  # the checkpoint and the table use the plain layout
     rows, bn_stats = [], {}
     if t_cfg.final_table:
-        echo(f"calibrating BatchNorm ({calib_batches} batches of {t_cfg.eval_batch_size}) and evaluating "
+        echo(f"calibrating BatchNorm ({calib_batches} batches of {eval_batch}) and evaluating "
              f"{len(sampler.choices)} sub-nets ...")
         rows, bn_stats = subnet_table(model, calib_loader, val_loader, device, tuple(cfg.data.image_size),
                                       calib_batches, t_cfg.threshold, test_loader, tile, pool=pool)
