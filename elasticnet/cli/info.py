@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(checkpoint)
     if args.json:
         print(json.dumps({k: ckpt.get(k) for k in ("format", "format_version", "elasticnet_version", "config", "step",
-                                                   "epoch", "train_seconds", "subnets")}, indent=2))
+                                                   "epoch", "train_seconds", "train_tflops", "precision",
+                                                   "subnets")}, indent=2))
         return 0
     cfg = ckpt["config"]
     print(f"checkpoint {checkpoint} (elasticnet {ckpt.get('elasticnet_version')}, format {ckpt.get('format_version')})")
@@ -51,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"data: {cfg['data']['data']} at {cfg['data']['image_size'][0]}x{cfg['data']['image_size'][1]}")
     t = cfg["train"]
     print(f"training: {ckpt.get('step')} steps ({ckpt.get('epoch')} epochs) in {ckpt.get('train_seconds')} s, strategy "
-          f"{t['strategy']}{' + distill' if t['distill'] else ''}, batch {t['batch_size']}, lr {t['lr']}, seed {t['seed']}")
+          f"{t['strategy']}{' + distill' if t['distill'] else ''}, batch {t['batch_size']}, lr {t['lr']}, seed {t['seed']}"
+          + (f", {ckpt['precision']}" if ckpt.get("precision") else "")
+          + (f", {ckpt['train_tflops']} TFLOPs (model count)" if ckpt.get("train_tflops") is not None else ""))
     if ckpt.get("subnets"):
         print("\nsub-nets (validation, BN re-estimated per sub-net):")
         print(text_table(ckpt["subnets"], table_columns(ckpt["subnets"])))
