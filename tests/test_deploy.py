@@ -253,3 +253,53 @@ def test_predict_input_and_bundle_errors(bundle, tmp_path):
     with pytest.raises(UserError, match="does not match the sha256"):
         SiteModel(broken)
     assert main(["predict", "--model", str(tmp_path / "none"), str(tmp_path)]) == 2
+
+
+# --- predict never replaces a user's files ------------------------------------------------------------------
+
+def test_predict_refuses_to_replace_existing_files_without_overwrite(bundle, tmp_path):
+    images = _images(tmp_path / "in", count=2)
+    out = tmp_path / "out"
+    predict_files(bundle, [images], out, **QUIET)
+    first = (out / "predictions.csv").read_bytes()
+    (out / "notes.txt").write_text("a site's notes")
+    with pytest.raises(UserError, match="exist already .*--overwrite"):
+        predict_files(bundle, [images], out, **QUIET)  # a second batch into the same folder
+    assert (out / "predictions.csv").read_bytes() == first
+    predict_files(bundle, [images], out, overwrite=True, **QUIET)
+    assert (out / "notes.txt").read_text() == "a site's notes"  # files predict does not write are never touched
+
+
+@pytest.mark.parametrize("where", ["root", "inside", "same"])
+def test_predict_never_writes_into_the_input_data(bundle, tmp_path, where):
+    """Predicting into a data set's root would replace its ground-truth masks/ (a real case): refused, even with
+    --overwrite, before anything is written."""
+    root = tmp_path / "dataset"
+    images = _images(root / "images", count=2)
+    (root / "masks").mkdir()
+    truth = root / "masks" / "img0.png"
+    truth.write_bytes(b"ground truth")
+    out = {"root": root, "inside": images / "pred", "same": images}[where]
+    before = sorted(p for p in tmp_path.rglob("*"))
+    with pytest.raises(UserError, match="input folder"):
+        predict_files(bundle, [images], out, overwrite=True, **QUIET)
+    assert truth.read_bytes() == b"ground truth" and sorted(p for p in tmp_path.rglob("*")) == before
+
+
+def test_predict_default_output_is_a_new_folder_per_call(bundle, tmp_path, monkeypatch):
+    images = _images(tmp_path / "in", count=1)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    folders = []
+    for _ in range(2):
+        predict_files(bundle, [images], None, chosen=folders.append, **QUIET)
+    assert len(set(folders)) == 2 and all((work / f / "predictions.csv").is_file() for f in folders)
+    assert all(f.name.startswith("predictions-") for f in folders)
+
+
+def test_two_inputs_with_one_name_are_refused(bundle, tmp_path):
+    a, b = _images(tmp_path / "a", count=1), _images(tmp_path / "b", count=1)
+    with pytest.raises(UserError, match="would both write img0.png"):
+        predict_files(bundle, [a, b], tmp_path / "out", **QUIET)
+    assert not (tmp_path / "out").exists()

@@ -6,6 +6,12 @@ For each input image ``NAME.ext`` it writes ``OUT/masks/NAME.png`` (0/255, the i
 the number of separate lesions, the highest lesion probability, and the time taken (model and total).
 Every file is written atomically. An image that cannot be read does not stop the others; all such
 images are listed in one error at the end.
+
+Nothing a user already has is ever replaced: without ``overwrite`` a call refuses (before writing anything)
+when any file it would write exists already, when two inputs would write the same mask (same file name in
+two folders), and always when the output folder is, lies inside, or contains an input folder (predicting
+into a data set's root would otherwise replace its ground-truth ``masks/``). Without ``out`` a new folder
+``predictions-<date>-<time>[-N]`` is made, so two batches never share one.
 """
 
 from __future__ import annotations
@@ -85,12 +91,59 @@ def predict_image(model: SiteModel, image: np.ndarray) -> tuple[np.ndarray, dict
     return mask, stats
 
 
-def predict_files(bundle: str | Path, inputs: Sequence[str | Path], out: str | Path, threads: int = 0,
-                  overlays: bool = True, echo: Callable[[str], None] = print) -> list[dict]:
-    """Predict every image of ``inputs`` with ``bundle``; write masks, overlays and ``predictions.csv``."""
+def new_output_folder(parent: Path = Path(".")) -> Path:
+    """A folder ``predictions-<date>-<time>[-N]`` that did not exist (made here, so a parallel call gets another)."""
+    stem = "predictions-" + time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        folder = parent / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise UserError(f"could not make a new output folder {stem}-N in {parent.resolve()}; pass --out")
+
+
+def _nested(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_outputs(inputs: Sequence[str | Path], files: list[Path], out: Path, overlays: bool, overwrite: bool) -> None:
+    """Refuse, before anything is written, a call that would replace a user's file (see the module doc)."""
+    resolved = out.resolve()
+    folders = {Path(i).resolve() if Path(i).is_dir() else Path(i).resolve().parent for i in inputs}
+    clash = sorted(str(f) for f in folders if _nested(resolved, f))
+    if clash:
+        raise UserError(f"the output folder {out} is, contains or lies inside the input folder {clash[0]}: predicting "
+                        "there could replace the data's own files (e.g. its ground-truth masks/); choose an --out "
+                        "outside the inputs")
+    stems = [f.stem for f in files]  # unique: collect_inputs refuses two inputs with one name
+    if overwrite:
+        return
+    planned = [out / "predictions.csv"] + [out / kind / f"{stem}.png" for stem in stems
+                                           for kind in (("masks", "overlays") if overlays else ("masks",))]
+    existing = [p for p in planned if p.exists() or p.is_symlink()]
+    if existing:
+        raise UserError(f"{len(existing)} file(s) this call would write exist already in {out} (e.g. {existing[0]}); "
+                        "choose another --out (or leave it out for a new folder), or pass --overwrite to replace them")
+
+
+def predict_files(bundle: str | Path, inputs: Sequence[str | Path], out: str | Path | None, threads: int = 0,
+                  overlays: bool = True, echo: Callable[[str], None] = print, overwrite: bool = False,
+                  chosen: Callable[[Path], None] | None = None) -> list[dict]:
+    """Predict every image of ``inputs`` with ``bundle``; write masks, overlays and ``predictions.csv`` into
+    ``out`` (None: a new ``predictions-<date>-<time>`` folder). Refuses to replace existing files unless
+    ``overwrite``."""
     model = SiteModel(bundle, threads)
     files = collect_inputs(inputs)
+    if out is None or str(out) == "":
+        # the folder is new and empty: only where it lies and name clashes can refuse the call
+        check_outputs(inputs, files, Path(time.strftime("predictions-%Y%m%d-%H%M%S")), overlays, overwrite=True)
+        out = new_output_folder()
     out = Path(out)
+    check_outputs(inputs, files, out, overlays, overwrite)
+    if chosen is not None:
+        chosen(out)
     rows, problems = [], []
     for path in _progress(files, echo):
         start = time.perf_counter()
