@@ -74,9 +74,21 @@ def exclusive_lock(path: str | Path, wait: bool = True) -> Iterator[int | None]:
     the holder ends (SIGKILL included). POSIX only."""
     import fcntl
 
+    import stat
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        # never follow a link: a planted RUN/.lock -> ~/thesis.tex must not be opened (and then truncated)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as e:
+        raise UserError(f"cannot open the lock file {path} ({e.strerror}); if it is a symbolic link or not a file, "
+                        "remove it") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise UserError(f"the lock file {path} is not a plain file of its own (a hard link or a special file); "
+                        "remove it")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

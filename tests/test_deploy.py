@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import math
 import subprocess
 import sys
@@ -303,3 +304,38 @@ def test_two_inputs_with_one_name_are_refused(bundle, tmp_path):
     with pytest.raises(UserError, match="would both write img0.png"):
         predict_files(bundle, [a, b], tmp_path / "out", **QUIET)
     assert not (tmp_path / "out").exists()
+
+
+def test_re_export_into_a_bundle_keeps_the_sites_other_files(run, tmp_path):
+    out = tmp_path / "bundle"
+    export_subnet(run / "checkpoint.pt", 3, 0.5, "torch", out, echo=lambda s: None,
+                  options=ExportOptions(latency=False))
+    (out / "site-notes.txt").write_text("installed 2026-12-01")
+    (out / "results").mkdir()
+    (out / "results" / "audit.csv").write_text("case,dice\n")
+    export_subnet(run / "checkpoint.pt", 3, 1.0, "torch", out, echo=lambda s: None,
+                  options=ExportOptions(latency=False))
+    assert (out / "site-notes.txt").read_text() == "installed 2026-12-01"
+    assert (out / "results" / "audit.csv").read_text() == "case,dice\n"
+    assert json.loads((out / "model.json").read_text())["subnet"]["width"] == 1.0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no hidden leftovers
+
+
+def test_a_planted_lock_link_is_refused_and_its_target_untouched(tmp_path):
+    from elasticnet.training.run_dir import run_lock
+
+    precious = tmp_path / "thesis.tex"
+    precious.write_text("three years of work")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").symlink_to(precious)
+    with pytest.raises(UserError, match="lock file"):
+        with run_lock(run_dir):
+            pass
+    os.link(precious, tmp_path / "hard")  # a hard link planted as the lock
+    (run_dir / ".lock").unlink()
+    os.link(precious, run_dir / ".lock")
+    with pytest.raises(UserError, match="not a plain file of its own"):
+        with run_lock(run_dir):
+            pass
+    assert precious.read_text() == "three years of work"

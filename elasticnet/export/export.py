@@ -233,12 +233,17 @@ def bundle_readme(d: dict[str, Any]) -> str:
 
 
 def _replace_dir(new: Path, target: Path) -> None:
-    """Move the finished folder ``new`` to ``target``, replacing an older export there."""
+    """Move the finished folder ``new`` to ``target``, replacing an older export there: only the files this
+    export writes are replaced; anything else in the folder (a site's notes, results) is kept."""
     target.parent.mkdir(parents=True, exist_ok=True)
     old = None
     if target.exists():
-        if not (target / "model.json").exists() and any(target.iterdir()):
+        if not target.is_dir() or (not (target / "model.json").exists() and any(target.iterdir())):
             raise UserError(f"{target} exists and is not an export bundle; choose another --out")
+        written = {p.name for p in new.iterdir()}
+        for item in target.iterdir():
+            if item.name not in written:
+                os.replace(item, new / item.name)  # same file system: a rename, kept in the new bundle
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
     os.replace(new, target)
