@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +16,8 @@ def write_csv(rows: Sequence[dict], path: Path) -> Path:
     if rows:
         writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
         writer.writeheader()
-        writer.writerows(rows)
+        # a value that is not a number (no lesion to measure) is a blank cell, not "nan"
+        writer.writerows({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows)
     return atomic_write_text(path, buf.getvalue())
 
 
@@ -42,6 +44,8 @@ def text_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> st
 
 
 def _fmt(value) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""  # e.g. lesion Dice of a split without lesions
     if isinstance(value, float):
         return f"{value:g}" if abs(value) >= 1e4 or value == int(value) else f"{value:.4f}".rstrip("0").rstrip(".")
     return str(value)

@@ -7,6 +7,7 @@ runs N faults of each kind instead of the quick default (as for the figures in t
 
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -316,3 +317,33 @@ def test_corrupt_images_are_all_reported_by_name(tmp_path, suffix):
             assert name in message, (name, broken[name], message)
         reported += len(kinds)
     print(f"{reported} corrupt {suffix} files, {reported} named in one clear error")
+
+
+def _masks_dataset(root: Path, lesion_images: int, value: int) -> Path:
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(12):
+        cv2.imwrite(str(root / "images" / f"{i}.png"), rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        mask = np.zeros((32, 32), np.uint8)
+        if i < lesion_images:
+            mask[4:16, 4:16] = value
+        cv2.imwrite(str(root / "masks" / f"{i}.png"), mask)
+    return root
+
+
+def test_masks_saved_as_0_and_1_are_lesions_not_empty(tmp_path):
+    root = _masks_dataset(tmp_path / "ds", 12, 1)
+    _, masks = load_records(find_samples(root), 3, (32, 32), root)
+    assert all(m.max() == 255 and (m > 0).sum() == 144 for m in masks)
+
+
+def test_a_split_without_lesions_finishes_with_a_blank_lesion_column(tmp_path):
+    """Every mask empty (normal films only): the run ends with a checkpoint and a table whose lesion Dice is
+    blank, instead of crashing at the end (and on every --resume)."""
+    root = _masks_dataset(tmp_path / "ds", 0, 255)
+    cfg = build_config(None, {**BASE, "data": str(root), "max_steps": "2", "batch_size": "4", "out": str(tmp_path / "r")})
+    run = trainer.train(cfg, **QUIET)
+    rows = list(csv.DictReader(open(run / "subnets.csv")))
+    assert (run / "checkpoint.pt").is_file() and rows and all(r["dice_lesion"] == "" for r in rows)
+    assert "nan" not in (run / "subnets.md").read_text().lower()

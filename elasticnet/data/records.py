@@ -58,7 +58,8 @@ def decode(record: Record, in_channels: int) -> tuple[np.ndarray, np.ndarray]:
         if image.shape[:2] != mask.shape[:2]:
             raise ValueError(f"{record.image_path}: image is {image.shape[1]}x{image.shape[0]} but its mask "
                              f"{record.mask_path.name} is {mask.shape[1]}x{mask.shape[0]} (width x height)")
-        mask = np.where(mask > 127, 255, 0).astype(np.uint8)
+        # 0/255 (or 0/65535) masks, and masks saved as 0/1 (maximum 1): those would read as empty at 127
+        mask = np.where(mask > (0 if mask.max() <= 1 else 127), 255, 0).astype(np.uint8)
     else:
         mask = draw_circles(image.shape[:2], record.circles)
     try:
