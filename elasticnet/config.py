@@ -168,8 +168,45 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         raise UserError(f"{key}: cannot read {value!r} as {name}") from None
 
 
+# Ranges of the numeric options: (section, key, lowest, highest, the lowest is allowed). Checked before anything
+# is written, so a corrected command is never refused by a half-made run folder.
+RANGES = [
+    ("train", "lr", 0.0, 10.0, False), ("train", "weight_decay", 0.0, 10.0, True),
+    ("train", "distill_weight", 0.0, 100.0, True), ("train", "threshold", 0.0, 0.999999, False),
+    ("train", "seed", 0, 2**32 - 1, True), ("train", "max_steps", 0, 10**9, True),
+    ("train", "calib_batches", 1, 10**6, True), ("train", "num_random", 0, 1000, True),
+    ("train", "batch_size", 1, 4096, True), ("train", "epochs", 1, 10**6, True),
+    ("data", "num_workers", 0, 256, True), ("data", "augment_strength", 0.0, 10.0, True),
+    ("data", "synthetic_count", 3, 10**6, True), ("data", "patch_lesion_fraction", 0.0, 1.0, True),
+    ("data", "split_seed", 0, 2**32 - 1, True),
+    ("model", "base_width", 1, 1024, True), ("model", "channel_multiple", 0, 256, True),
+    ("model", "in_channels", 1, 4, True),
+]
+MAX_SIDE = 16384  # pixels: image_size and patch_size sides
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    import math
+
+    for section, key, low, high, low_ok in RANGES:
+        value = getattr(getattr(cfg, section), key)
+        bad = not math.isfinite(value) or value > high or value < low or (value == low and not low_ok)
+        if bad:
+            bound = f"{'>=' if low_ok else '>'} {low} and <= {high}"
+            raise UserError(f"{key} must be {bound}, got {value}; e.g. --{key.replace('_', '-')} "
+                            f"{getattr(type(getattr(cfg, section))(), key)} (the default)")
+    if any(not math.isfinite(v) or v <= 0 for v in cfg.data.std):
+        raise UserError(f"std must be positive numbers (one per channel), got {cfg.data.std}")
+    if any(not math.isfinite(v) for v in cfg.data.mean):
+        raise UserError(f"mean must be numbers, got {cfg.data.mean}")
+    if max(cfg.data.image_size + cfg.data.patch_size) > MAX_SIDE:
+        raise UserError(f"image_size and patch_size sides must be <= {MAX_SIDE} pixels, got {cfg.data.image_size} "
+                        f"and {cfg.data.patch_size}")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Cross-field checks that no single dataclass can make."""
+    check_ranges(cfg)
     size = cfg.data.image_size
     if len(size) != 2 or min(size) <= 0:
         raise UserError(f"image_size must be HxW, got {size}")

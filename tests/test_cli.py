@@ -145,3 +145,24 @@ def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "elasticnet", "--version"], capture_output=True, text=True,
                          env={**os.environ}, check=True)
     assert out.stdout.startswith("elasticnet ")
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--lr", "-1", "lr must be > 0"), ("--lr", "nan", "lr must be > 0"), ("--weight-decay", "-1", "weight_decay"),
+    ("--num-workers", "-1", "num_workers"), ("--seed", "-1", "seed must be >= 0"), ("--base-width", "100000", "base_width"),
+    ("--max-steps", "-1", "max_steps"), ("--calib-batches", "0", "calib_batches"), ("--threshold", "2", "threshold"),
+    ("--threshold", "1", "threshold"), ("--std", "0,0,0", "std must be positive"), ("--image-size", "99999x32", "sides"),
+])
+def test_numeric_options_out_of_range_are_refused_before_anything_is_written(tmp_path, capsys, flag, value, message):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, flag, value, "--max-steps" if flag != "--max-steps" else "--epochs", "1",
+                 "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["eval", "--checkpoint", "x", "--batch-size", "0"], ["profile", "--repeats", "0"],
+                                  ["export", "--depth", "3", "--int8", "--calib-images", "0"]])
+def test_command_counts_below_one_are_refused_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "must be >= 1" in capsys.readouterr().err

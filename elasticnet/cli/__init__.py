@@ -56,3 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"elasticnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `elasticnet info RUN | head -1`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0

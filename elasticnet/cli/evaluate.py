@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from elasticnet.cli.arguments import at_least
 from elasticnet.errors import UserError
 
 
@@ -21,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dataset", help="reader for --data: auto, folder, cvc-clinicdb or mini-mias (default: as trained)")
     p.add_argument("--depth", type=int, help="checkpoint only: evaluate this depth (default: every sub-net)")
     p.add_argument("--width", type=float, help="checkpoint only: evaluate this width (default: every trained width)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=at_least(1), default=8)
     p.add_argument("--recalibrate", action="store_true",
                    help="checkpoint only: re-estimate every sub-net's BN statistics with this version of elasticnet and "
                         "rewrite the run's sub-net table (subnets.csv/.md and the checkpoint's table and statistics)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from elasticnet.cli.arguments import at_least
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export one sub-net (ONNX for CPU sites, or PyTorch)", description=__doc__,
@@ -29,7 +31,7 @@ def add_parser(sub) -> None:
     q = p.add_argument_group("int8 (target cpu)")
     q.add_argument("--int8", action="store_true", help="static int8 quantisation, checked on the validation images")
     q.add_argument("--int8-max-drop", type=float, default=1.0, help="refuse if int8 loses more Dice points than this")
-    q.add_argument("--calib-images", type=int, default=32, help="training images to calibrate int8 ranges on")
+    q.add_argument("--calib-images", type=at_least(1), default=32, help="training images to calibrate int8 ranges on")
     q.add_argument("--data", help="where the training data are now, if they moved (int8 calibration/check)")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from elasticnet.cli.arguments import at_least
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("profile", help="measure every sub-net on this machine; CSV + Pareto plot", description=__doc__)
@@ -13,7 +15,7 @@ def add_parser(sub) -> None:
     p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"])
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (default: the runtime's default)")
     p.add_argument("--batch", type=int, default=1, help="also measure this batch size (default: batch 1 only)")
-    p.add_argument("--repeats", type=int, default=20, help="timed runs per sub-net (after 3 warm-up runs)")
+    p.add_argument("--repeats", type=at_least(1), default=20, help="timed runs per sub-net (after 3 warm-up runs)")
     p.add_argument("--out", help="folder for profile-<runtime>.csv/.png (default: the run folder)")
 
 
