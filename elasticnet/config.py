@@ -330,8 +330,11 @@ def save_yaml(cfg: RunConfig, path: Path) -> None:
 
 
 def resolve_for_device(cfg: RunConfig, device_type: str) -> RunConfig:
-    """Fill in the settings that depend on the training device (``channel_multiple: 0``), so that the saved
-    config says what was used and the extracted sub-nets keep it."""
+    """Fill in what a run must record as used: the training device's channel multiple (``channel_multiple:
+    0``), so that the extracted sub-nets keep it, and the data folder as an absolute path, so that ``eval``
+    and ``--resume`` work from any directory."""
+    if cfg.data.data != "synthetic" and not Path(cfg.data.data).is_absolute():
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data=str(Path(cfg.data.data).resolve())))
     if cfg.model.channel_multiple == 0:
         from elasticnet.hardware import fast_channel_multiple
 

@@ -19,14 +19,28 @@ from typing import Any
 from elasticnet.errors import UserError
 
 
+def umask() -> int:
+    """The process's file-creation mask (read without changing it for longer than a moment)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def respect_umask(path: Path, directory: bool = False) -> None:
+    """Give a file made by ``mkstemp``/``mkdtemp`` (always 0600/0700) the permissions a plain ``open`` would:
+    a bundle exported by one account must be readable by a site's service account when the umask says so."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)``, fsync, then rename ``tmp_path`` to ``path``."""
+    """Call ``write(tmp_path)``, fsync, then rename ``tmp_path`` to ``path`` (permissions as the umask says)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        respect_umask(tmp_path)
         write(tmp_path)
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())

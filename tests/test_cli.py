@@ -166,3 +166,30 @@ def test_command_counts_below_one_are_refused_by_the_parser(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+
+
+def test_outputs_follow_the_umask_and_relative_data_is_stored_absolute(tmp_path, monkeypatch):
+    import cv2
+
+    from elasticnet.data.synthetic import synthetic_polyp_set
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    images, masks = synthetic_polyp_set(12, 32, 32, seed=0)
+    for i, (image, mask) in enumerate(zip(images, masks)):
+        cv2.imwrite(str(data / "images" / f"{i}.png"), image)
+        cv2.imwrite(str(data / "masks" / f"{i}.png"), mask)
+    monkeypatch.chdir(tmp_path)
+    old = os.umask(0o027)
+    try:
+        assert main(["train", *TINY, "--data", "data", "--max-steps", "1", "--out", "run"]) == 0
+        assert main(["export", "--checkpoint", "run", "--depth", "3", "--target", "torch", "--out", "bundle"]) == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / "run" / "config.yaml").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "bundle").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "bundle" / "model.json").stat().st_mode & 0o777 == 0o640
+    assert f"data: {data}" in (tmp_path / "run" / "config.yaml").read_text()
+    monkeypatch.chdir(tmp_path / "bundle")  # eval from elsewhere finds the data
+    assert main(["eval", "--checkpoint", str(tmp_path / "run")]) == 0

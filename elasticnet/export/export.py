@@ -21,7 +21,7 @@ from elasticnet.errors import UserError
 from elasticnet.export.bundle import FORMAT, MODEL_FILES, sha256, write_description
 from elasticnet.export.onnx_export import check_onnx, export_onnx, onnx_session
 from elasticnet.export.torch_export import save_unet
-from elasticnet.files import atomic_write_text
+from elasticnet.files import atomic_write_text, respect_umask
 from elasticnet.models.surgery import extract
 from elasticnet.models.subnet import SubNet
 from elasticnet.models.unet import UNet
@@ -78,6 +78,7 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # same file system: rename is atomic
+    respect_umask(tmp, directory=True)
     try:
         model_path = tmp / MODEL_FILES[kind]
         check: dict[str, Any] = {}

@@ -28,8 +28,8 @@ LOCK_NAME = ".lock"
 
 
 def run_dir_for(out: str) -> Path:
-    """``--out``, or ``runs/<date-time>`` when it is empty."""
-    return Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    """``--out``, or ``runs/<date-time>-<pid>`` when it is empty (two runs started in one second differ)."""
+    return Path(out) if out else Path("runs") / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
 
 def check_new_run_dir(run_dir: Path) -> None:
