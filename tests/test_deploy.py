@@ -339,3 +339,34 @@ def test_a_planted_lock_link_is_refused_and_its_target_untouched(tmp_path):
         with run_lock(run_dir):
             pass
     assert precious.read_text() == "three years of work"
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+def test_hostile_image_files_are_listed_and_the_batch_still_written(bundle, tmp_path, monkeypatch):
+    """A 200-byte PNG declaring 100000x100000 pixels, a TIFF declaring more pixels than the limit, a FIFO, a
+    folder named like an image: each listed by name, never decoded, never a hang; the good images written."""
+    import tifffile
+
+    images = _images(tmp_path / "in", count=2)
+    (images / "bomb.png").write_bytes(_png_claiming(100000, 100000))
+    tifffile.imwrite(images / "large.tif", np.zeros((3000, 3000), np.uint8), compression="zlib")
+    os.mkfifo(images / "pipe.png")
+    (images / "folder.png").mkdir()
+    monkeypatch.setenv("ELASTICNET_MAX_PIXELS", str(2000 * 2000))  # the TIFF (9 M pixels) is over this limit
+    with pytest.raises(UserError) as e:
+        predict_files(bundle, [images], tmp_path / "out", **QUIET)
+    message = str(e.value)
+    assert "4 of 6 image(s) could not be predicted (the other 2 were written" in message
+    assert "bomb.png: declares 100000x100000 pixels" in message and "large.tif: declares 3000x3000" in message
+    assert "pipe.png: not a regular file" in message and "folder.png: not a regular file" in message
+    assert len(list((tmp_path / "out" / "masks").iterdir())) == 2

@@ -6,27 +6,51 @@
   package (LZW, JPEG, as OpenCV and many scanners write them) fall back to OpenCV.
 - Everything else (PNG, JPEG, BMP, PGM/PPM) goes through OpenCV.
 - 16-bit images (some mammograms) are scaled to 8 bit over their own range.
+
+Files that arrive at a site are untrusted: a 200-byte PNG may declare 100000 x 100000 pixels, a 10 MB TIFF
+may decode to 10 GB. The size each file declares in its header is checked before anything is decoded,
+against :data:`MAX_PIXELS` (100 M pixels by default, 6x a 4096x3328 full-field mammogram; the environment
+variable ``ELASTICNET_MAX_PIXELS`` changes it). Only regular files are opened (a FIFO would block).
 """
 
 from __future__ import annotations
 
+import os
+import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".ppm")
+MAX_PIXELS = 100_000_000
+
+
+def max_pixels() -> int:
+    try:
+        return int(os.environ.get("ELASTICNET_MAX_PIXELS", MAX_PIXELS))
+    except ValueError:
+        return MAX_PIXELS
 
 
 def read_image(path: Path) -> np.ndarray:
     """RGB uint8 (H, W, 3) or grey (H, W); raises ValueError with a short reason on a bad file."""
     path = Path(path)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        image = _read_tiff(path)
-    else:
-        image = _read_opencv(path)
-        if image is None:
-            raise ValueError("unreadable or truncated image")
+    if not path.is_file():
+        raise ValueError("not a regular file" if path.exists() else "does not exist")
+    try:
+        size = declared_size(path)
+    except OSError as e:
+        raise ValueError(f"cannot be read ({e.strerror or e})") from None
+    if size is not None and size[0] * size[1] > max_pixels():
+        raise ValueError(f"declares {size[1]}x{size[0]} pixels, more than the limit of {max_pixels():,} "
+                         "(ELASTICNET_MAX_PIXELS raises it)")
+    try:
+        image = _read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else _read_opencv(path)
+    except OSError as e:
+        raise ValueError(f"cannot be read ({e.strerror or e})") from None
+    if image is None:
+        raise ValueError("unreadable or truncated image")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.ndim == 3 and image.shape[2] == 4:
@@ -40,9 +64,66 @@ def read_image(path: Path) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def declared_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from the file's header, without decoding it; None when the format is not recognised."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
+            w, h = struct.unpack(">II", head[16:24])
+            return h, w
+        if head[:2] == b"BM" and len(head) >= 26:
+            w, h = struct.unpack("<ii", head[18:26])
+            return abs(h), abs(w)
+        if head[:2] in (b"P2", b"P5", b"P3", b"P6"):
+            tokens = b" ".join(line.split(b"#")[0] for line in (head + f.read(200)).splitlines()[:6]).split()
+            return (int(tokens[2]), int(tokens[1])) if len(tokens) >= 3 and tokens[1].isdigit() and tokens[2].isdigit() else None
+        if head[:2] == b"\xff\xd8":
+            return _jpeg_size(f)
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return _tiff_size(path)
+    return None
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    """Walk the JPEG markers to the first start-of-frame (SOF0-15 but DHT, JPG, DAC)."""
+    f.seek(2)
+    while True:
+        marker = f.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        code = marker[1]
+        if code in (0xD8, 0x01) or 0xD0 <= code <= 0xD7:  # markers without a length
+            continue
+        length = f.read(2)
+        if len(length) < 2:
+            return None
+        n = struct.unpack(">H", length)[0]
+        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
+            frame = f.read(5)
+            return struct.unpack(">HH", frame[1:5]) if len(frame) == 5 else None
+        f.seek(n - 2, 1)
+
+
+def _tiff_size(path: Path) -> tuple[int, int] | None:
+    """The largest page's (height, width) from the TIFF tags (nothing is decoded); None without tifffile."""
+    try:
+        import tifffile
+    except ImportError:
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            shapes = [(int(p.imagelength), int(p.imagewidth)) for p in tif.pages]
+    except Exception:  # a broken header: the decoder reports it
+        return None
+    return max(shapes, key=lambda s: s[0] * s[1]) if shapes else None
+
+
 def _read_opencv(path: Path) -> np.ndarray | None:
     data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error:  # OpenCV's own limits and decoder errors
+        return None
     if image is not None and image.ndim == 3:
         image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
     return image

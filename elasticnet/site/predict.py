@@ -41,11 +41,12 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            # every entry named like an image: a FIFO or a folder called x.png is listed as a problem later
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise UserError(f"folder {item} holds no images ({', '.join(IMAGE_SUFFIXES)})")
             files.extend(found)
-        elif item.is_file():
+        elif item.exists():  # a file, or something that is not one (listed as a problem when read)
             files.append(item)
         else:
             raise UserError(f"input {item} does not exist; pass image files or folders")
