@@ -106,7 +106,28 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         if stored != content_hash(ckpt):
             raise UserError(f"{path} is corrupted: its content does not match the hash stored in it "
                             "(a damaged copy or an edited file); use another copy")
+    check_structure(ckpt, path)
     return ckpt
+
+
+# What every checkpoint holds (type) and what some hold (type when present): a file with a valid hash but
+# missing or ill-typed entries (written by hand, or by a foreign tool) is refused here, not by a KeyError later.
+REQUIRED = {"config": dict, "model": dict}
+OPTIONAL = {"step": int, "epoch": int, "subnets": list, "bn_stats": dict, "log": list, "train_seconds": (int, float),
+            "optimizer": dict, "scheduler": dict, "train_tflops": (int, float), "precision": str}
+
+
+def check_structure(ckpt: dict[str, Any], path: Path) -> None:
+    problems = [f"{key} is missing" for key in REQUIRED if key not in ckpt]
+    for key, kind in {**REQUIRED, **OPTIONAL}.items():
+        if key in ckpt and not isinstance(ckpt[key], kind):
+            problems.append(f"{key} is a {type(ckpt[key]).__name__}")
+    if isinstance(ckpt.get("model"), dict) and not all(torch.is_tensor(v) for v in ckpt["model"].values()):
+        problems.append("model holds entries that are not tensors")
+    if isinstance(ckpt.get("subnets"), list) and not all(isinstance(r, dict) for r in ckpt["subnets"]):
+        problems.append("subnets holds rows that are not tables")
+    if problems:
+        raise UserError(f"{path} is not a complete elasticnet checkpoint: {'; '.join(problems)}")
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> tuple[RunConfig, ElasticUNet]:

@@ -75,7 +75,14 @@ def load_torch(path: str | Path, kind: str = "checkpoint") -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, foreign, or a pickle that wants to run code
-        raise UserError(f"{path} is not a readable elasticnet {kind} ({type(e).__name__}: {str(e)[:200]})") from None
+        import pickle
+
+        text = str(e)
+        if isinstance(e, pickle.UnpicklingError) or "weights_only" in text:
+            # never repeat PyTorch's advice to switch the check off: that is how such a file runs its code
+            raise UserError(f"{path} holds objects other than tensors and plain data, so it may be malicious; it was "
+                            f"not loaded. An elasticnet {kind} never holds such objects: use a file you trust") from None
+        raise UserError(f"{path} is not a readable elasticnet {kind} ({type(e).__name__}: {text[:200]})") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path} is not an elasticnet {kind}")
     return obj

@@ -256,12 +256,29 @@ def test_a_pickle_that_runs_code_is_refused_as_checkpoint(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"format": "elasticnet-checkpoint", "x": Evil()}, path)  # torch's own zip format, with the payload
-    with pytest.raises(UserError, match="not a readable elasticnet checkpoint"):
-        load_checkpoint(path)
-    path.write_bytes(pickle.dumps({"format": "elasticnet-checkpoint", "x": Evil()}))  # a bare pickle
-    with pytest.raises(UserError, match="not a readable elasticnet checkpoint"):
-        load_checkpoint(path)
+    for write in (None, lambda: path.write_bytes(pickle.dumps({"format": "elasticnet-checkpoint", "x": Evil()}))):
+        if write is not None:
+            write()  # a bare pickle
+        with pytest.raises(UserError, match="may be malicious; it was not loaded") as e:
+            load_checkpoint(path)
+        assert "weights_only" not in str(e.value)  # never the advice to switch the check off
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("edit", [lambda c: c.pop("model"), lambda c: c.pop("config"),
+                                  lambda c: c.update(step="three"), lambda c: c.update(subnets=[1, 2]),
+                                  lambda c: c.update(model={"encoder.0.conv1.weight": "text"})],
+                         ids=["no-model", "no-config", "step-text", "rows-not-tables", "weights-not-tensors"])
+def test_a_checkpoint_with_a_valid_hash_but_a_wrong_structure_is_refused(saved_checkpoint, tmp_path, edit):
+    from elasticnet.checkpoint import HASH_KEY, content_hash
+
+    ckpt = load_checkpoint(saved_checkpoint)
+    edit(ckpt)
+    ckpt[HASH_KEY] = content_hash(ckpt)  # re-hashed: only the structure check can tell
+    path = tmp_path / "edited.pt"
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match="not a complete elasticnet checkpoint"):
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize("target", ["cpu", "torch"])
