@@ -370,3 +370,21 @@ def test_hostile_image_files_are_listed_and_the_batch_still_written(bundle, tmp_
     assert "bomb.png: declares 100000x100000 pixels" in message and "large.tif: declares 3000x3000" in message
     assert "pipe.png: not a regular file" in message and "folder.png: not a regular file" in message
     assert len(list((tmp_path / "out" / "masks").iterdir())) == 2
+
+
+def test_info_escapes_control_characters_and_names_a_malformed_description(bundle, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    d = json.loads((copy / "model.json").read_text())
+    d["exported_at"] = "\x1b[2J\x1b]0;owned\x07"
+    (copy / "model.json").write_text(json.dumps(d))
+    assert main(["info", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\\x1b[2J" in out
+    del d["input"]
+    (copy / "model.json").write_text(json.dumps(d))
+    assert main(["info", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "model.json is incomplete or malformed" in err and "Traceback" not in err
