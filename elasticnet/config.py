@@ -111,6 +111,9 @@ class RunConfig:
         parts = {}
         for name, section in SECTIONS.items():
             given = values.get(name) or {}
+            if not isinstance(given, dict):
+                raise UserError(f"{source}: section {name!r} must be a mapping of keys (e.g. {name}: {{key: value}}), "
+                                f"got {type(given).__name__}")
             hints = typing.get_type_hints(section)
             valid = {f.name for f in dataclasses.fields(section)}
             bad = sorted(set(given) - valid)
@@ -274,7 +277,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not a text file (not UTF-8); give a YAML config") from None
+    except OSError as e:
+        raise UserError(f"config file {path} cannot be read ({e.strerror})") from None
+    try:
+        return yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise UserError(f"config file {path} is not valid YAML: {e}") from None
 
@@ -287,6 +296,13 @@ def merge_profile(loaded: dict[str, Any], profile: str | None, source: str) -> d
     loaded = dict(loaded)
     profiles = loaded.pop("profiles", None) or {}
     default = loaded.pop("default_profile", None)
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) or v is None for v in profiles.values()):
+        raise UserError(f"{source}: profiles must be a mapping of NAME: {{section: {{key: value}}}}")
+    for pname, sections in profiles.items():
+        for section, values in (sections or {}).items():
+            if section not in SECTIONS or not isinstance(values, dict):
+                raise UserError(f"{source}: profile {pname!r} may only hold the sections {', '.join(SECTIONS)} as "
+                                f"mappings, got {section!r}: {type(values).__name__}")
     name = profile or default
     if name is None:
         return loaded
@@ -312,7 +328,7 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
         loaded = merge_profile(loaded, profile, str(config_file))
         RunConfig.from_dict(loaded, source=str(config_file))  # report its own errors with its name
         for name, section in loaded.items():
-            values[name].update(section or {})
+            values[name].update(section or {})  # each a mapping: checked by from_dict above
     keys = leaf_keys()
     for key, value in (overrides or {}).items():
         if key not in keys:

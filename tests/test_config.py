@@ -33,6 +33,10 @@ def test_round_trip_through_dict():
         ("model: [1\n", "not valid YAML"),
         ("train:\n  amp: fp8\n", "amp must be auto, none, bf16 or fp16"),
         ("train:\n  checkpoint_every: -1\n", "checkpoint_every must be >= 0"),
+        ("model: 5\n", "section 'model' must be a mapping"),
+        ("profiles: 5\n", "profiles must be a mapping"),
+        ("profiles:\n  a: {model: 3}\n", "profile 'a' may only hold"),
+        ("train:\n  lr: -1\n", "lr must be > 0"),
     ],
 )
 def test_bad_yaml_gives_clear_error(tmp_path, yaml_text, message):
@@ -60,3 +64,10 @@ def test_every_config_key_is_a_train_flag():
         flag = "--" + key.replace("_", "-")
         args = parser.parse_args(["train", flag] if tp is bool else ["train", flag, "1"])
         assert hasattr(args, key), key
+
+
+def test_a_binary_config_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xff\xfe\x00\x01binary")
+    with pytest.raises(UserError, match="not a text file"):
+        build_config(str(path))

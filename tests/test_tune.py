@@ -106,6 +106,9 @@ def test_final_values():
 @pytest.mark.parametrize("space, message", [
     ({"nope": {"type": "float", "low": 0, "high": 1}}, "not a config key"),
     ({"lr": {"type": "float", "low": 1, "high": 0.1}}, "low < high"),
+    ({"lr": {"type": "float", "low": "abc", "high": 0.1}}, "must be numbers"),
+    ({"lr": {"type": "float", "high": 0.1}}, "needs low and high"),
+    ({"lr": {"type": "categorical", "choices": 5}}, "non-empty choices"),
     ({"lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "low > 0"),
     ({"lr": {"low": 0.1, "high": 1}}, "needs type"),
     ({"strategy": {"type": "categorical", "choices": []}}, "non-empty choices"),

@@ -50,11 +50,19 @@ def check_space(space: Any, source: str) -> dict[str, dict[str, Any]]:
         if not isinstance(spec, dict) or spec.get("type") not in TYPES:
             raise UserError(f"{source}: search.{key} needs type: float, int or categorical")
         if spec["type"] == "categorical":
-            if not spec.get("choices"):
+            if not isinstance(spec.get("choices"), list) or not spec["choices"]:
                 raise UserError(f"{source}: search.{key} needs a non-empty choices list")
-        elif "low" not in spec or "high" not in spec or not float(spec["low"]) < float(spec["high"]):
+            continue
+        try:
+            low, high = (int if spec["type"] == "int" else float)(spec["low"]), float(spec["high"])
+        except KeyError:
+            raise UserError(f"{source}: search.{key} needs low and high") from None
+        except (TypeError, ValueError):
+            raise UserError(f"{source}: search.{key} low and high must be numbers, got {spec.get('low')!r} and "
+                            f"{spec.get('high')!r}") from None
+        if not low < high:
             raise UserError(f"{source}: search.{key} needs low < high")
-        elif spec.get("log") and float(spec["low"]) <= 0:
+        elif spec.get("log") and low <= 0:
             raise UserError(f"{source}: search.{key} with log: true needs low > 0")
     return space
 
