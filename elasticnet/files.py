@@ -78,10 +78,13 @@ def load_torch(path: str | Path, kind: str = "checkpoint") -> dict[str, Any]:
         import pickle
 
         text = str(e)
-        if isinstance(e, pickle.UnpicklingError) or "weights_only" in text:
-            # never repeat PyTorch's advice to switch the check off: that is how such a file runs its code
+        # never repeat PyTorch's advice to switch the weights-only check off: that is how such a file runs code
+        if "Unsupported global" in text:
             raise UserError(f"{path} holds objects other than tensors and plain data, so it may be malicious; it was "
                             f"not loaded. An elasticnet {kind} never holds such objects: use a file you trust") from None
+        if isinstance(e, pickle.UnpicklingError) or "weights_only" in text:
+            raise UserError(f"{path} is not a readable elasticnet {kind} (not a PyTorch file of tensors and plain "
+                            "data: damaged, or a file of another kind); it was not loaded") from None
         raise UserError(f"{path} is not a readable elasticnet {kind} ({type(e).__name__}: {text[:200]})") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path} is not an elasticnet {kind}")

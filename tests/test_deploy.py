@@ -379,12 +379,60 @@ def test_info_escapes_control_characters_and_names_a_malformed_description(bundl
     shutil.copytree(bundle, copy)
     d = json.loads((copy / "model.json").read_text())
     d["exported_at"] = "\x1b[2J\x1b]0;owned\x07"
-    (copy / "model.json").write_text(json.dumps(d))
+    _write_rehashed(copy, d)  # a crafted bundle whose hash was recomputed
     assert main(["info", str(copy)]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "\\x1b[2J" in out
-    del d["input"]
-    (copy / "model.json").write_text(json.dumps(d))
+    del d["subnet"]
+    _write_rehashed(copy, d)
     assert main(["info", str(copy)]) == 2
     err = capsys.readouterr().err
     assert "model.json is incomplete or malformed" in err and "Traceback" not in err
+
+
+def _write_rehashed(folder: Path, d: dict) -> None:
+    from elasticnet.export.bundle import DESCRIPTION_HASH, description_hash
+
+    d[DESCRIPTION_HASH] = description_hash(d)
+    (folder / "model.json").write_text(json.dumps(d))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(model_file="../other/model.onnx"), "model_file must be the name of a file"),
+    (lambda d: d.update(model_file="/etc/passwd"), "model_file must be the name of a file"),
+    (lambda d: d.pop("model_sha256"), "model_sha256 must be present"),
+    (lambda d: d["output"].update(threshold=float("nan")), "output.threshold"),
+    (lambda d: d["output"].update(threshold="0.5"), "output.threshold"),
+    (lambda d: d["input"].update(std=[0, 0, 0]), "input.std"),
+    (lambda d: d["input"].update(channels="3"), "input.channels"),
+    (lambda d: d["input"].update(height=10**9), "input.height"),
+    (lambda d: d.pop("input"), "input is missing"),
+], ids=["parent", "absolute", "no-model-hash", "nan-threshold", "text-threshold", "zero-std", "text-channels",
+        "huge-height", "no-input"])
+def test_an_edited_bundle_description_is_refused(bundle, tmp_path, edit, message):
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    d = json.loads((copy / "model.json").read_text())
+    edit(d)
+    (copy / "model.json").write_text(json.dumps(d))
+    with pytest.raises(UserError, match="changed after export"):  # the description's own hash catches any edit
+        SiteModel(copy)
+    _write_rehashed(copy, d)  # and a crafted one with a recomputed hash is checked field by field
+    with pytest.raises(UserError, match=message):
+        SiteModel(copy)
+
+
+def test_a_link_to_a_model_outside_the_bundle_and_deep_json_are_refused(bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    (copy / "model.onnx").unlink()
+    (copy / "model.onnx").symlink_to(bundle / "model.onnx")
+    with pytest.raises(UserError, match="leads outside the bundle"):
+        SiteModel(copy)
+    (copy / "model.json").write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(UserError, match="not valid JSON|not an elasticnet export description"):
+        SiteModel(copy)

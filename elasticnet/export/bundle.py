@@ -29,8 +29,65 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+DESCRIPTION_HASH = "description_sha256"
+MAX_DESCRIPTION_BYTES = 1 << 20  # a model.json is a few KB; a larger one is not ours
+
+
+def description_hash(description: dict[str, Any]) -> str:
+    """SHA-256 of the description without its own hash, in a canonical form (sorted keys, no spaces)."""
+    body = {k: v for k, v in description.items() if k != DESCRIPTION_HASH}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def write_description(out_dir: Path, description: dict[str, Any]) -> Path:
+    description = {**description, DESCRIPTION_HASH: description_hash(description)}
     return atomic_write_text(out_dir / DESCRIPTION, json.dumps(description, indent=2) + "\n")
+
+
+def _number(value: Any, low: float, high: float) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and low <= value <= high
+
+
+def check_description(d: dict[str, Any], path: Path) -> None:
+    """The fields a site relies on, with types and ranges: an edited or foreign model.json is refused here, not
+    by a traceback (or silently empty masks) later."""
+    problems = []
+    spec, out = d.get("input"), d.get("output")
+    if not isinstance(spec, dict):
+        problems.append("input is missing")
+    else:
+        channels = spec.get("channels")
+        if channels not in (1, 3):
+            problems.append(f"input.channels must be 1 or 3, got {channels!r}")
+        for key in ("height", "width"):
+            if not (isinstance(spec.get(key), int) and 1 <= spec[key] <= 16384):
+                problems.append(f"input.{key} must be a whole number of pixels in 1..16384, got {spec.get(key)!r}")
+        for key, low in (("mean", -1e6), ("std", 1e-12)):
+            values = spec.get(key)
+            if not (isinstance(values, list) and len(values) == channels and all(_number(v, low, 1e6) for v in values)):
+                problems.append(f"input.{key} must be {channels!r} number(s){' > 0' if key == 'std' else ''}, got {values!r}")
+        tile = spec.get("tile")
+        if tile is not None and not (isinstance(tile, list) and len(tile) == 2 and all(isinstance(t, int) and 0 <= t <= 16384 for t in tile)):
+            problems.append(f"input.tile must be null or [height, width], got {tile!r}")
+    if not isinstance(out, dict) or not _number(out.get("threshold"), 1e-9, 1 - 1e-9):
+        problems.append(f"output.threshold must be a number in (0, 1), got {out.get('threshold') if isinstance(out, dict) else out!r}")
+    if not isinstance(d.get("runtime"), str) or not isinstance(d.get("model_sha256"), str):
+        problems.append("runtime and model_sha256 must be present (a bundle without its model's hash is not checked)")
+    if problems:
+        raise UserError(f"{path} is not a valid export description: {'; '.join(problems)}; re-export the bundle")
+
+
+def model_path(folder: Path, description: dict[str, Any], path: Path) -> Path:
+    """The model file, which must be a plain file name inside the bundle folder (never ../x or /etc/passwd)."""
+    name = description.get("model_file")
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise UserError(f"{path}: model_file must be the name of a file in the bundle folder, got {name!r}")
+    candidate = folder / name
+    if candidate.is_symlink() or candidate.resolve().parent != folder.resolve():
+        raise UserError(f"{path}: model_file {name!r} leads outside the bundle folder; re-export the bundle")
+    return candidate
 
 
 def read_description(bundle: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -39,17 +96,27 @@ def read_description(bundle: str | Path) -> tuple[Path, dict[str, Any]]:
     path = bundle / DESCRIPTION if bundle.is_dir() else bundle
     if not path.is_file():
         raise UserError(f"{bundle} is not an export bundle: {DESCRIPTION} is missing; run elasticnet export first")
+    if path.stat().st_size > MAX_DESCRIPTION_BYTES:
+        raise UserError(f"{path} is {path.stat().st_size:,} bytes, not an elasticnet export description")
     try:
         description = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}); re-export the model") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise UserError(f"{path} is not valid JSON ({type(e).__name__}); re-export the model") from None
     if not isinstance(description, dict) or description.get("format") != FORMAT:
         raise UserError(f"{path} is not an elasticnet export description")
-    model_file = path.parent / description.get("model_file", "")
+    stored = description.get(DESCRIPTION_HASH)
+    if stored is None:
+        raise UserError(f"{path} carries no {DESCRIPTION_HASH} (exported by an older elasticnet, or edited); re-export "
+                        "the bundle with this version")
+    if stored != description_hash(description):
+        raise UserError(f"{path} was changed after export (its content does not match {DESCRIPTION_HASH}); copy the "
+                        "bundle again or re-export it")
+    check_description(description, path)
+    model_file = model_path(path.parent, description, path)
     if not model_file.is_file():
         raise UserError(f"bundle {path.parent} lacks its model file {description.get('model_file')}; re-export the model")
-    expected = description.get("model_sha256")
-    if expected is not None and sha256(model_file) != expected:
+    expected = description["model_sha256"]
+    if sha256(model_file) != expected:
         raise UserError(f"{model_file} does not match the sha256 recorded in {DESCRIPTION} (a damaged or altered copy); "
                         "copy the bundle again or re-export it")
     return path.parent, description

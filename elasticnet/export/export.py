@@ -229,7 +229,8 @@ def bundle_readme(d: dict[str, Any]) -> str:
         q = d["int8"]
         lines += ["", f"int8: validation Dice {q['dice_int8']:.4f} vs {q['dice_fp32']:.4f} for fp32 "
                       f"({q['val_images']} images; allowed drop {q['max_drop_points']:g} points)."]
-    lines += ["", "`model_sha256` in model.json is checked on every load: a damaged copy is refused.", ""]
+    lines += ["", "`model_sha256` and `description_sha256` in model.json are checked on every load, and every field a site "
+              "uses is validated: a damaged or edited copy is refused.", ""]
     return "\n".join(lines)
 
 
