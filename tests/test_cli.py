@@ -193,3 +193,21 @@ def test_outputs_follow_the_umask_and_relative_data_is_stored_absolute(tmp_path,
     assert f"data: {data}" in (tmp_path / "run" / "config.yaml").read_text()
     monkeypatch.chdir(tmp_path / "bundle")  # eval from elsewhere finds the data
     assert main(["eval", "--checkpoint", str(tmp_path / "run")]) == 0
+
+
+def test_a_file_in_the_way_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    for out in (tmp_path / "file", tmp_path / "file" / "run"):
+        assert main(["train", *TINY, "--max-steps", "1", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "error:" in err and "Traceback" not in err and "choose another" in err
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_os_errors_become_one_line_with_a_way_out():
+    import errno
+
+    from elasticnet.cli import os_error_message
+
+    message = os_error_message(OSError(errno.ENOSPC, "No space left on device", "/data/run/last.pt"))
+    assert message == "No space left on device (/data/run/last.pt); free some disk space, or write elsewhere"

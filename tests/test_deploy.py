@@ -436,3 +436,16 @@ def test_a_link_to_a_model_outside_the_bundle_and_deep_json_are_refused(bundle, 
     (copy / "model.json").write_text("[" * 100000 + "]" * 100000)
     with pytest.raises(UserError, match="not valid JSON|not an elasticnet export description"):
         SiteModel(copy)
+
+
+def test_an_export_cleans_up_after_a_killed_one(run, tmp_path):
+    out = tmp_path / "bundle"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has ended
+    stale = [tmp_path / f".bundle.{pid}.abc123", tmp_path / f".bundle.old-{pid}"]
+    alive = tmp_path / f".bundle.{os.getpid()}.xyz"  # this process: still running, left alone
+    for folder in (*stale, alive):
+        folder.mkdir()
+        (folder / "model.pt").write_bytes(b"partial")
+    export_subnet(run / "checkpoint.pt", 3, 0.5, "torch", out, echo=lambda s: None, options=ExportOptions(latency=False))
+    assert not any(f.exists() for f in stale) and alive.exists() and (out / "model.json").is_file()

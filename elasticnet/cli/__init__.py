@@ -56,8 +56,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"elasticnet {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `elasticnet info RUN | head -1`: the reader left; not an error of ours
-        import os
+    except OSError as e:  # the file system said no: one line naming the path, the reason and a way out
+        if isinstance(e, BrokenPipeError):  # `elasticnet info RUN | head -1`: the reader left; not an error
+            import os
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
-        return 0
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+            return 0
+        print(f"elasticnet {args.command}: error: {os_error_message(e)}", file=sys.stderr)
+        return 2
+
+
+def os_error_message(e: OSError) -> str:
+    """An OS error as one sentence: what, where, and what to do."""
+    import errno
+
+    where = " ".join(str(p) for p in (e.filename, e.filename2) if p) or "a file"
+    hint = {errno.ENOSPC: "free some disk space, or write elsewhere",
+            errno.EDQUOT: "free some disk space, or write elsewhere",
+            errno.EACCES: "choose a folder you can write to (or fix its permissions)",
+            errno.EPERM: "choose a folder you can write to (or fix its permissions)",
+            errno.EROFS: "the file system is read-only: choose another folder",
+            errno.EEXIST: "a file is in the way: choose another path",
+            errno.ENOTDIR: "a file is in the way where a folder is needed: choose another path",
+            errno.EISDIR: "a folder is in the way where a file is needed: choose another path",
+            errno.ENOENT: "check the path"}.get(e.errno, "check the path and the disk")
+    return f"{e.strerror or e} ({where}); {hint}"

@@ -77,7 +77,9 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
     out = Path(out) if out else checkpoint.parent / f"export-{subnet.key}-{target}{suffix}"
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # same file system: rename is atomic
+    remove_stale_temporaries(out)
+    # same file system: the rename is atomic; the pid in the name lets a later export clean up after a killed one
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", dir=out.parent))
     respect_umask(tmp, directory=True)
     try:
         model_path = tmp / MODEL_FILES[kind]
@@ -232,6 +234,23 @@ def bundle_readme(d: dict[str, Any]) -> str:
     lines += ["", "`model_sha256` and `description_sha256` in model.json are checked on every load, and every field a site "
               "uses is validated: a damaged or edited copy is refused.", ""]
     return "\n".join(lines)
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Remove the hidden work folders (``.NAME.PID.*``, ``.NAME.old-PID``) that exports of ``out`` killed before
+    they finished left behind; those of a process still running are left alone."""
+    for folder in out.parent.glob(f".{out.name}.*"):
+        rest = folder.name[len(out.name) + 2:]
+        pid = rest[4:] if rest.startswith("old-") else rest.split(".", 1)[0]
+        if not pid.isdigit() or not folder.is_dir() or folder.is_symlink():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # another user's running process
+            continue
 
 
 def _replace_dir(new: Path, target: Path) -> None:

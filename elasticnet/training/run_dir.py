@@ -69,6 +69,8 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``run_dir`` (created if needed) for the duration; refuse if another
     process holds it."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"the run folder {run_dir} is a file, not a folder; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     if importlib.util.find_spec("fcntl") is None:  # not POSIX: no locking
         yield
