@@ -112,3 +112,10 @@ def test_dataset_yields_normalised_tensors():
     assert image.shape == (3, 32, 32) and mask.shape == (1, 32, 32)
     assert set(mask.unique().tolist()) <= {0.0, 1.0}
     assert -3 < image.mean() < 3
+
+
+def test_a_binary_group_file_is_one_clear_error(tmp_path):
+    root = write_folder_dataset(tmp_path / "ds", count=4)
+    (root / "groups.csv").write_bytes(b"\xff\xfe\x00\x00\x81binary")
+    with pytest.raises(UserError, match="not a CSV text file"):
+        find_samples(root)
