@@ -119,3 +119,11 @@ def test_a_binary_group_file_is_one_clear_error(tmp_path):
     (root / "groups.csv").write_bytes(b"\xff\xfe\x00\x00\x81binary")
     with pytest.raises(UserError, match="not a CSV text file"):
         find_samples(root)
+
+
+def test_a_mias_circle_far_outside_the_film_is_a_listed_problem():
+    from elasticnet.data.records import draw_circles
+
+    assert draw_circles((64, 64), [(32, 32, 10)]).max() == 255
+    with pytest.raises(ValueError, match="lies far outside the 64x64 film"):
+        draw_circles((64, 64), [(32, 32, 1e12)])

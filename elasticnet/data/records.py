@@ -36,7 +36,11 @@ def problem_report(root: Path | str, problems: Sequence[str]) -> str:
 
 def draw_circles(shape: tuple[int, int], circles: Sequence[tuple[float, float, float]]) -> np.ndarray:
     mask = np.zeros(shape, np.uint8)
+    limit = 4 * max(shape)  # a circle this far out cannot mark this film (and would overflow OpenCV's ints)
     for col, row_from_bottom, radius in circles:
+        if not all(abs(v) <= limit for v in (col, row_from_bottom, radius)):
+            raise ValueError(f"annotation circle (x {col:g}, y {row_from_bottom:g}, radius {radius:g}) lies far outside "
+                             f"the {shape[1]}x{shape[0]} film; check Info.txt")
         centre = (int(round(col)), int(round(shape[0] - 1 - row_from_bottom)))
         cv2.circle(mask, centre, int(round(radius)), 255, thickness=-1)
     return mask
