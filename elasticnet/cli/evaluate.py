@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
     src.add_argument("--checkpoint", help="checkpoint file or run folder (default: the newest run)")
     src.add_argument("--model", help="an export bundle folder (ONNX or PyTorch)")
     p.add_argument("--data", help="'synthetic' or a folder with images/ and masks/ (default: the run's validation split)")
-    p.add_argument("--dataset", help="reader for --data: auto, folder, cvc-clinicdb or mini-mias (default: as trained)")
+    p.add_argument("--dataset", help="reader for --data: auto, folder, cvc-clinicdb or mini-mias (default: auto, "
+                   "recognised by the folder's files; another folder is not read with the training run's reader)")
     p.add_argument("--depth", type=int, help="checkpoint only: evaluate this depth (default: every sub-net)")
     p.add_argument("--width", type=float, help="checkpoint only: evaluate this width (default: every trained width)")
     p.add_argument("--batch-size", type=at_least(1), default=8)
@@ -41,7 +42,7 @@ def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = Non
         images = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed).val
         what = f"the run's validation split ({len(images)} images of {cfg.data.data})"
     else:
-        data_cfg = dataclasses.replace(cfg.data, data=data, dataset=reader or cfg.data.dataset)
+        data_cfg = dataclasses.replace(cfg.data, data=data, dataset=reader or "auto")
         images = load_all(data_cfg, cfg.model.in_channels)
         what = f"all {len(images)} images of {data}"
     return DataLoader(images, batch_size=batch_size), what
