@@ -220,6 +220,9 @@ def collect(args, runs: list[Run]) -> pd.DataFrame:
 
 def paired_gaps(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     """Per split, elastic method and shape: the mean over seeds of (elastic - individual), in Dice points."""
+    columns = ["split", "method", "depth", "width", "elastic", "individual", "gap", "seeds"]
+    if frame.empty or not (frame.method == "individual").any() or (frame.method == "individual").all():
+        return pd.DataFrame(columns=columns)
     ind = frame[frame.method == "individual"].set_index(["split", "depth", "width", "seed"])[column]
     ela = frame[frame.method != "individual"].copy()
     ela["individual"] = [ind.get((s, d, w, k)) for s, d, w, k in zip(ela.split, ela.depth, ela.width, ela.seed)]
@@ -282,12 +285,20 @@ def write(args, runs: list[Run], budget: dict[str, float]) -> None:
     goal = targets(frame, budget)
     goal.to_csv(args.out / "targets.csv", index=False)
     val = paired_gaps(frame, "val_dice")
-    ablation = (val.groupby(["split", "method"]).agg(worst_val_gap=("gap", "min"), mean_val_gap=("gap", "mean"))
-                .round(2).reset_index())
+    elastic = frame[frame.method != "individual"].assign(full=lambda f: f.width == 1.0)
+    ablation = (elastic.groupby(["split", "method"])
+                .agg(val_dice_all=("val_dice", lambda x: round(100 * x.mean(), 2)),
+                     val_dice_full_width=("val_dice", lambda x: round(100 * x[elastic.loc[x.index, "full"]].mean(), 2)),
+                     train_tflops=("train_tflops", "first"), epochs=("epochs", "first"))
+                .reset_index())
+    if not val.empty:
+        gaps = val.groupby(["split", "method"]).agg(worst_val_gap=("gap", "min"), mean_val_gap=("gap", "mean")).round(2)
+        ablation = ablation.merge(gaps.reset_index(), on=["split", "method"], how="left")
     ablation.to_csv(args.out / "ablation.csv", index=False)
     test = paired_gaps(frame, "dice").round(2)
     test.to_csv(args.out / "gaps.csv", index=False)
-    plot_gaps(test, args.out / "gaps.png")
+    if not test.empty:  # no elastic run has its individual counterparts yet: nothing to plot
+        plot_gaps(test, args.out / "gaps.png")
     atomic_write_text(args.out / "tables.md", (
         f"# Parity on CVC-ClinicDB, `{args.profile}` profile\n\n"
         f"Test Dice (%) per shape, mean over seeds, and the paired gap elastic - individual (points). Target: worst gap "
