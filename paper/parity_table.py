@@ -45,7 +45,7 @@ from elasticnet.config import build_config  # noqa: E402
 from elasticnet.files import atomic_write_text, lock_is_held  # noqa: E402
 from elasticnet.reporting import markdown_table  # noqa: E402
 from elasticnet.training.compute import subnet_flops  # noqa: E402
-from elasticnet.training.recipe import epochs_within, planned_flops  # noqa: E402
+from elasticnet.training.recipe import epochs_within  # noqa: E402
 
 CONFIG = ROOT / "experiments" / "cvc_clinicdb.yaml"
 DEPTHS, WIDTHS = (3, 4, 5), (0.25, 0.5, 0.75, 1.0)
