@@ -82,7 +82,15 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
 
 
 def test_bundle_without_model_file_is_refused(tmp_path):
+    from elasticnet.export.bundle import write_description
+
     (tmp_path / "model.json").write_text(json.dumps({"format": "elasticnet-export", "model_file": "model.onnx"}))
+    with pytest.raises(UserError, match="carries no description_sha256"):  # an unhashed description
+        read_description(tmp_path)
+    write_description(tmp_path, {  # a valid, hashed description whose model file is gone
+        "format": "elasticnet-export", "model_file": "model.onnx", "model_sha256": "0" * 64, "runtime": "onnxruntime",
+        "input": {"channels": 3, "height": 32, "width": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "tile": None},
+        "output": {"threshold": 0.5}})
     with pytest.raises(UserError, match="lacks its model file"):
         read_description(tmp_path)
     with pytest.raises(UserError, match="model.json is missing"):
