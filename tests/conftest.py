@@ -56,3 +56,17 @@ def write_folder_dataset(root: Path, count: int = 6, size: tuple[int, int] = (40
         cv2.imwrite(str(root / "images" / f"{i + 1}{suffix}"), image)
         cv2.imwrite(str(root / "masks" / f"{i + 1}.png"), mask)
     return root
+
+
+def write_fake_cvc(data: Path) -> Path:
+    """A CVC-ClinicDB-like folder: 4 frames of each of 5 video sequences (numbered as in the real set)."""
+    from elasticnet.data.synthetic import synthetic_polyp_set
+
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    frames = [first + k for first in (1, 26, 51, 68, 79) for k in range(4)]
+    images, masks = synthetic_polyp_set(len(frames), 32, 32, seed=0)
+    for frame, image, mask in zip(frames, images, masks):
+        cv2.imwrite(str(data / "images" / f"{frame}.png"), image)
+        cv2.imwrite(str(data / "masks" / f"{frame}.png"), mask)
+    return data

@@ -216,18 +216,9 @@ def test_os_errors_become_one_line_with_a_way_out():
 def test_eval_on_another_folder_recognises_it_instead_of_using_the_runs_reader(tmp_path, capsys):
     """A run trained with the CVC-ClinicDB reader, evaluated on a plain images/ + masks/ folder whose files are
     not frame numbers: read as a plain folder (it was refused as 'named by frame id')."""
-    import cv2
+    from conftest import write_fake_cvc
 
-    from elasticnet.data.synthetic import synthetic_polyp_set
-
-    cvc = tmp_path / "cvc"
-    (cvc / "images").mkdir(parents=True)
-    (cvc / "masks").mkdir()
-    frames = [first + k for first in (1, 26, 51, 68, 79) for k in range(4)]
-    images, masks = synthetic_polyp_set(len(frames), 32, 32, seed=0)
-    for frame, image, mask in zip(frames, images, masks):
-        cv2.imwrite(str(cvc / "images" / f"{frame}.png"), image)
-        cv2.imwrite(str(cvc / "masks" / f"{frame}.png"), mask)
+    cvc = write_fake_cvc(tmp_path / "cvc")
     run = tmp_path / "run"
     assert main(["train", *TINY, "--data", str(cvc), "--dataset", "cvc-clinicdb", "--split", "grouped",
                  "--max-steps", "1", "--out", str(run)]) == 0

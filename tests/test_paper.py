@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import pytest
 
-from elasticnet.data.synthetic import synthetic_polyp_set
+from conftest import write_fake_cvc
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("dice_table", ROOT / "paper" / "dice_table.py")
@@ -72,20 +71,8 @@ profiles:
 """
 
 
-def fake_cvc(data: Path) -> Path:
-    """A CVC-ClinicDB-like folder: 4 frames of each of 5 video sequences (numbered as in the real set)."""
-    (data / "images").mkdir(parents=True)
-    (data / "masks").mkdir()
-    frames = [first + k for first in (1, 26, 51, 68, 79) for k in range(4)]
-    images, masks = synthetic_polyp_set(len(frames), 32, 32, seed=0)
-    for frame, image, mask in zip(frames, images, masks):
-        cv2.imwrite(str(data / "images" / f"{frame}.png"), image)
-        cv2.imwrite(str(data / "masks" / f"{frame}.png"), mask)
-    return data
-
-
 def test_table_1_end_to_end_on_a_tiny_fake_cvc_folder_and_reuse(tmp_path):
-    data = fake_cvc(tmp_path / "cvc")
+    data = write_fake_cvc(tmp_path / "cvc")
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
     out, runs = tmp_path / "results", tmp_path / "runs"
@@ -123,7 +110,7 @@ def test_parity_protocol_end_to_end_continues_from_committed_results(tmp_path):
     """paper/parity_table.py on a tiny fake CVC folder: individual nets, one recipe at equal epochs and at equal
     compute (its FLOPs within half the 12 individual trainings'), the summary and targets in the protocol's
     columns; after the run folders are gone, the committed small files alone give the same tables."""
-    data = fake_cvc(tmp_path / "cvc")
+    data = write_fake_cvc(tmp_path / "cvc")
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY.replace("epochs: 1", "epochs: 2").replace("base_width: 8", "base_width: 16"))
     out, runs = tmp_path / "results", tmp_path / "runs"
