@@ -33,6 +33,7 @@ def _train(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
     """Same sub-nets at every step on both ranks, shards that together are the single process's batch,
     averaged gradients and synchronised BN statistics: the same weights up to float rounding."""
@@ -52,6 +53,7 @@ def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
     assert "x 2 processes" in two.stdout and not list((tmp_path / "two").glob("*.tmp"))  # rank 0 wrote alone
 
 
+@pytest.mark.slow
 def test_a_single_process_run_resumes_on_two_processes(tmp_path, monkeypatch):
     import signal
 

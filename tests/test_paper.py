@@ -71,6 +71,7 @@ profiles:
 """
 
 
+@pytest.mark.slow
 def test_table_1_end_to_end_on_a_tiny_fake_cvc_folder_and_reuse(tmp_path):
     data = write_fake_cvc(tmp_path / "cvc")
     config = tmp_path / "tiny.yaml"

@@ -138,6 +138,7 @@ def test_inference_layout_gives_the_same_predictions(tiny_elastic):
     assert result["images"] == 3
 
 
+@pytest.mark.slow
 def test_no_final_table_then_recalibrate_then_export(tmp_path):
     """--no-final-table skips calibration and the table; export refuses until `eval --recalibrate` made them."""
     run = tmp_path / "run"

@@ -104,6 +104,7 @@ def _settings_flags(settings: dict[str, str]) -> list[str]:
     return [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_the_same_weights(tmp_path):
     """Kill a training subprocess with SIGKILL at random moments, resume each time, compare the weights."""
     target = FAULTS or 3
@@ -145,6 +146,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_weights(tmp_path):
     print(f"{kills} SIGKILLs at random moments, the resumed run's weights equal the uninterrupted run's")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_state_and_exits_with_128_plus_signal(tmp_path):
     flags = [*_settings_flags({**BASE, "epochs": "6", "checkpoint_every": "1"}), "--quiet", f"--out={tmp_path / 'r'}"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

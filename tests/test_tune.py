@@ -42,6 +42,7 @@ def _load(tmp_path: Path, study: str):
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log"))))
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_journal_and_run_every_trial_once(tmp_path):
     workers = [_worker(tmp_path, "s", 5, "--no-pruning") for _ in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
@@ -58,6 +59,7 @@ def test_two_workers_share_one_journal_and_run_every_trial_once(tmp_path):
     assert {"trials.csv", "best.csv", "history.png"} <= {p.name for p in summary.iterdir()}
 
 
+@pytest.mark.slow
 def test_a_killed_worker_s_trial_is_failed_and_resumed(tmp_path):
     victim = _worker(tmp_path, "k", 2, "--no-pruning", "--epochs", "4")
     deadline = time.monotonic() + 120
