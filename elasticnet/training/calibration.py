@@ -29,6 +29,18 @@ def spread_order(n: int, seed: int) -> list[int]:
     return np.random.default_rng(seed).permutation(n).tolist()
 
 
+def inference_layout(images: torch.Tensor) -> torch.Tensor:
+    """Images in the memory layout that runs inference fastest on their device.
+
+    On CPUs, NHWC (channels_last) input makes oneDNN run the whole U-Net in its blocked layout: measured
+    1.5x (full width) to 2.6x (narrow sub-nets) faster forward passes at 96x128 than NCHW, with outputs equal
+    to 1e-7. GPUs keep the layout the model was trained in.
+    """
+    if images.device.type == "cpu" and images.dim() == 4:
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
 def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
@@ -55,8 +67,6 @@ def calibrate_bn(model: ElasticUNet, subnet: SubNet, batches: Iterable[torch.Ten
     the batches (data-parallel training: average the statistics over the processes). Returns the
     number of batches used.
     """
-    from elasticnet.training.evaluate import inference_layout  # evaluate imports this module
-
     layers = _bn_layers(model)
     momenta = [m.momentum for m in layers]
     was_training = model.training

@@ -39,7 +39,6 @@ from elasticnet.training.precision import Precision, amp_note
 from elasticnet.training.run_dir import (CONFIG_NAME, STATE_NAME, check_new_run_dir, remove_stale_temporaries,
                                          resumable_run, run_dir_for, run_lock)
 from elasticnet.training.recipe import Recipe, StepOptions, sampler_for
-from elasticnet.training.sampler import SubNetSampler
 from elasticnet.training.schedule import build_optimizer, cosine_with_warmup
 from elasticnet.training.signals import StopRequest, TrainingInterrupted
 from elasticnet.training.state import TrainingState
@@ -132,7 +131,7 @@ def _run(cfg: RunConfig, resume_dir: Path | None, echo: Callable[[str], None], p
         cfg = resolve_for_device(cfg, device.type)
         seed_everything(t_cfg.seed)
         # Everything that can refuse the config or the data runs before any file is written.
-        sampler = sampler_for(cfg)
+        sampler_for(cfg)  # refuses bad sampling options (the run's own sampler comes with its Recipe)
         split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
         run_dir = Path(distributed.broadcast_object(str(resume_dir or run_dir_for(t_cfg.out)), d))
         with run_lock(run_dir) if d.main else nullcontext():
@@ -152,7 +151,7 @@ def _run(cfg: RunConfig, resume_dir: Path | None, echo: Callable[[str], None], p
             if problem is not None:
                 raise UserError(problem)
             with StopRequest() as stop:
-                return _train_in(run_dir, cfg, split, sampler, device, stop, echo if d.main else _silent,
+                return _train_in(run_dir, cfg, split, device, stop, echo if d.main else _silent,
                                  progress and d.main, on_epoch, d)
     finally:
         distributed.shutdown()
@@ -176,6 +175,17 @@ def check_same_split(rows: list[dict], path: Path) -> None:
     if saved != [{k: str(v) for k, v in r.items()} for r in rows]:
         raise UserError(f"the data differ from those the run started with (see {path}); resume needs the same "
                         "images and split")
+
+
+def evaluation_setup(split, cfg: RunConfig, batch_size: int, d: distributed.Dist | None = None
+                     ) -> tuple[DataLoader, DataLoader, DataLoader | None, int]:
+    """(calibration, validation, test loaders, calibration batches) of a run whose per-process training batch
+    is ``batch_size``: evaluation runs in batches of :func:`eval_batch_size`, and BN calibration sees as many
+    images as ``calib_batches`` training batches, whatever that evaluation batch is."""
+    t = cfg.train
+    eval_batch = eval_batch_size(cfg)
+    loaders = evaluation_loaders(split, eval_batch, t.seed, d, t.calib_batches * batch_size)
+    return (*loaders, calibration_batches(t.calib_batches, batch_size, eval_batch))
 
 
 def evaluation_loaders(split, batch_size: int, seed: int, d: distributed.Dist | None = None,
@@ -220,11 +230,8 @@ def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], No
         t_cfg = cfg.train
         split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
         check_same_split(split.rows, run_dir / "split.csv")
-        eval_batch = eval_batch_size(cfg)
-        calib_loader, val_loader, test_loader = evaluation_loaders(split, eval_batch, t_cfg.seed,
-                                                                   calib_images=t_cfg.calib_batches * t_cfg.batch_size)
-        calib_batches = calibration_batches(t_cfg.calib_batches, t_cfg.batch_size, eval_batch)
-        echo(f"calibrating BatchNorm ({calib_batches} batches of {eval_batch}) and evaluating "
+        calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, t_cfg.batch_size)
+        echo(f"calibrating BatchNorm ({calib_batches} batches of {eval_batch_size(cfg)}) and evaluating "
              f"{len(cfg.model.subnets())} sub-nets of {run_dir} ...")
         rows, bn_stats = subnet_table(model, calib_loader, val_loader, next(model.parameters()).device,
                                       tuple(cfg.data.image_size), calib_batches, t_cfg.threshold, test_loader,
@@ -271,7 +278,7 @@ def kept_state(state_path: Path) -> str:
     return "no training state had been saved yet (the run stopped before its first save)"
 
 
-def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, device: torch.device, stop: StopRequest,
+def _train_in(run_dir: Path, cfg: RunConfig, split, device: torch.device, stop: StopRequest,
               echo: Callable[[str], None], progress: bool, on_epoch: EpochCallback | None, d: distributed.Dist) -> Path:
     t_cfg = cfg.train
     model = ElasticUNet(cfg.model).to(device)
@@ -285,11 +292,9 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, sampler: SubNetSampler, devi
     batch_size = min(t_cfg.batch_size, order.per_process())
     train_loader = DataLoader(split.train, batch_size=batch_size, sampler=order, drop_last=True,
                               num_workers=cfg.data.num_workers)
+    calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, batch_size, d)
     eval_batch = eval_batch_size(cfg)
-    calib_loader, val_loader, test_loader = evaluation_loaders(split, eval_batch, t_cfg.seed, d,
-                                                               t_cfg.calib_batches * batch_size)
-    # BN calibration sees as many images as `calib_batches` training batches, in eval-sized batches
-    calib_batches = calibration_batches(t_cfg.calib_batches, batch_size, eval_batch)
+    # the per-epoch look at the extremes calibrates on the images of at most 4 training batches
     quick_batches = calibration_batches(min(4, t_cfg.calib_batches), batch_size, eval_batch)
     tile = cfg.data.tile  # sliding-window evaluation of patch-trained models
 
