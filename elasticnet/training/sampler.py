@@ -24,6 +24,7 @@ import numpy as np
 
 from elasticnet.errors import UserError
 from elasticnet.models.subnet import SubNet
+from elasticnet.training.schedule import ramp_factor, steps_of
 
 STRATEGIES = ("uniform", "sandwich")
 
@@ -90,7 +91,7 @@ class SubNetSampler:
         return SubNet(min(self.depths), min(self.widths))
 
     def _phase_step(self, fraction: float) -> int:
-        return int(round(fraction * self.total_steps))
+        return steps_of(fraction, self.total_steps)
 
     def _allowed(self, step: int) -> list[SubNet]:
         """The sub-nets that may run at ``step`` (the phases)."""
@@ -131,9 +132,5 @@ class SubNetSampler:
 
     def _ramped(self, weight: float, step: int, subnet: SubNet) -> float:
         """``weight``, ramped in from 0 over ``ramp`` of the steps after the phase that let ``subnet`` join."""
-        if not self.ramp or not self.total_steps:
-            return weight
         joined = self._phase_step(self.width_start if subnet.width != max(self.widths) else self.shrink_start)
-        if joined == 0:
-            return weight
-        return weight * min(1.0, (step - joined + 1) / max(1, self._phase_step(self.ramp)))
+        return weight * ramp_factor(step, joined, self._phase_step(self.ramp))

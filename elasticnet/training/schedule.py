@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the schedules are plain arithmetic; only build_optimizer needs torch
+    import torch
 
 
 def cosine_with_warmup(total_steps: int, warmup_steps: int, floor: float = 0.0) -> Callable[[int], float]:
@@ -28,19 +30,31 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int, floor: float = 0.0) 
     return factor
 
 
-def build_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def build_optimizer(name: str, params, lr: float, weight_decay: float) -> "torch.optim.Optimizer":
+    import torch
+
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+def steps_of(fraction: float, total_steps: int) -> int:
+    """The step a fraction of the training reaches (phases and ramps are given as fractions)."""
+    return int(round(fraction * total_steps))
+
+
+def ramp_factor(step: int, first: int, ramp_steps: int) -> float:
+    """From 0 to 1, linearly over ``ramp_steps`` steps after step ``first`` (the step something joins); 1 with no
+    ramp, or for what trains from the start (nothing to ease in)."""
+    if not ramp_steps or not first:
+        return 1.0
+    return min(1.0, (step - first + 1) / ramp_steps)
+
+
 def distill_weight_at(step: int, total_steps: int, weight: float, start: float, ramp: float) -> float | None:
     """The distillation weight of ``step``: None before ``start`` (a fraction of the steps), then ramped
     linearly from 0 to ``weight`` over ``ramp`` of the steps."""
-    first = int(round(start * total_steps))
+    first = steps_of(start, total_steps)
     if step < first:
         return None
-    ramp_steps = int(round(ramp * total_steps))
-    if not ramp_steps or not first:
-        return weight
-    return weight * min(1.0, (step - first + 1) / ramp_steps)
+    return weight * ramp_factor(step, first, steps_of(ramp, total_steps))
