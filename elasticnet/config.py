@@ -8,6 +8,7 @@ Every key (in any section) is also a flag: ``base_width`` is ``--base-width``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -179,6 +180,8 @@ RANGES = [
     ("train", "seed", 0, 2**32 - 1, True), ("train", "max_steps", 0, 10**9, True),
     ("train", "calib_batches", 1, 10**6, True), ("train", "num_random", 0, 1000, True),
     ("train", "batch_size", 1, 4096, True), ("train", "epochs", 1, 10**6, True),
+    ("train", "eval_batch_size", 0, 4096, True), ("train", "grad_clip", 0.0, 10**6, True),
+    ("train", "weight_smallest", 0.0, 100.0, True), ("train", "weight_random", 0.0, 100.0, True),
     ("data", "num_workers", 0, 256, True), ("data", "augment_strength", 0.0, 10.0, True),
     ("data", "synthetic_count", 3, 10**6, True), ("data", "patch_lesion_fraction", 0.0, 1.0, True),
     ("data", "split_seed", 0, 2**32 - 1, True),
@@ -189,8 +192,6 @@ MAX_SIDE = 16384  # pixels: image_size and patch_size sides
 
 
 def check_ranges(cfg: RunConfig) -> None:
-    import math
-
     for section, key, low, high, low_ok in RANGES:
         value = getattr(getattr(cfg, section), key)
         bad = not math.isfinite(value) or value > high or value < low or (value == low and not low_ok)
@@ -257,14 +258,8 @@ def validate(cfg: RunConfig) -> RunConfig:
             raise UserError(f"{key} must lie in [0, 1) (a fraction), got {value}")
     if not 0.0 < t.ema_decay < 1.0:
         raise UserError(f"ema_decay must lie in (0, 1), got {t.ema_decay}")
-    if t.grad_clip < 0 or t.weight_smallest < 0 or t.weight_random < 0:
-        raise UserError("grad_clip, weight_smallest and weight_random must be >= 0")
-    if cfg.train.eval_batch_size < 0:
-        raise UserError(f"eval_batch_size must be >= 1, or 0 for automatic; got {cfg.train.eval_batch_size}")
     if cfg.train.checkpoint_every < 0:
         raise UserError("checkpoint_every must be >= 0 (0: save the training state at epoch ends only)")
-    if cfg.train.batch_size < 1 or cfg.train.epochs < 1:
-        raise UserError("batch_size and epochs must be >= 1")
     if len(cfg.data.mean) != cfg.model.in_channels or len(cfg.data.std) != cfg.model.in_channels:
         raise UserError(f"mean and std need {cfg.model.in_channels} value(s), one per input channel")
     return cfg

@@ -7,6 +7,7 @@ stopped by SIGINT/SIGTERM saves its state, prints how to resume, and exits with 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from elasticnet import __version__
@@ -58,8 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as e:  # the file system said no: one line naming the path, the reason and a way out
         if isinstance(e, BrokenPipeError):  # `elasticnet info RUN | head -1`: the reader left; not an error
-            import os
-
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
             return 0
         print(f"elasticnet {args.command}: error: {os_error_message(e)}", file=sys.stderr)

@@ -25,8 +25,6 @@ def say(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from elasticnet.errors import UserError
-    from elasticnet.reporting import text_table
-    from elasticnet.training.trainer import table_columns
 
     path = Path(args.path) if args.path else None
     if path is not None and (path.name == "model.json" or (path / "model.json").exists()):
@@ -42,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{folder}/model.json is incomplete or malformed ({type(e).__name__}: {printable(e)}); "
                             "export the bundle again") from None
         return 0
-    return describe_checkpoint(path, args.json, text_table, table_columns)
+    return describe_checkpoint(path, args.json)
 
 
 def describe_bundle(folder: Path, d: dict) -> None:
@@ -57,8 +55,10 @@ def describe_bundle(folder: Path, d: dict) -> None:
     say(f"source: {d['source_checkpoint']['path']} (sha256 {d['source_checkpoint']['sha256'][:16]}...)")
 
 
-def describe_checkpoint(path: Path | None, as_json: bool, text_table, table_columns) -> int:
+def describe_checkpoint(path: Path | None, as_json: bool) -> int:
     from elasticnet.checkpoint import load_checkpoint, resolve_checkpoint
+    from elasticnet.reporting import text_table
+    from elasticnet.training.trainer import table_columns
 
     checkpoint = resolve_checkpoint(path)
     ckpt = load_checkpoint(checkpoint)

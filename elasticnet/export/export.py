@@ -77,7 +77,7 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
     out = Path(out) if out else checkpoint.parent / f"export-{subnet.key}-{target}{suffix}"
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
+    remove_killed_exports(out)
     # same file system: the rename is atomic; the pid in the name lets a later export clean up after a killed one
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", dir=out.parent))
     respect_umask(tmp, directory=True)
@@ -236,7 +236,7 @@ def bundle_readme(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def remove_stale_temporaries(out: Path) -> None:
+def remove_killed_exports(out: Path) -> None:
     """Remove the hidden work folders (``.NAME.PID.*``, ``.NAME.old-PID``) that exports of ``out`` killed before
     they finished left behind; those of a process still running are left alone."""
     for folder in out.parent.glob(f".{out.name}.*"):
