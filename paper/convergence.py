@@ -88,7 +88,7 @@ def collect(epoch_counts: list[int]) -> tuple[list[dict], dict[tuple[str, int], 
             # individual U-Nets are evaluated with their running BN statistics (as in the Dice tables)
             rows.append({"depth": depth, "width": width, "epochs": epochs,
                          "val_dice": round(100 * float(row["dice_bn_as_trained"]), 2),
-                         "train_seconds": round(sum(float(r["seconds"]) for r in log), 1)})
+                         "train_seconds": round(sum(float(r["seconds"]) for r in log), 4)})
             curves[(name, epochs)] = [100 * float(r["val_dice_largest"]) for r in log]
     return rows, curves
 

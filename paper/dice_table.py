@@ -221,7 +221,7 @@ def run_record(job: Job) -> dict:
     log = read_csv(job.folder / "log.csv")
     wall = json.loads((job.folder / "wall_seconds.json").read_text()) if (job.folder / "wall_seconds.json").exists() else {}
     return {"split": job.split, "seed": job.seed, "run": job.training.name, "method": job.training.method,
-            "epochs": len(log), "train_seconds": round(sum(float(r["seconds"]) for r in log), 1),
+            "epochs": len(log), "train_seconds": round(sum(float(r["seconds"]) for r in log), 4),
             "wall_seconds": wall.get("wall_seconds", ""), "threads": wall.get("threads", "")}
 
 

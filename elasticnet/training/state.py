@@ -47,7 +47,7 @@ class TrainingState:
             "val_dice_smallest": round(dice_smallest, 4),
             "lr": round(lr, 7),
             "train_tflops": round(self.train_flops / 1e12, 4),  # cumulative
-            "seconds": round(seconds, 2),
+            "seconds": round(seconds, 4),
             "images_per_s": round(self.epoch_images / seconds, 2),
         }
         self.log.append(row)

@@ -401,7 +401,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, split, device: torch.device, stop: 
         write_table(run_dir, cfg, rows)
     save_checkpoint(run_dir / CHECKPOINT_NAME, cfg, model, optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict(), step=state.step, epoch=len(state.log), subnets=rows,
-                    bn_stats=bn_stats, log=state.log, train_seconds=round(state.train_seconds, 2),
+                    bn_stats=bn_stats, log=state.log, train_seconds=round(state.train_seconds, 4),
                     train_tflops=round(state.train_flops / 1e12, 4), precision=precision.name)
     state_path.unlink(missing_ok=True)  # checkpoint.pt supersedes it
     if rows:
