@@ -1,6 +1,7 @@
 """How many epochs do the individual U-Nets need on CVC-ClinicDB? The epoch count E of the converged protocol.
 
     python paper/convergence.py --data PATH [--epochs 16,32,64,128] [--jobs 1 --threads 1]
+    python paper/convergence.py --data PATH --lr 0.006 [--epochs ...]   # the same at another learning rate
     python paper/convergence.py --report-only          # from the committed runs only
 
 The largest and the smallest individual U-Net of the grid, (5,1) and (3,0.25), trained on their own with the
@@ -42,71 +43,104 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def run_folder(runs: Path, epochs: int, name: str) -> Path:
-    return runs / f"cpu-e{epochs}" / "random" / "seed0" / name
+BASE_LR = 0.002  # the profile's learning rate: its runs keep the folder names they were committed under
 
 
-def committed(epochs: int, name: str) -> Path:
-    return OUT / "convergence-runs" / f"e{epochs}" / name
+def lr_tag(lr: float) -> str:
+    return "" if lr == BASE_LR else f"-lr{lr:g}"
+
+
+def run_folder(runs: Path, epochs: int, name: str, lr: float = BASE_LR) -> Path:
+    return runs / f"cpu-e{epochs}{lr_tag(lr)}" / "random" / "seed0" / name
+
+
+def committed(epochs: int, name: str, lr: float = BASE_LR) -> Path:
+    return OUT / "convergence-runs" / (f"e{epochs}" if lr == BASE_LR else f"lr{lr:g}-e{epochs}") / name
 
 
 def finished(folder: Path) -> bool:
     return (folder / "subnets.csv").is_file() and (folder / "log.csv").is_file()
 
 
-def train(args, epochs: int) -> None:
-    todo = [n for n in SHAPES if not finished(committed(epochs, n)) and not finished(run_folder(args.runs, epochs, n))]
+def train(args, epochs: int, lr: float) -> None:
+    todo = [n for n in args.shapes if not finished(committed(epochs, n, lr))
+            and not finished(run_folder(args.runs, epochs, n, lr))]
     if not todo:
         return
     subprocess.run([sys.executable, str(ROOT / "paper" / "dice_table.py"), "--data", args.data, "--profile", "cpu",
-                    "--epochs", str(epochs), "--only", ",".join(todo), "--split", "random", "--seeds", "0",
+                    "--epochs", str(epochs), *(["--lr", f"{lr:g}"] if lr != BASE_LR else []),
+                    "--only", ",".join(todo), "--split", "random", "--seeds", "0",
                     "--jobs", str(args.jobs), "--threads", str(args.threads), "--runs", str(args.runs),
-                    "--out", str(args.runs / f"tables-e{epochs}")], check=True, cwd=ROOT)
+                    "--out", str(args.runs / f"tables-e{epochs}{lr_tag(lr)}")], check=True, cwd=ROOT)
 
 
-def keep(args, epochs: int) -> None:
+def keep(args, epochs: int, lr: float) -> None:
     """Copy the small files of finished runs into results/ (committed; never checkpoints)."""
     for name in SHAPES:
-        src = run_folder(args.runs, epochs, name)
+        src = run_folder(args.runs, epochs, name, lr)
         if finished(src):
-            dst = committed(epochs, name)
+            dst = committed(epochs, name, lr)
             dst.mkdir(parents=True, exist_ok=True)
             for file in SMALL_FILES:
                 if (src / file).is_file():
                     shutil.copy2(src / file, dst / file)
 
 
+def committed_lrs() -> list[float]:
+    """Every learning rate with committed runs (the profile's first)."""
+    found = {BASE_LR}
+    for folder in (OUT / "convergence-runs").glob("lr*-e*"):
+        found.add(float(folder.name[2:].rsplit("-e", 1)[0]))
+    return sorted(found, key=lambda lr: (lr != BASE_LR, lr))
+
+
 def collect(epoch_counts: list[int]) -> tuple[list[dict], dict[tuple[str, int], list[float]]]:
     rows, curves = [], {}
-    for epochs in epoch_counts:
-        for name, (depth, width) in SHAPES.items():
-            folder = committed(epochs, name)
-            if not finished(folder):
-                continue
-            (row,) = read_csv(folder / "subnets.csv")
-            log = read_csv(folder / "log.csv")
-            # individual U-Nets are evaluated with their running BN statistics (as in the Dice tables)
-            rows.append({"depth": depth, "width": width, "epochs": epochs,
-                         "val_dice": round(100 * float(row["dice_bn_as_trained"]), 2),
-                         "train_seconds": round(sum(float(r["seconds"]) for r in log), 4)})
-            curves[(name, epochs)] = [100 * float(r["val_dice_largest"]) for r in log]
+    for lr in committed_lrs():
+        for epochs in epoch_counts:
+            for name, (depth, width) in SHAPES.items():
+                folder = committed(epochs, name, lr)
+                if not finished(folder):
+                    continue
+                (row,) = read_csv(folder / "subnets.csv")
+                log = read_csv(folder / "log.csv")
+                # individual U-Nets are evaluated with their running BN statistics (as in the Dice tables)
+                rows.append({"lr": lr, "depth": depth, "width": width, "epochs": epochs,
+                             "val_dice": round(100 * float(row["dice_bn_as_trained"]), 2),
+                             "train_seconds": round(sum(float(r["seconds"]) for r in log), 4)})
+                curves[(name, epochs, lr)] = [100 * float(r["val_dice_largest"]) for r in log]
     return rows, curves
 
 
-def choose(rows: list[dict]) -> tuple[int | None, list[str]]:
-    """The smallest E whose doubling adds < MARGIN validation points for every shape (None: not yet shown)."""
-    lines, ok = [], {}
-    val = {(r["depth"], r["width"], r["epochs"]): r["val_dice"] for r in rows}
+def best_lr(rows: list[dict], depth: int, width: float) -> float:
+    """The learning rate with the best validation Dice at the longest training every swept rate reached."""
+    mine = [r for r in rows if (r["depth"], r["width"]) == (depth, width)]
+    lrs = sorted({r["lr"] for r in mine})
+    common = [e for e in sorted({r["epochs"] for r in mine}) if all(
+        any(r["lr"] == lr and r["epochs"] == e for r in mine) for lr in lrs)]
+    if not common:
+        return BASE_LR
+    at = {r["lr"]: r["val_dice"] for r in mine if r["epochs"] == common[-1]}
+    return max(at, key=lambda lr: at[lr])
+
+
+def choose(rows: list[dict]) -> tuple[int | None, dict[tuple[int, float], float], list[str]]:
+    """(E, each shape's learning rate, the lines that show why): each shape trains at the learning rate that
+    validates best (the same sweep for every shape), and E is the smallest epoch count whose doubling adds
+    < MARGIN validation points for every shape at its rate (None: not yet shown)."""
+    lines, ok, rates = [], {}, {}
+    val = {(r["lr"], r["depth"], r["width"], r["epochs"]): r["val_dice"] for r in rows}
     for depth, width in SHAPES.values():
-        for (d, w, e), v in sorted(val.items()):
-            if (d, w) != (depth, width) or (d, w, 2 * e) not in val:
+        lr = rates[(depth, width)] = best_lr(rows, depth, width)
+        for (r, d, w, e), v in sorted(val.items()):
+            if (r, d, w) != (lr, depth, width) or (r, d, w, 2 * e) not in val:
                 continue
-            gain = val[(d, w, 2 * e)] - v
+            gain = val[(r, d, w, 2 * e)] - v
             ok.setdefault(e, []).append(gain < MARGIN)
-            lines.append(f"- ({d},{w:g}): {e} -> {2 * e} epochs: validation Dice {v:.1f} -> {val[(d, w, 2 * e)]:.1f} "
-                         f"({gain:+.1f}; {'< 1 point' if gain < MARGIN else 'not converged'})")
+            lines.append(f"- ({d},{w:g}) at lr {lr:g}: {e} -> {2 * e} epochs: validation Dice {v:.1f} -> "
+                         f"{val[(r, d, w, 2 * e)]:.1f} ({gain:+.1f}; {'< 1 point' if gain < MARGIN else 'not converged'})")
     done = sorted(e for e, flags in ok.items() if len(flags) == len(SHAPES) and all(flags))
-    return (done[0] if done else None), lines
+    return (done[0] if done else None), rates, lines
 
 
 def plot(rows: list[dict], curves: dict, path: Path) -> None:
@@ -116,18 +150,21 @@ def plot(rows: list[dict], curves: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, (depth, width) in SHAPES.items():
-        mine = sorted((r["epochs"], r["val_dice"]) for r in rows if (r["depth"], r["width"]) == (depth, width))
-        if mine:
-            e, v = zip(*mine)
-            left.plot(e, v, "o-", label=f"({depth},{width:g})")
+    for lr in sorted({r["lr"] for r in rows}):
+        for name, (depth, width) in SHAPES.items():
+            mine = sorted((r["epochs"], r["val_dice"]) for r in rows
+                          if (r["depth"], r["width"], r["lr"]) == (depth, width, lr))
+            if mine:
+                e, v = zip(*mine)
+                left.plot(e, v, "o-", label=f"({depth},{width:g}) lr {lr:g}")
     left.set_xscale("log", base=2)
     left.set_xlabel("epochs (separate trainings)")
     left.set_ylabel("validation Dice (%)")
     left.set_title("final validation Dice vs training length")
     left.legend(fontsize=8)
-    for (name, epochs), curve in sorted(curves.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        right.plot(range(1, len(curve) + 1), curve, label=f"{name.replace('individual-', '')} E={epochs}", alpha=0.8)
+    for (name, epochs, lr), curve in sorted(curves.items()):
+        right.plot(range(1, len(curve) + 1), curve, alpha=0.8,
+                   label=f"{name.replace('individual-', '')} E={epochs}{f' lr {lr:g}' if lr != BASE_LR else ''}")
     right.set_xlabel("epoch")
     right.set_ylabel("validation Dice (%), per epoch")
     right.set_title("per-epoch validation (4-batch BN calibration)")
@@ -145,22 +182,28 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "convergence")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--lr", default=f"{BASE_LR:g}", help="comma-separated learning rates to train (a sweep)")
+    p.add_argument("--shapes", default=",".join(SHAPES), help="which of the two individual nets to train")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
+    args.shapes = [s for s in args.shapes.split(",") if s in SHAPES]
     epoch_counts = sorted(int(e) for e in args.epochs.split(","))
     if not args.report_only and not Path(args.data or "/nonexistent").is_dir():
         raise SystemExit("--data must name the CVC-ClinicDB folder (or use --report-only)")
-    for epochs in epoch_counts:
-        if not args.report_only:
-            train(args, epochs)
-        keep(args, epochs)
+    for lr in (float(x) for x in args.lr.split(",")):
+        for epochs in epoch_counts:
+            if not args.report_only:
+                train(args, epochs, lr)
+            keep(args, epochs, lr)
     rows, curves = collect(epoch_counts)
     if not rows:
         raise SystemExit("no finished convergence runs yet")
     OUT.mkdir(parents=True, exist_ok=True)
     write_csv(rows, OUT / "convergence.csv")
     plot(rows, curves, OUT / "convergence.png")
-    chosen, lines = choose(rows)
+    chosen, rates, lines = choose(rows)
+    lines.append("- learning rates (best validation Dice of the sweep): "
+                 + ", ".join(f"({d},{w:g}) {lr:g}" for (d, w), lr in rates.items()))
     verdict = (f"E = {chosen}: doubling it adds < {MARGIN:g} validation Dice point to both shapes." if chosen else
                f"E not determined yet: no epoch count so far whose doubling adds < {MARGIN:g} point to both shapes "
                "(train longer: add the next doubling to --epochs).")

@@ -135,6 +135,7 @@ def plan(args, base_width: int) -> list[Job]:
                 command = [sys.executable, "-m", "elasticnet", "train", "--config", args.config, "--profile", args.profile,
                            "--data", args.data, *split_flags(split), "--seed", str(seed), *t.flags,
                            *(["--epochs", str(args.epochs)] if args.epochs else []),
+                           *(["--lr", f"{args.lr:g}"] if args.lr else []),
                            "--device", args.device, "--out", str(folder), "--quiet"]
                 jobs.append(Job(split, seed, t, folder, args.device, command))
     return jobs
@@ -418,7 +419,8 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
     for name, text in md.items():
         (out / f"{name}.md").write_text(text)
     (out / "tables.md").write_text(f"# CVC-ClinicDB Dice tables, `{args.profile}` profile"
-                                   f"{f', {args.epochs} epochs' if args.epochs else ''}\n\n"
+                                   f"{f', {args.epochs} epochs' if args.epochs else ''}"
+                                   f"{f', learning rate {args.lr:g}' if args.lr else ''}\n\n"
                                    f"Test images: fold 0 of 5 (see `splits/`). {hardware}\n\n"
                                    + "\n\n".join("#" + part for part in md.values()))
     commands = "\n".join(" ".join(["python", *j.command[1:]]) for j in jobs).replace(f"{ROOT}/", "")
@@ -488,6 +490,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", default=str(ROOT / "runs" / "dice_table"), help="training runs (default %(default)s)")
     p.add_argument("--epochs", type=int, default=0, help="train this many epochs instead of the profile's (an "
                    "ablation of training length; runs and results go to PROFILE-eN)")
+    p.add_argument("--lr", type=float, default=0.0, help="learning rate instead of the profile's (a sweep; runs and "
+                   "results go to PROFILE[-eN]-lrX)")
     p.add_argument("--only", default="", help="comma-separated training names to run (e.g. individual-d5-w1,uniform)")
     p.add_argument("--recalibrate", action="store_true",
                    help="re-estimate the BN statistics of finished runs with this version of elasticnet (once per run; "
@@ -498,7 +502,7 @@ def main(argv: list[str] | None = None) -> None:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.splits = [s for s in args.split.split(",") if s]
     args.only = [s for s in args.only.split(",") if s]
-    args.name = args.profile + (f"-e{args.epochs}" if args.epochs else "")
+    args.name = args.profile + (f"-e{args.epochs}" if args.epochs else "") + (f"-lr{args.lr:g}" if args.lr else "")
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     if not Path(args.data).is_dir():
         raise SystemExit(f"--data {args.data} is not a folder; give the CVC-ClinicDB folder (images/ and masks/, "

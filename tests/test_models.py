@@ -43,16 +43,28 @@ def test_extracted_subnet_equals_elastic_in_training_mode(tiny_elastic, subnet):
         assert (static(x) - tiny_elastic.train()(x, subnet)).abs().max().item() <= 1e-5
 
 
-def test_extract_with_private_bn_per_depth():
-    model = ElasticUNet(ElasticUNetConfig(base_width=8, depths=[2, 3], widths=[0.5, 1.0], bn_mode="per_depth"))
+@pytest.mark.parametrize("bn_mode", ["per_depth", "per_width", "per_subnet"])
+def test_extract_with_private_bn(bn_mode):
+    model = ElasticUNet(ElasticUNetConfig(base_width=8, depths=[2, 3], widths=[0.5, 1.0], bn_mode=bn_mode))
     randomise_bn(model, seed=1)
-    model.eval()
-    x = torch.randn(1, 3, 8, 8)
     for subnet in model.config.subnets():
-        with torch.no_grad():
-            assert (extract(model, subnet).eval()(x) - model(x, subnet)).abs().max() <= 1e-5
-    # the two depths really use different BN layers
-    assert model.bn_index(SubNet(2, 1.0)) != model.bn_index(SubNet(3, 1.0))
+        x = torch.randn(2, 3, 8, 8)
+        for mode in ("eval", "train"):
+            with torch.no_grad():
+                static = extract(model, subnet)
+                getattr(static, mode)(), getattr(model, mode)()
+                assert (static(x) - model(x, subnet)).abs().max() <= 1e-5, (subnet, mode)
+    model.eval()
+    # each mode's sub-nets really run different BN layers, and only theirs get gradients
+    index = {s: model.bn_index(s) for s in model.config.subnets()}
+    private = {"per_depth": [(SubNet(2, 1.0), SubNet(3, 1.0))], "per_width": [(SubNet(2, 0.5), SubNet(2, 1.0))],
+               "per_subnet": [(SubNet(2, 0.5), SubNet(2, 1.0)), (SubNet(2, 1.0), SubNet(3, 1.0))]}[bn_mode]
+    assert all(index[a] != index[b] for a, b in private)
+    assert len(model.encoder[0].bn1) == len(set(index.values()))
+    model.train()
+    model(torch.randn(2, 3, 8, 8), SubNet(2, 0.5)).square().mean().backward()
+    grads = [bn.weight.grad is not None for bn in model.encoder[0].bn1]
+    assert grads == [i == index[SubNet(2, 0.5)] for i in range(len(grads))]
 
 
 def test_largest_subnet_gives_every_parameter_a_gradient(tiny_elastic):

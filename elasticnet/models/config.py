@@ -7,7 +7,9 @@ from dataclasses import asdict, dataclass, field
 from elasticnet.errors import UserError
 from elasticnet.models.subnet import SubNet, level_channels
 
-BN_MODES = ("shared", "per_depth")
+# BatchNorm layers of the elastic model: one set shared by every sub-net; one per depth; one per width
+# (switchable BN of slimmable networks: private statistics *and* affine parameters per width); one per sub-net.
+BN_MODES = ("shared", "per_depth", "per_width", "per_subnet")
 
 
 @dataclass
@@ -64,6 +66,21 @@ class ElasticUNetConfig:
 
     def channels(self, subnet: SubNet) -> list[int]:
         return level_channels(self.base_width, subnet.depth, subnet.width, self.channel_multiple)
+
+    def bn_count(self) -> int:
+        """BatchNorm sets per layer under :attr:`bn_mode`."""
+        return {"shared": 1, "per_depth": len(self.depths), "per_width": len(self.widths),
+                "per_subnet": len(self.depths) * len(self.widths)}[self.bn_mode]
+
+    def bn_index(self, subnet: SubNet) -> int:
+        """Which BatchNorm set ``subnet`` runs with (see :attr:`bn_mode`)."""
+        if self.bn_mode == "per_depth":
+            return self.depths.index(subnet.depth)
+        if self.bn_mode == "per_width":
+            return self.widths.index(subnet.width)
+        if self.bn_mode == "per_subnet":
+            return self.subnets().index(subnet)
+        return 0
 
     def to_dict(self) -> dict:
         return asdict(self)

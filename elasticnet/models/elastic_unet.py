@@ -61,7 +61,7 @@ class ElasticUNet(nn.Module):
                             "built: elasticnet.config.resolve_for_device, or give a number")
         self.config = config
         ch = level_channels(config.base_width, config.max_depth)
-        num_bn = len(config.depths) if config.bn_mode == "per_depth" else 1
+        num_bn = config.bn_count()
         self.encoder = nn.ModuleList(
             ElasticDoubleConv([config.in_channels if level == 0 else ch[level - 1]], ch[level], num_bn)
             for level in range(len(ch))
@@ -86,7 +86,7 @@ class ElasticUNet(nn.Module):
         return subnet
 
     def bn_index(self, subnet: SubNet) -> int:
-        return self.config.depths.index(subnet.depth) if self.config.bn_mode == "per_depth" else 0
+        return self.config.bn_index(subnet)
 
     def blocks(self, subnet: SubNet) -> Iterator[tuple[str, nn.Module, tuple[int, ...], int]]:
         """The layers a sub-net runs, in forward order: ``(name, module, active_in, active_out)``.
