@@ -124,10 +124,7 @@ def plan(args) -> tuple[list[Run], dict]:
         # the 12 individual nets' training FLOPs for E epochs
         budget[split] = sum(3 * f * batch * steps * E for f in flops.values())
         for seed in args.seeds:
-            for depth, width in args.shape_list:
-                runs.append(Run(split, seed, f"individual-d{depth}-w{width:g}", "individual",
-                                ("--depths", str(depth), "--widths", "1", "--base-width", str(round(base_width * width))),
-                                E, (depth, width)))
+            # the elastic trainings first: they are the longest, so parallel jobs end closer together
             for arm in args.arms:
                 for comparison in args.comparisons:
                     epochs = E
@@ -135,6 +132,10 @@ def plan(args) -> tuple[list[Run], dict]:
                         cfg = build_config(str(args.config), {"data": args.data, **flag_dict(ARMS[arm])}, args.profile)
                         epochs = epochs_within(cfg, steps, batch, COMPUTE_SHARE * budget[split], size)
                     runs.append(Run(split, seed, f"{arm}@{comparison}", f"{arm}@{comparison}", ARMS[arm], epochs))
+            for depth, width in sorted(args.shape_list, key=lambda s: (-s[0] * s[1], -s[0])):  # largest first
+                runs.append(Run(split, seed, f"individual-d{depth}-w{width:g}", "individual",
+                                ("--depths", str(depth), "--widths", "1", "--base-width", str(round(base_width * width))),
+                                E, (depth, width)))
     return runs, budget
 
 
