@@ -71,6 +71,28 @@ def test_folder_reader_reports_unreadable_and_mismatched_files(tmp_path):
     assert "1.png: unreadable" in message and "2.png: unreadable" in message and "is 48x40 but its mask" in message
 
 
+@pytest.mark.parametrize("dataset", ["folder", "cvc-clinicdb"])
+def test_every_kind_of_problem_is_reported_in_one_pass(tmp_path, capfd, dataset):
+    """Unpaired files, a truncated image and a size mismatch in one folder: one message names all of them (the
+    user fixes the folder once), and OpenCV's own decoder warnings stay off the terminal."""
+    import cv2
+
+    from elasticnet.config import DataConfig
+    from elasticnet.data.build import load_all
+
+    root = write_folder_dataset(tmp_path / "d", count=6)
+    (root / "masks" / "2.png").unlink()  # a missing mask
+    data = (root / "images" / "3.png").read_bytes()
+    (root / "images" / "3.png").write_bytes(data[: len(data) // 2])  # truncated
+    cv2.imwrite(str(root / "masks" / "4.png"), np.zeros((10, 10), np.uint8))  # wrong size
+    with pytest.raises(UserError) as e:
+        load_all(DataConfig(data=str(root), dataset=dataset, image_size=[32, 32]), 3)
+    message = str(e.value)
+    assert "3 problem(s)" in message, message
+    assert "2.png: no mask" in message and "3.png: unreadable" in message and "but its mask 4.png" in message
+    assert "WARN" not in capfd.readouterr().err
+
+
 @pytest.mark.parametrize("layout", ["missing", "no_masks", "empty"])
 def test_folder_reader_bad_layouts(tmp_path, layout):
     root = tmp_path / "d"

@@ -15,7 +15,7 @@ from elasticnet.data.cvc import find_cvc, is_official_layout
 from elasticnet.data.dataset import PatchDataset, SegmentationDataset
 from elasticnet.data.folder import find_samples
 from elasticnet.data.mias import find_mias
-from elasticnet.data.records import LazyArrays, Record, check_records, load_records
+from elasticnet.data.records import DataProblems, LazyArrays, Record, check_records, load_records
 from elasticnet.data.splits import assign_split
 from elasticnet.data.synthetic import synthetic_polyp_set
 from elasticnet.errors import UserError
@@ -81,13 +81,18 @@ def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
             images = [im.mean(axis=2).astype(np.uint8) for im in images]
         names = [f"synthetic-{i:05d}" for i in range(len(images))]
         return SegmentationDataset(images, masks, names, cfg.mean, cfg.std, groups=names)
-    records = find_records(cfg)
+    try:
+        records, listed = find_records(cfg), []
+    except DataProblems as e:  # unpaired files: check the pairs too, then report everything at once
+        records, listed = e.records, e.problems
+        if not records:
+            raise
     names, groups = [r.name for r in records], [r.group for r in records]
     in_memory = cfg.cache == "memory" or (cfg.cache == "auto" and _fits_in_memory(records, in_channels, size))
     if in_memory:
-        images, masks = load_records(records, in_channels, size, root=cfg.data)
+        images, masks = load_records(records, in_channels, size, root=cfg.data, known=listed)
     else:
-        check_records(records, in_channels, cfg.data)
+        check_records(records, in_channels, cfg.data, known=listed)
         images, masks = LazyArrays(records, in_channels, size, 0), LazyArrays(records, in_channels, size, 1)
     return SegmentationDataset(images, masks, names, cfg.mean, cfg.std, groups=groups)
 

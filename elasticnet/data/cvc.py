@@ -17,8 +17,8 @@ from __future__ import annotations
 import bisect
 from pathlib import Path
 
-from elasticnet.data.folder import pair_by_stem, require_dir
-from elasticnet.data.records import Record
+from elasticnet.data.folder import paired, require_dir
+from elasticnet.data.records import DataProblems, Record
 from elasticnet.errors import UserError
 
 # First frame id of sequences 1..29 (from the README.txt shipped with CVC-ClinicDB); the last ends at 612.
@@ -47,7 +47,8 @@ def find_cvc(root: str | Path) -> list[Record]:
                     hint="CVC-ClinicDB is read from Original/ + 'Ground Truth/' (official) or images/ + masks/ (PNG)")
         images_dir, masks_dir = root / "images", root / "masks"
     records, bad = [], []
-    for stem, image, mask in pair_by_stem(root, images_dir, masks_dir):
+    pairs, problems = paired(root, images_dir, masks_dir)
+    for stem, image, mask in pairs:
         if not stem.isdigit() or not 1 <= int(stem) <= NUM_FRAMES:
             bad.append(str(image))
             continue
@@ -56,4 +57,6 @@ def find_cvc(root: str | Path) -> list[Record]:
         raise UserError(f"{root}: CVC-ClinicDB files are named by frame id 1..{NUM_FRAMES}; these are not: "
                         + ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else "")
                         + ". Use --dataset folder for other data")
+    if problems:
+        raise DataProblems(root, problems, records)
     return records

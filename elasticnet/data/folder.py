@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 from elasticnet.data.imageio import IMAGE_SUFFIXES
-from elasticnet.data.records import Record, problem_report
+from elasticnet.data.records import DataProblems, Record
 from elasticnet.errors import UserError
 
 GROUP_FILES = ("groups.csv", "sequences.csv")
@@ -34,15 +34,25 @@ def require_dir(root: Path, *subdirs: str, hint: str) -> None:
 
 
 def pair_by_stem(root: Path, images_dir: Path, masks_dir: Path) -> list[tuple[str, Path, Path]]:
-    """(stem, image, mask) for every stem, in natural order; one error listing every unpaired file."""
+    """(stem, image, mask) for every stem, in natural order; unpaired files raise :class:`DataProblems`
+    listing each of them (its ``records`` are the pairs, for the caller to check too)."""
     images, masks = files_by_stem(images_dir), files_by_stem(masks_dir)
     problems = [f"{images[s]}: no mask {masks_dir}/{s}.*" for s in sorted(images.keys() - masks.keys())]
     problems += [f"{masks[s]}: no image {images_dir}/{s}.*" for s in sorted(masks.keys() - images.keys())]
     if not images:
         problems.append(f"{images_dir}: no images (looked for {', '.join(IMAGE_SUFFIXES)})")
+    pairs = [(s, images[s], masks[s]) for s in sorted(images.keys() & masks.keys(), key=natural_key)]
     if problems:
-        raise UserError(problem_report(root, problems))
-    return [(s, images[s], masks[s]) for s in sorted(images.keys() & masks.keys(), key=natural_key)]
+        raise DataProblems(root, problems, pairs)
+    return pairs
+
+
+def paired(root: Path, images_dir: Path, masks_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """(pairs, problems of the listing): :func:`pair_by_stem` that hands its problems back instead of raising."""
+    try:
+        return pair_by_stem(root, images_dir, masks_dir), []
+    except DataProblems as e:
+        return e.records, e.problems
 
 
 def read_groups(root: Path) -> dict[str, str]:
@@ -66,5 +76,8 @@ def find_samples(root: str | Path) -> list[Record]:
     root = Path(root)
     require_dir(root, "images", "masks", hint="pass --data synthetic or a folder with images/ and masks/")
     groups = read_groups(root)
-    return [Record(stem, image, groups.get(stem, stem), mask_path=mask)
-            for stem, image, mask in pair_by_stem(root, root / "images", root / "masks")]
+    pairs, problems = paired(root, root / "images", root / "masks")
+    records = [Record(stem, image, groups.get(stem, stem), mask_path=mask) for stem, image, mask in pairs]
+    if problems:
+        raise DataProblems(root, problems, records)
+    return records

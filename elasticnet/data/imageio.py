@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -118,10 +120,27 @@ def _tiff_size(path: Path) -> tuple[int, int] | None:
     return max(shapes, key=lambda s: s[0] * s[1]) if shapes else None
 
 
+@contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """Keep OpenCV's own warnings (e.g. "PNG input buffer is incomplete") off the terminal while decoding: a
+    file that fails is reported by the caller, by name, with the rest of the data set's problems."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None or not hasattr(logging, "getLogLevel"):
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)
+
+
 def _read_opencv(path: Path) -> np.ndarray | None:
     data = np.fromfile(path, dtype=np.uint8)
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        with _opencv_quiet():
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error:  # OpenCV's own limits and decoder errors
         return None
     if image is not None and image.ndim == 3:

@@ -34,6 +34,18 @@ def problem_report(root: Path | str, problems: Sequence[str]) -> str:
     return f"data set {root} has {len(problems)} problem(s); fix or remove these files:\n  {shown}{more}"
 
 
+class DataProblems(UserError):
+    """Problems found while listing a data set (unpaired files, ...), with the records that are fine.
+
+    The loader decodes those records too and reports every problem of every kind in one message, so a user
+    fixes the folder once, not once per kind of problem.
+    """
+
+    def __init__(self, root: Path | str, problems: Sequence[str], records: Sequence["Record"] = ()):
+        self.root, self.problems, self.records = root, list(problems), list(records)
+        super().__init__(problem_report(root, self.problems))
+
+
 def draw_circles(shape: tuple[int, int], circles: Sequence[tuple[float, float, float]]) -> np.ndarray:
     mask = np.zeros(shape, np.uint8)
     limit = 4 * max(shape)  # a circle this far out cannot mark this film (and would overflow OpenCV's ints)
@@ -80,9 +92,10 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def check_records(records: Sequence[Record], in_channels: int, root: Path | str) -> None:
-    """Decode every record once, raising one error that lists every problem (nothing is kept)."""
-    problems = []
+def check_records(records: Sequence[Record], in_channels: int, root: Path | str, known: Sequence[str] = ()) -> None:
+    """Decode every record once, raising one error that lists every problem, ``known`` ones (from listing the
+    folder) first; nothing is kept."""
+    problems = list(known)
     for record in records:
         try:
             decode(record, in_channels)
@@ -92,10 +105,11 @@ def check_records(records: Sequence[Record], in_channels: int, root: Path | str)
         raise UserError(problem_report(root, problems))
 
 
-def load_records(records: Sequence[Record], in_channels: int, size: tuple[int, int],
-                 root: Path | str = "") -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Decode, check and resize every record to ``size`` (H, W); report all problems at once."""
-    images, masks, problems = [], [], []
+def load_records(records: Sequence[Record], in_channels: int, size: tuple[int, int], root: Path | str = "",
+                 known: Sequence[str] = ()) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Decode, check and resize every record to ``size`` (H, W); report all problems at once, ``known`` ones
+    (from listing the folder) first."""
+    images, masks, problems = [], [], list(known)
     for record in records:
         try:
             image, mask = decode(record, in_channels)
