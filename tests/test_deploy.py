@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -104,6 +104,25 @@ def test_budget_on_a_real_profile(run):
     choice = choose(rows, {"ms": budget})
     fitting = [r for r in rows if r["latency_ms"] <= budget]
     assert choice.row["latency_ms"] <= budget and choice.row["dice"] == max(r["dice"] for r in fitting)
+
+
+def test_profile_refuses_an_output_it_cannot_use_before_measuring(run, tmp_path, capsys):
+    """A file as --out, an unwritable folder, or results that exist: one clear error at once, nothing replaced."""
+    (tmp_path / "file").write_text("mine")
+    assert main(["profile", "--checkpoint", str(run), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err and (tmp_path / "file").read_text() == "mine"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "profile-torch.csv").write_text("a site's own notes")
+    assert main(["profile", "--checkpoint", str(run), "--runtime", "torch", "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert "exists already" in err and "--overwrite" in err and "profiling" not in err
+    assert (mine / "profile-torch.csv").read_text() == "a site's own notes"
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main(["profile", "--checkpoint", str(run), "--out", str(locked)]) == 2
+        assert "cannot write" in capsys.readouterr().err
 
 
 def test_profile_and_budget_export_commands(run, tmp_path, capsys):

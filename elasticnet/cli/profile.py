@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=1, help="also measure this batch size (default: batch 1 only)")
     p.add_argument("--repeats", type=at_least(1), default=20, help="timed runs per sub-net (after 3 warm-up runs)")
     p.add_argument("--out", help="folder for profile-<runtime>.csv/.png (default: the run folder)")
+    p.add_argument("--overwrite", action="store_true", help="replace profile-<runtime>.csv/.png that exist in --out")
 
 
 def parse_size(text: str | None) -> list[int] | None:
@@ -40,13 +41,16 @@ def run(args: argparse.Namespace) -> int:
     from elasticnet.deploy.measure import machine
     from elasticnet.deploy.pareto import plot_pareto
     from elasticnet.deploy.profile import COLUMNS, profile_checkpoint
+    from elasticnet.files import prepare_outputs
     from elasticnet.reporting import text_table, write_csv
 
     checkpoint = resolve_checkpoint(args.checkpoint)
+    names = [f"profile-{args.runtime}.csv", f"profile-{args.runtime}.png"]
+    # checked before measuring for minutes: a folder that cannot take the results fails now, not at the end
+    out = prepare_outputs(Path(args.out) if args.out else checkpoint.parent, names, args.overwrite)
     print(f"profiling {checkpoint} with {args.runtime} on {machine()} (each sub-net in a fresh process)")
     rows = profile_checkpoint(checkpoint, parse_size(args.input_size), args.runtime, args.threads, args.batch,
                               repeats=args.repeats)
-    out = Path(args.out) if args.out else checkpoint.parent
     csv_path = write_csv(rows, out / f"profile-{args.runtime}.csv")
     png = plot_pareto(rows, out / f"profile-{args.runtime}.png",
                       f"{checkpoint.parent.name}: {args.runtime}, {rows[0]['input_size']}, batch 1, {machine()}")
