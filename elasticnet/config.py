@@ -265,6 +265,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+MAX_CONFIG_BYTES = 1 << 20  # configs are a few KB; a larger file is not one
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -277,10 +280,14 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {path} is not a text file (not UTF-8); give a YAML config") from None
     except OSError as e:
         raise UserError(f"config file {path} cannot be read ({e.strerror})") from None
+    if len(text) > MAX_CONFIG_BYTES:
+        raise UserError(f"config file {path} is {len(text) // 1024} KB; a run config is a few KB: give the right file")
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         raise UserError(f"config file {path} is not valid YAML: {e}") from None
+    except RecursionError:  # brackets nested thousands deep: PyYAML recurses per level
+        raise UserError(f"config file {path} is nested too deeply to be a run config; give a YAML config") from None
 
 
 def merge_profile(loaded: dict[str, Any], profile: str | None, source: str) -> dict[str, Any]:

@@ -33,22 +33,23 @@ def respect_umask(path: Path, directory: bool = False) -> None:
 
 
 def prepare_outputs(folder: str | Path, names: list[str], overwrite: bool = False, flag: str = "--out") -> Path:
-    """Make sure, before long work starts, that ``folder`` can take the files ``names``: it is (or becomes) a
-    folder this process can write, and none of the files exists unless ``overwrite``. Returns the folder."""
+    """Check, before long work starts and without creating anything, that ``folder`` can take the files
+    ``names``: it is a folder this process can write (or can be made in the nearest existing one), and none of
+    the files exists unless ``overwrite``. Returns the folder."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{flag} {folder} is a file, not a folder; give a folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot make the output folder {folder} ({e.strerror or e}); give {flag} a folder you can "
-                        "write") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to {folder} (permission denied); give {flag} a folder you can write")
-    existing = [folder / n for n in names if (folder / n).exists() or (folder / n).is_symlink()]
-    if existing and not overwrite:
-        raise UserError(f"{existing[0]} exists already; choose another {flag}, or pass --overwrite to replace "
-                        f"{'it' if len(existing) == 1 else 'them'}")
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {folder} lies inside the file {existing}; give a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {existing} (permission denied); give {flag} a folder you can write")
+    present = [folder / n for n in names if (folder / n).exists() or (folder / n).is_symlink()]
+    if present and not overwrite:
+        raise UserError(f"{present[0]} exists already; choose another {flag}, or pass --overwrite to replace "
+                        f"{'it' if len(present) == 1 else 'them'}")
     return folder
 
 

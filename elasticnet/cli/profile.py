@@ -37,7 +37,7 @@ def parse_size(text: str | None) -> list[int] | None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from elasticnet.checkpoint import resolve_checkpoint
+    from elasticnet.checkpoint import load_checkpoint, resolve_checkpoint
     from elasticnet.deploy.measure import machine
     from elasticnet.deploy.pareto import plot_pareto
     from elasticnet.deploy.profile import COLUMNS, profile_checkpoint
@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from elasticnet.reporting import text_table, write_csv
 
     checkpoint = resolve_checkpoint(args.checkpoint)
+    load_checkpoint(checkpoint)  # a file that is not a checkpoint is refused before anything else
     names = [f"profile-{args.runtime}.csv", f"profile-{args.runtime}.png"]
     # checked before measuring for minutes: a folder that cannot take the results fails now, not at the end
     out = prepare_outputs(Path(args.out) if args.out else checkpoint.parent, names, args.overwrite)
