@@ -39,7 +39,7 @@ from elasticnet.models import ElasticUNet, SubNet  # noqa: E402
 from elasticnet.training.compute import subnet_flops  # noqa: E402
 from elasticnet.training.inactive import InactiveWeightFreezer  # noqa: E402
 from elasticnet.training.precision import Precision, native_bf16  # noqa: E402
-from elasticnet.training.trainer import train_step  # noqa: E402
+from elasticnet.training.step import train_step  # noqa: E402
 
 
 def sync_bn(args) -> dict:

@@ -23,7 +23,7 @@ from elasticnet.models import ElasticUNet
 from elasticnet.reporting import text_table
 from elasticnet.runtime import seed_everything, tune_malloc
 from elasticnet.training.sampler import SubNetSampler
-from elasticnet.training.trainer import forward_backward
+from elasticnet.training.step import forward_backward
 
 
 def main() -> None:

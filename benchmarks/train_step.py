@@ -13,7 +13,7 @@ drift of a shared machine cancels):
   peak, >= 50 % of the bf16 peak.
 - ``sliced``: the training step of every depth x width sub-net, sliced out of the elastic model vs a
   natively built U-Net of the same shape (``--sliced-size``, base ``--sliced-base``). Target <= 1.05.
-- ``sandwich``: the trainer's multi-sub-net step (``elasticnet.training.trainer.train_step``: largest,
+- ``sandwich``: the trainer's multi-sub-net step (``elasticnet.training.step.train_step``: largest,
   smallest, one middle sub-net, freezer on) vs the sum of the same sub-nets' single steps, at the CVC
   ``cpu`` profile's shape (base 16, 64x96, batch 8). Target <= 1.1.
 - ``multiple``: the width-0.75 training step at base 32 with channels rounded to 4, 8 and 16 (which
@@ -40,7 +40,7 @@ from elasticnet.runtime import tune_malloc
 from elasticnet.training.inactive import InactiveWeightFreezer
 from elasticnet.training.losses import segmentation_loss
 from elasticnet.training.precision import Precision
-from elasticnet.training.trainer import train_step
+from elasticnet.training.step import train_step
 
 
 def paired(variants: dict[str, Callable[[], None]], reps: int) -> tuple[dict[str, float], dict[str, list[float]]]:
@@ -183,7 +183,7 @@ def sandwich_part(args) -> None:
         rows.append({"dtype": dtype + (" channels_last" if cl else ""), "sandwich_ms": round(med["sandwich"] * 1e3, 1),
                      **{f"{s.key}_ms": round(med[s.key] * 1e3, 1) for s in subnets},
                      "sandwich/sum": round(r, 3), "img/s": round(8 / med["sandwich"], 1)})
-    print("sandwich step (trainer.train_step, freezer on) vs the sum of its sub-nets' single steps, base 16, 64x96, "
+    print("sandwich step (step.train_step, freezer on) vs the sum of its sub-nets' single steps, base 16, 64x96, "
           "batch 8 (target <= 1.1)")
     print(text_table(rows) + "\n", flush=True)
 

@@ -58,10 +58,10 @@ def test_a_single_process_run_resumes_on_two_processes(tmp_path, monkeypatch):
     import signal
 
     from elasticnet.config import build_config
-    from elasticnet.training import trainer
+    from elasticnet.training import step, trainer
     from elasticnet.training.signals import TrainingInterrupted
 
-    original, calls = trainer.forward_backward, {"n": 0}
+    original, calls = step.forward_backward, {"n": 0}
 
     def forward_backward(*args, **kwargs):  # SIGTERM during step 9, the last of epoch 1
         calls["n"] += 1
@@ -69,7 +69,7 @@ def test_a_single_process_run_resumes_on_two_processes(tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGTERM)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "forward_backward", forward_backward)
+    monkeypatch.setattr(step, "forward_backward", forward_backward)
     flags = {k.lstrip("-").replace("-", "_"): v for k, v in zip(COMMON[::2], COMMON[1::2]) if k != "--quiet"}
     cfg = build_config(None, {**flags, "epochs": "2", "batch_size": "4", "out": str(tmp_path / "run")})
     with pytest.raises(TrainingInterrupted):

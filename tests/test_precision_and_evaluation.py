@@ -17,7 +17,8 @@ from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet
 from elasticnet.training import precision as precision_mod
 from elasticnet.training.evaluate import evaluate_subnet, inference_layout
 from elasticnet.training.precision import Precision, resolve_amp
-from elasticnet.training.trainer import calibration_batches, train
+from elasticnet.training.evaluate import calibration_batches
+from elasticnet.training.trainer import train
 
 BASE = {"base_width": "8", "depths": "2,3", "widths": "0.5,1", "image_size": "32x32", "synthetic_count": "48",
         "batch_size": "4", "calib_batches": "2"}

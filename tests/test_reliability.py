@@ -28,7 +28,7 @@ from elasticnet.data.records import load_records
 from elasticnet.errors import UserError
 from elasticnet.export.export import export_subnet, load_exported
 from elasticnet.models import ElasticUNet, ElasticUNetConfig
-from elasticnet.training import trainer
+from elasticnet.training import step, trainer
 from elasticnet.training.run_dir import run_lock
 from elasticnet.training.signals import TrainingInterrupted
 from conftest import write_folder_dataset
@@ -50,7 +50,7 @@ def _same(a: Path, b: Path) -> bool:
 
 def _interrupt_at(monkeypatch, call: int) -> None:
     """Send this process SIGTERM during the ``call``-th training step."""
-    original, calls = trainer.forward_backward, {"n": 0}
+    original, calls = step.forward_backward, {"n": 0}
 
     def forward_backward(*args, **kwargs):
         calls["n"] += 1
@@ -58,7 +58,7 @@ def _interrupt_at(monkeypatch, call: int) -> None:
             os.kill(os.getpid(), signal.SIGTERM)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "forward_backward", forward_backward)
+    monkeypatch.setattr(step, "forward_backward", forward_backward)
 
 
 # --- exact resume ----------------------------------------------------------------------------------------
@@ -200,14 +200,14 @@ def test_resume_on_other_data_is_refused(tmp_path, monkeypatch):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, monkeypatch):
-    original, calls = trainer.segmentation_loss, {"n": 0}
+    original, calls = step.segmentation_loss, {"n": 0}
 
     def loss(*args, **kwargs):
         calls["n"] += 1
         value = original(*args, **kwargs)
         return value * float("nan") if calls["n"] == 3 else value
 
-    monkeypatch.setattr(trainer, "segmentation_loss", loss)
+    monkeypatch.setattr(step, "segmentation_loss", loss)
     with pytest.raises(UserError, match="loss became nan.*kept the last good training state"):
         trainer.train(build_config(None, {**BASE, "out": str(tmp_path / "r")}), **QUIET)
     state = load_checkpoint(tmp_path / "r" / "last.pt")

@@ -67,7 +67,7 @@ def test_a_test_split_is_evaluated_with_and_without_bn_re_estimation(tmp_path):
 
 
 def test_recalibrate_rewrites_the_table_of_a_finished_run_and_keeps_the_weights(tmp_path):
-    from elasticnet.training.trainer import recalibrate
+    from elasticnet.training.recalibrate import recalibrate
 
     before = _train(tmp_path, "r", max_steps="2", test_fraction="0.2")
     run = tmp_path / "r"

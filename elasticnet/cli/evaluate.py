@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     if args.recalibrate:
         if args.data or args.depth is not None or args.width is not None:
             raise UserError("--recalibrate rewrites the whole table of the run's own split; drop --data/--depth/--width")
-        from elasticnet.training.trainer import recalibrate
+        from elasticnet.training.recalibrate import recalibrate
 
         recalibrate(args.checkpoint, args.device)
         return 0

@@ -58,7 +58,7 @@ def describe_bundle(folder: Path, d: dict) -> None:
 def describe_checkpoint(path: Path | None, as_json: bool) -> int:
     from elasticnet.checkpoint import load_checkpoint, resolve_checkpoint
     from elasticnet.reporting import text_table
-    from elasticnet.training.trainer import table_columns
+    from elasticnet.training.tables import table_columns
 
     checkpoint = resolve_checkpoint(path)
     ckpt = load_checkpoint(checkpoint)

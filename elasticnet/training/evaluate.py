@@ -8,11 +8,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from elasticnet.config import RunConfig, eval_batch_size
+from elasticnet.data.dataset import PatchDataset
 from elasticnet.models.complexity import count_flops, count_params
 from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.surgery import extract
 from elasticnet.models.subnet import SubNet
-from elasticnet.training.calibration import bn_state, calibrate_bn, inference_layout, load_bn_state
+from elasticnet.training import distributed
+from elasticnet.training.calibration import bn_state, calibrate_bn, inference_layout, load_bn_state, spread_order
 from elasticnet.sliding_window import sliding_window
 from elasticnet.training.metrics import dice_iou_per_image
 
@@ -121,3 +124,36 @@ def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataL
     finally:
         load_bn_state(model, as_trained)
     return rows, calibrated
+
+
+# ---- the loaders of a run's evaluation ----
+
+def evaluation_setup(split, cfg: RunConfig, batch_size: int, d: distributed.Dist | None = None
+                     ) -> tuple[DataLoader, DataLoader, DataLoader | None, int]:
+    """(calibration, validation, test loaders, calibration batches) of a run whose per-process training batch
+    is ``batch_size``: evaluation runs in batches of :func:`eval_batch_size`, and BN calibration sees as many
+    images as ``calib_batches`` training batches, whatever that evaluation batch is."""
+    t = cfg.train
+    eval_batch = eval_batch_size(cfg)
+    loaders = evaluation_loaders(split, eval_batch, t.seed, d, t.calib_batches * batch_size)
+    return (*loaders, calibration_batches(t.calib_batches, batch_size, eval_batch))
+
+
+def evaluation_loaders(split, batch_size: int, seed: int, d: distributed.Dist | None = None,
+                       calib_images: int | None = None) -> tuple[DataLoader, DataLoader, DataLoader | None]:
+    """(calibration, validation, test) loaders. BN calibration sees training images without augmentation,
+    in a fixed seeded order spread over the whole set, at most ``calib_images`` of them per process; each
+    data-parallel rank calibrates on its share (the statistics are pooled)."""
+    rank, world = (d.rank, d.world) if d is not None else (0, 1)
+    train_images = split.train.base if isinstance(split.train, PatchDataset) else split.train
+    share = spread_order(len(train_images), seed)[rank::world][:calib_images]
+    calib = DataLoader(train_images.subset(share), batch_size=batch_size, shuffle=False)
+    val = DataLoader(split.val, batch_size=batch_size, shuffle=False)
+    test = DataLoader(split.test, batch_size=batch_size, shuffle=False) if split.test is not None else None
+    return calib, val, test
+
+
+def calibration_batches(calib_batches: int, batch_size: int, eval_batch_size: int) -> int:
+    """Batches of ``eval_batch_size`` that hold as many images as ``calib_batches`` training batches (BN
+    calibration sees the same images whatever the evaluation batch size; the loader holds no more)."""
+    return max(1, -(-calib_batches * batch_size // eval_batch_size))

@@ -11,6 +11,7 @@ against a second training on the same node.)
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
 from collections.abc import Iterator
@@ -84,3 +85,12 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
         yield
+
+
+def check_same_split(rows: list[dict], path: Path) -> None:
+    """Refuse to resume on data that differs from what the run started with."""
+    with open(path, newline="") as f:
+        saved = list(csv.DictReader(f))
+    if saved != [{k: str(v) for k, v in r.items()} for r in rows]:
+        raise UserError(f"the data differ from those the run started with (see {path}); resume needs the same "
+                        "images and split")

@@ -1,0 +1,113 @@
+"""Everything a training run works with, built in one place from its config: the model, the optimiser and
+its schedule, precision, the inactive-weight freezer, the per-step recipe, the loaders and the state.
+
+The loop (:mod:`elasticnet.training.trainer`) only uses these objects; a new training rule goes into the
+:class:`~elasticnet.training.recipe.Recipe`, a new object here, never into the loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from elasticnet.checkpoint import load_checkpoint
+from elasticnet.config import RunConfig, eval_batch_size
+from elasticnet.models.elastic_unet import ElasticUNet
+from elasticnet.training import distributed
+from elasticnet.training.evaluate import calibration_batches, evaluation_setup
+from elasticnet.training.inactive import InactiveWeightFreezer
+from elasticnet.training.order import EpochSampler
+from elasticnet.training.precision import Precision
+from elasticnet.training.recipe import Recipe
+from elasticnet.training.run_dir import STATE_NAME
+from elasticnet.training.schedule import build_optimizer, cosine_with_warmup
+from elasticnet.training.state import TrainingState
+
+
+@dataclass
+class Training:
+    """The objects of one run, as built by :func:`build_training`."""
+
+    cfg: RunConfig
+    run_dir: Path
+    device: torch.device
+    d: distributed.Dist
+    model: ElasticUNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    precision: Precision
+    freezer: InactiveWeightFreezer | None
+    recipe: Recipe
+    order: EpochSampler  # the data order: a function of (seed, epoch, position), so resume repeats it
+    train_loader: DataLoader
+    calib_loader: DataLoader
+    val_loader: DataLoader
+    test_loader: DataLoader | None
+    calib_batches: int  # for the final table: as many images as calib_batches training batches
+    quick_batches: int  # for the per-epoch look at the extremes: those of at most 4 training batches
+    batch_size: int  # per process
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    memory_format: torch.memory_format
+    state: TrainingState
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / STATE_NAME
+
+    @property
+    def epoch_end_step(self) -> int:
+        """The step at which the current epoch ends (the last epoch may be cut short by ``max_steps``)."""
+        return min((len(self.state.log) + 1) * self.steps_per_epoch, self.total_steps)
+
+
+def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d: distributed.Dist) -> Training:
+    """The objects of a run on ``split``; restored from ``run_dir``'s saved state if it has one."""
+    t = cfg.train
+    model = ElasticUNet(cfg.model).to(device)
+    model.grad_checkpoint = t.grad_checkpoint
+    memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    distributed.set_sync_bn(model, t.sync_bn and d.enabled)
+    order = EpochSampler(len(split.train), t.seed, d.rank, d.world)
+    batch_size = min(t.batch_size, order.per_process())
+    train_loader = DataLoader(split.train, batch_size=batch_size, sampler=order, drop_last=True,
+                              num_workers=cfg.data.num_workers)
+    calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, batch_size, d)
+
+    steps_per_epoch = order.per_process() // batch_size
+    total_steps = t.epochs * steps_per_epoch
+    if t.max_steps:
+        total_steps = min(total_steps, t.max_steps)
+    optimizer = build_optimizer(t.optimizer, model.parameters(), t.lr, t.weight_decay)
+    # warm-up: one epoch, or 1/20 of a shorter run
+    warmup = min(steps_per_epoch, max(1, total_steps // 20))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, warmup, t.lr_floor))
+    training = Training(
+        cfg=cfg, run_dir=run_dir, device=device, d=d, model=model, optimizer=optimizer, scheduler=scheduler,
+        precision=Precision.for_device(t.amp, device),
+        freezer=InactiveWeightFreezer(model, optimizer) if t.inactive_weights == "freeze" else None,
+        recipe=Recipe(cfg, model, total_steps, cfg.data.tile or tuple(cfg.data.image_size)),  # a patch or the image
+        order=order, train_loader=train_loader, calib_loader=calib_loader, val_loader=val_loader,
+        test_loader=test_loader, calib_batches=calib_batches,
+        quick_batches=calibration_batches(min(4, t.calib_batches), batch_size, eval_batch_size(cfg)),
+        batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+        epochs=math.ceil(total_steps / steps_per_epoch), memory_format=memory_format,
+        state=TrainingState(world=d.world, steps_per_epoch=steps_per_epoch, batch_size=batch_size))
+    return training
+
+
+def restore(training: Training) -> str | None:
+    """Load the run's saved state, if any; returns the line that says where it resumes (None: a new run)."""
+    tr, state = training, training.state
+    if not tr.state_path.exists():
+        return None
+    state.restore(load_checkpoint(tr.state_path), tr.model, tr.optimizer, tr.scheduler, tr.precision.scaler,
+                  tr.recipe.teacher)
+    note = state.adapt(tr.d.world, tr.steps_per_epoch, tr.batch_size, tr.scheduler)
+    return f"resuming {tr.run_dir} at step {state.step}/{tr.total_steps} (epoch {len(state.log) + 1}){note}"
