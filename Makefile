@@ -2,6 +2,7 @@
 #   make demo   train an elastic U-Net on the built-in synthetic polyps, print the sub-net table,
 #               export a depth-4 CPU model (ONNX) and run it
 #   make test   run the test suite
+#   make lint   ruff check + ruff format --check (CI runs it before the tests)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -10,7 +11,7 @@ TORCH  ?= torch==2.13.0
 STAMP   = $(VENV)/.installed
 DEMO   ?= runs/demo
 
-.PHONY: demo test bench clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/slicing.py

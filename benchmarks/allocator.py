@@ -68,21 +68,28 @@ def main() -> None:
     }
     results = {}
     for name, (env, tune) in variants.items():
-        params = json.dumps({"tune": tune, "size": [h, w], "batch": args.batch, "base_width": args.base_width, "reps": args.reps})
+        params = json.dumps(
+            {"tune": tune, "size": [h, w], "batch": args.batch, "base_width": args.base_width, "reps": args.reps}
+        )
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env
-        out = subprocess.run([sys.executable, "-c", CHILD, params], capture_output=True, text=True, env=child_env, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, params], capture_output=True, text=True, env=child_env, check=True
+        )
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"  {name}: done", flush=True)
     base = results["glibc default"]
-    rows = [{
-        "allocator": name,
-        "forward_ms": round(r["forward"][0] * 1e3, 1),
-        "step_ms": round(r["step"][0] * 1e3, 1),
-        "faults_per_step": int(r["step"][1]),
-        "step_speedup": round(base["step"][0] / r["step"][0], 2),
-        "forward_speedup": round(base["forward"][0] / r["forward"][0], 2),
-        "peak_rss_mb": round(r["rss_mb"]),
-    } for name, r in results.items()]
+    rows = [
+        {
+            "allocator": name,
+            "forward_ms": round(r["forward"][0] * 1e3, 1),
+            "step_ms": round(r["step"][0] * 1e3, 1),
+            "faults_per_step": int(r["step"][1]),
+            "step_speedup": round(base["step"][0] / r["step"][0], 2),
+            "forward_speedup": round(base["forward"][0] / r["forward"][0], 2),
+            "peak_rss_mb": round(r["rss_mb"]),
+        }
+        for name, r in results.items()
+    ]
     print(f"\nelastic U-Net depth 5, base width {args.base_width}, batch {args.batch}x3x{h}x{w}, median of {args.reps}")
     print(text_table(rows))
 

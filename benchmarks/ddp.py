@@ -28,10 +28,10 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from elasticnet.models import ElasticUNet, ElasticUNetConfig  # noqa: E402
-from elasticnet.training.distributed import Dist, average_gradients  # noqa: E402
-from elasticnet.training.losses import segmentation_loss  # noqa: E402
-from elasticnet.training.sampler import SubNetSampler  # noqa: E402
+from elasticnet.models import ElasticUNet, ElasticUNetConfig
+from elasticnet.training.distributed import Dist, average_gradients
+from elasticnet.training.losses import segmentation_loss
+from elasticnet.training.sampler import SubNetSampler
 
 
 def worker(rank: int, world: int, init: str, args, results) -> None:
@@ -39,8 +39,10 @@ def worker(rank: int, world: int, init: str, args, results) -> None:
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     size = tuple(int(v) for v in args.size.split("x"))
     g = torch.Generator().manual_seed(100 + rank)
-    data = [(torch.randn(4, 3, *size, generator=g), (torch.rand(4, 1, *size, generator=g) > 0.8).float())
-            for _ in range(args.steps + 1)]
+    data = [
+        (torch.randn(4, 3, *size, generator=g), (torch.rand(4, 1, *size, generator=g) > 0.8).float())
+        for _ in range(args.steps + 1)
+    ]
     out = {}
     for strategy, num_random in (("uniform", 1), ("sandwich", 1)):
         sampler = SubNetSampler((3, 4, 5), (0.5, 1.0), strategy, num_random, seed=0)
@@ -48,7 +50,11 @@ def worker(rank: int, world: int, init: str, args, results) -> None:
         for method in ("allreduce", "ddp"):
             torch.manual_seed(0)
             model = ElasticUNet(ElasticUNetConfig(base_width=args.base, depths=[3, 4, 5], widths=[0.5, 1.0]))
-            net = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True) if method == "ddp" else model
+            net = (
+                torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+                if method == "ddp"
+                else model
+            )
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
             times = []
             unused_steps = moved = 0
@@ -72,8 +78,11 @@ def worker(rank: int, world: int, init: str, args, results) -> None:
                 unused_steps += len(unused)
                 moved += sum(not torch.equal(before[k], params[k]) for k in unused)
             finals[method] = ({k: v.detach().clone() for k, v in model.named_parameters()}, statistics.median(times))
-            out[(strategy, method)] = {"step_ms": 1000 * statistics.median(times), "unused": unused_steps,
-                                       "moved": moved}
+            out[(strategy, method)] = {
+                "step_ms": 1000 * statistics.median(times),
+                "unused": unused_steps,
+                "moved": moved,
+            }
         a, b = finals["allreduce"][0], finals["ddp"][0]
         out[(strategy, "diff")] = max((a[k] - b[k]).abs().max().item() for k in a)
     if rank == 0:
@@ -96,12 +105,22 @@ def main() -> None:
     rows = []
     for strategy in ("uniform", "sandwich"):
         a, d = results[(strategy, "allreduce")], results[(strategy, "ddp")]
-        rows.append({"strategy": strategy, "allreduce_ms": round(a["step_ms"], 1), "ddp_unused_ms": round(d["step_ms"], 1),
-                     "ddp/allreduce": round(d["step_ms"] / a["step_ms"], 2),
-                     "max_weight_diff": f"{results[(strategy, 'diff')]:.1e}",
-                     "unused_param_steps": a["unused"], "moved_allreduce": a["moved"], "moved_ddp": d["moved"]})
-    print(f"2 processes x 1 thread (gloo), batch 4 per process at {args.size}, base {args.base}, "
-          f"{args.steps} timed steps, AdamW")
+        rows.append(
+            {
+                "strategy": strategy,
+                "allreduce_ms": round(a["step_ms"], 1),
+                "ddp_unused_ms": round(d["step_ms"], 1),
+                "ddp/allreduce": round(d["step_ms"] / a["step_ms"], 2),
+                "max_weight_diff": f"{results[(strategy, 'diff')]:.1e}",
+                "unused_param_steps": a["unused"],
+                "moved_allreduce": a["moved"],
+                "moved_ddp": d["moved"],
+            }
+        )
+    print(
+        f"2 processes x 1 thread (gloo), batch 4 per process at {args.size}, base {args.base}, "
+        f"{args.steps} timed steps, AdamW"
+    )
     print(text_table(rows))
 
 

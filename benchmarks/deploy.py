@@ -33,13 +33,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from elasticnet.deploy.measure import machine, timings  # noqa: E402
-from elasticnet.deploy.quantize import quantize_int8  # noqa: E402
-from elasticnet.export.onnx_export import export_onnx  # noqa: E402
-from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, count_flops, extract  # noqa: E402
-from elasticnet.reporting import text_table  # noqa: E402
-from elasticnet.runtime import tune_malloc  # noqa: E402
-from elasticnet.site.model import onnx_session  # noqa: E402
+from elasticnet.deploy.measure import machine, timings
+from elasticnet.deploy.quantize import quantize_int8
+from elasticnet.export.onnx_export import export_onnx
+from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, count_flops, extract
+from elasticnet.reporting import text_table
+from elasticnet.runtime import tune_malloc
+from elasticnet.site.model import onnx_session
 
 
 def paired(fns: dict, warmup: int, repeats: int) -> tuple[dict[str, float], dict[str, float]]:
@@ -69,8 +69,9 @@ def conv_peak(size: tuple[int, int], repeats: int) -> list[dict]:
         flops = 2 * channels * channels * 9 * h * w
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "conv.onnx"
-            torch.onnx.export(conv, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"],
-                              output_names=["logits"])
+            torch.onnx.export(
+                conv, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"], output_names=["logits"]
+            )
             session = onnx_session(path)
             xn = x.numpy()
             ort_ms = timings(lambda: session.run(None, {"image": xn}), 3, repeats)["median_ms"]
@@ -79,8 +80,14 @@ def conv_peak(size: tuple[int, int], repeats: int) -> list[dict]:
             xl, convl = x.to(memory_format=torch.channels_last), conv.to(memory_format=torch.channels_last)
             cl_ms = timings(lambda: convl(xl), 3, repeats)["median_ms"]
         for runtime, ms in (("onnxruntime", ort_ms), ("torch NCHW", eager_ms), ("torch channels_last", cl_ms)):
-            rows.append({"conv": f"{channels}->{channels} @ {h}x{w}", "runtime": runtime, "ms": round(ms, 2),
-                         "gflop_s": round(flops / ms / 1e6, 1)})
+            rows.append(
+                {
+                    "conv": f"{channels}->{channels} @ {h}x{w}",
+                    "runtime": runtime,
+                    "ms": round(ms, 2),
+                    "gflop_s": round(flops / ms / 1e6, 1),
+                }
+            )
     return rows
 
 
@@ -108,14 +115,30 @@ def subnet_speed(size: tuple[int, int], base: int, repeats: int, peak: float, tm
             with torch.no_grad():
                 static(xt)
 
-        ms, ratio = paired({"eager": eager_run, "ort": lambda: s32.run(None, {"image": x}),
-                            "int8": lambda: s8.run(None, {"image": x})}, 3, repeats)
+        ms, ratio = paired(
+            {
+                "eager": eager_run,
+                "ort": lambda: s32.run(None, {"image": x}),
+                "int8": lambda: s8.run(None, {"image": x}),
+            },
+            3,
+            repeats,
+        )
         eager, ort, q = ms["eager"], ms["ort"], ms["int8"]
         gflop = count_flops(static.config, size) / 1e9
-        rows.append({"subnet": subnet.key, "gflop": round(gflop, 2), "eager_ms": round(eager, 1), "ort_ms": round(ort, 1),
-                     "int8_ms": round(q, 1), "ort/eager": round(ratio["ort"], 3),
-                     "fp32/int8": round(ratio["ort"] / ratio["int8"], 2),
-                     "ort_gflop_s": round(gflop / ort * 1e3, 1), "of_peak": f"{100 * gflop / ort * 1e3 / peak:.0f}%"})
+        rows.append(
+            {
+                "subnet": subnet.key,
+                "gflop": round(gflop, 2),
+                "eager_ms": round(eager, 1),
+                "ort_ms": round(ort, 1),
+                "int8_ms": round(q, 1),
+                "ort/eager": round(ratio["ort"], 3),
+                "fp32/int8": round(ratio["ort"] / ratio["int8"], 2),
+                "ort_gflop_s": round(gflop / ort * 1e3, 1),
+                "of_peak": f"{100 * gflop / ort * 1e3 / peak:.0f}%",
+            }
+        )
     return rows
 
 
@@ -125,10 +148,18 @@ def int8_dice(checkpoint: Path, tmp: Path) -> dict:
 
     path = resolve_checkpoint(checkpoint)
     largest = load_checkpoint(path)["config"]["model"]["depths"][-1]
-    bundle = export_subnet(path, largest, None, "cpu", tmp / "int8", echo=lambda s: None,
-                           options=ExportOptions(int8=True, int8_max_drop=100.0, latency=False))
-    fp32 = export_subnet(path, largest, None, "cpu", tmp / "fp32", echo=lambda s: None,
-                         options=ExportOptions(latency=False))
+    bundle = export_subnet(
+        path,
+        largest,
+        None,
+        "cpu",
+        tmp / "int8",
+        echo=lambda s: None,
+        options=ExportOptions(int8=True, int8_max_drop=100.0, latency=False),
+    )
+    fp32 = export_subnet(
+        path, largest, None, "cpu", tmp / "fp32", echo=lambda s: None, options=ExportOptions(latency=False)
+    )
     d = json.loads((bundle / "model.json").read_text())
     size = (d["input"]["height"], d["input"]["width"])
     x = np.random.default_rng(0).standard_normal((1, d["input"]["channels"], *size)).astype(np.float32)
@@ -136,10 +167,18 @@ def int8_dice(checkpoint: Path, tmp: Path) -> dict:
     ms, _ = paired({"fp32": lambda: s32.run(None, {"image": x}), "int8": lambda: s8.run(None, {"image": x})}, 3, 30)
     ms8, ms32 = ms["int8"], ms["fp32"]
     q = d["int8"]
-    return {"checkpoint": str(checkpoint), "subnet": d["subnet"]["key"], "input": f"{size[0]}x{size[1]}",
-            "val_images": q["val_images"], "dice_fp32": q["dice_fp32"], "dice_int8": q["dice_int8"],
-            "drop_points": q["drop_points"], "fp32_ms": round(ms32, 1), "int8_ms": round(ms8, 1),
-            "fp32/int8": round(ms32 / ms8, 2)}
+    return {
+        "checkpoint": str(checkpoint),
+        "subnet": d["subnet"]["key"],
+        "input": f"{size[0]}x{size[1]}",
+        "val_images": q["val_images"],
+        "dice_fp32": q["dice_fp32"],
+        "dice_int8": q["dice_int8"],
+        "drop_points": q["drop_points"],
+        "fp32_ms": round(ms32, 1),
+        "int8_ms": round(ms8, 1),
+        "fp32/int8": round(ms32 / ms8, 2),
+    }
 
 
 def predict_overhead(size: tuple[int, int], base: int, tmp: Path, count: int) -> dict:
@@ -149,12 +188,14 @@ def predict_overhead(size: tuple[int, int], base: int, tmp: Path, count: int) ->
     from elasticnet.export.export import ExportOptions, export_subnet
     from elasticnet.site.predict import predict_files
 
-    cfg = RunConfig.from_dict({"model": {"base_width": base, "depths": [3, 4, 5], "widths": [0.5, 1.0]},
-                               "data": {"image_size": list(size)}})
+    cfg = RunConfig.from_dict(
+        {"model": {"base_width": base, "depths": [3, 4, 5], "widths": [0.5, 1.0]}, "data": {"image_size": list(size)}}
+    )
     torch.manual_seed(0)
     save_checkpoint(tmp / "ckpt.pt", cfg, ElasticUNet(cfg.model), subnets=[])
-    bundle = export_subnet(tmp / "ckpt.pt", 4, 1.0, "cpu", tmp / "bundle", echo=lambda s: None,
-                           options=ExportOptions(latency=False))
+    bundle = export_subnet(
+        tmp / "ckpt.pt", 4, 1.0, "cpu", tmp / "bundle", echo=lambda s: None, options=ExportOptions(latency=False)
+    )
     images = tmp / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -165,8 +206,14 @@ def predict_overhead(size: tuple[int, int], base: int, tmp: Path, count: int) ->
     wall = time.perf_counter() - start
     model = statistics.median(r["model_ms"] for r in rows)
     total = statistics.median(r["total_ms"] for r in rows)
-    return {"images": count, "size": f"{size[0]}x{size[1]}", "model_ms": round(model, 1), "total_ms": round(total, 1),
-            "overhead": f"{100 * (total - model) / model:.1f}%", "wall_s": round(wall, 1)}
+    return {
+        "images": count,
+        "size": f"{size[0]}x{size[1]}",
+        "model_ms": round(model, 1),
+        "total_ms": round(total, 1),
+        "overhead": f"{100 * (total - model) / model:.1f}%",
+        "wall_s": round(wall, 1),
+    }
 
 
 def main() -> None:
@@ -190,8 +237,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             print("\n3. int8 on real validation images\n" + text_table([int8_dice(a.checkpoint, Path(tmp))]))
     with tempfile.TemporaryDirectory() as tmp:
-        print("\n4. elasticnet predict (median per image)\n"
-              + text_table([predict_overhead(size, a.base, Path(tmp), a.predict_images)]))
+        print(
+            "\n4. elasticnet predict (median per image)\n"
+            + text_table([predict_overhead(size, a.base, Path(tmp), a.predict_images)])
+        )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,10 @@ def sync_bn(args) -> dict:
             synced, plain = ElasticBatchNorm2d(16).to(args.device), torch.nn.BatchNorm2d(16).to(args.device)
             synced.sync = True
             out, expected = synced(x.to(dtype)).float(), plain(x)
-            result[name] = {"max_abs_diff": float((out - expected).abs().max()),
-                            "running_var_finite": bool(torch.isfinite(synced.running_var).all())}
+            result[name] = {
+                "max_abs_diff": float((out - expected).abs().max()),
+                "running_var_finite": bool(torch.isfinite(synced.running_var).all()),
+            }
     finally:
         dist.destroy_process_group()
     return result
@@ -65,8 +67,11 @@ def sync_bn(args) -> dict:
 
 def step_runs(args) -> dict:
     size, base, batch = ((64, 64), 8, 4) if args.tiny else ((288, 384), 64, 16)
-    cfg = build_config(str(ROOT / "experiments" / "cvc_clinicdb.yaml"),
-                       {"data": "synthetic", "base_width": str(base), "widths": "0.25,0.5,0.75,1"}, "paper")
+    cfg = build_config(
+        str(ROOT / "experiments" / "cvc_clinicdb.yaml"),
+        {"data": "synthetic", "base_width": str(base), "widths": "0.25,0.5,0.75,1"},
+        "paper",
+    )
     flops = subnet_flops(cfg.model, size)
     device = torch.device(args.device)
     x = torch.randn(batch, 3, *size, device=device)
@@ -84,7 +89,7 @@ def step_runs(args) -> dict:
                 prec = Precision.for_device(amp, device)
                 freezer = InactiveWeightFreezer(model, opt) if freezer_on else None
                 xx = x.contiguous(memory_format=fmt)
-                step = lambda: train_step(model, opt, prec, freezer, xx, y, subnets)  # noqa: E731
+                step = lambda: train_step(model, opt, prec, freezer, xx, y, subnets)
                 for _ in range(3):
                     step()
                 syncs = count_syncs(step, device)
@@ -99,11 +104,21 @@ def step_runs(args) -> dict:
                     torch.cuda.synchronize()
                 seconds = (time.perf_counter() - start) / args.steps
                 tflops = 3 * sum(flops[s] for s in subnets) * batch / seconds / 1e12
-                rows.append({"precision": prec.name, "channels_last": channels_last, "freezer": freezer_on,
-                             "step_ms": round(1e3 * seconds, 2), "images_per_s": round(batch / seconds, 1),
-                             "tflops": round(tflops, 3), "share_of_peak": round(tflops / args.peak_tflops, 4),
-                             "syncs_per_step": syncs,
-                             "peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None})
+                rows.append(
+                    {
+                        "precision": prec.name,
+                        "channels_last": channels_last,
+                        "freezer": freezer_on,
+                        "step_ms": round(1e3 * seconds, 2),
+                        "images_per_s": round(batch / seconds, 1),
+                        "tflops": round(tflops, 3),
+                        "share_of_peak": round(tflops / args.peak_tflops, 4),
+                        "syncs_per_step": syncs,
+                        "peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                        if device.type == "cuda"
+                        else None,
+                    }
+                )
                 print(rows[-1], flush=True)
     return {"size": size, "base_width": base, "batch": batch, "subnets": [s.key for s in subnets], "rows": rows}
 
@@ -127,10 +142,34 @@ def count_syncs(step, device: torch.device) -> int | None:
 
 def train_command(args, out: Path, *extra: str) -> list[str]:
     size = "32x32" if args.tiny else "288x384"
-    return [sys.executable, "-m", "elasticnet", "train", "--data", "synthetic", "--image-size", size,
-            "--synthetic-count", "48", "--base-width", "8" if args.tiny else "32", "--depths", "3,4,5",
-            "--widths", "0.5,1", "--batch-size", "4", "--calib-batches", "1", "--device", args.device,
-            "--out", str(out), "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "elasticnet",
+        "train",
+        "--data",
+        "synthetic",
+        "--image-size",
+        size,
+        "--synthetic-count",
+        "48",
+        "--base-width",
+        "8" if args.tiny else "32",
+        "--depths",
+        "3,4,5",
+        "--widths",
+        "0.5,1",
+        "--batch-size",
+        "4",
+        "--calib-batches",
+        "1",
+        "--device",
+        args.device,
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def train_cli(args, out: Path, *extra: str) -> None:
@@ -158,8 +197,9 @@ def resume(args) -> dict:
     run, ref = args.out / "runs" / "resume", args.out / "runs" / "resume-ref"
     flags = ("--epochs", "4", "--no-final-table", "--checkpoint-every", "1", "--amp", "none")
     train_cli(args, ref, *flags)
-    proc = subprocess.Popen(train_command(args, run, *flags), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        train_command(args, run, *flags), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while proc.poll() is None and time.time() < deadline:
         state = run / "last.pt"
@@ -173,30 +213,49 @@ def resume(args) -> dict:
     proc.wait()
     stopped_at = load_checkpoint(run / "last.pt")["step"] if (run / "last.pt").exists() else None
     if stopped_at is not None:
-        subprocess.run([sys.executable, "-m", "elasticnet", "train", "--resume", str(run), "--device", "cpu", "--quiet"],
-                       check=True, cwd=ROOT, capture_output=True, text=True)
+        subprocess.run(
+            [sys.executable, "-m", "elasticnet", "train", "--resume", str(run), "--device", "cpu", "--quiet"],
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
     a, b = load_checkpoint(ref / "checkpoint.pt")["model"], load_checkpoint(run / "checkpoint.pt")["model"]
-    worst = max(float(((a[k].float() - b[k].float()).abs() / (a[k].float().abs() + 1e-3)).max()) for k in a
-                if a[k].is_floating_point())
+    worst = max(
+        float(((a[k].float() - b[k].float()).abs() / (a[k].float().abs() + 1e-3)).max())
+        for k in a
+        if a[k].is_floating_point()
+    )
     return {"stopped_at_step": stopped_at, "resumed_on": "cpu", "max_relative_difference": worst}
 
 
 def export(args) -> dict:
     run = args.out / "runs" / "export"
     train_cli(args, run, "--max-steps", "4")
-    done = subprocess.run([sys.executable, "-m", "elasticnet", "export", "--checkpoint", str(run), "--depth", "4",
-                           "--target", "cpu"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "elasticnet", "export", "--checkpoint", str(run), "--depth", "4", "--target", "cpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     return {"returncode": done.returncode, "output": done.stdout[-600:] + done.stderr[-600:]}
 
 
 def cuda_tests(args) -> dict:
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests"], cwd=ROOT,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests"], cwd=ROOT, capture_output=True, text=True
+    )
     return {"returncode": done.returncode, "tail": done.stdout[-1500:]}
 
 
-PARTS = {"sync_bn": sync_bn, "steps": step_runs, "determinism": determinism, "resume": resume, "export": export,
-         "tests": cuda_tests}
+PARTS = {
+    "sync_bn": sync_bn,
+    "steps": step_runs,
+    "determinism": determinism,
+    "resume": resume,
+    "export": export,
+    "tests": cuda_tests,
+}
 
 
 def main() -> None:
@@ -211,8 +270,11 @@ def main() -> None:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    summary = {"device": args.device, "torch": torch.__version__,
-               "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    summary = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     for name in args.parts.split(","):
         if time.perf_counter() - start > args.budget_s:
             summary[name] = "skipped: time budget spent"

@@ -73,8 +73,12 @@ def one(name: str, size: tuple[int, int], base: int, depth: int, steps: int) -> 
         held.append(step())
         times.append(time.perf_counter() - start)
         peaks.append(status_mb("VmHWM") - before)
-    return {"config": name, "step_s": round(statistics.median(times), 2), "activations_mb": round(max(held)),
-            "peak_mb": round(max(peaks))}
+    return {
+        "config": name,
+        "step_s": round(statistics.median(times), 2),
+        "activations_mb": round(max(held)),
+        "peak_mb": round(max(peaks)),
+    }
 
 
 def main() -> None:
@@ -83,7 +87,9 @@ def main() -> None:
     p.add_argument("--base", type=int, default=32)
     p.add_argument("--depth", type=int, default=5)
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--timeout", type=float, default=300, help="seconds per configuration before it is reported as too slow")
+    p.add_argument(
+        "--timeout", type=float, default=300, help="seconds per configuration before it is reported as too slow"
+    )
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {', '.join(CONFIGS)}")
     p.add_argument("--only", help=argparse.SUPPRESS)  # run one configuration in this process (internal)
     a = p.parse_args()
@@ -97,12 +103,34 @@ def main() -> None:
     rows = []
     for name in a.configs.split(","):
         try:
-            done = subprocess.run([sys.executable, __file__, "--only", name, "--size", a.size, "--base", str(a.base),
-                                   "--depth", str(a.depth), "--steps", str(a.steps)], capture_output=True, text=True,
-                                  timeout=a.timeout)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--only",
+                    name,
+                    "--size",
+                    a.size,
+                    "--base",
+                    str(a.base),
+                    "--depth",
+                    str(a.depth),
+                    "--steps",
+                    str(a.steps),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=a.timeout,
+            )
         except subprocess.TimeoutExpired:
-            rows.append({"config": name, "step_s": f"> {a.timeout / (a.steps + 1):.0f} (stopped)", "activations_mb": "",
-                         "peak_mb": ""})
+            rows.append(
+                {
+                    "config": name,
+                    "step_s": f"> {a.timeout / (a.steps + 1):.0f} (stopped)",
+                    "activations_mb": "",
+                    "peak_mb": "",
+                }
+            )
             print(f"{name}: did not finish {a.steps + 1} steps in {a.timeout:.0f} s", flush=True)
             continue
         if done.returncode != 0:

@@ -50,7 +50,9 @@ def main() -> None:
 
     model = ElasticUNet(cfg.model)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
-    sampler = SubNetSampler(tuple(cfg.model.depths), tuple(cfg.model.widths), cfg.train.strategy, cfg.train.num_random, 0)
+    sampler = SubNetSampler(
+        tuple(cfg.model.depths), tuple(cfg.model.widths), cfg.train.strategy, cfg.train.num_random, 0
+    )
     batches = iter(loader)
     rates = {}
     for label, pick in (("largest sub-net", lambda s: [sampler.largest]), ("sampled sub-nets", sampler.sample)):
@@ -65,12 +67,16 @@ def main() -> None:
         rates[label] = args.steps * bs / (time.perf_counter() - start)
 
     h, w = cfg.data.image_size
-    print(f"{args.config or 'defaults'} ({args.profile or 'default profile'}), data {cfg.data.data}: "
-          f"{len(split.train)} training images at {h}x{w}, batch {bs}, {torch.get_num_threads()} threads; "
-          f"decoding + resizing the whole set took {load_s:.1f} s")
+    print(
+        f"{args.config or 'defaults'} ({args.profile or 'default profile'}), data {cfg.data.data}: "
+        f"{len(split.train)} training images at {h}x{w}, batch {bs}, {torch.get_num_threads()} threads; "
+        f"decoding + resizing the whole set took {load_s:.1f} s"
+    )
     rows = [{"what": "loader (augmented, from memory)", "samples_per_s": round(loader_rate, 1), "ratio": "-"}]
-    rows += [{"what": f"training step, {k}", "samples_per_s": round(v, 1), "ratio": round(loader_rate / v, 1)}
-             for k, v in rates.items()]
+    rows += [
+        {"what": f"training step, {k}", "samples_per_s": round(v, 1), "ratio": round(loader_rate / v, 1)}
+        for k, v in rates.items()
+    ]
     print(text_table(rows))
     worst = min(loader_rate / v for v in rates.values())
     print(f"loader / training = {worst:.1f}x at worst (target >= 5x): {'met' if worst >= 5 else 'MISSED'}")

@@ -65,12 +65,17 @@ def main() -> None:
     if not args.no_malloc_tuning:
         tune_malloc()
     h, w = (int(v) for v in args.size.split("x"))
-    cfg = ElasticUNetConfig(base_width=args.base_width, depths=[int(d) for d in args.depths.split(",")],
-                            widths=[float(v) for v in args.widths.split(",")])
+    cfg = ElasticUNetConfig(
+        base_width=args.base_width,
+        depths=[int(d) for d in args.depths.split(",")],
+        widths=[float(v) for v in args.widths.split(",")],
+    )
     model = ElasticUNet(cfg).eval()
     x = torch.randn(args.batch, 3, h, w)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
-          f"input {args.batch}x3x{h}x{w}, base width {args.base_width}, eval forward, median of {args.reps}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
+        f"input {args.batch}x3x{h}x{w}, base width {args.base_width}, eval forward, median of {args.reps}"
+    )
     rows = []
     with torch.inference_mode():
         for subnet in cfg.subnets():
@@ -89,13 +94,19 @@ def main() -> None:
             # paired ratios (same rep, back to back) cancel most of the machine's drift
             ratio = {k: statistics.median(a / b for a, b in zip(times[k], times["native"])) for k in times}
             gflops = count_flops(static.config, (h, w)) * args.batch / 1e9
-            rows.append({
-                "depth": subnet.depth, "width": subnet.width, "params": count_params(static.config),
-                "GFLOPs": round(gflops, 2), "native_ms": round(med["native"], 1), "sliced_ms": round(med["sliced"], 1),
-                "sliced/native": round(ratio["sliced"], 3),
-                "masked/native": round(ratio["masked"], 2) if "masked" in ratio else "-",
-                "GFLOP/s": round(gflops / med["sliced"] * 1e3, 1),
-            })
+            rows.append(
+                {
+                    "depth": subnet.depth,
+                    "width": subnet.width,
+                    "params": count_params(static.config),
+                    "GFLOPs": round(gflops, 2),
+                    "native_ms": round(med["native"], 1),
+                    "sliced_ms": round(med["sliced"], 1),
+                    "sliced/native": round(ratio["sliced"], 3),
+                    "masked/native": round(ratio["masked"], 2) if "masked" in ratio else "-",
+                    "GFLOP/s": round(gflops / med["sliced"] * 1e3, 1),
+                }
+            )
             print(f"  {subnet}: native {med['native']:.1f} ms, sliced {med['sliced']:.1f} ms", flush=True)
     print()
     print(text_table(rows))

@@ -27,12 +27,27 @@ sys.path.insert(0, str(ROOT))
 
 from elasticnet import hardware  # noqa: E402
 
-FLAGS = "--config experiments/cvc_clinicdb.yaml --profile cpu --split random --strategy sandwich --widths 0.25,0.5,0.75,1"
+FLAGS = (
+    "--config experiments/cvc_clinicdb.yaml --profile cpu --split random --strategy sandwich --widths 0.25,0.5,0.75,1"
+)
 
 
 def images_per_s(checkout: Path, data: str, flags: str, steps: int, out: Path, extra: list[str]) -> float:
-    command = [sys.executable, "-m", "elasticnet", "train", *flags.split(), "--data", data, "--max-steps", str(steps),
-               "--out", str(out), "--quiet", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "elasticnet",
+        "train",
+        *flags.split(),
+        "--data",
+        data,
+        "--max-steps",
+        str(steps),
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     done = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -51,13 +66,19 @@ def main() -> None:
     p.add_argument("--flags", default=FLAGS)
     p.add_argument("--steps", type=int, default=80)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--variants", default="auto=",
-                   help="this checkout's variants: NAME=FLAGS separated by ';' (default: its defaults)")
+    p.add_argument(
+        "--variants",
+        default="auto=",
+        help="this checkout's variants: NAME=FLAGS separated by ';' (default: its defaults)",
+    )
     args = p.parse_args()
     variants = {name: flags.split() for name, _, flags in (v.partition("=") for v in args.variants.split(";"))}
     # This checkout skips its final table; the baseline may not know the flag, and its table is not timed.
-    print(f"CPU: {hardware.cpu_summary()}\nthreads: {os.environ.get('OMP_NUM_THREADS', 'default')}; "
-          f"{args.steps} steps of: {args.flags}", flush=True)
+    print(
+        f"CPU: {hardware.cpu_summary()}\nthreads: {os.environ.get('OMP_NUM_THREADS', 'default')}; "
+        f"{args.steps} steps of: {args.flags}",
+        flush=True,
+    )
     results: dict[str, list[float]] = {"baseline": [], **{k: [] for k in variants}}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
@@ -65,15 +86,18 @@ def main() -> None:
             results["baseline"].append(base)
             print(f"round {r + 1}: baseline {base:.1f} img/s", flush=True)
             for name, extra in variants.items():
-                mine = images_per_s(ROOT, args.data, args.flags, args.steps, Path(tmp) / f"{name}{r}",
-                                    ["--no-final-table", *extra])
+                mine = images_per_s(
+                    ROOT, args.data, args.flags, args.steps, Path(tmp) / f"{name}{r}", ["--no-final-table", *extra]
+                )
                 results[name].append(mine)
                 print(f"round {r + 1}: {name} {mine:.1f} img/s ({mine / base:.2f} x baseline)", flush=True)
     print()
     for name in variants:
         ratios = [m / b for m, b in zip(results[name], results["baseline"])]
-        print(f"{name}: median {statistics.median(results[name]):.1f} img/s vs baseline "
-              f"{statistics.median(results['baseline']):.1f}: {statistics.median(ratios):.2f} x")
+        print(
+            f"{name}: median {statistics.median(results[name]):.1f} img/s vs baseline "
+            f"{statistics.median(results['baseline']):.1f}: {statistics.median(ratios):.2f} x"
+        )
 
 
 if __name__ == "__main__":

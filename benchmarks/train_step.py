@@ -89,15 +89,28 @@ def conv_peak(reps: int) -> dict[str, float]:
                 med, _ = paired({"conv": run}, reps)
                 gflops = flops / med["conv"] / 1e9
                 best[dtype] = max(best.get(dtype, 0.0), gflops)
-                rows.append({"channels": c, "size": f"{h}x{w}", "dtype": dtype, "layout": "NHWC" if cl else "NCHW",
-                             "GFLOP/s": round(gflops, 1)})
+                rows.append(
+                    {
+                        "channels": c,
+                        "size": f"{h}x{w}",
+                        "dtype": dtype,
+                        "layout": "NHWC" if cl else "NCHW",
+                        "GFLOP/s": round(gflops, 1),
+                    }
+                )
     print(text_table(rows))
     print("conv peak: " + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in best.items()) + "\n", flush=True)
     return best
 
 
-def elastic_step(model: ElasticUNet, subnets: list[SubNet], x: torch.Tensor, y: torch.Tensor, precision: Precision,
-                 freezer: bool = True) -> Callable[[], None]:
+def elastic_step(
+    model: ElasticUNet,
+    subnets: list[SubNet],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    precision: Precision,
+    freezer: bool = True,
+) -> Callable[[], None]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     frz = InactiveWeightFreezer(model, optimizer) if freezer else None
     return lambda: train_step(model, optimizer, precision, frz, x, y, subnets, None)
@@ -131,17 +144,27 @@ def step_part(args, peak: dict[str, float]) -> None:
         for cl in (False, True):
             model = ElasticUNet(cfg).train().to(memory_format=torch.channels_last if cl else torch.contiguous_format)
             prec = Precision("bf16" if dtype == "bf16" else "none", "cpu")
-            variants[f"{dtype}{' channels_last' if cl else ''}"] = elastic_step(model, [SubNet(5, 1.0)], layout(x, cl),
-                                                                                y, prec)
+            variants[f"{dtype}{' channels_last' if cl else ''}"] = elastic_step(
+                model, [SubNet(5, 1.0)], layout(x, cl), y, prec
+            )
     med, _ = paired(variants, args.reps)
     rows = []
     for name, seconds in med.items():
         gflops = flops / seconds / 1e9
         dtype = name.split()[0]
-        rows.append({"variant": name, "ms": round(seconds * 1e3, 1), "img/s": round(8 / seconds, 1),
-                     "GFLOP/s": round(gflops, 1), "% of its dtype's peak": round(100 * gflops / peak[dtype], 1) if dtype in peak else "-"})
-    print(f"training step, depth 5 width 1, base 32, {size[0]}x{size[1]}, batch 8 "
-          f"(targets: fp32 >= 60 %, bf16 >= 50 % of the peak)")
+        rows.append(
+            {
+                "variant": name,
+                "ms": round(seconds * 1e3, 1),
+                "img/s": round(8 / seconds, 1),
+                "GFLOP/s": round(gflops, 1),
+                "% of its dtype's peak": round(100 * gflops / peak[dtype], 1) if dtype in peak else "-",
+            }
+        )
+    print(
+        f"training step, depth 5 width 1, base 32, {size[0]}x{size[1]}, batch 8 "
+        f"(targets: fp32 >= 60 %, bf16 >= 50 % of the peak)"
+    )
     print(text_table(rows) + "\n", flush=True)
 
 
@@ -154,10 +177,22 @@ def sliced_part(args) -> None:
     for subnet in cfg.subnets():
         model = ElasticUNet(cfg).train()
         static = extract(model, subnet).train()
-        med, times = paired({"sliced": elastic_step(model, [subnet], x, y, prec, freezer=False),
-                             "native": native_step(static, x, y, prec)}, args.reps)
-        rows.append({"depth": subnet.depth, "width": subnet.width, "native_ms": round(med["native"] * 1e3, 1),
-                     "sliced_ms": round(med["sliced"] * 1e3, 1), "sliced/native": round(ratio(times, "sliced", "native"), 3)})
+        med, times = paired(
+            {
+                "sliced": elastic_step(model, [subnet], x, y, prec, freezer=False),
+                "native": native_step(static, x, y, prec),
+            },
+            args.reps,
+        )
+        rows.append(
+            {
+                "depth": subnet.depth,
+                "width": subnet.width,
+                "native_ms": round(med["native"] * 1e3, 1),
+                "sliced_ms": round(med["sliced"] * 1e3, 1),
+                "sliced/native": round(ratio(times, "sliced", "native"), 3),
+            }
+        )
     worst = max(r["sliced/native"] for r in rows)
     print(f"sliced vs native training step, base {args.sliced_base}, {size[0]}x{size[1]}, batch 8, {prec.name}")
     print(text_table(rows))
@@ -180,11 +215,19 @@ def sandwich_part(args) -> None:
         med, times = paired(variants, args.reps)
         total = [sum(times[s.key][i] for s in subnets) for i in range(args.reps)]
         r = statistics.median(a / b for a, b in zip(times["sandwich"], total))
-        rows.append({"dtype": dtype + (" channels_last" if cl else ""), "sandwich_ms": round(med["sandwich"] * 1e3, 1),
-                     **{f"{s.key}_ms": round(med[s.key] * 1e3, 1) for s in subnets},
-                     "sandwich/sum": round(r, 3), "img/s": round(8 / med["sandwich"], 1)})
-    print("sandwich step (step.train_step, freezer on) vs the sum of its sub-nets' single steps, base 16, 64x96, "
-          "batch 8 (target <= 1.1)")
+        rows.append(
+            {
+                "dtype": dtype + (" channels_last" if cl else ""),
+                "sandwich_ms": round(med["sandwich"] * 1e3, 1),
+                **{f"{s.key}_ms": round(med[s.key] * 1e3, 1) for s in subnets},
+                "sandwich/sum": round(r, 3),
+                "img/s": round(8 / med["sandwich"], 1),
+            }
+        )
+    print(
+        "sandwich step (step.train_step, freezer on) vs the sum of its sub-nets' single steps, base 16, 64x96, "
+        "batch 8 (target <= 1.1)"
+    )
     print(text_table(rows) + "\n", flush=True)
 
 
@@ -200,10 +243,14 @@ def multiple_part(args) -> None:
         variants[name] = native_step(static, x, y, Precision("none", "cpu"))
         flops[name] = 3 * count_flops(static.config, size) * 8
     med, _ = paired(variants, args.reps)
-    rows = [{"multiple: channels": k, "ms": round(v * 1e3, 1), "GFLOP/s": round(flops[k] / v / 1e9, 1)}
-            for k, v in med.items()]
-    print(f"width 0.75 at base 32, {size[0]}x{size[1]}, batch 8, fp32 training step, by channel multiple "
-          f"(this package picks {hardware.fast_channel_multiple('cpu')} on this CPU)")
+    rows = [
+        {"multiple: channels": k, "ms": round(v * 1e3, 1), "GFLOP/s": round(flops[k] / v / 1e9, 1)}
+        for k, v in med.items()
+    ]
+    print(
+        f"width 0.75 at base 32, {size[0]}x{size[1]}, batch 8, fp32 training step, by channel multiple "
+        f"(this package picks {hardware.fast_channel_multiple('cpu')} on this CPU)"
+    )
     print(text_table(rows) + "\n", flush=True)
 
 
@@ -220,8 +267,11 @@ def main() -> None:
     args.sliced_size = tuple(int(v) for v in args.sliced_size.split("x"))
     tune_malloc()
     parts = args.parts.split(",")
-    print(f"CPU: {hardware.cpu_summary()}\ntorch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
-          f"{torch.get_num_threads()} threads, {platform.platform()}\n", flush=True)
+    print(
+        f"CPU: {hardware.cpu_summary()}\ntorch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+        f"{torch.get_num_threads()} threads, {platform.platform()}\n",
+        flush=True,
+    )
     peak = conv_peak(args.reps) if "peak" in parts or "step" in parts else {}
     if "step" in parts:
         step_part(args, peak)

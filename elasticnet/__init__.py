@@ -8,7 +8,7 @@ Names are imported lazily, so loading an exported static U-Net never imports the
 
 __version__ = "0.1.0"
 
-__all__ = ["ElasticUNet", "ElasticUNetConfig", "SubNet", "UNet", "UNetConfig", "extract", "__version__"]
+__all__ = ["ElasticUNet", "ElasticUNetConfig", "SubNet", "UNet", "UNetConfig", "__version__", "extract"]
 
 
 def __getattr__(name: str):

@@ -76,8 +76,11 @@ def save_checkpoint(path: Path, cfg: RunConfig, model: ElasticUNet, **state: Any
 def saved_state(ckpt: dict[str, Any]) -> dict[str, Any]:
     """What a loaded checkpoint holds besides what :func:`save_checkpoint` writes itself (header, config,
     weights): the ``**state`` to pass when saving it again."""
-    return {k: v for k, v in ckpt.items() if k not in ("format", "format_version", "elasticnet_version", "config",
-                                                       "model", HASH_KEY)}
+    return {
+        k: v
+        for k, v in ckpt.items()
+        if k not in ("format", "format_version", "elasticnet_version", "config", "model", HASH_KEY)
+    }
 
 
 def resolve_checkpoint(path: str | Path | None, runs_dir: Path = Path("runs")) -> Path:
@@ -100,12 +103,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not an elasticnet checkpoint (format {ckpt.get('format')!r})")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:
-        raise UserError(f"{path} was written by a newer elasticnet (format {ckpt['format_version']}); upgrade elasticnet")
+        raise UserError(
+            f"{path} was written by a newer elasticnet (format {ckpt['format_version']}); upgrade elasticnet"
+        )
     if ckpt.get("format_version", 0) >= 2:
         stored = ckpt.pop(HASH_KEY, None)
         if stored != content_hash(ckpt):
-            raise UserError(f"{path} is corrupted: its content does not match the hash stored in it "
-                            "(a damaged copy or an edited file); use another copy")
+            raise UserError(
+                f"{path} is corrupted: its content does not match the hash stored in it "
+                "(a damaged copy or an edited file); use another copy"
+            )
     check_structure(ckpt, path)
     return ckpt
 
@@ -113,8 +120,18 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 # What every checkpoint holds (type) and what some hold (type when present): a file with a valid hash but
 # missing or ill-typed entries (written by hand, or by a foreign tool) is refused here, not by a KeyError later.
 REQUIRED = {"config": dict, "model": dict}
-OPTIONAL = {"step": int, "epoch": int, "subnets": list, "bn_stats": dict, "log": list, "train_seconds": (int, float),
-            "optimizer": dict, "scheduler": dict, "train_tflops": (int, float), "precision": str}
+OPTIONAL = {
+    "step": int,
+    "epoch": int,
+    "subnets": list,
+    "bn_stats": dict,
+    "log": list,
+    "train_seconds": (int, float),
+    "optimizer": dict,
+    "scheduler": dict,
+    "train_tflops": (int, float),
+    "precision": str,
+}
 
 
 def check_structure(ckpt: dict[str, Any], path: Path) -> None:

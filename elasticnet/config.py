@@ -24,7 +24,9 @@ class DataConfig:
 
     data: str = "synthetic"  # "synthetic" (built-in) or a data set folder
     dataset: str = "auto"  # auto | folder | cvc-clinicdb | mini-mias (auto: recognised by its files)
-    image_size: list[int] = field(default_factory=lambda: [96, 128])  # H, W every image is resized to (--image-size HxW)
+    image_size: list[int] = field(
+        default_factory=lambda: [96, 128]
+    )  # H, W every image is resized to (--image-size HxW)
     synthetic_count: int = 480  # frames in the built-in synthetic set
     synthetic_seed: int = 0  # the synthetic set's own seed (independent of the training seed)
     split: str = "random"  # random (by image) | grouped (by video sequence / patient)
@@ -66,11 +68,15 @@ class TrainConfig:
     weight_random: float = 1.0  # loss weight of the randomly drawn sub-nets
     shrink_start: float = 0.0  # fraction of the steps during which only the largest sub-net trains (warm start)
     width_start: float = 0.0  # fraction of the steps before which only full-width sub-nets are drawn
-    ramp: float = 0.0  # fraction of the steps over which a newly joining kind of sub-net (and distillation) is weighted in
+    ramp: float = (
+        0.0  # fraction of the steps over which a newly joining kind of sub-net (and distillation) is weighted in
+    )
     distill: bool = False  # smaller sub-nets also learn from the largest one's probabilities
     distill_weight: float = 0.5  # loss = task + distill_weight * distillation (smaller sub-nets only)
     distill_teacher: str = "live"  # live (this step's largest sub-net) | ema (the largest of an EMA of the weights)
-    distill_loss: str = "bce_dice"  # bce_dice (the task loss on soft targets) | bce (per-pixel BCE to the probabilities)
+    distill_loss: str = (
+        "bce_dice"  # bce_dice (the task loss on soft targets) | bce (per-pixel BCE to the probabilities)
+    )
     distill_start: float = 0.0  # fraction of the steps before distillation starts
     ema_decay: float = 0.99  # distill_teacher ema: weight of the old average per step
     optimizer: str = "adamw"  # adamw | sgd (Nesterov momentum 0.9; summed sub-net gradients are not renormalised)
@@ -80,8 +86,12 @@ class TrainConfig:
     inactive_weights: str = "freeze"  # freeze | optimizer (see elasticnet.training.inactive)
     sync_bn: bool = False  # data-parallel only: batch statistics over all processes
     grad_checkpoint: bool = False  # recompute each level's block in backward (less memory, more time)
-    amp: str = "auto"  # auto | none | bf16 | fp16: mixed precision (auto: bf16 where the device has it natively, else fp32)
-    eval_batch_size: int = 0  # batch of BN calibration and evaluation; 0: auto (no gradients, so larger than training's)
+    amp: str = (
+        "auto"  # auto | none | bf16 | fp16: mixed precision (auto: bf16 where the device has it natively, else fp32)
+    )
+    eval_batch_size: int = (
+        0  # batch of BN calibration and evaluation; 0: auto (no gradients, so larger than training's)
+    )
     final_table: bool = True  # calibrate and evaluate every sub-net at the end (off: smoke and benchmark runs)
     channels_last: bool = True  # NHWC memory layout in training (measured 1.2-1.3x faster steps on CPUs, fp32 and bf16)
     checkpoint_every: int = 50  # steps between saves of the training state (last.pt); 0: at epoch ends only
@@ -102,10 +112,12 @@ class RunConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "RunConfig":
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> RunConfig:
         values = values or {}
         if not isinstance(values, dict):
-            raise UserError(f"{source}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(values).__name__}")
+            raise UserError(
+                f"{source}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(values).__name__}"
+            )
         unknown = sorted(set(values) - set(SECTIONS))
         if unknown:
             raise UserError(f"{source}: unknown section(s) {unknown}; valid sections: {', '.join(SECTIONS)}")
@@ -113,13 +125,17 @@ class RunConfig:
         for name, section in SECTIONS.items():
             given = values.get(name) or {}
             if not isinstance(given, dict):
-                raise UserError(f"{source}: section {name!r} must be a mapping of keys (e.g. {name}: {{key: value}}), "
-                                f"got {type(given).__name__}")
+                raise UserError(
+                    f"{source}: section {name!r} must be a mapping of keys (e.g. {name}: {{key: value}}), "
+                    f"got {type(given).__name__}"
+                )
             hints = typing.get_type_hints(section)
             valid = {f.name for f in dataclasses.fields(section)}
             bad = sorted(set(given) - valid)
             if bad:
-                raise UserError(f"{source}: unknown key(s) {bad} in section {name!r}; valid keys: {', '.join(sorted(valid))}")
+                raise UserError(
+                    f"{source}: unknown key(s) {bad} in section {name!r}; valid keys: {', '.join(sorted(valid))}"
+                )
             parts[name] = section(**{k: coerce(v, hints[k], f"{name}.{k}") for k, v in given.items()})
         return validate(cls(**parts))
 
@@ -175,17 +191,27 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
 # Ranges of the numeric options: (section, key, lowest, highest, the lowest is allowed). Checked before anything
 # is written, so a corrected command is never refused by a half-made run folder.
 RANGES = [
-    ("train", "lr", 0.0, 10.0, False), ("train", "weight_decay", 0.0, 10.0, True),
-    ("train", "distill_weight", 0.0, 100.0, True), ("train", "threshold", 0.0, 0.999999, False),
-    ("train", "seed", 0, 2**32 - 1, True), ("train", "max_steps", 0, 10**9, True),
-    ("train", "calib_batches", 1, 10**6, True), ("train", "num_random", 0, 1000, True),
-    ("train", "batch_size", 1, 4096, True), ("train", "epochs", 1, 10**6, True),
-    ("train", "eval_batch_size", 0, 4096, True), ("train", "grad_clip", 0.0, 10**6, True),
-    ("train", "weight_smallest", 0.0, 100.0, True), ("train", "weight_random", 0.0, 100.0, True),
-    ("data", "num_workers", 0, 256, True), ("data", "augment_strength", 0.0, 10.0, True),
-    ("data", "synthetic_count", 3, 10**6, True), ("data", "patch_lesion_fraction", 0.0, 1.0, True),
+    ("train", "lr", 0.0, 10.0, False),
+    ("train", "weight_decay", 0.0, 10.0, True),
+    ("train", "distill_weight", 0.0, 100.0, True),
+    ("train", "threshold", 0.0, 0.999999, False),
+    ("train", "seed", 0, 2**32 - 1, True),
+    ("train", "max_steps", 0, 10**9, True),
+    ("train", "calib_batches", 1, 10**6, True),
+    ("train", "num_random", 0, 1000, True),
+    ("train", "batch_size", 1, 4096, True),
+    ("train", "epochs", 1, 10**6, True),
+    ("train", "eval_batch_size", 0, 4096, True),
+    ("train", "grad_clip", 0.0, 10**6, True),
+    ("train", "weight_smallest", 0.0, 100.0, True),
+    ("train", "weight_random", 0.0, 100.0, True),
+    ("data", "num_workers", 0, 256, True),
+    ("data", "augment_strength", 0.0, 10.0, True),
+    ("data", "synthetic_count", 3, 10**6, True),
+    ("data", "patch_lesion_fraction", 0.0, 1.0, True),
     ("data", "split_seed", 0, 2**32 - 1, True),
-    ("model", "base_width", 1, 1024, True), ("model", "channel_multiple", 0, 256, True),
+    ("model", "base_width", 1, 1024, True),
+    ("model", "channel_multiple", 0, 256, True),
     ("model", "in_channels", 1, 4, True),
 ]
 MAX_SIDE = 16384  # pixels: image_size and patch_size sides
@@ -197,15 +223,19 @@ def check_ranges(cfg: RunConfig) -> None:
         bad = not math.isfinite(value) or value > high or value < low or (value == low and not low_ok)
         if bad:
             bound = f"{'>=' if low_ok else '>'} {low} and <= {high}"
-            raise UserError(f"{key} must be {bound}, got {value}; e.g. --{key.replace('_', '-')} "
-                            f"{getattr(type(getattr(cfg, section))(), key)} (the default)")
+            raise UserError(
+                f"{key} must be {bound}, got {value}; e.g. --{key.replace('_', '-')} "
+                f"{getattr(type(getattr(cfg, section))(), key)} (the default)"
+            )
     if any(not math.isfinite(v) or v <= 0 for v in cfg.data.std):
         raise UserError(f"std must be positive numbers (one per channel), got {cfg.data.std}")
     if any(not math.isfinite(v) for v in cfg.data.mean):
         raise UserError(f"mean must be numbers, got {cfg.data.mean}")
     if max(cfg.data.image_size + cfg.data.patch_size) > MAX_SIDE:
-        raise UserError(f"image_size and patch_size sides must be <= {MAX_SIDE} pixels, got {cfg.data.image_size} "
-                        f"and {cfg.data.patch_size}")
+        raise UserError(
+            f"image_size and patch_size sides must be <= {MAX_SIDE} pixels, got {cfg.data.image_size} "
+            f"and {cfg.data.patch_size}"
+        )
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -224,20 +254,30 @@ def validate(cfg: RunConfig) -> RunConfig:
     same = cfg.model.same_channel_widths()
     if same:
         a, b = same[0]
-        raise UserError(f"widths {a:g} and {b:g} give the same channels at base_width {cfg.model.base_width} with "
-                        f"channel_multiple {cfg.model.channel_multiple}; use a larger --base-width, a smaller "
-                        "--channel-multiple, or drop one of the widths")
+        raise UserError(
+            f"widths {a:g} and {b:g} give the same channels at base_width {cfg.model.base_width} with "
+            f"channel_multiple {cfg.model.channel_multiple}; use a larger --base-width, a smaller "
+            "--channel-multiple, or drop one of the widths"
+        )
     if cfg.model.num_classes != 1:
-        raise UserError(f"num_classes must be 1 (binary segmentation: lesion vs background), got {cfg.model.num_classes}")
+        raise UserError(
+            f"num_classes must be 1 (binary segmentation: lesion vs background), got {cfg.model.num_classes}"
+        )
     d = cfg.data
     if d.val_fraction <= 0 or d.val_fraction >= 1 or d.test_fraction < 0 or d.val_fraction + d.test_fraction >= 1:
-        raise UserError(f"val_fraction must lie in (0, 1) and test_fraction in [0, 1) with room left for training, "
-                        f"got {d.val_fraction} and {d.test_fraction}")
+        raise UserError(
+            f"val_fraction must lie in (0, 1) and test_fraction in [0, 1) with room left for training, "
+            f"got {d.val_fraction} and {d.test_fraction}"
+        )
     patch = d.patch_size
-    if len(patch) != 2 or (any(patch) and (min(patch) <= 0 or patch[0] > size[0] or patch[1] > size[1]
-                                           or patch[0] % stride or patch[1] % stride)):
-        raise UserError(f"patch_size {patch} must be 0x0 (whole images) or HxW within image_size {size[0]}x{size[1]} "
-                        f"and divisible by {stride}")
+    if len(patch) != 2 or (
+        any(patch)
+        and (min(patch) <= 0 or patch[0] > size[0] or patch[1] > size[1] or patch[0] % stride or patch[1] % stride)
+    ):
+        raise UserError(
+            f"patch_size {patch} must be 0x0 (whole images) or HxW within image_size {size[0]}x{size[1]} "
+            f"and divisible by {stride}"
+        )
     if d.cache not in ("auto", "memory", "disk"):
         raise UserError(f"cache must be auto, memory or disk, got {d.cache!r}")
     if cfg.train.inactive_weights not in ("freeze", "optimizer"):
@@ -251,8 +291,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     for key, allowed in choices.items():
         if getattr(t, key) not in allowed:
             raise UserError(f"{key} must be one of {', '.join(allowed)}, got {getattr(t, key)!r}")
-    fractions = {"shrink_start": t.shrink_start, "width_start": t.width_start, "ramp": t.ramp,
-                 "distill_start": t.distill_start, "lr_floor": t.lr_floor}
+    fractions = {
+        "shrink_start": t.shrink_start,
+        "width_start": t.width_start,
+        "ramp": t.ramp,
+        "distill_start": t.distill_start,
+        "lr_floor": t.lr_floor,
+    }
     for key, value in fractions.items():
         if not 0.0 <= value < 1.0:
             raise UserError(f"{key} must lie in [0, 1) (a fraction), got {value}")
@@ -303,8 +348,10 @@ def merge_profile(loaded: dict[str, Any], profile: str | None, source: str) -> d
     for pname, sections in profiles.items():
         for section, values in (sections or {}).items():
             if section not in SECTIONS or not isinstance(values, dict):
-                raise UserError(f"{source}: profile {pname!r} may only hold the sections {', '.join(SECTIONS)} as "
-                                f"mappings, got {section!r}: {type(values).__name__}")
+                raise UserError(
+                    f"{source}: profile {pname!r} may only hold the sections {', '.join(SECTIONS)} as "
+                    f"mappings, got {section!r}: {type(values).__name__}"
+                )
     name = profile or default
     if name is None:
         return loaded
@@ -316,8 +363,9 @@ def merge_profile(loaded: dict[str, Any], profile: str | None, source: str) -> d
     return merged
 
 
-def build_config(config_file: str | None = None, overrides: dict[str, Any] | None = None,
-                 profile: str | None = None) -> RunConfig:
+def build_config(
+    config_file: str | None = None, overrides: dict[str, Any] | None = None, profile: str | None = None
+) -> RunConfig:
     """Defaults, then ``config_file`` (with its ``profile``), then ``overrides`` (flat ``key: value``, any section)."""
     values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     if profile and not config_file:
@@ -325,7 +373,9 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
     if config_file:
         loaded = load_yaml(config_file)
         if not isinstance(loaded, dict):
-            raise UserError(f"{config_file}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(loaded).__name__}")
+            raise UserError(
+                f"{config_file}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(loaded).__name__}"
+            )
         loaded = {k: v for k, v in loaded.items() if k not in NON_RUN_SECTIONS}
         loaded = merge_profile(loaded, profile, str(config_file))
         RunConfig.from_dict(loaded, source=str(config_file))  # report its own errors with its name

@@ -48,8 +48,10 @@ def prepare_outputs(folder: str | Path, names: list[str], overwrite: bool = Fals
         raise UserError(f"cannot write to {existing} (permission denied); give {flag} a folder you can write")
     present = [folder / n for n in names if (folder / n).exists() or (folder / n).is_symlink()]
     if present and not overwrite:
-        raise UserError(f"{present[0]} exists already; choose another {flag}, or pass --overwrite to replace "
-                        f"{'it' if len(present) == 1 else 'them'}")
+        raise UserError(
+            f"{present[0]} exists already; choose another {flag}, or pass --overwrite to replace "
+            f"{'it' if len(present) == 1 else 'them'}"
+        )
     return folder
 
 
@@ -101,11 +103,15 @@ def load_torch(path: str | Path, kind: str = "checkpoint") -> dict[str, Any]:
         text = str(e)
         # never repeat PyTorch's advice to switch the weights-only check off: that is how such a file runs code
         if "Unsupported global" in text:
-            raise UserError(f"{path} holds objects other than tensors and plain data, so it may be malicious; it was "
-                            f"not loaded. An elasticnet {kind} never holds such objects: use a file you trust") from None
+            raise UserError(
+                f"{path} holds objects other than tensors and plain data, so it may be malicious; it was "
+                f"not loaded. An elasticnet {kind} never holds such objects: use a file you trust"
+            ) from None
         if isinstance(e, pickle.UnpicklingError) or "weights_only" in text:
-            raise UserError(f"{path} is not a readable elasticnet {kind} (not a PyTorch file of tensors and plain "
-                            "data: damaged, or a file of another kind); it was not loaded") from None
+            raise UserError(
+                f"{path} is not a readable elasticnet {kind} (not a PyTorch file of tensors and plain "
+                "data: damaged, or a file of another kind); it was not loaded"
+            ) from None
         raise UserError(f"{path} is not a readable elasticnet {kind} ({type(e).__name__}: {text[:200]})") from None
     if not isinstance(obj, dict):
         raise UserError(f"{path} is not an elasticnet {kind}")
@@ -118,7 +124,6 @@ def exclusive_lock(path: str | Path, wait: bool = True) -> Iterator[int | None]:
     ``wait=False`` yield None at once when another process holds it. The kernel releases the lock however
     the holder ends (SIGKILL included). POSIX only."""
     import fcntl
-
     import stat
 
     path = Path(path)
@@ -127,13 +132,15 @@ def exclusive_lock(path: str | Path, wait: bool = True) -> Iterator[int | None]:
         # never follow a link: a planted RUN/.lock -> ~/thesis.tex must not be opened (and then truncated)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as e:
-        raise UserError(f"cannot open the lock file {path} ({e.strerror}); if it is a symbolic link or not a file, "
-                        "remove it") from None
+        raise UserError(
+            f"cannot open the lock file {path} ({e.strerror}); if it is a symbolic link or not a file, remove it"
+        ) from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(fd)
-        raise UserError(f"the lock file {path} is not a plain file of its own (a hard link or a special file); "
-                        "remove it")
+        raise UserError(
+            f"the lock file {path} is not a plain file of its own (a hard link or a special file); remove it"
+        )
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

@@ -12,8 +12,7 @@ import platform
 from pathlib import Path
 
 # CPU flags (as /proc/cpuinfo spells them) that matter for this package's kernels.
-SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16",
-               "avx_vnni")
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "avx_vnni")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

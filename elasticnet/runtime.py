@@ -16,7 +16,6 @@ import ctypes
 import ctypes.util
 import os
 import random
-
 from typing import TYPE_CHECKING
 
 from elasticnet.errors import UserError
@@ -43,7 +42,7 @@ def tune_malloc() -> bool:
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
-def select_device(name: str = "auto") -> "torch.device":
+def select_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else the CPU; ``cpu``, ``cuda``, ``cuda:N`` are taken as given."""
     import torch
 

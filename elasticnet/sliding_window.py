@@ -16,8 +16,9 @@ from elasticnet.site.tiling import tent, windows
 
 
 @torch.no_grad()
-def sliding_window(predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, tile: tuple[int, int],
-                   overlap: float = 0.25) -> torch.Tensor:
+def sliding_window(
+    predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, tile: tuple[int, int], overlap: float = 0.25
+) -> torch.Tensor:
     """Logits of ``images`` (N, C, H, W) from ``predict`` applied to ``tile``-sized windows."""
     n, _, h, w = images.shape
     boxes = windows(h, w, tile, overlap)

@@ -51,13 +51,21 @@ def calibration_batches(way: str, split, batch_size: int, seed: int):
     if way == "spread16":
         count = min(n, 16 * batch_size)
         picks = np.random.default_rng(seed).permutation(n)[:count]
-        return DataLoader(train.subset(sorted(picks.tolist())), batch_size=batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(seed))
+        return DataLoader(
+            train.subset(sorted(picks.tolist())),
+            batch_size=batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
     if way == "all":
-        return DataLoader(train.subset(range(n)), batch_size=batch_size, shuffle=True,
-                          generator=torch.Generator().manual_seed(seed))
+        return DataLoader(
+            train.subset(range(n)), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
+        )
     if way == "augmented16":
-        keys = [(int(i), seed * 100003 + k) for k, i in enumerate(np.random.default_rng(seed).permutation(n)[:16 * batch_size])]
+        keys = [
+            (int(i), seed * 100003 + k)
+            for k, i in enumerate(np.random.default_rng(seed).permutation(n)[: 16 * batch_size])
+        ]
         return DataLoader([train[key] for key in keys], batch_size=batch_size)
     raise ValueError(way)
 
@@ -76,8 +84,9 @@ def evaluate_run(run: Path, meta: dict) -> list[dict]:
             if batches is not None:
                 calibrate_bn(model, subnet, (images for images, _ in batches), 10**9)
             result = evaluate_subnet(model, subnet, test, torch.device("cpu"), cfg.train.threshold)
-            rows.append(meta | {"depth": subnet.depth, "width": subnet.width, "way": way,
-                                "test_dice": round(result["dice"], 4)})
+            rows.append(
+                meta | {"depth": subnet.depth, "width": subnet.width, "way": way, "test_dice": round(result["dice"], 4)}
+            )
     load_bn_state(model, as_trained)
     return rows
 
@@ -96,9 +105,15 @@ def main() -> None:
                 name = run.parent.name
                 print(f"{split}/seed{seed}/{name}", flush=True)
                 method = "individual" if name.startswith("individual") else name
-                rows += [r | ({"depth": int(name.split("-d")[1][0]), "width": float(name.split("-w")[1])}
-                              if method == "individual" else {})
-                         for r in evaluate_run(run.parent, {"split": split, "seed": int(seed), "method": method})]
+                rows += [
+                    r
+                    | (
+                        {"depth": int(name.split("-d")[1][0]), "width": float(name.split("-w")[1])}
+                        if method == "individual"
+                        else {}
+                    )
+                    for r in evaluate_run(run.parent, {"split": split, "seed": int(seed), "method": method})
+                ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "bn_calibration.csv")
@@ -109,13 +124,18 @@ def main() -> None:
                 mine = [r for r in rows if r["split"] == split and r["method"] == method and keep(r)]
                 if method in ("individual", "uniform") and scope == "all sub-nets":
                     continue
-                summary.append({"split": split, "method": method, "sub-nets": scope}
-                               | {way: round(100 * statistics.mean(r["test_dice"] for r in mine if r["way"] == way), 1)
-                                  for way in WAYS})
+                summary.append(
+                    {"split": split, "method": method, "sub-nets": scope}
+                    | {
+                        way: round(100 * statistics.mean(r["test_dice"] for r in mine if r["way"] == way), 1)
+                        for way in WAYS
+                    }
+                )
     (out / "bn_calibration.md").write_text(
         "# BatchNorm re-estimation ablation (test Dice %, mean over the sub-nets and seeds named)\n\n"
         f"Runs: `{args.runs}`, seeds {args.seeds}; command: `python paper/bn_calibration.py {' '.join(sys.argv[1:])}`. "
-        "Ways: see the docstring of `paper/bn_calibration.py`.\n\n" + markdown_table(summary))
+        "Ways: see the docstring of `paper/bn_calibration.py`.\n\n" + markdown_table(summary)
+    )
     print(markdown_table(summary))
 
 

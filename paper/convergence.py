@@ -63,15 +63,42 @@ def finished(folder: Path) -> bool:
 
 
 def train(args, epochs: int, lr: float) -> None:
-    todo = [n for n in args.shapes if not finished(committed(epochs, n, lr))
-            and not finished(run_folder(args.runs, epochs, n, lr))]
+    todo = [
+        n
+        for n in args.shapes
+        if not finished(committed(epochs, n, lr)) and not finished(run_folder(args.runs, epochs, n, lr))
+    ]
     if not todo:
         return
-    subprocess.run([sys.executable, str(ROOT / "paper" / "dice_table.py"), "--data", args.data, "--profile", "cpu",
-                    "--epochs", str(epochs), *(["--lr", f"{lr:g}"] if lr != BASE_LR else []),
-                    "--only", ",".join(todo), "--split", "random", "--seeds", "0",
-                    "--jobs", str(args.jobs), "--threads", str(args.threads), "--runs", str(args.runs),
-                    "--out", str(args.runs / f"tables-e{epochs}{lr_tag(lr)}")], check=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "paper" / "dice_table.py"),
+            "--data",
+            args.data,
+            "--profile",
+            "cpu",
+            "--epochs",
+            str(epochs),
+            *(["--lr", f"{lr:g}"] if lr != BASE_LR else []),
+            "--only",
+            ",".join(todo),
+            "--split",
+            "random",
+            "--seeds",
+            "0",
+            "--jobs",
+            str(args.jobs),
+            "--threads",
+            str(args.threads),
+            "--runs",
+            str(args.runs),
+            "--out",
+            str(args.runs / f"tables-e{epochs}{lr_tag(lr)}"),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
 
 
 def keep(args, epochs: int, lr: float) -> None:
@@ -105,9 +132,16 @@ def collect(epoch_counts: list[int]) -> tuple[list[dict], dict[tuple[str, int], 
                 (row,) = read_csv(folder / "subnets.csv")
                 log = read_csv(folder / "log.csv")
                 # individual U-Nets are evaluated with their running BN statistics (as in the Dice tables)
-                rows.append({"lr": lr, "depth": depth, "width": width, "epochs": epochs,
-                             "val_dice": round(100 * float(row["dice_bn_as_trained"]), 2),
-                             "train_seconds": round(sum(float(r["seconds"]) for r in log), 4)})
+                rows.append(
+                    {
+                        "lr": lr,
+                        "depth": depth,
+                        "width": width,
+                        "epochs": epochs,
+                        "val_dice": round(100 * float(row["dice_bn_as_trained"]), 2),
+                        "train_seconds": round(sum(float(r["seconds"]) for r in log), 4),
+                    }
+                )
                 curves[(name, epochs, lr)] = [100 * float(r["val_dice_largest"]) for r in log]
     return rows, curves
 
@@ -116,8 +150,11 @@ def best_lr(rows: list[dict], depth: int, width: float) -> float:
     """The learning rate with the best validation Dice at the longest training every swept rate reached."""
     mine = [r for r in rows if (r["depth"], r["width"]) == (depth, width)]
     lrs = sorted({r["lr"] for r in mine})
-    common = [e for e in sorted({r["epochs"] for r in mine}) if all(
-        any(r["lr"] == lr and r["epochs"] == e for r in mine) for lr in lrs)]
+    common = [
+        e
+        for e in sorted({r["epochs"] for r in mine})
+        if all(any(r["lr"] == lr and r["epochs"] == e for r in mine) for lr in lrs)
+    ]
     if not common:
         return BASE_LR
     at = {r["lr"]: r["val_dice"] for r in mine if r["epochs"] == common[-1]}
@@ -137,8 +174,10 @@ def choose(rows: list[dict]) -> tuple[int | None, dict[tuple[int, float], float]
                 continue
             gain = val[(r, d, w, 2 * e)] - v
             ok.setdefault(e, []).append(gain < MARGIN)
-            lines.append(f"- ({d},{w:g}) at lr {lr:g}: {e} -> {2 * e} epochs: validation Dice {v:.1f} -> "
-                         f"{val[(r, d, w, 2 * e)]:.1f} ({gain:+.1f}; {'< 1 point' if gain < MARGIN else 'not converged'})")
+            lines.append(
+                f"- ({d},{w:g}) at lr {lr:g}: {e} -> {2 * e} epochs: validation Dice {v:.1f} -> "
+                f"{val[(r, d, w, 2 * e)]:.1f} ({gain:+.1f}; {'< 1 point' if gain < MARGIN else 'not converged'})"
+            )
     done = sorted(e for e, flags in ok.items() if len(flags) == len(SHAPES) and all(flags))
     return (done[0] if done else None), rates, lines
 
@@ -151,9 +190,10 @@ def plot(rows: list[dict], curves: dict, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for lr in sorted({r["lr"] for r in rows}):
-        for name, (depth, width) in SHAPES.items():
-            mine = sorted((r["epochs"], r["val_dice"]) for r in rows
-                          if (r["depth"], r["width"], r["lr"]) == (depth, width, lr))
+        for depth, width in SHAPES.values():
+            mine = sorted(
+                (r["epochs"], r["val_dice"]) for r in rows if (r["depth"], r["width"], r["lr"]) == (depth, width, lr)
+            )
             if mine:
                 e, v = zip(*mine)
                 left.plot(e, v, "o-", label=f"({depth},{width:g}) lr {lr:g}")
@@ -163,8 +203,12 @@ def plot(rows: list[dict], curves: dict, path: Path) -> None:
     left.set_title("final validation Dice vs training length")
     left.legend(fontsize=8)
     for (name, epochs, lr), curve in sorted(curves.items()):
-        right.plot(range(1, len(curve) + 1), curve, alpha=0.8,
-                   label=f"{name.replace('individual-', '')} E={epochs}{f' lr {lr:g}' if lr != BASE_LR else ''}")
+        right.plot(
+            range(1, len(curve) + 1),
+            curve,
+            alpha=0.8,
+            label=f"{name.replace('individual-', '')} E={epochs}{f' lr {lr:g}' if lr != BASE_LR else ''}",
+        )
     right.set_xlabel("epoch")
     right.set_ylabel("validation Dice (%), per epoch")
     right.set_title("per-epoch validation (4-batch BN calibration)")
@@ -202,13 +246,24 @@ def main() -> None:
     write_csv(rows, OUT / "convergence.csv")
     plot(rows, curves, OUT / "convergence.png")
     chosen, rates, lines = choose(rows)
-    lines.append("- learning rates (best validation Dice of the sweep): "
-                 + ", ".join(f"({d},{w:g}) {lr:g}" for (d, w), lr in rates.items()))
-    verdict = (f"E = {chosen}: doubling it adds < {MARGIN:g} validation Dice point to both shapes." if chosen else
-               f"E not determined yet: no epoch count so far whose doubling adds < {MARGIN:g} point to both shapes "
-               "(train longer: add the next doubling to --epochs).")
-    atomic_write_text(OUT / "convergence.md", "# Convergence of the individual U-Nets (epoch count E)\n\n"
-                      + markdown_table(rows) + "\n\n" + "\n".join(lines) + f"\n\n{verdict}\n")
+    lines.append(
+        "- learning rates (best validation Dice of the sweep): "
+        + ", ".join(f"({d},{w:g}) {lr:g}" for (d, w), lr in rates.items())
+    )
+    verdict = (
+        f"E = {chosen}: doubling it adds < {MARGIN:g} validation Dice point to both shapes."
+        if chosen
+        else f"E not determined yet: no epoch count so far whose doubling adds < {MARGIN:g} point to both shapes "
+        "(train longer: add the next doubling to --epochs)."
+    )
+    atomic_write_text(
+        OUT / "convergence.md",
+        "# Convergence of the individual U-Nets (epoch count E)\n\n"
+        + markdown_table(rows)
+        + "\n\n"
+        + "\n".join(lines)
+        + f"\n\n{verdict}\n",
+    )
     print(markdown_table(rows))
     print("\n".join(lines))
     print(verdict)

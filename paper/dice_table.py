@@ -55,8 +55,7 @@ CONFIG = "experiments/cvc_clinicdb.yaml"
 DEPTHS = (3, 4, 5)
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 # Individually trained U-Nets: Table 1 needs full width at every depth, Table 2 adds these shapes.
-INDIVIDUAL = {"1": [(3, 1.0), (4, 1.0), (5, 1.0)],
-              "2": [(3, 0.25), (3, 1.0), (4, 0.5), (4, 1.0), (5, 0.25), (5, 1.0)]}
+INDIVIDUAL = {"1": [(3, 1.0), (4, 1.0), (5, 1.0)], "2": [(3, 0.25), (3, 1.0), (4, 0.5), (4, 1.0), (5, 0.25), (5, 1.0)]}
 # The originating study (5-level U-Net on CVC-ClinicDB, random split): Dice in %.
 STUDY = {3: (66.6, 60.0), 4: (74.3, 77.9), 5: (87.2, 88.13)}
 TARGET_POINTS = 1.0  # every sub-net within 1 Dice point of the individual U-Net of its shape
@@ -91,12 +90,19 @@ def trainings(table: str, base_width: int) -> list[Training]:
     """The training runs a table needs (``table`` is "1", "2" or "all")."""
     grid = ("--depths", ",".join(map(str, DEPTHS)), "--widths", ",".join(map(str, WIDTHS)))
     elastic = {
-        "1": [Training("uniform", "uniform", ("--depths", "3,4,5", "--widths", "1", "--strategy", "uniform"),
-                       cost=0.8)],
-        "2": [Training("sandwich", "sandwich", (*grid, "--strategy", "sandwich"), cost=1.6),
-              Training("sandwich+distill", "sandwich+distill", (*grid, "--strategy", "sandwich", "--distill"), cost=1.7),
-              Training("sandwich+distill+privbn", "sandwich+distill+privbn",
-                       (*grid, "--strategy", "sandwich", "--distill", "--bn-mode", "per_depth"), cost=1.7)],
+        "1": [
+            Training("uniform", "uniform", ("--depths", "3,4,5", "--widths", "1", "--strategy", "uniform"), cost=0.8)
+        ],
+        "2": [
+            Training("sandwich", "sandwich", (*grid, "--strategy", "sandwich"), cost=1.6),
+            Training("sandwich+distill", "sandwich+distill", (*grid, "--strategy", "sandwich", "--distill"), cost=1.7),
+            Training(
+                "sandwich+distill+privbn",
+                "sandwich+distill+privbn",
+                (*grid, "--strategy", "sandwich", "--distill", "--bn-mode", "per_depth"),
+                cost=1.7,
+            ),
+        ],
     }
     tables = ("1", "2") if table == "all" else (table,)
     shapes = sorted({s for t in tables for s in INDIVIDUAL[t]})
@@ -109,11 +115,17 @@ def individual(depth: int, width: float, base_width: int) -> Training:
     """A U-Net of one shape trained on its own: base width ``width * base_width``, nothing elastic."""
     base = round(base_width * width)
     if level_channels(base, depth) != level_channels(base_width, depth, width):
-        raise SystemExit(f"base width {base_width} x {width} gives other channels than the elastic sub-net "
-                         f"({level_channels(base, depth)} vs {level_channels(base_width, depth, width)})")
-    return Training(individual_name(depth, width), "individual",
-                    ("--depths", str(depth), "--widths", "1", "--base-width", str(base)),
-                    shape=(depth, width), cost=depth / 5 * max(width, 0.2))
+        raise SystemExit(
+            f"base width {base_width} x {width} gives other channels than the elastic sub-net "
+            f"({level_channels(base, depth)} vs {level_channels(base_width, depth, width)})"
+        )
+    return Training(
+        individual_name(depth, width),
+        "individual",
+        ("--depths", str(depth), "--widths", "1", "--base-width", str(base)),
+        shape=(depth, width),
+        cost=depth / 5 * max(width, 0.2),
+    )
 
 
 def individual_name(depth: int, width: float) -> str:
@@ -132,11 +144,29 @@ def plan(args, base_width: int) -> list[Job]:
                 if args.only and t.name not in args.only:
                     continue
                 folder = Path(args.runs) / args.name / split / f"seed{seed}" / t.name
-                command = [sys.executable, "-m", "elasticnet", "train", "--config", args.config, "--profile", args.profile,
-                           "--data", args.data, *split_flags(split), "--seed", str(seed), *t.flags,
-                           *(["--epochs", str(args.epochs)] if args.epochs else []),
-                           *(["--lr", f"{args.lr:g}"] if args.lr else []),
-                           "--device", args.device, "--out", str(folder), "--quiet"]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "elasticnet",
+                    "train",
+                    "--config",
+                    args.config,
+                    "--profile",
+                    args.profile,
+                    "--data",
+                    args.data,
+                    *split_flags(split),
+                    "--seed",
+                    str(seed),
+                    *t.flags,
+                    *(["--epochs", str(args.epochs)] if args.epochs else []),
+                    *(["--lr", f"{args.lr:g}"] if args.lr else []),
+                    "--device",
+                    args.device,
+                    "--out",
+                    str(folder),
+                    "--quiet",
+                ]
                 jobs.append(Job(split, seed, t, folder, args.device, command))
     return jobs
 
@@ -153,8 +183,17 @@ def run_job(job: Job, threads: int, say) -> None:
         raise SystemExit(f"{job.folder} is being trained by another process; wait for it or stop it")
     command = job.command
     if (job.folder / "last.pt").is_file():
-        command = [sys.executable, "-m", "elasticnet", "train", "--resume", str(job.folder), "--device", job.device,
-                   "--quiet"]
+        command = [
+            sys.executable,
+            "-m",
+            "elasticnet",
+            "train",
+            "--resume",
+            str(job.folder),
+            "--device",
+            job.device,
+            "--quiet",
+        ]
     elif job.folder.exists():
         shutil.rmtree(job.folder)  # stopped before its first save: nothing to continue
     job.folder.mkdir(parents=True, exist_ok=True)
@@ -184,21 +223,42 @@ def recalibrate_job(job: Job, threads: int, say) -> None:
         return
     start = time.perf_counter()
     with open(job.folder / "train.log", "a") as log:
-        done = subprocess.run([sys.executable, "-m", "elasticnet", "eval", "--checkpoint", str(job.folder),
-                               "--recalibrate", "--device", job.device], env=child_env(threads), cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "elasticnet",
+                "eval",
+                "--checkpoint",
+                str(job.folder),
+                "--recalibrate",
+                "--device",
+                job.device,
+            ],
+            env=child_env(threads),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     if done.returncode != 0:
         raise SystemExit(f"recalibrating {job.folder} failed (exit {done.returncode}); see {job.folder}/train.log")
-    atomic_write_text(marker, json.dumps({"elasticnet": __version__, "commit": git_commit(),
-                                          "seconds": round(time.perf_counter() - start, 1)}))
+    atomic_write_text(
+        marker,
+        json.dumps(
+            {"elasticnet": __version__, "commit": git_commit(), "seconds": round(time.perf_counter() - start, 1)}
+        ),
+    )
     say(f"done  recalibrating {job.split}/seed{job.seed}/{job.training.name}")
 
 
 def run_all(jobs: list[Job], workers: int, threads: int) -> None:
     # seed by seed (a table interrupted late still has whole seeds), the longest trainings first
     todo = sorted((j for j in jobs if not finished(j)), key=lambda j: (j.seed, -j.training.cost))
-    print(f"{len(jobs) - len(todo)} of {len(jobs)} runs finished already; training {len(todo)} "
-          f"({workers} at a time, {threads} thread(s) each)", flush=True)
+    print(
+        f"{len(jobs) - len(todo)} of {len(jobs)} runs finished already; training {len(todo)} "
+        f"({workers} at a time, {threads} thread(s) each)",
+        flush=True,
+    )
     start, count = time.perf_counter(), [0]
 
     def say(line: str) -> None:
@@ -213,6 +273,7 @@ def run_all(jobs: list[Job], workers: int, threads: int) -> None:
 
 # ---- collecting the results ----
 
+
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -220,10 +281,21 @@ def read_csv(path: Path) -> list[dict]:
 
 def run_record(job: Job) -> dict:
     log = read_csv(job.folder / "log.csv")
-    wall = json.loads((job.folder / "wall_seconds.json").read_text()) if (job.folder / "wall_seconds.json").exists() else {}
-    return {"split": job.split, "seed": job.seed, "run": job.training.name, "method": job.training.method,
-            "epochs": len(log), "train_seconds": round(sum(float(r["seconds"]) for r in log), 4),
-            "wall_seconds": wall.get("wall_seconds", ""), "threads": wall.get("threads", "")}
+    wall = (
+        json.loads((job.folder / "wall_seconds.json").read_text())
+        if (job.folder / "wall_seconds.json").exists()
+        else {}
+    )
+    return {
+        "split": job.split,
+        "seed": job.seed,
+        "run": job.training.name,
+        "method": job.training.method,
+        "epochs": len(log),
+        "train_seconds": round(sum(float(r["seconds"]) for r in log), 4),
+        "wall_seconds": wall.get("wall_seconds", ""),
+        "threads": wall.get("threads", ""),
+    }
 
 
 def summary_rows(jobs: list[Job]) -> tuple[list[dict], list[dict], list[dict]]:
@@ -241,9 +313,14 @@ def summary_rows(jobs: list[Job]) -> tuple[list[dict], list[dict], list[dict]]:
                 variants = [("individual", "_bn_as_trained")]
             for method, suffix in variants:
                 common = {"split": job.split, "method": method, "depth": depth, "width": width, "seed": job.seed}
-                test.append(common | {"dice": float(row[f"test_dice{suffix}"]),
-                                      "iou": float(row.get(f"test_iou{suffix}") or "nan"),
-                                      "train_seconds": record["train_seconds"]})
+                test.append(
+                    common
+                    | {
+                        "dice": float(row[f"test_dice{suffix}"]),
+                        "iou": float(row.get(f"test_iou{suffix}") or "nan"),
+                        "train_seconds": record["train_seconds"],
+                    }
+                )
                 val.append(common | {"dice": float(row[f"dice{suffix}"])})
     return test, val, records
 
@@ -262,7 +339,9 @@ def fmt(mean: float, sd: float, n: int) -> str:
 
 def best_elastic(val: list[dict], split: str) -> str:
     """The elastic method (with or without +calib) of highest mean validation Dice over the grid."""
-    methods = sorted({r["method"] for r in val if r["split"] == split and not r["method"].startswith(("individual", "uniform"))})
+    methods = sorted(
+        {r["method"] for r in val if r["split"] == split and not r["method"].startswith(("individual", "uniform"))}
+    )
     if not methods:
         return ""
     return max(methods, key=lambda m: stats(val, split=split, method=m)[0])
@@ -274,16 +353,25 @@ def table1(test: list[dict], split: str) -> list[dict]:
         row = {"depth": depth}
         for method in ("individual", "uniform", "uniform+calib"):
             row[method] = fmt(*stats(test, split=split, method=method, depth=depth, width=1.0))
-        ind, uni = stats(test, split=split, method="individual", depth=depth, width=1.0)[0], \
-            stats(test, split=split, method="uniform", depth=depth, width=1.0)[0]
+        ind, uni = (
+            stats(test, split=split, method="individual", depth=depth, width=1.0)[0],
+            stats(test, split=split, method="uniform", depth=depth, width=1.0)[0],
+        )
         row["uniform - individual"] = f"{uni - ind:+.1f}"
         row["study individual"], row["study elastic"] = STUDY[depth]
         rows.append(row)
     return rows
 
 
-TABLE2_METHODS = ("individual", "sandwich", "sandwich+calib", "sandwich+distill", "sandwich+distill+calib",
-                  "sandwich+distill+privbn", "sandwich+distill+privbn+calib")
+TABLE2_METHODS = (
+    "individual",
+    "sandwich",
+    "sandwich+calib",
+    "sandwich+distill",
+    "sandwich+distill+calib",
+    "sandwich+distill+privbn",
+    "sandwich+distill+privbn+calib",
+)
 
 
 def table2(test: list[dict], split: str) -> list[dict]:
@@ -302,8 +390,16 @@ def grid(test: list[dict], split: str, method: str) -> list[dict]:
         for width in WIDTHS:
             ours = stats(test, split=split, method=method, depth=depth, width=width)
             ind = stats(test, split=split, method="individual", depth=depth, width=width)
-            row = {"split": split, "method": method, "depth": depth, "width": width, "elastic": fmt(*ours),
-                   "individual": fmt(*ind), "difference": "", "target met": ""}
+            row = {
+                "split": split,
+                "method": method,
+                "depth": depth,
+                "width": width,
+                "elastic": fmt(*ours),
+                "individual": fmt(*ind),
+                "difference": "",
+                "target met": "",
+            }
             if ind[2]:
                 row["difference"] = f"{ours[0] - ind[0]:+.1f}"
                 row["target met"] = "yes" if ours[0] - ind[0] >= -TARGET_POINTS else "no"
@@ -321,21 +417,31 @@ def time_ratios(records: list[dict], split: str, elastic: str, replaced: list[st
         train.append(mine[elastic]["train_seconds"] / sum(mine[n]["train_seconds"] for n in replaced))
         if all(isinstance(mine[n]["wall_seconds"], float) for n in [elastic, *replaced]):
             wall.append(mine[elastic]["wall_seconds"] / sum(mine[n]["wall_seconds"] for n in replaced))
-    return {"train": statistics.mean(train) if train else float("nan"),
-            "wall": statistics.mean(wall) if wall else float("nan"), "seeds": len(train)}
+    return {
+        "train": statistics.mean(train) if train else float("nan"),
+        "wall": statistics.mean(wall) if wall else float("nan"),
+        "seeds": len(train),
+    }
 
 
 # ---- figures ----
 
-def plot(test: list[dict], splits: list[str], methods: list[str], shapes: list[tuple[int, float]], path: Path,
-         title: str) -> None:
+
+def plot(
+    test: list[dict], splits: list[str], methods: list[str], shapes: list[tuple[int, float]], path: Path, title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(splits), figsize=(max(6, 0.9 * len(shapes) * len(methods) / 2) * len(splits) / 1.6, 4),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1,
+        len(splits),
+        figsize=(max(6, 0.9 * len(shapes) * len(methods) / 2) * len(splits) / 1.6, 4),
+        squeeze=False,
+        sharey=True,
+    )
     step = 0.8 / len(methods)
     for ax, split in zip(axes[0], splits):
         for i, method in enumerate(methods):
@@ -346,8 +452,15 @@ def plot(test: list[dict], splits: list[str], methods: list[str], shapes: list[t
                     xs.append(j - 0.4 + step * (i + 0.5))
                     ys.append(mean)
                     es.append(sd)
-            ax.bar(xs, ys, step, yerr=es, capsize=2, label=method,
-                   color="0.6" if method.startswith("individual") else plt.get_cmap("tab10")(i % 10))
+            ax.bar(
+                xs,
+                ys,
+                step,
+                yerr=es,
+                capsize=2,
+                label=method,
+                color="0.6" if method.startswith("individual") else plt.get_cmap("tab10")(i % 10),
+            )
         ax.set_xticks(range(len(shapes)), [f"d{d}\nw{w:g}" for d, w in shapes])
         ax.set_title(f"{split} split", fontsize=9)
         ax.set_ylabel("test Dice (%), mean ± sd over seeds")
@@ -361,12 +474,15 @@ def plot(test: list[dict], splits: list[str], methods: list[str], shapes: list[t
 
 # ---- writing ----
 
+
 def git_commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return commit + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -388,51 +504,79 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
     if args.table in ("1", "all"):
         rows = [{"split": s} | r for s in args.splits for r in table1(test, s)]
         write_csv(rows, out / "table1.csv")
-        md["table1"] = ("# Table 1: the originating study's experiment\n\nTest Dice (%), mean ± sd over seeds "
-                  f"{','.join(map(str, args.seeds))}. `uniform`: one elastic 5-level U-Net, depth drawn per batch (the "
-                  "study's method), BN statistics as trained; `+calib`: re-estimated per sub-net. The study's numbers "
-                  "(random split, full resolution) for reference.\n\n" + markdown_table(rows))
-        plot(test, args.splits, ["individual", "uniform", "uniform+calib"], [(d, 1.0) for d in DEPTHS],
-             out / "table1.png", f"Table 1, CVC-ClinicDB, {args.name}: individual vs uniform depth dropout")
+        md["table1"] = (
+            "# Table 1: the originating study's experiment\n\nTest Dice (%), mean ± sd over seeds "
+            f"{','.join(map(str, args.seeds))}. `uniform`: one elastic 5-level U-Net, depth drawn per batch (the "
+            "study's method), BN statistics as trained; `+calib`: re-estimated per sub-net. The study's numbers "
+            "(random split, full resolution) for reference.\n\n" + markdown_table(rows)
+        )
+        plot(
+            test,
+            args.splits,
+            ["individual", "uniform", "uniform+calib"],
+            [(d, 1.0) for d in DEPTHS],
+            out / "table1.png",
+            f"Table 1, CVC-ClinicDB, {args.name}: individual vs uniform depth dropout",
+        )
     if args.table in ("2", "all"):
         rows = [{"split": s} | r for s in args.splits for r in table2(test, s)]
         write_csv(rows, out / "table2.csv")
-        md["table2"] = ("# Table 2: our elastic trainings, full width\n\nTest Dice (%), mean ± sd over seeds. Every elastic "
-                  "column is one training over the whole grid depth {3,4,5} x width {0.25,0.5,0.75,1}, cut to the "
-                  "row's depth at width 1; `+calib`: BN statistics re-estimated per sub-net on 16 training batches; "
-                  "`privbn`: BatchNorm per depth.\n\n" + markdown_table(rows))
+        md["table2"] = (
+            "# Table 2: our elastic trainings, full width\n\nTest Dice (%), mean ± sd over seeds. Every elastic "
+            "column is one training over the whole grid depth {3,4,5} x width {0.25,0.5,0.75,1}, cut to the "
+            "row's depth at width 1; `+calib`: BN statistics re-estimated per sub-net on 16 training batches; "
+            "`privbn`: BatchNorm per depth.\n\n" + markdown_table(rows)
+        )
         chosen.update({s: best_elastic(val, s) for s in args.splits})
         grids = [row for s in args.splits for row in grid(test, s, chosen[s])]
         write_csv(grids, out / "grid.csv")
-        md["grid"] = ("# Table 2, the whole grid from one elastic training\n\nThe elastic training and evaluation chosen "
-                  "per split by the highest mean validation Dice over the grid (never by test Dice), against the "
-                  f"individually trained U-Nets. Target: difference >= -{TARGET_POINTS:g} point.\n\n"
-                  + markdown_table(grids))
+        md["grid"] = (
+            "# Table 2, the whole grid from one elastic training\n\nThe elastic training and evaluation chosen "
+            "per split by the highest mean validation Dice over the grid (never by test Dice), against the "
+            f"individually trained U-Nets. Target: difference >= -{TARGET_POINTS:g} point.\n\n" + markdown_table(grids)
+        )
         shapes = [(d, w) for d in DEPTHS for w in WIDTHS]
         methods = sorted(set(chosen.values()))
-        plot(test, args.splits, ["individual", *methods], shapes, out / "grid.png",
-             f"One elastic training vs individual U-Nets, CVC-ClinicDB, {args.name}")
-        plot(test, args.splits, list(TABLE2_METHODS), [(d, 1.0) for d in DEPTHS], out / "table2.png",
-             f"Table 2, CVC-ClinicDB, {args.name}: elastic trainings at full width")
+        plot(
+            test,
+            args.splits,
+            ["individual", *methods],
+            shapes,
+            out / "grid.png",
+            f"One elastic training vs individual U-Nets, CVC-ClinicDB, {args.name}",
+        )
+        plot(
+            test,
+            args.splits,
+            list(TABLE2_METHODS),
+            [(d, 1.0) for d in DEPTHS],
+            out / "table2.png",
+            f"Table 2, CVC-ClinicDB, {args.name}: elastic trainings at full width",
+        )
     md["targets"] = targets_text(args, test, records, chosen)
     hardware = hardware_text(args.device)
     for name, text in md.items():
         (out / f"{name}.md").write_text(text)
-    (out / "tables.md").write_text(f"# CVC-ClinicDB Dice tables, `{args.profile}` profile"
-                                   f"{f', {args.epochs} epochs' if args.epochs else ''}"
-                                   f"{f', learning rate {args.lr:g}' if args.lr else ''}\n\n"
-                                   f"Test images: fold 0 of 5 (see `splits/`). {hardware}\n\n"
-                                   + "\n\n".join("#" + part for part in md.values()))
+    (out / "tables.md").write_text(
+        f"# CVC-ClinicDB Dice tables, `{args.profile}` profile"
+        f"{f', {args.epochs} epochs' if args.epochs else ''}"
+        f"{f', learning rate {args.lr:g}' if args.lr else ''}\n\n"
+        f"Test images: fold 0 of 5 (see `splits/`). {hardware}\n\n" + "\n\n".join("#" + part for part in md.values())
+    )
     commands = "\n".join(" ".join(["python", *j.command[1:]]) for j in jobs).replace(f"{ROOT}/", "")
     invocation = " ".join(["python", "paper/dice_table.py", *args.argv]).replace(f"{ROOT}/", "")
     (out / "COMMANDS.md").write_text(
         f"# How these results were made\n\n```\n{invocation}\n```\n\n"
         f"elasticnet {__version__}, git commit {git_commit()}\n\n{hardware}\n\n"
-        + (f"Wall time of this invocation: {wall:.0f} s (runs reused from earlier invocations not included). "
-           if not args.report_only else "")
+        + (
+            f"Wall time of this invocation: {wall:.0f} s (runs reused from earlier invocations not included). "
+            if not args.report_only
+            else ""
+        )
         + f"Sum of the {len(records)} runs' wall seconds (`runs.csv`, each run's own): "
         f"{sum(float(r['wall_seconds'] or 0) for r in records):.0f} s.\n\nThe training runs (each also resumable with "
-        "`elasticnet train --resume RUN`):\n\n```\n" + commands + "\n```\n")
+        "`elasticnet train --resume RUN`):\n\n```\n" + commands + "\n```\n"
+    )
 
 
 def targets_text(args, test: list[dict], records: list[dict], chosen: dict[str, str]) -> str:
@@ -442,34 +586,47 @@ def targets_text(args, test: list[dict], records: list[dict], chosen: dict[str, 
             cells = [r for r in grid(test, split, chosen[split]) if r["target met"]]
             met = [r for r in cells if r["target met"] == "yes"]
             worst = min(cells, key=lambda r: float(r["difference"]), default=None)
-            lines.append(f"- {split}: `{chosen[split]}` within {TARGET_POINTS:g} Dice point of (or above) the "
-                         f"individual U-Net at {len(met)} of {len(cells)} shapes"
-                         + (f"; largest shortfall {worst['difference']} points at depth {worst['depth']} width "
-                            f"{worst['width']:g}" if worst is not None and float(worst["difference"]) < 0 else ""))
+            lines.append(
+                f"- {split}: `{chosen[split]}` within {TARGET_POINTS:g} Dice point of (or above) the "
+                f"individual U-Net at {len(met)} of {len(cells)} shapes"
+                + (
+                    f"; largest shortfall {worst['difference']} points at depth {worst['depth']} width "
+                    f"{worst['width']:g}"
+                    if worst is not None and float(worst["difference"]) < 0
+                    else ""
+                )
+            )
         if args.table in ("1", "all"):
             ratio = time_ratios(records, split, "uniform", [individual_name(d, 1.0) for d in DEPTHS])
-            lines.append(f"- {split}: `uniform` training time / sum of the 3 individual U-Nets it replaces: "
-                         + ratio_text(ratio))
+            lines.append(
+                f"- {split}: `uniform` training time / sum of the 3 individual U-Nets it replaces: " + ratio_text(ratio)
+            )
         if args.table in ("2", "all"):
             for method in ("sandwich+distill", "sandwich+distill+privbn"):
                 names = [individual_name(d, w) for d, w in INDIVIDUAL["2"]]
                 ratio = time_ratios(records, split, method, names)
-                lines.append(f"- {split}: `{method}` training time / sum of the {len(names)} individual U-Nets "
-                             f"trained here (it replaces 12): " + ratio_text(ratio))
+                lines.append(
+                    f"- {split}: `{method}` training time / sum of the {len(names)} individual U-Nets "
+                    f"trained here (it replaces 12): " + ratio_text(ratio)
+                )
     return "\n".join(lines) + "\n"
 
 
 def ratio_text(ratio: dict) -> str:
     if not ratio["seeds"]:
         return "not available (runs missing)"
-    return (f"{ratio['train']:.2f} (training seconds), {ratio['wall']:.2f} (wall, with evaluation), "
-            f"mean over {ratio['seeds']} seed(s)")
+    return (
+        f"{ratio['train']:.2f} (training seconds), {ratio['wall']:.2f} (wall, with evaluation), "
+        f"mean over {ratio['seeds']} seed(s)"
+    )
 
 
 def hardware_text(device: str) -> str:
     import torch
 
-    text = f"Hardware: {machine()}; {platform.platform()}; Python {platform.python_version()}; torch {torch.__version__}"
+    text = (
+        f"Hardware: {machine()}; {platform.platform()}; Python {platform.python_version()}; torch {torch.__version__}"
+    )
     if device != "cpu" and torch.cuda.is_available():
         text += f"; GPU {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
     return text + "."
@@ -481,21 +638,35 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", default=CONFIG, help="experiment config (default %(default)s)")
     p.add_argument("--profile", default="cpu", help="profile of the config (cpu | paper)")
     p.add_argument("--table", default="all", choices=["1", "2", "all"])
-    p.add_argument("--split", default="random,grouped", help="comma-separated: random (by image), grouped (by sequence)")
+    p.add_argument(
+        "--split", default="random,grouped", help="comma-separated: random (by image), grouped (by sequence)"
+    )
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--jobs", type=int, default=1, help="trainings at a time (CPU: threads split between them)")
     p.add_argument("--threads", type=int, default=0, help="threads per training (default: CPU cores / jobs)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="", help="results folder (default results/cvc_clinicdb/PROFILE)")
     p.add_argument("--runs", default=str(ROOT / "runs" / "dice_table"), help="training runs (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=0, help="train this many epochs instead of the profile's (an "
-                   "ablation of training length; runs and results go to PROFILE-eN)")
-    p.add_argument("--lr", type=float, default=0.0, help="learning rate instead of the profile's (a sweep; runs and "
-                   "results go to PROFILE[-eN]-lrX)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=0,
+        help="train this many epochs instead of the profile's (an "
+        "ablation of training length; runs and results go to PROFILE-eN)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=0.0,
+        help="learning rate instead of the profile's (a sweep; runs and results go to PROFILE[-eN]-lrX)",
+    )
     p.add_argument("--only", default="", help="comma-separated training names to run (e.g. individual-d5-w1,uniform)")
-    p.add_argument("--recalibrate", action="store_true",
-                   help="re-estimate the BN statistics of finished runs with this version of elasticnet (once per run; "
-                        "for runs evaluated by an older version), then write the tables")
+    p.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="re-estimate the BN statistics of finished runs with this version of elasticnet (once per run; "
+        "for runs evaluated by an older version), then write the tables",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
     p.add_argument("--report-only", action="store_true", help="write the tables from the finished runs; train nothing")
     args = p.parse_args(argv)
@@ -505,8 +676,10 @@ def main(argv: list[str] | None = None) -> None:
     args.name = args.profile + (f"-e{args.epochs}" if args.epochs else "") + (f"-lr{args.lr:g}" if args.lr else "")
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     if not Path(args.data).is_dir():
-        raise SystemExit(f"--data {args.data} is not a folder; give the CVC-ClinicDB folder (images/ and masks/, "
-                         "or Original/ and Ground Truth/)")
+        raise SystemExit(
+            f"--data {args.data} is not a folder; give the CVC-ClinicDB folder (images/ and masks/, "
+            "or Original/ and Ground Truth/)"
+        )
     if set(args.splits) - {"random", "grouped"}:
         raise SystemExit(f"--split takes random and/or grouped, got {args.split}")
     args.config, args.data = str(Path(args.config).resolve()), str(Path(args.data).resolve())
@@ -522,8 +695,9 @@ def main(argv: list[str] | None = None) -> None:
         run_all(jobs, args.jobs, threads)
         if args.recalibrate:
             # a plain U-Net is reported with its BN statistics as trained: nothing to recalibrate
-            todo = [j for j in jobs if j.training.elastic and finished(j)
-                    and not (j.folder / "recalibrated.json").exists()]
+            todo = [
+                j for j in jobs if j.training.elastic and finished(j) and not (j.folder / "recalibrated.json").exists()
+            ]
             print(f"recalibrating {len(todo)} runs", flush=True)
             with ThreadPoolExecutor(args.jobs) as pool:
                 for future in [pool.submit(recalibrate_job, j, threads, print) for j in todo]:

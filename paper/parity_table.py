@@ -64,8 +64,21 @@ ARMS: dict[str, tuple[str, ...]] = {
     "slimmable+sgd": (*GRID, *SLIM, "--optimizer", "sgd", "--lr", "0.05", "--lr-floor", "0.05", "--grad-clip", "1"),
     "slimmable+flops": (*GRID, *SLIM, "--random-by-flops"),
     "slimmable+warm": (*GRID, *SLIM, "--shrink-start", "0.3", "--width-start", "0.45", "--ramp", "0.05"),
-    "slimmable+ema": (*GRID, *SLIM, "--distill", "--distill-teacher", "ema", "--distill-loss", "bce",
-                      "--distill-start", "0.5", "--ramp", "0.05", "--ema-decay", "0.98"),
+    "slimmable+ema": (
+        *GRID,
+        *SLIM,
+        "--distill",
+        "--distill-teacher",
+        "ema",
+        "--distill-loss",
+        "bce",
+        "--distill-start",
+        "0.5",
+        "--ramp",
+        "0.05",
+        "--ema-decay",
+        "0.98",
+    ),
 }
 
 
@@ -117,7 +130,9 @@ def plan(args) -> tuple[list[Run], dict]:
     base = build_config(str(args.config), {"data": args.data}, args.profile)
     E, base_width = base.train.epochs, base.model.base_width
     size = tuple(base.data.image_size)
-    flops = subnet_flops(build_config(str(args.config), {"data": args.data, **flag_dict(GRID)}, args.profile).model, size)
+    flops = subnet_flops(
+        build_config(str(args.config), {"data": args.data, **flag_dict(GRID)}, args.profile).model, size
+    )
     runs, budget = [], {}
     for split in args.splits:
         steps, batch = layout(args, split)
@@ -133,16 +148,44 @@ def plan(args) -> tuple[list[Run], dict]:
                         epochs = epochs_within(cfg, steps, batch, COMPUTE_SHARE * budget[split], size)
                     runs.append(Run(split, seed, f"{arm}@{comparison}", f"{arm}@{comparison}", ARMS[arm], epochs))
             for depth, width in sorted(args.shape_list, key=lambda s: (-s[0] * s[1], -s[0])):  # largest first
-                runs.append(Run(split, seed, f"individual-d{depth}-w{width:g}", "individual",
-                                ("--depths", str(depth), "--widths", "1", "--base-width", str(round(base_width * width))),
-                                E, (depth, width)))
+                runs.append(
+                    Run(
+                        split,
+                        seed,
+                        f"individual-d{depth}-w{width:g}",
+                        "individual",
+                        ("--depths", str(depth), "--widths", "1", "--base-width", str(round(base_width * width))),
+                        E,
+                        (depth, width),
+                    )
+                )
     return runs, budget
 
 
 def command(args, run: Run, folder: Path) -> list[str]:
-    return [sys.executable, "-m", "elasticnet", "train", "--config", str(args.config), "--profile", args.profile,
-            "--data", args.data, *split_flags(run.split), "--seed", str(run.seed), *run.flags, "--epochs",
-            str(run.epochs), "--device", args.device, "--out", str(folder), "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "elasticnet",
+        "train",
+        "--config",
+        str(args.config),
+        "--profile",
+        args.profile,
+        "--data",
+        args.data,
+        *split_flags(run.split),
+        "--seed",
+        str(run.seed),
+        *run.flags,
+        "--epochs",
+        str(run.epochs),
+        "--device",
+        args.device,
+        "--out",
+        str(folder),
+        "--quiet",
+    ]
 
 
 def committed(args, run: Run) -> Path:
@@ -162,7 +205,17 @@ def train_one(args, run: Run, threads: int) -> None:
             raise SystemExit(f"{folder} is being trained by another process")
         cmd = command(args, run, folder)
         if (folder / "last.pt").is_file():
-            cmd = [sys.executable, "-m", "elasticnet", "train", "--resume", str(folder), "--device", args.device, "--quiet"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "elasticnet",
+                "train",
+                "--resume",
+                str(folder),
+                "--device",
+                args.device,
+                "--quiet",
+            ]
         elif folder.exists():
             shutil.rmtree(folder)  # stopped before its first save: nothing to continue
         folder.mkdir(parents=True, exist_ok=True)
@@ -184,10 +237,16 @@ def keep(args, run: Run, folder: Path, wall: float, threads: int) -> None:
     from elasticnet.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(folder / "checkpoint.pt")
-    record = {"method": run.method, "epochs": ckpt["epoch"], "train_seconds": ckpt["train_seconds"],
-              "train_tflops": ckpt.get("train_tflops"), "precision": ckpt.get("precision", "fp32"),
-              "wall_seconds": None if wall != wall else round(wall, 1), "threads": threads,
-              "elasticnet": __version__}
+    record = {
+        "method": run.method,
+        "epochs": ckpt["epoch"],
+        "train_seconds": ckpt["train_seconds"],
+        "train_tflops": ckpt.get("train_tflops"),
+        "precision": ckpt.get("precision", "fp32"),
+        "wall_seconds": None if wall != wall else round(wall, 1),
+        "threads": threads,
+        "elasticnet": __version__,
+    }
     atomic_write_text(folder / "record.json", json.dumps(record, indent=1))
     target = committed(args, run)
     target.mkdir(parents=True, exist_ok=True)
@@ -201,6 +260,7 @@ def keep(args, run: Run, folder: Path, wall: float, threads: int) -> None:
 
 # ---- results ----
 
+
 def collect(args, runs: list[Run]) -> pd.DataFrame:
     rows = []
     for run in runs:
@@ -212,10 +272,21 @@ def collect(args, runs: list[Run]) -> pd.DataFrame:
         for _, r in table.iterrows():
             suffix = "_bn_as_trained" if run.method == "individual" else ""  # individual nets: their own BN
             depth, width = run.shape or (int(r["depth"]), float(r["width"]))
-            rows.append({"split": run.split, "method": run.method, "depth": depth, "width": width, "seed": run.seed,
-                         "dice": r[f"test_dice{suffix}"], "iou": r[f"test_iou{suffix}"], "epochs": record["epochs"],
-                         "train_seconds": record["train_seconds"], "train_tflops": record["train_tflops"],
-                         "val_dice": r[f"dice{suffix}"]})
+            rows.append(
+                {
+                    "split": run.split,
+                    "method": run.method,
+                    "depth": depth,
+                    "width": width,
+                    "seed": run.seed,
+                    "dice": r[f"test_dice{suffix}"],
+                    "iou": r[f"test_iou{suffix}"],
+                    "epochs": record["epochs"],
+                    "train_seconds": record["train_seconds"],
+                    "train_tflops": record["train_tflops"],
+                    "val_dice": r[f"dice{suffix}"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -229,9 +300,16 @@ def paired_gaps(frame: pd.DataFrame, column: str) -> pd.DataFrame:
     ela["individual"] = [ind.get((s, d, w, k)) for s, d, w, k in zip(ela.split, ela.depth, ela.width, ela.seed)]
     ela = ela.dropna(subset=["individual"])
     ela["gap"] = 100 * (ela[column] - ela["individual"])
-    return (ela.groupby(["split", "method", "depth", "width"])
-            .agg(elastic=(column, lambda x: 100 * x.mean()), individual=("individual", lambda x: 100 * x.mean()),
-                 gap=("gap", "mean"), seeds=("gap", "size")).reset_index())
+    return (
+        ela.groupby(["split", "method", "depth", "width"])
+        .agg(
+            elastic=(column, lambda x: 100 * x.mean()),
+            individual=("individual", lambda x: 100 * x.mean()),
+            gap=("gap", "mean"),
+            seeds=("gap", "size"),
+        )
+        .reset_index()
+    )
 
 
 def targets(frame: pd.DataFrame, budget: dict[str, float]) -> pd.DataFrame:
@@ -242,10 +320,20 @@ def targets(frame: pd.DataFrame, budget: dict[str, float]) -> pd.DataFrame:
         ratio = tflops * 1e12 / budget[split] if split in budget else float("nan")
         comparison = method.split("@")[-1]
         met = group.gap.min() >= TARGET and (comparison != "compute" or ratio <= COMPUTE_SHARE + 1e-9)
-        rows.append({"split": split, "method": method, "comparison": "equal " + comparison,
-                     "worst_gap": round(group.gap.min(), 2), "mean_gap": round(group.gap.mean(), 2),
-                     "compute_ratio": round(ratio, 3), "met": bool(met)})
-    return pd.DataFrame(rows, columns=["split", "method", "comparison", "worst_gap", "mean_gap", "compute_ratio", "met"])
+        rows.append(
+            {
+                "split": split,
+                "method": method,
+                "comparison": "equal " + comparison,
+                "worst_gap": round(group.gap.min(), 2),
+                "mean_gap": round(group.gap.mean(), 2),
+                "compute_ratio": round(ratio, 3),
+                "met": bool(met),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["split", "method", "comparison", "worst_gap", "mean_gap", "compute_ratio", "met"]
+    )
 
 
 def plot_gaps(gaps: pd.DataFrame, path: Path) -> None:
@@ -282,16 +370,23 @@ def write(args, runs: list[Run], budget: dict[str, float]) -> None:
         print("no finished runs yet")
         return
     columns = ["split", "method", "depth", "width", "seed", "dice", "iou", "epochs", "train_seconds", "train_tflops"]
-    frame.sort_values(["split", "method", "depth", "width", "seed"])[columns].to_csv(args.out / "summary.csv", index=False)
+    frame.sort_values(["split", "method", "depth", "width", "seed"])[columns].to_csv(
+        args.out / "summary.csv", index=False
+    )
     goal = targets(frame, budget)
     goal.to_csv(args.out / "targets.csv", index=False)
     val = paired_gaps(frame, "val_dice")
     elastic = frame[frame.method != "individual"].assign(full=lambda f: f.width == 1.0)
-    ablation = (elastic.groupby(["split", "method"])
-                .agg(val_dice_all=("val_dice", lambda x: round(100 * x.mean(), 2)),
-                     val_dice_full_width=("val_dice", lambda x: round(100 * x[elastic.loc[x.index, "full"]].mean(), 2)),
-                     train_tflops=("train_tflops", "first"), epochs=("epochs", "first"))
-                .reset_index())
+    ablation = (
+        elastic.groupby(["split", "method"])
+        .agg(
+            val_dice_all=("val_dice", lambda x: round(100 * x.mean(), 2)),
+            val_dice_full_width=("val_dice", lambda x: round(100 * x[elastic.loc[x.index, "full"]].mean(), 2)),
+            train_tflops=("train_tflops", "first"),
+            epochs=("epochs", "first"),
+        )
+        .reset_index()
+    )
     if not val.empty:
         gaps = val.groupby(["split", "method"]).agg(worst_val_gap=("gap", "min"), mean_val_gap=("gap", "mean")).round(2)
         ablation = ablation.merge(gaps.reset_index(), on=["split", "method"], how="left")
@@ -300,12 +395,20 @@ def write(args, runs: list[Run], budget: dict[str, float]) -> None:
     test.to_csv(args.out / "gaps.csv", index=False)
     if not test.empty:  # no elastic run has its individual counterparts yet: nothing to plot
         plot_gaps(test, args.out / "gaps.png")
-    atomic_write_text(args.out / "tables.md", (
-        f"# Parity on CVC-ClinicDB, `{args.profile}` profile\n\n"
-        f"Test Dice (%) per shape, mean over seeds, and the paired gap elastic - individual (points). Target: worst gap "
-        f">= {TARGET:g} at equal compute (elastic training FLOPs <= {COMPUTE_SHARE:g} x the 12 individual trainings').\n\n"
-        + md(test) + "\n\n## Targets\n\n" + md(goal)
-        + "\n\n## Recipes on validation Dice (choose here, never on test)\n\n" + md(ablation) + "\n"))
+    atomic_write_text(
+        args.out / "tables.md",
+        (
+            f"# Parity on CVC-ClinicDB, `{args.profile}` profile\n\n"
+            f"Test Dice (%) per shape, mean over seeds, and the paired gap elastic - individual (points). Target: worst gap "
+            f">= {TARGET:g} at equal compute (elastic training FLOPs <= {COMPUTE_SHARE:g} x the 12 individual trainings').\n\n"
+            + md(test)
+            + "\n\n## Targets\n\n"
+            + md(goal)
+            + "\n\n## Recipes on validation Dice (choose here, never on test)\n\n"
+            + md(ablation)
+            + "\n"
+        ),
+    )
 
 
 def md(frame: pd.DataFrame) -> str:
@@ -358,9 +461,14 @@ def main(argv: list[str] | None = None) -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             for future in [pool.submit(train_one, args, r, threads) for r in todo]:
                 future.result()
-        atomic_write_text(args.out / "COMMANDS.md", "# Commands\n\n    python paper/parity_table.py "
-                          + " ".join(sys.argv[1:] if argv is None else argv) + "\n\nTrainings:\n\n"
-                          + "\n".join("    " + " ".join(command(args, r, args.runs / r.key)[1:]) for r in runs) + "\n")
+        atomic_write_text(
+            args.out / "COMMANDS.md",
+            "# Commands\n\n    python paper/parity_table.py "
+            + " ".join(sys.argv[1:] if argv is None else argv)
+            + "\n\nTrainings:\n\n"
+            + "\n".join("    " + " ".join(command(args, r, args.runs / r.key)[1:]) for r in runs)
+            + "\n",
+        )
     write(args, runs, budget)
     print((args.out / "tables.md").read_text())
 

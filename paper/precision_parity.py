@@ -37,9 +37,35 @@ PRECISIONS = {"bf16": "bf16", "fp32": "none"}
 
 
 def command(data: str, seed: int, amp: str, out: Path) -> list[str]:
-    return [sys.executable, "-m", "elasticnet", "train", "--config", "experiments/cvc_clinicdb.yaml", "--profile", "cpu",
-            "--data", data, "--split", "random", "--folds", "5", "--fold", "0", "--strategy", "sandwich",
-            "--widths", "0.25,0.5,0.75,1", "--seed", str(seed), "--amp", amp, "--out", str(out), "--quiet"]
+    return [
+        sys.executable,
+        "-m",
+        "elasticnet",
+        "train",
+        "--config",
+        "experiments/cvc_clinicdb.yaml",
+        "--profile",
+        "cpu",
+        "--data",
+        data,
+        "--split",
+        "random",
+        "--folds",
+        "5",
+        "--fold",
+        "0",
+        "--strategy",
+        "sandwich",
+        "--widths",
+        "0.25,0.5,0.75,1",
+        "--seed",
+        str(seed),
+        "--amp",
+        amp,
+        "--out",
+        str(out),
+        "--quiet",
+    ]
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -58,9 +84,18 @@ def collect(runs: Path, seeds: list[int]) -> list[dict]:
             seconds = sum(float(r["seconds"]) for r in log)
             images = sum(float(r["images_per_s"]) * float(r["seconds"]) for r in log)
             for r in read_csv(folder / "subnets.csv"):
-                rows.append({"seed": seed, "precision": name, "depth": int(r["depth"]), "width": float(r["width"]),
-                             "test_dice": float(r["test_dice"]), "val_dice": float(r["dice"]),
-                             "train_seconds": round(seconds, 1), "images_per_s": round(images / seconds, 1)})
+                rows.append(
+                    {
+                        "seed": seed,
+                        "precision": name,
+                        "depth": int(r["depth"]),
+                        "width": float(r["width"]),
+                        "test_dice": float(r["test_dice"]),
+                        "val_dice": float(r["dice"]),
+                        "train_seconds": round(seconds, 1),
+                        "images_per_s": round(images / seconds, 1),
+                    }
+                )
     return rows
 
 
@@ -70,8 +105,11 @@ def summary(rows: list[dict]) -> tuple[list[dict], str]:
     dice = {(r["seed"], r["precision"], r["depth"], r["width"]): 100 * r["test_dice"] for r in rows}
     table, diffs, sds = [], [], []
     for shape in shapes:
-        paired = [dice[(s, "bf16", *shape)] - dice[(s, "fp32", *shape)] for s in seeds
-                  if (s, "bf16", *shape) in dice and (s, "fp32", *shape) in dice]
+        paired = [
+            dice[(s, "bf16", *shape)] - dice[(s, "fp32", *shape)]
+            for s in seeds
+            if (s, "bf16", *shape) in dice and (s, "fp32", *shape) in dice
+        ]
         fp32 = [dice[(s, "fp32", *shape)] for s in seeds if (s, "fp32", *shape) in dice]
         bf16 = [dice[(s, "bf16", *shape)] for s in seeds if (s, "bf16", *shape) in dice]
         if not paired:
@@ -79,19 +117,29 @@ def summary(rows: list[dict]) -> tuple[list[dict], str]:
         sd = statistics.stdev(fp32) if len(fp32) > 1 else float("nan")
         diffs += paired
         sds.append(sd)
-        table.append({"depth": shape[0], "width": shape[1], "seeds": len(paired),
-                      "fp32": f"{statistics.mean(fp32):.1f}", "bf16": f"{statistics.mean(bf16):.1f}",
-                      "bf16 - fp32": f"{statistics.mean(paired):+.1f}", "fp32 seed sd": f"{sd:.1f}",
-                      "within sd": "yes" if abs(statistics.mean(paired)) <= sd else "no"})
+        table.append(
+            {
+                "depth": shape[0],
+                "width": shape[1],
+                "seeds": len(paired),
+                "fp32": f"{statistics.mean(fp32):.1f}",
+                "bf16": f"{statistics.mean(bf16):.1f}",
+                "bf16 - fp32": f"{statistics.mean(paired):+.1f}",
+                "fp32 seed sd": f"{sd:.1f}",
+                "within sd": "yes" if abs(statistics.mean(paired)) <= sd else "no",
+            }
+        )
     if not diffs:
         return table, "no paired runs yet"
     mean = statistics.mean(diffs)
     se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
     per_shape = all(row["within sd"] == "yes" for row in table)
-    verdict = (f"mean paired difference bf16 - fp32 over {len(diffs)} (seed, sub-net) pairs: {mean:+.2f} Dice points "
-               f"(standard error {se:.2f}); mean fp32 seed sd per sub-net {statistics.mean(sds):.2f}. "
-               f"{'Within noise' if abs(mean) <= max(se, 1e-9) * 1.96 and per_shape else 'NOT within noise'} "
-               "(criterion: |mean| <= 1.96 standard errors, and every sub-net's mean difference within its fp32 seed sd).")
+    verdict = (
+        f"mean paired difference bf16 - fp32 over {len(diffs)} (seed, sub-net) pairs: {mean:+.2f} Dice points "
+        f"(standard error {se:.2f}); mean fp32 seed sd per sub-net {statistics.mean(sds):.2f}. "
+        f"{'Within noise' if abs(mean) <= max(se, 1e-9) * 1.96 and per_shape else 'NOT within noise'} "
+        "(criterion: |mean| <= 1.96 standard errors, and every sub-net's mean difference within its fp32 seed sd)."
+    )
     return table, verdict
 
 
@@ -111,9 +159,15 @@ def main() -> None:
         if not args.data or not Path(args.data).is_dir():
             raise SystemExit("--data must name the CVC-ClinicDB folder (or use --report-only)")
         if not hardware.native_bf16_cpu():
-            raise SystemExit(f"this CPU has no native bf16 ({hardware.cpu_summary()}); the comparison would time "
-                             "emulated bf16. Run it on a CPU with AVX512_BF16/AMX, or --report-only")
-        env = {**os.environ, "PYTHONPATH": str(ROOT), **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
+            raise SystemExit(
+                f"this CPU has no native bf16 ({hardware.cpu_summary()}); the comparison would time "
+                "emulated bf16. Run it on a CPU with AVX512_BF16/AMX, or --report-only"
+            )
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}),
+        }
         for seed in seeds:
             for name, amp in PRECISIONS.items():
                 folder = runs / f"seed{seed}" / name
@@ -131,14 +185,22 @@ def main() -> None:
     table, verdict = summary(rows)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "parity.csv")
-    speed = {name: statistics.mean(r["images_per_s"] for r in rows if r["precision"] == name)
-             for name in PRECISIONS if any(r["precision"] == name for r in rows)}
-    atomic_write_text(out / "summary.md", (
-        "# bf16 vs fp32 training, CVC-ClinicDB `cpu` profile, sandwich over depth {3,4,5} x width {0.25,0.5,0.75,1}\n\n"
-        f"CPU: {hardware.cpu_summary()}\n\nTest Dice (%) of every sub-net (random split, fold 0, 123 test frames), "
-        "mean over seeds; paired difference per seed.\n\n" + markdown_table(table) + f"\n\n{verdict}\n\n"
-        "Training speed (images/s from log.csv, mean over runs): "
-        + ", ".join(f"{k} {v:.1f}" for k, v in speed.items()) + "\n"))
+    speed = {
+        name: statistics.mean(r["images_per_s"] for r in rows if r["precision"] == name)
+        for name in PRECISIONS
+        if any(r["precision"] == name for r in rows)
+    }
+    atomic_write_text(
+        out / "summary.md",
+        (
+            "# bf16 vs fp32 training, CVC-ClinicDB `cpu` profile, sandwich over depth {3,4,5} x width {0.25,0.5,0.75,1}\n\n"
+            f"CPU: {hardware.cpu_summary()}\n\nTest Dice (%) of every sub-net (random split, fold 0, 123 test frames), "
+            "mean over seeds; paired difference per seed.\n\n" + markdown_table(table) + f"\n\n{verdict}\n\n"
+            "Training speed (images/s from log.csv, mean over runs): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in speed.items())
+            + "\n"
+        ),
+    )
     if commands:
         atomic_write_text(out / "COMMANDS.md", "# Commands\n\n" + "\n".join(f"    {c}" for c in commands) + "\n")
     print(markdown_table(table))

@@ -37,8 +37,22 @@ from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
 
 
 def command_for(n: int, args, extra: list[str], out: Path, batch: int) -> list[str]:
-    train = ["-m", "elasticnet", "train", "--config", args.config, *(["--profile", args.profile] if args.profile else []),
-             "--device", args.device, "--batch-size", str(batch), "--out", str(out), "--quiet", *extra]
+    train = [
+        "-m",
+        "elasticnet",
+        "train",
+        "--config",
+        args.config,
+        *(["--profile", args.profile] if args.profile else []),
+        "--device",
+        args.device,
+        "--batch-size",
+        str(batch),
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     if n == 1:
         return [sys.executable, *train]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n), *train]
@@ -88,25 +102,34 @@ def main() -> None:
             elapsed += r["seconds"]
             if to_target is None and r["val_dice_largest"] >= args.target_dice:
                 to_target = elapsed
-        rows.append({
-            "device": args.device, "processes": n, "threads_per_process": threads, "batch_per_process": batch,
-            "global_batch": batch * n, "epochs": len(log), "s_per_epoch": round(statistics.median(seconds), 1),
-            "s_to_target": round(to_target, 1) if to_target is not None else "not reached",
-            "train_s": round(sum(seconds), 1),
-            "wall_s": round(json.loads(timing.read_text())["wall_seconds"], 1) if timing.exists() else "",
-            "final_val_dice_largest": log[-1]["val_dice_largest"],
-        })
+        rows.append(
+            {
+                "device": args.device,
+                "processes": n,
+                "threads_per_process": threads,
+                "batch_per_process": batch,
+                "global_batch": batch * n,
+                "epochs": len(log),
+                "s_per_epoch": round(statistics.median(seconds), 1),
+                "s_to_target": round(to_target, 1) if to_target is not None else "not reached",
+                "train_s": round(sum(seconds), 1),
+                "wall_s": round(json.loads(timing.read_text())["wall_seconds"], 1) if timing.exists() else "",
+                "final_val_dice_largest": log[-1]["val_dice_largest"],
+            }
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out_dir / "table.csv")
     import torch
 
     hardware = f"{machine()}; {platform.platform()}; torch {torch.__version__}" + (
-        f"; GPU {torch.cuda.get_device_name(0)}" if args.device == "cuda" and torch.cuda.is_available() else "")
+        f"; GPU {torch.cuda.get_device_name(0)}" if args.device == "cuda" and torch.cuda.is_available() else ""
+    )
     (out_dir / "table.md").write_text(
         f"# Training time: {args.name}\n\nConfig `{args.config}`{f' profile `{args.profile}`' if args.profile else ''}, "
         f"{args.scaling} scaling, target: validation Dice of the largest sub-net >= {args.target_dice}. "
         f"Seconds are training time (per-epoch validation excluded); wall_s is the whole command.\n\n"
-        f"Hardware: {hardware}\n\n" + markdown_table(rows) + "\n\nCommands:\n\n```\n" + "\n".join(commands) + "\n```\n")
+        f"Hardware: {hardware}\n\n" + markdown_table(rows) + "\n\nCommands:\n\n```\n" + "\n".join(commands) + "\n```\n"
+    )
     _plot(rows, out_dir / "seconds_per_epoch.png", args.name)
     print(markdown_table(rows))
     print(f"wrote {out_dir}/")

@@ -8,14 +8,28 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from elasticnet.cli import main
-from elasticnet.checkpoint import load_checkpoint
-
 from conftest import write_folder_dataset
 
-TINY = ["--base-width", "8", "--depths", "2,3", "--widths", "0.5,1", "--image-size", "32x32",
-        "--synthetic-count", "24", "--batch-size", "4", "--calib-batches", "2", "--quiet"]
+from elasticnet.checkpoint import load_checkpoint
+from elasticnet.cli import main
+
+TINY = [
+    "--base-width",
+    "8",
+    "--depths",
+    "2,3",
+    "--widths",
+    "0.5,1",
+    "--image-size",
+    "32x32",
+    "--synthetic-count",
+    "24",
+    "--batch-size",
+    "4",
+    "--calib-batches",
+    "2",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +53,24 @@ def test_train_writes_a_self_describing_run(trained_run):
 @pytest.mark.parametrize("target", ["cpu", "torch"])
 def test_export_then_eval_matches_the_checkpoint(trained_run, tmp_path, capsys, target):
     out = tmp_path / f"export-{target}"
-    assert main(["export", "--checkpoint", str(trained_run), "--depth", "2", "--width", "0.5", "--target", target,
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                str(trained_run),
+                "--depth",
+                "2",
+                "--width",
+                "0.5",
+                "--target",
+                target,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     description = json.loads((out / "model.json").read_text())
     assert description["subnet"] == {"depth": 2, "width": 0.5, "key": "d2-w0.5"}
     assert description["input"]["height"] == 32 and description["input"]["mean"] == [0.485, 0.456, 0.406]
@@ -54,10 +84,12 @@ def test_export_then_eval_matches_the_checkpoint(trained_run, tmp_path, capsys, 
     assert main(["eval", "--checkpoint", str(trained_run), "--depth", "2", "--width", "0.5"]) == 0
     from_checkpoint = capsys.readouterr().out
     dice_export = float(exported.split("Dice ")[1].split()[0])
-    row = [line.split() for line in from_checkpoint.splitlines() if line.strip().startswith("2")][0]
+    row = next(line.split() for line in from_checkpoint.splitlines() if line.strip().startswith("2"))
     assert dice_export == pytest.approx(float(row[2]), abs=1e-4)
     # the table stored at training time says the same
-    stored = next(r for r in load_checkpoint(trained_run / "checkpoint.pt")["subnets"] if r["depth"] == 2 and r["width"] == 0.5)
+    stored = next(
+        r for r in load_checkpoint(trained_run / "checkpoint.pt")["subnets"] if r["depth"] == 2 and r["width"] == 0.5
+    )
     assert dice_export == pytest.approx(stored["dice"], abs=1e-4)
     assert main(["info", str(out)]) == 0
     assert "depth 2, width 0.5" in capsys.readouterr().out
@@ -142,26 +174,61 @@ def test_module_entry_point_runs():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "elasticnet", "--version"], capture_output=True, text=True,
-                         env={**os.environ}, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "elasticnet", "--version"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        check=True,
+    )
     assert out.stdout.startswith("elasticnet ")
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--lr", "-1", "lr must be > 0"), ("--lr", "nan", "lr must be > 0"), ("--weight-decay", "-1", "weight_decay"),
-    ("--num-workers", "-1", "num_workers"), ("--seed", "-1", "seed must be >= 0"), ("--base-width", "100000", "base_width"),
-    ("--max-steps", "-1", "max_steps"), ("--calib-batches", "0", "calib_batches"), ("--threshold", "2", "threshold"),
-    ("--threshold", "1", "threshold"), ("--std", "0,0,0", "std must be positive"), ("--image-size", "99999x32", "sides"),
-])
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--lr", "-1", "lr must be > 0"),
+        ("--lr", "nan", "lr must be > 0"),
+        ("--weight-decay", "-1", "weight_decay"),
+        ("--num-workers", "-1", "num_workers"),
+        ("--seed", "-1", "seed must be >= 0"),
+        ("--base-width", "100000", "base_width"),
+        ("--max-steps", "-1", "max_steps"),
+        ("--calib-batches", "0", "calib_batches"),
+        ("--threshold", "2", "threshold"),
+        ("--threshold", "1", "threshold"),
+        ("--std", "0,0,0", "std must be positive"),
+        ("--image-size", "99999x32", "sides"),
+    ],
+)
 def test_numeric_options_out_of_range_are_refused_before_anything_is_written(tmp_path, capsys, flag, value, message):
     out = tmp_path / "run"
-    assert main(["train", *TINY, flag, value, "--max-steps" if flag != "--max-steps" else "--epochs", "1",
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                *TINY,
+                flag,
+                value,
+                "--max-steps" if flag != "--max-steps" else "--epochs",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert message in capsys.readouterr().err and not out.exists()
 
 
-@pytest.mark.parametrize("argv", [["eval", "--checkpoint", "x", "--batch-size", "0"], ["profile", "--repeats", "0"],
-                                  ["export", "--depth", "3", "--int8", "--calib-images", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["eval", "--checkpoint", "x", "--batch-size", "0"],
+        ["profile", "--repeats", "0"],
+        ["export", "--depth", "3", "--int8", "--calib-images", "0"],
+    ],
+)
 def test_command_counts_below_one_are_refused_by_the_parser(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -220,8 +287,25 @@ def test_eval_on_another_folder_recognises_it_instead_of_using_the_runs_reader(t
 
     cvc = write_fake_cvc(tmp_path / "cvc")
     run = tmp_path / "run"
-    assert main(["train", *TINY, "--data", str(cvc), "--dataset", "cvc-clinicdb", "--split", "grouped",
-                 "--max-steps", "1", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TINY,
+                "--data",
+                str(cvc),
+                "--dataset",
+                "cvc-clinicdb",
+                "--split",
+                "grouped",
+                "--max-steps",
+                "1",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     other = write_folder_dataset(tmp_path / "other", count=4, size=(32, 32))
     for i, name in enumerate(["a", "b", "c", "d"], 1):
         for part in ("images", "masks"):

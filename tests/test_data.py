@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import write_folder_dataset
 
 from elasticnet.config import DataConfig
 from elasticnet.data import augment, build_datasets
@@ -12,14 +13,12 @@ from elasticnet.data.records import load_records
 from elasticnet.data.synthetic import synthetic_polyp, synthetic_polyp_set
 from elasticnet.errors import UserError
 
-from conftest import write_folder_dataset
-
 
 def test_synthetic_is_deterministic_and_index_addressable():
     a_img, a_mask = synthetic_polyp(3, 5, 64, 80)
     b_img, b_mask = synthetic_polyp(3, 5, 64, 80)
     assert np.array_equal(a_img, b_img) and np.array_equal(a_mask, b_mask)
-    images, masks = synthetic_polyp_set(6, 64, 80, seed=3)
+    images, _masks = synthetic_polyp_set(6, 64, 80, seed=3)
     assert np.array_equal(images[5], a_img)
     assert not np.array_equal(synthetic_polyp(4, 5, 64, 80)[0], a_img)
 
@@ -100,7 +99,7 @@ def test_folder_reader_bad_layouts(tmp_path, layout):
         (root / "images").mkdir(parents=True)
     if layout == "empty":
         (root / "masks").mkdir()
-    with pytest.raises(UserError, match="does not exist|must hold images/ and masks/|no images"):
+    with pytest.raises(UserError, match=r"does not exist|must hold images/ and masks/|no images"):
         find_samples(root)
 
 
@@ -116,7 +115,7 @@ def test_split_is_seeded_disjoint_and_complete():
 
 @pytest.mark.parametrize("kind", ["endoscopy", "mammography"])
 def test_augmentation_keeps_image_and_mask_aligned(kind):
-    images, masks = synthetic_polyp_set(1, 64, 64, seed=0)
+    _images, masks = synthetic_polyp_set(1, 64, 64, seed=0)
     image = np.zeros((64, 64, 3), np.uint8)
     image[masks[0] > 0] = 255  # the image *is* its mask: any misalignment shows
     pipeline = augment.build(kind, seed=0)

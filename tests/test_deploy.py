@@ -38,9 +38,20 @@ QUIET = {"echo": lambda s: None}
 def run(tmp_path_factory) -> Path:
     """A tiny trained run (4 sub-nets) with its table and calibrated BN statistics."""
     out = tmp_path_factory.mktemp("deploy") / "run"
-    cfg = build_config(None, {"base_width": "8", "depths": "2,3", "widths": "0.5,1", "image_size": "32x48",
-                              "synthetic_count": "40", "batch_size": "8", "calib_batches": "1", "epochs": "2",
-                              "out": str(out)})
+    cfg = build_config(
+        None,
+        {
+            "base_width": "8",
+            "depths": "2,3",
+            "widths": "0.5,1",
+            "image_size": "32x48",
+            "synthetic_count": "40",
+            "batch_size": "8",
+            "calib_batches": "1",
+            "epochs": "2",
+            "out": str(out),
+        },
+    )
     return train(cfg, progress=False, **QUIET)
 
 
@@ -70,14 +81,17 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize("budgets, chosen, better", [
-    ({"ms": 19}, (4, 0.5), (4, 1.0)),           # the more accurate of the two fitting, not the slowest fitting
-    ({"ms": 50}, (4, 1.0), (5, 1.0)),
-    ({"ms": 1000}, (5, 1.0), None),
-    ({"mflops": 420}, (4, 0.5), (4, 1.0)),
-    ({"ms": 50, "mb": 70}, (4, 0.5), (4, 1.0)),  # every budget must hold
-    ({"params": 1e4}, (3, 0.5), (3, 1.0)),       # the limit itself fits
-])
+@pytest.mark.parametrize(
+    "budgets, chosen, better",
+    [
+        ({"ms": 19}, (4, 0.5), (4, 1.0)),  # the more accurate of the two fitting, not the slowest fitting
+        ({"ms": 50}, (4, 1.0), (5, 1.0)),
+        ({"ms": 1000}, (5, 1.0), None),
+        ({"mflops": 420}, (4, 0.5), (4, 1.0)),
+        ({"ms": 50, "mb": 70}, (4, 0.5), (4, 1.0)),  # every budget must hold
+        ({"params": 1e4}, (3, 0.5), (3, 1.0)),  # the limit itself fits
+    ],
+)
 def test_budget_picks_the_most_accurate_sub_net_that_fits(budgets, chosen, better):
     choice = choose(TABLE, budgets)
     assert (choice.row["depth"], choice.row["width"]) == chosen
@@ -87,7 +101,9 @@ def test_budget_picks_the_most_accurate_sub_net_that_fits(budgets, chosen, bette
 
 
 def test_budget_that_nothing_fits_is_refused():
-    with pytest.raises(UserError, match=r"no sub-net fits the budget \(5 ms\); the cheapest, depth 3 width 0.5, needs 10 ms"):
+    with pytest.raises(
+        UserError, match=r"no sub-net fits the budget \(5 ms\); the cheapest, depth 3 width 0.5, needs 10 ms"
+    ):
         choose(TABLE, {"ms": 5})
     with pytest.raises(UserError, match="no validation Dice"):
         choose([{**TABLE[0], "dice": math.nan}], {"ms": 100})
@@ -137,13 +153,17 @@ def test_profile_and_budget_export_commands(run, tmp_path, capsys):
     best = max((r for r in table if r["mflops"] <= budget), key=lambda r: r["dice"])
     assert "chose depth" in capsys.readouterr().out
     assert json.loads((tmp_path / "b" / "model.json").read_text())["subnet"] == {
-        "depth": best["depth"], "width": best["width"], "key": SubNet(best["depth"], best["width"]).key}
+        "depth": best["depth"],
+        "width": best["width"],
+        "key": SubNet(best["depth"], best["width"]).key,
+    }
     assert main(["export", "--checkpoint", str(run), "--budget-mflops", "0.001", "--out", str(tmp_path / "c")]) == 2
     assert not (tmp_path / "c").exists()
     assert main(["export", "--checkpoint", str(run)]) == 2  # neither a sub-net nor a budget
 
 
 # --- the bundle and predict -----------------------------------------------------------------------------
+
 
 def test_bundle_holds_model_description_and_readme(bundle):
     d = json.loads((bundle / "model.json").read_text())
@@ -227,22 +247,38 @@ def test_sliding_window_numpy_matches_torch_and_whole_image():
 
 # --- int8 ----------------------------------------------------------------------------------------------
 
+
 def test_int8_export_records_both_dice_and_refuses_a_large_drop(run, tmp_path):
-    out = export_subnet(run / "checkpoint.pt", 3, 1.0, "cpu", tmp_path / "q",
-                        options=ExportOptions(int8=True, int8_max_drop=100.0, calib_images=8), **QUIET)
+    out = export_subnet(
+        run / "checkpoint.pt",
+        3,
+        1.0,
+        "cpu",
+        tmp_path / "q",
+        options=ExportOptions(int8=True, int8_max_drop=100.0, calib_images=8),
+        **QUIET,
+    )
     d = json.loads((out / "model.json").read_text())
     assert d["precision"] == "int8" and {"dice_fp32", "dice_int8", "drop_points", "val_images"} <= set(d["int8"])
     assert abs(d["int8"]["dice_fp32"] - d["metrics"]["dice"]) < 1e-3  # ONNX fp32 reproduces the stored Dice
     SiteModel(out).mask(np.zeros((32, 48, 3), np.uint8))  # the int8 model runs
-    with pytest.raises(UserError, match="int8 quantisation costs .* nothing was written"):
-        export_subnet(run / "checkpoint.pt", 3, 1.0, "cpu", tmp_path / "r",
-                      options=ExportOptions(int8=True, int8_max_drop=-101.0, calib_images=8), **QUIET)
+    with pytest.raises(UserError, match=r"int8 quantisation costs .* nothing was written"):
+        export_subnet(
+            run / "checkpoint.pt",
+            3,
+            1.0,
+            "cpu",
+            tmp_path / "r",
+            options=ExportOptions(int8=True, int8_max_drop=-101.0, calib_images=8),
+            **QUIET,
+        )
     assert not (tmp_path / "r").exists() and not list(tmp_path.glob(".r.*"))
     with pytest.raises(UserError, match="--int8 needs --target cpu"):
         export_subnet(run / "checkpoint.pt", 3, 1.0, "torch", tmp_path / "s", options=ExportOptions(int8=True), **QUIET)
 
 
 # --- bad inputs -----------------------------------------------------------------------------------------
+
 
 def test_predict_reports_bad_images_and_writes_the_rest(bundle, tmp_path):
     images = _images(tmp_path / "in", count=2)
@@ -254,7 +290,10 @@ def test_predict_reports_bad_images_and_writes_the_rest(bundle, tmp_path):
         predict_files(bundle, [images], tmp_path / "out", **QUIET)
     message = str(e.value)
     assert "2 of 4 image(s) could not be predicted (the other 2 were written" in message
-    assert "broken.png: unreadable" in message and "twochannel.tif: has 2 channels; images must be grey, RGB or RGBA" in message
+    assert (
+        "broken.png: unreadable" in message
+        and "twochannel.tif: has 2 channels; images must be grey, RGB or RGBA" in message
+    )
     assert len(list((tmp_path / "out" / "masks").iterdir())) == 2
 
 
@@ -277,13 +316,14 @@ def test_predict_input_and_bundle_errors(bundle, tmp_path):
 
 # --- predict never replaces a user's files ------------------------------------------------------------------
 
+
 def test_predict_refuses_to_replace_existing_files_without_overwrite(bundle, tmp_path):
     images = _images(tmp_path / "in", count=2)
     out = tmp_path / "out"
     predict_files(bundle, [images], out, **QUIET)
     first = (out / "predictions.csv").read_bytes()
     (out / "notes.txt").write_text("a site's notes")
-    with pytest.raises(UserError, match="exist already .*--overwrite"):
+    with pytest.raises(UserError, match=r"exist already .*--overwrite"):
         predict_files(bundle, [images], out, **QUIET)  # a second batch into the same folder
     assert (out / "predictions.csv").read_bytes() == first
     predict_files(bundle, [images], out, overwrite=True, **QUIET)
@@ -320,20 +360,22 @@ def test_predict_default_output_is_a_new_folder_per_call(bundle, tmp_path, monke
 
 def test_two_inputs_with_one_name_are_refused(bundle, tmp_path):
     a, b = _images(tmp_path / "a", count=1), _images(tmp_path / "b", count=1)
-    with pytest.raises(UserError, match="would both write img0.png"):
+    with pytest.raises(UserError, match=r"would both write img0.png"):
         predict_files(bundle, [a, b], tmp_path / "out", **QUIET)
     assert not (tmp_path / "out").exists()
 
 
 def test_re_export_into_a_bundle_keeps_the_sites_other_files(run, tmp_path):
     out = tmp_path / "bundle"
-    export_subnet(run / "checkpoint.pt", 3, 0.5, "torch", out, echo=lambda s: None,
-                  options=ExportOptions(latency=False))
+    export_subnet(
+        run / "checkpoint.pt", 3, 0.5, "torch", out, echo=lambda s: None, options=ExportOptions(latency=False)
+    )
     (out / "site-notes.txt").write_text("installed 2026-12-01")
     (out / "results").mkdir()
     (out / "results" / "audit.csv").write_text("case,dice\n")
-    export_subnet(run / "checkpoint.pt", 3, 1.0, "torch", out, echo=lambda s: None,
-                  options=ExportOptions(latency=False))
+    export_subnet(
+        run / "checkpoint.pt", 3, 1.0, "torch", out, echo=lambda s: None, options=ExportOptions(latency=False)
+    )
     assert (out / "site-notes.txt").read_text() == "installed 2026-12-01"
     assert (out / "results" / "audit.csv").read_text() == "case,dice\n"
     assert json.loads((out / "model.json").read_text())["subnet"]["width"] == 1.0
@@ -367,8 +409,11 @@ def _png_claiming(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_hostile_image_files_are_listed_and_the_batch_still_written(bundle, tmp_path, monkeypatch):
@@ -416,18 +461,31 @@ def _write_rehashed(folder: Path, d: dict) -> None:
     (folder / "model.json").write_text(json.dumps(d))
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda d: d.update(model_file="../other/model.onnx"), "model_file must be the name of a file"),
-    (lambda d: d.update(model_file="/etc/passwd"), "model_file must be the name of a file"),
-    (lambda d: d.pop("model_sha256"), "model_sha256 must be present"),
-    (lambda d: d["output"].update(threshold=float("nan")), "output.threshold"),
-    (lambda d: d["output"].update(threshold="0.5"), "output.threshold"),
-    (lambda d: d["input"].update(std=[0, 0, 0]), "input.std"),
-    (lambda d: d["input"].update(channels="3"), "input.channels"),
-    (lambda d: d["input"].update(height=10**9), "input.height"),
-    (lambda d: d.pop("input"), "input is missing"),
-], ids=["parent", "absolute", "no-model-hash", "nan-threshold", "text-threshold", "zero-std", "text-channels",
-        "huge-height", "no-input"])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.update(model_file="../other/model.onnx"), "model_file must be the name of a file"),
+        (lambda d: d.update(model_file="/etc/passwd"), "model_file must be the name of a file"),
+        (lambda d: d.pop("model_sha256"), "model_sha256 must be present"),
+        (lambda d: d["output"].update(threshold=float("nan")), "output.threshold"),
+        (lambda d: d["output"].update(threshold="0.5"), "output.threshold"),
+        (lambda d: d["input"].update(std=[0, 0, 0]), "input.std"),
+        (lambda d: d["input"].update(channels="3"), "input.channels"),
+        (lambda d: d["input"].update(height=10**9), "input.height"),
+        (lambda d: d.pop("input"), "input is missing"),
+    ],
+    ids=[
+        "parent",
+        "absolute",
+        "no-model-hash",
+        "nan-threshold",
+        "text-threshold",
+        "zero-std",
+        "text-channels",
+        "huge-height",
+        "no-input",
+    ],
+)
 def test_an_edited_bundle_description_is_refused(bundle, tmp_path, edit, message):
     import shutil
 
@@ -453,7 +511,7 @@ def test_a_link_to_a_model_outside_the_bundle_and_deep_json_are_refused(bundle, 
     with pytest.raises(UserError, match="leads outside the bundle"):
         SiteModel(copy)
     (copy / "model.json").write_text("[" * 100000 + "]" * 100000)
-    with pytest.raises(UserError, match="not valid JSON|not an elasticnet export description"):
+    with pytest.raises(UserError, match=r"not valid JSON|not an elasticnet export description"):
         SiteModel(copy)
 
 
@@ -466,5 +524,7 @@ def test_an_export_cleans_up_after_a_killed_one(run, tmp_path):
     for folder in (*stale, alive):
         folder.mkdir()
         (folder / "model.pt").write_bytes(b"partial")
-    export_subnet(run / "checkpoint.pt", 3, 0.5, "torch", out, echo=lambda s: None, options=ExportOptions(latency=False))
+    export_subnet(
+        run / "checkpoint.pt", 3, 0.5, "torch", out, echo=lambda s: None, options=ExportOptions(latency=False)
+    )
     assert not any(f.exists() for f in stale) and alive.exists() and (out / "model.json").is_file()

@@ -13,9 +13,29 @@ import torch
 from elasticnet.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = ["--base-width", "8", "--depths", "2,3", "--widths", "0.5,1", "--image-size", "32x32",
-          "--synthetic-count", "48", "--augment", "none", "--calib-batches", "1", "--lr", "0.001",
-          "--amp", "none", "--device", "cpu", "--quiet"]  # equal weights up to fp32 rounding: fp32 on the CPU (gloo)
+COMMON = [
+    "--base-width",
+    "8",
+    "--depths",
+    "2,3",
+    "--widths",
+    "0.5,1",
+    "--image-size",
+    "32x32",
+    "--synthetic-count",
+    "48",
+    "--augment",
+    "none",
+    "--calib-batches",
+    "1",
+    "--lr",
+    "0.001",
+    "--amp",
+    "none",
+    "--device",
+    "cpu",
+    "--quiet",
+]  # equal weights up to fp32 rounding: fp32 on the CPU (gloo)
 
 
 def _env() -> dict[str, str]:
@@ -23,14 +43,25 @@ def _env() -> dict[str, str]:
 
 
 def _torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-               "-m", "elasticnet", "train", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "elasticnet",
+        "train",
+        *args,
+    ]
     return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
 
 
 def _train(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "elasticnet", "train", *args], env=_env(), capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "elasticnet", "train", *args], env=_env(), capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.mark.slow

@@ -7,14 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import DEPTHS, WIDTHS
 
 from elasticnet.errors import UserError
 from elasticnet.export.bundle import read_description
 from elasticnet.export.onnx_export import check_onnx, export_onnx, onnx_session
 from elasticnet.export.torch_export import load_unet, save_unet
 from elasticnet.models import SubNet, extract
-
-from conftest import DEPTHS, WIDTHS
 
 
 @pytest.mark.parametrize("subnet", [SubNet(d, w) for d in DEPTHS for w in (min(WIDTHS), 1.0)], ids=lambda s: s.key)
@@ -87,11 +86,18 @@ def test_bundle_without_model_file_is_refused(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"format": "elasticnet-export", "model_file": "model.onnx"}))
     with pytest.raises(UserError, match="carries no description_sha256"):  # an unhashed description
         read_description(tmp_path)
-    write_description(tmp_path, {  # a valid, hashed description whose model file is gone
-        "format": "elasticnet-export", "model_file": "model.onnx", "model_sha256": "0" * 64, "runtime": "onnxruntime",
-        "input": {"channels": 3, "height": 32, "width": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "tile": None},
-        "output": {"threshold": 0.5}})
+    write_description(
+        tmp_path,
+        {  # a valid, hashed description whose model file is gone
+            "format": "elasticnet-export",
+            "model_file": "model.onnx",
+            "model_sha256": "0" * 64,
+            "runtime": "onnxruntime",
+            "input": {"channels": 3, "height": 32, "width": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "tile": None},
+            "output": {"threshold": 0.5},
+        },
+    )
     with pytest.raises(UserError, match="lacks its model file"):
         read_description(tmp_path)
-    with pytest.raises(UserError, match="model.json is missing"):
+    with pytest.raises(UserError, match=r"model.json is missing"):
         read_description(tmp_path / "nowhere")

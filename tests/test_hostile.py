@@ -22,27 +22,64 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import write_folder_dataset
+
 from elasticnet.cli import main
 
-TINY = ["--base-width", "8", "--depths", "2,3", "--widths", "0.5,1", "--image-size", "32x32",
-        "--synthetic-count", "24", "--batch-size", "4", "--calib-batches", "2", "--quiet"]
+TINY = [
+    "--base-width",
+    "8",
+    "--depths",
+    "2,3",
+    "--widths",
+    "0.5,1",
+    "--image-size",
+    "32x32",
+    "--synthetic-count",
+    "24",
+    "--batch-size",
+    "4",
+    "--calib-batches",
+    "2",
+    "--quiet",
+]
 
 # every numeric training option with values a user can mistype (each must be refused before a run folder exists)
 BAD_NUMBERS = {
-    "--lr": ["-1", "0", "nan", "inf", "abc"], "--weight-decay": ["-1", "nan"], "--epochs": ["0", "-3", "1.5"],
-    "--batch-size": ["0", "-1"], "--base-width": ["0", "100000"], "--seed": ["-1", "x"], "--max-steps": ["-1"],
-    "--calib-batches": ["0"], "--threshold": ["2", "0", "nan"], "--num-workers": ["-1"], "--val-fraction": ["1.5", "-0.1"],
-    "--channel-multiple": ["-1"], "--image-size": ["0x0", "abc", "99999x32", "32"], "--depths": ["1", "0", "a,b"],
-    "--widths": ["0", "1.5", "-0.5", "0.5"], "--std": ["0,0,0", "1,1"], "--mean": ["a,b,c"], "--grad-clip": ["-1"],
-    "--ema-decay": ["1.5"], "--weight-smallest": ["-1"], "--folds": ["1"], "--eval-batch-size": ["-1"],
+    "--lr": ["-1", "0", "nan", "inf", "abc"],
+    "--weight-decay": ["-1", "nan"],
+    "--epochs": ["0", "-3", "1.5"],
+    "--batch-size": ["0", "-1"],
+    "--base-width": ["0", "100000"],
+    "--seed": ["-1", "x"],
+    "--max-steps": ["-1"],
+    "--calib-batches": ["0"],
+    "--threshold": ["2", "0", "nan"],
+    "--num-workers": ["-1"],
+    "--val-fraction": ["1.5", "-0.1"],
+    "--channel-multiple": ["-1"],
+    "--image-size": ["0x0", "abc", "99999x32", "32"],
+    "--depths": ["1", "0", "a,b"],
+    "--widths": ["0", "1.5", "-0.5", "0.5"],
+    "--std": ["0,0,0", "1,1"],
+    "--mean": ["a,b,c"],
+    "--grad-clip": ["-1"],
+    "--ema-decay": ["1.5"],
+    "--weight-smallest": ["-1"],
+    "--folds": ["1"],
+    "--eval-batch-size": ["-1"],
 }
 BAD_CONFIGS = {
-    "binary": b"\x00\xff\xfe\x00garbage", "latin1": "model: {base_width: 8}  # caf\xe9".encode("latin-1"),
-    "model-is-a-number": b"model: 5\n", "profiles-is-a-number": b"profiles: 5\n", "top-level-list": b"- 1\n- 2\n",
-    "unknown-key": b"model: {bse_width: 8}\n", "wrong-type": b"train: {lr: fast}\n", "unclosed": b"model: {base_width: 8\n",
-    "deep": b"a: " + b"[" * 500 + b"]" * 500 + b"\n", "unknown-profile": b"profiles: {cpu: {train: {epochs: 1}}}\n",
+    "binary": b"\x00\xff\xfe\x00garbage",
+    "latin1": "model: {base_width: 8}  # caf\xe9".encode("latin-1"),
+    "model-is-a-number": b"model: 5\n",
+    "profiles-is-a-number": b"profiles: 5\n",
+    "top-level-list": b"- 1\n- 2\n",
+    "unknown-key": b"model: {bse_width: 8}\n",
+    "wrong-type": b"train: {lr: fast}\n",
+    "unclosed": b"model: {base_width: 8\n",
+    "deep": b"a: " + b"[" * 500 + b"]" * 500 + b"\n",
+    "unknown-profile": b"profiles: {cpu: {train: {epochs: 1}}}\n",
 }
 
 
@@ -78,7 +115,7 @@ def run_case(case: Case, capsys) -> tuple[str, str]:
         code = main(case.argv)
     except SystemExit as e:  # argparse: usage and one error line
         code = e.code if isinstance(e.code, int) else 2
-    except BaseException:  # noqa: BLE001 - exactly what the suite hunts
+    except BaseException:
         capsys.readouterr()
         return "traceback", traceback.format_exc(limit=3)
     err = capsys.readouterr().err
@@ -101,6 +138,7 @@ def run_case(case: Case, capsys) -> tuple[str, str]:
 
 
 # ---- the workspace the cases attack ----
+
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> dict[str, Path]:
@@ -142,8 +180,14 @@ def config_cases(ws: dict[str, Path]) -> list[Case]:
         path.write_bytes(content)
         out = ws["root"] / "cfg-runs" / name
         profile = ["--profile", "gpu"] if name == "unknown-profile" else []
-        cases.append(Case(f"train --config {name}", ["train", "--config", str(path), *profile, *TINY, "--max-steps",
-                                                        "1", "--out", str(out)], protect=[path], absent=[out]))
+        cases.append(
+            Case(
+                f"train --config {name}",
+                ["train", "--config", str(path), *profile, *TINY, "--max-steps", "1", "--out", str(out)],
+                protect=[path],
+                absent=[out],
+            )
+        )
     return cases
 
 
@@ -158,8 +202,11 @@ def crafted_checkpoints(ws: dict[str, Path]) -> dict[str, Path]:
             return (Path.touch, (marker,))
 
     files = {
-        "random-bytes": np.random.default_rng(1).bytes(3000), "empty": b"", "truncated": good[: len(good) // 2],
-        "json": b'{"format": "elasticnet-checkpoint"}', "bare-pickle": pickle.dumps({"x": Evil()}),
+        "random-bytes": np.random.default_rng(1).bytes(3000),
+        "empty": b"",
+        "truncated": good[: len(good) // 2],
+        "json": b'{"format": "elasticnet-checkpoint"}',
+        "bare-pickle": pickle.dumps({"x": Evil()}),
         "flipped-byte": good[:5000] + bytes([good[5000] ^ 0xFF]) + good[5001:],
     }
     out = {}
@@ -179,7 +226,7 @@ def crafted_checkpoints(ws: dict[str, Path]) -> dict[str, Path]:
 def checkpoint_cases(ws: dict[str, Path]) -> list[Case]:
     cases = []
     marker = ws["root"] / "code-ran"
-    never_ran = lambda: "a crafted pickle ran code" if marker.exists() else None  # noqa: E731
+    never_ran = lambda: "a crafted pickle ran code" if marker.exists() else None
     for name, path in crafted_checkpoints(ws).items():
         out = ws["root"] / "ck-out" / name
         commands = {
@@ -190,8 +237,7 @@ def checkpoint_cases(ws: dict[str, Path]) -> list[Case]:
             "resume": ["train", "--resume", str(path)],
         }
         for command, argv in commands.items():
-            cases.append(Case(f"{command} on a {name} checkpoint", argv, protect=[path], absent=[out],
-                              check=never_ran))
+            cases.append(Case(f"{command} on a {name} checkpoint", argv, protect=[path], absent=[out], check=never_ran))
     return cases
 
 
@@ -205,7 +251,7 @@ def bundle_cases(ws: dict[str, Path]) -> list[Case]:
         "threshold-nan": lambda d: d["output"].__setitem__("threshold", float("nan")),
         "std-zero": lambda d: d["input"].__setitem__("std", [0, 0, 0]),
         "no-input": lambda d: d.pop("input"),
-        "huge-height": lambda d: d["input"].__setitem__("height", 10 ** 9),
+        "huge-height": lambda d: d["input"].__setitem__("height", 10**9),
         "model-outside": lambda d: d.__setitem__("model_file", "../run/checkpoint.pt"),
         "model-absolute": lambda d: d.__setitem__("model_file", "/etc/passwd"),
         "no-model-hash": lambda d: d.pop("model_sha256"),
@@ -225,29 +271,45 @@ def bundle_cases(ws: dict[str, Path]) -> list[Case]:
                 d[DESCRIPTION_HASH] = description_hash(d)
             (folder / "model.json").write_text(json.dumps(d))
             out = ws["root"] / "pred-out" / folder.name
-            cases.append(Case(f"predict with {folder.name}", ["predict", "--model", str(folder), str(ws["images"]),
-                                                              "--out", str(out)], protect=[folder, ws["images"]],
-                              absent=[out]))
+            cases.append(
+                Case(
+                    f"predict with {folder.name}",
+                    ["predict", "--model", str(folder), str(ws["images"]), "--out", str(out)],
+                    protect=[folder, ws["images"]],
+                    absent=[out],
+                )
+            )
             cases.append(Case(f"info on {folder.name}", ["info", str(folder)], protect=[folder]))
     deep = ws["root"] / "bundles" / "deep-json"
     deep.mkdir(parents=True, exist_ok=True)
     (deep / "model.json").write_text("[" * 100000 + "]" * 100000)
-    cases.append(Case("predict with deeply nested JSON", ["predict", "--model", str(deep), str(ws["images"]), "--out",
-                                                          str(ws["root"] / "pred-out" / "deep")], protect=[deep]))
+    cases.append(
+        Case(
+            "predict with deeply nested JSON",
+            ["predict", "--model", str(deep), str(ws["images"]), "--out", str(ws["root"] / "pred-out" / "deep")],
+            protect=[deep],
+        )
+    )
     return cases
 
 
 def image_cases(ws: dict[str, Path]) -> list[Case]:
     """Broken images among good ones: the bad ones are listed, the good ones still predicted."""
+
     def png_claiming(h: int, w: int) -> bytes:
-        ok, buf = cv2.imencode(".png", np.zeros((4, 4), np.uint8))
+        _ok, buf = cv2.imencode(".png", np.zeros((4, 4), np.uint8))
         data = bytearray(buf.tobytes())
         data[16:24] = w.to_bytes(4, "big") + h.to_bytes(4, "big")  # IHDR width, height (CRC left stale)
         return bytes(data)
 
-    ok, buf = cv2.imencode(".png", np.full((40, 48, 3), 120, np.uint8))
-    bad = {"huge-header.png": png_claiming(100000, 100000), "truncated.png": buf.tobytes()[:60],
-           "random.png": np.random.default_rng(2).bytes(500), "empty.png": b"", "text.jpg": b"hello"}
+    _ok, buf = cv2.imencode(".png", np.full((40, 48, 3), 120, np.uint8))
+    bad = {
+        "huge-header.png": png_claiming(100000, 100000),
+        "truncated.png": buf.tobytes()[:60],
+        "random.png": np.random.default_rng(2).bytes(500),
+        "empty.png": b"",
+        "text.jpg": b"hello",
+    }
     cases = []
     for name, data in bad.items():
         folder = ws["root"] / "img-cases" / name
@@ -259,63 +321,121 @@ def image_cases(ws: dict[str, Path]) -> list[Case]:
         def wrote_good(out=out) -> str | None:
             return None if (out / "masks" / "good.png").is_file() else "the good image was not predicted"
 
-        cases.append(Case(f"predict a folder with {name}", ["predict", "--model", str(ws["bundle"]), str(folder),
-                                                            "--out", str(out)], protect=[folder], check=wrote_good))
+        cases.append(
+            Case(
+                f"predict a folder with {name}",
+                ["predict", "--model", str(ws["bundle"]), str(folder), "--out", str(out)],
+                protect=[folder],
+                check=wrote_good,
+            )
+        )
     special = ws["root"] / "img-cases" / "special"
     special.mkdir(parents=True, exist_ok=True)
     (special / "good.png").write_bytes(buf.tobytes())
     (special / "folder.png").mkdir(exist_ok=True)
     if hasattr(os, "mkfifo") and not (special / "fifo.png").exists():
         os.mkfifo(special / "fifo.png")
-    cases.append(Case("predict a folder with a FIFO and a folder named like images",
-                      ["predict", "--model", str(ws["bundle"]), str(special), "--out", str(ws["root"] / "img-out" / "s")],
-                      protect=[special / "good.png"]))
+    cases.append(
+        Case(
+            "predict a folder with a FIFO and a folder named like images",
+            ["predict", "--model", str(ws["bundle"]), str(special), "--out", str(ws["root"] / "img-out" / "s")],
+            protect=[special / "good.png"],
+        )
+    )
     return cases
 
 
 def filesystem_cases(ws: dict[str, Path]) -> list[Case]:
     notes, root = ws["notes"], ws["root"]
     cases = [
-        Case("train --out an existing file", ["train", *TINY, "--max-steps", "1", "--out", str(notes)], protect=[notes]),
-        Case("train --out inside a file", ["train", *TINY, "--max-steps", "1", "--out", str(notes / "run")],
-             protect=[notes]),
-        Case("export --out an existing file", ["export", "--checkpoint", str(ws["run"]), "--depth", "2", "--out",
-                                               str(notes)], protect=[notes]),
-        Case("predict --out an existing file", ["predict", "--model", str(ws["bundle"]), str(ws["images"]), "--out",
-                                                str(notes)], protect=[notes, ws["images"]]),
-        Case("predict into its own input folder", ["predict", "--model", str(ws["bundle"]), str(ws["data"]), "--out",
-                                                   str(ws["data"])], protect=[ws["data"]]),
-        Case("predict into the data's masks", ["predict", "--model", str(ws["bundle"]), str(ws["data"] / "images"),
-                                               "--out", str(ws["data"])], protect=[ws["data"]]),
-        Case("profile --out an existing file", ["profile", "--checkpoint", str(ws["run"]), "--out", str(notes)],
-             protect=[notes]),
-        Case("train --data that does not exist", ["train", *TINY, "--data", str(root / "nope"), "--out",
-                                                  str(root / "fs-run-1")], absent=[root / "fs-run-1"]),
-        Case("train --data a file", ["train", *TINY, "--data", str(notes), "--out", str(root / "fs-run-2")],
-             protect=[notes], absent=[root / "fs-run-2"]),
-        Case("eval --data a folder without masks", ["eval", "--checkpoint", str(ws["run"]), "--data", str(ws["images"])],
-             protect=[ws["images"]]),
+        Case(
+            "train --out an existing file", ["train", *TINY, "--max-steps", "1", "--out", str(notes)], protect=[notes]
+        ),
+        Case(
+            "train --out inside a file",
+            ["train", *TINY, "--max-steps", "1", "--out", str(notes / "run")],
+            protect=[notes],
+        ),
+        Case(
+            "export --out an existing file",
+            ["export", "--checkpoint", str(ws["run"]), "--depth", "2", "--out", str(notes)],
+            protect=[notes],
+        ),
+        Case(
+            "predict --out an existing file",
+            ["predict", "--model", str(ws["bundle"]), str(ws["images"]), "--out", str(notes)],
+            protect=[notes, ws["images"]],
+        ),
+        Case(
+            "predict into its own input folder",
+            ["predict", "--model", str(ws["bundle"]), str(ws["data"]), "--out", str(ws["data"])],
+            protect=[ws["data"]],
+        ),
+        Case(
+            "predict into the data's masks",
+            ["predict", "--model", str(ws["bundle"]), str(ws["data"] / "images"), "--out", str(ws["data"])],
+            protect=[ws["data"]],
+        ),
+        Case(
+            "profile --out an existing file",
+            ["profile", "--checkpoint", str(ws["run"]), "--out", str(notes)],
+            protect=[notes],
+        ),
+        Case(
+            "train --data that does not exist",
+            ["train", *TINY, "--data", str(root / "nope"), "--out", str(root / "fs-run-1")],
+            absent=[root / "fs-run-1"],
+        ),
+        Case(
+            "train --data a file",
+            ["train", *TINY, "--data", str(notes), "--out", str(root / "fs-run-2")],
+            protect=[notes],
+            absent=[root / "fs-run-2"],
+        ),
+        Case(
+            "eval --data a folder without masks",
+            ["eval", "--checkpoint", str(ws["run"]), "--data", str(ws["images"])],
+            protect=[ws["images"]],
+        ),
     ]
     # a planted link where the run's lock goes must not be followed (the file it points to is the user's)
     trap = root / "trap-run"
     trap.mkdir(exist_ok=True)
     if not (trap / ".lock").is_symlink():
         (trap / ".lock").symlink_to(notes)
-    cases.append(Case("train into a folder whose .lock links to a user's file",
-                      ["train", *TINY, "--max-steps", "1", "--out", str(trap)], protect=[notes]))
+    cases.append(
+        Case(
+            "train into a folder whose .lock links to a user's file",
+            ["train", *TINY, "--max-steps", "1", "--out", str(trap)],
+            protect=[notes],
+        )
+    )
     # re-exporting keeps a site's own files in the bundle folder
     site = root / "site-bundle"
-    assert main(["export", "--checkpoint", str(ws["run"]), "--depth", "2", "--target", "torch", "--out", str(site)]) == 0
+    assert (
+        main(["export", "--checkpoint", str(ws["run"]), "--depth", "2", "--target", "torch", "--out", str(site)]) == 0
+    )
     (site / "site-notes.txt").write_text("calibrated on our scanner")
-    cases.append(Case("re-export into a bundle folder with a site's notes",
-                      ["export", "--checkpoint", str(ws["run"]), "--depth", "2", "--target", "torch", "--out", str(site)],
-                      protect=[site / "site-notes.txt"], ok=True))
+    cases.append(
+        Case(
+            "re-export into a bundle folder with a site's notes",
+            ["export", "--checkpoint", str(ws["run"]), "--depth", "2", "--target", "torch", "--out", str(site)],
+            protect=[site / "site-notes.txt"],
+            ok=True,
+        )
+    )
     return cases
 
 
 def test_hostile_inputs_give_one_clear_error_and_lose_no_file(workspace, capsys):
-    cases = (numeric_cases(workspace) + config_cases(workspace) + checkpoint_cases(workspace) + bundle_cases(workspace)
-             + image_cases(workspace) + filesystem_cases(workspace))
+    cases = (
+        numeric_cases(workspace)
+        + config_cases(workspace)
+        + checkpoint_cases(workspace)
+        + bundle_cases(workspace)
+        + image_cases(workspace)
+        + filesystem_cases(workspace)
+    )
     tally: dict[str, int] = {}
     failures = []
     for case in cases:
@@ -324,7 +444,9 @@ def test_hostile_inputs_give_one_clear_error_and_lose_no_file(workspace, capsys)
         if outcome not in ("clear", "ok"):
             failures.append(f"{case.name}: {outcome}: {detail}")
     with capsys.disabled():
-        print(f"\n{len(cases)} cases, {tally.get('clear', 0)} clear errors, {tally.get('ok', 0)} legitimate inputs "
-              f"accepted, {tally.get('traceback', 0)} tracebacks, {tally.get('lost', 0)} files lost, "
-              f"{tally.get('accepted', 0) + tally.get('unclear', 0) + tally.get('failed', 0)} other failures")
+        print(
+            f"\n{len(cases)} cases, {tally.get('clear', 0)} clear errors, {tally.get('ok', 0)} legitimate inputs "
+            f"accepted, {tally.get('traceback', 0)} tracebacks, {tally.get('lost', 0)} files lost, "
+            f"{tally.get('accepted', 0) + tally.get('unclear', 0) + tally.get('failed', 0)} other failures"
+        )
     assert not failures, "\n".join(failures)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import DEPTHS, WIDTHS, randomise_bn
 
 from elasticnet.errors import UserError
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, UNet, UNetConfig, extract, level_channels
 from elasticnet.models.elastic_layers import ElasticBatchNorm2d, ElasticConv2d
-
-from conftest import DEPTHS, WIDTHS, randomise_bn
 
 GRID = [SubNet(d, w) for d in DEPTHS for w in WIDTHS]
 SIZE = (16, 24)  # divisible by 2**(4-1)
@@ -57,8 +56,11 @@ def test_extract_with_private_bn(bn_mode):
     model.eval()
     # each mode's sub-nets really run different BN layers, and only theirs get gradients
     index = {s: model.bn_index(s) for s in model.config.subnets()}
-    private = {"per_depth": [(SubNet(2, 1.0), SubNet(3, 1.0))], "per_width": [(SubNet(2, 0.5), SubNet(2, 1.0))],
-               "per_subnet": [(SubNet(2, 0.5), SubNet(2, 1.0)), (SubNet(2, 1.0), SubNet(3, 1.0))]}[bn_mode]
+    private = {
+        "per_depth": [(SubNet(2, 1.0), SubNet(3, 1.0))],
+        "per_width": [(SubNet(2, 0.5), SubNet(2, 1.0))],
+        "per_subnet": [(SubNet(2, 0.5), SubNet(2, 1.0)), (SubNet(2, 1.0), SubNet(3, 1.0))],
+    }[bn_mode]
     assert all(index[a] != index[b] for a, b in private)
     assert len(model.encoder[0].bn1) == len(set(index.values()))
     model.train()
@@ -92,7 +94,10 @@ def test_smaller_subnet_costs_less():
 
     cfg = ElasticUNetConfig(base_width=16, depths=[3, 4, 5], widths=[0.25, 0.5, 1.0])
     model = ElasticUNet(cfg)
-    costs = {s: (count_params(extract(model, s).config), count_flops(extract(model, s).config, (64, 64))) for s in cfg.subnets()}
+    costs = {
+        s: (count_params(extract(model, s).config), count_flops(extract(model, s).config, (64, 64)))
+        for s in cfg.subnets()
+    }
     for s, (params, flops) in costs.items():
         bigger_width = [t for t in costs if t.depth == s.depth and t.width > s.width]
         bigger_depth = [t for t in costs if t.width == s.width and t.depth > s.depth]
@@ -127,7 +132,9 @@ def test_wrong_channel_count_gives_clear_error(tiny_elastic):
         tiny_elastic(torch.randn(1, 1, 16, 16), SubNet(2, 1.0))
 
 
-@pytest.mark.parametrize("subnet, message", [(SubNet(5, 1.0), "has no depth 5"), (SubNet(3, 0.75), "not trained at width 0.75")])
+@pytest.mark.parametrize(
+    "subnet, message", [(SubNet(5, 1.0), "has no depth 5"), (SubNet(3, 0.75), "not trained at width 0.75")]
+)
 def test_subnet_the_model_lacks_gives_clear_error(tiny_elastic, subnet, message):
     with pytest.raises(UserError, match=message):
         tiny_elastic(torch.randn(1, 3, 16, 16), subnet)

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import write_fake_cvc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,8 +21,10 @@ spec.loader.exec_module(dice_table)
 
 
 def rows(method, depth, width, dices, split="grouped"):
-    return [{"split": split, "method": method, "depth": depth, "width": width, "seed": seed, "dice": d}
-            for seed, d in enumerate(dices)]
+    return [
+        {"split": split, "method": method, "depth": depth, "width": width, "seed": seed, "dice": d}
+        for seed, d in enumerate(dices)
+    ]
 
 
 def test_individual_unets_have_the_channels_of_the_elastic_subnets():
@@ -32,13 +33,21 @@ def test_individual_unets_have_the_channels_of_the_elastic_subnets():
         assert t.shape == (depth, width) and "--base-width" in t.flags
     names = [t.name for t in dice_table.trainings("all", 16)]
     assert len(names) == len(set(names)) == 6 + 4  # six shapes, four elastic trainings
-    assert [t.name for t in dice_table.trainings("1", 16)] == ["individual-d3-w1", "individual-d4-w1",
-                                                               "individual-d5-w1", "uniform"]
+    assert [t.name for t in dice_table.trainings("1", 16)] == [
+        "individual-d3-w1",
+        "individual-d4-w1",
+        "individual-d5-w1",
+        "uniform",
+    ]
 
 
 def test_grid_compares_with_individual_and_applies_the_one_point_target():
-    test = (rows("individual", 3, 0.25, [0.60, 0.62, 0.64]) + rows("sandwich+calib", 3, 0.25, [0.60, 0.61, 0.62])
-            + rows("individual", 5, 1.0, [0.80, 0.80, 0.80]) + rows("sandwich+calib", 5, 1.0, [0.70, 0.71, 0.72]))
+    test = (
+        rows("individual", 3, 0.25, [0.60, 0.62, 0.64])
+        + rows("sandwich+calib", 3, 0.25, [0.60, 0.61, 0.62])
+        + rows("individual", 5, 1.0, [0.80, 0.80, 0.80])
+        + rows("sandwich+calib", 5, 1.0, [0.70, 0.71, 0.72])
+    )
     grid = {(r["depth"], r["width"]): r for r in dice_table.grid(test, "grouped", "sandwich+calib")}
     assert grid[(3, 0.25)]["difference"] == "-1.0" and grid[(3, 0.25)]["target met"] == "yes"
     assert grid[(5, 1.0)]["difference"] == "-9.0" and grid[(5, 1.0)]["target met"] == "no"
@@ -48,14 +57,20 @@ def test_grid_compares_with_individual_and_applies_the_one_point_target():
 
 
 def test_the_elastic_method_is_chosen_on_validation_not_test():
-    val = rows("sandwich", 5, 1.0, [0.5, 0.5]) + rows("sandwich+distill+calib", 5, 1.0, [0.6, 0.6]) \
-        + rows("uniform+calib", 5, 1.0, [0.9, 0.9]) + rows("individual", 5, 1.0, [0.95, 0.95])
+    val = (
+        rows("sandwich", 5, 1.0, [0.5, 0.5])
+        + rows("sandwich+distill+calib", 5, 1.0, [0.6, 0.6])
+        + rows("uniform+calib", 5, 1.0, [0.9, 0.9])
+        + rows("individual", 5, 1.0, [0.95, 0.95])
+    )
     assert dice_table.best_elastic(val, "grouped") == "sandwich+distill+calib"
 
 
 def test_time_ratio_uses_the_same_seed_and_split():
-    records = [{"split": "random", "seed": 0, "run": name, "train_seconds": t, "wall_seconds": float(t + 10)}
-               for name, t in [("uniform", 30.0), ("a", 20.0), ("b", 40.0)]]
+    records = [
+        {"split": "random", "seed": 0, "run": name, "train_seconds": t, "wall_seconds": float(t + 10)}
+        for name, t in [("uniform", 30.0), ("a", 20.0), ("b", 40.0)]
+    ]
     ratio = dice_table.time_ratios(records, "random", "uniform", ["a", "b"])
     assert ratio["train"] == pytest.approx(0.5) and ratio["wall"] == pytest.approx(40 / 80) and ratio["seeds"] == 1
     assert math.isnan(dice_table.time_ratios(records, "grouped", "uniform", ["a", "b"])["train"])
@@ -77,23 +92,45 @@ def test_table_1_end_to_end_on_a_tiny_fake_cvc_folder_and_reuse(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
     out, runs = tmp_path / "results", tmp_path / "runs"
-    command = [sys.executable, str(ROOT / "paper" / "dice_table.py"), "--data", str(data), "--config", str(config),
-               "--profile", "tiny", "--table", "1", "--split", "grouped", "--seeds", "0", "--jobs", "2",
-               "--device", "cpu", "--out", str(out), "--runs", str(runs)]
+    command = [
+        sys.executable,
+        str(ROOT / "paper" / "dice_table.py"),
+        "--data",
+        str(data),
+        "--config",
+        str(config),
+        "--profile",
+        "tiny",
+        "--table",
+        "1",
+        "--split",
+        "grouped",
+        "--seeds",
+        "0",
+        "--jobs",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--runs",
+        str(runs),
+    ]
     first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     with open(out / "summary.csv", newline="") as f:
         summary = list(csv.DictReader(f))
     assert list(summary[0]) == ["split", "method", "depth", "width", "seed", "dice", "iou", "train_seconds"]
     methods = {(r["method"], r["depth"], r["width"]) for r in summary}
-    assert methods == {(m, str(d), "1.0") for m in ("individual", "uniform", "uniform+calib")
-                       for d in (3, 4, 5)}
+    assert methods == {(m, str(d), "1.0") for m in ("individual", "uniform", "uniform+calib") for d in (3, 4, 5)}
     assert all(0 <= float(r["dice"]) <= 1 and float(r["train_seconds"]) > 0 for r in summary)
-    for name in ("table1.md", "table1.csv", "table1.png", "tables.md", "runs.csv", "COMMANDS.md",
-                 "splits/grouped.csv"):
+    for name in ("table1.md", "table1.csv", "table1.png", "tables.md", "runs.csv", "COMMANDS.md", "splits/grouped.csv"):
         assert (out / name).is_file(), name
     # the individual U-Nets really are plain networks of the elastic sub-nets' shapes
-    assert "depths:\n  - 4\n  widths:\n  - 1.0" in (runs / "tiny" / "grouped" / "seed0" / "individual-d4-w1" / "config.yaml").read_text()
+    assert (
+        "depths:\n  - 4\n  widths:\n  - 1.0"
+        in (runs / "tiny" / "grouped" / "seed0" / "individual-d4-w1" / "config.yaml").read_text()
+    )
     again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 0 and "4 of 4 runs finished already; training 0" in again.stdout
     with open(out / "summary.csv", newline="") as f:
@@ -101,8 +138,12 @@ def test_table_1_end_to_end_on_a_tiny_fake_cvc_folder_and_reuse(tmp_path):
 
 
 def test_a_missing_data_folder_is_one_clear_message(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "paper" / "dice_table.py"), "--data", str(tmp_path / "nope")],
-                          capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "paper" / "dice_table.py"), "--data", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert done.returncode != 0 and "is not a folder" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -115,22 +156,64 @@ def test_parity_protocol_end_to_end_continues_from_committed_results(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY.replace("epochs: 1", "epochs: 2").replace("base_width: 8", "base_width: 16"))
     out, runs = tmp_path / "results", tmp_path / "runs"
-    command = [sys.executable, str(ROOT / "paper" / "parity_table.py"), "--data", str(data), "--config", str(config),
-               "--profile", "tiny", "--splits", "random", "--seeds", "0", "--arms", "slimmable", "--shapes", "table",
-               "--jobs", "2", "--threads", "1", "--device", "cpu", "--out", str(out), "--runs", str(runs)]
+    command = [
+        sys.executable,
+        str(ROOT / "paper" / "parity_table.py"),
+        "--data",
+        str(data),
+        "--config",
+        str(config),
+        "--profile",
+        "tiny",
+        "--splits",
+        "random",
+        "--seeds",
+        "0",
+        "--arms",
+        "slimmable",
+        "--shapes",
+        "table",
+        "--jobs",
+        "2",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--runs",
+        str(runs),
+    ]
     first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     with open(out / "summary.csv", newline="") as f:
         summary = list(csv.DictReader(f))
-    assert list(summary[0]) == ["split", "method", "depth", "width", "seed", "dice", "iou", "epochs", "train_seconds",
-                                "train_tflops"]
+    assert list(summary[0]) == [
+        "split",
+        "method",
+        "depth",
+        "width",
+        "seed",
+        "dice",
+        "iou",
+        "epochs",
+        "train_seconds",
+        "train_tflops",
+    ]
     assert {r["method"] for r in summary} == {"individual", "slimmable@compute", "slimmable@epochs"}
     assert len([r for r in summary if r["method"] == "individual"]) == 6
     assert {r["epochs"] for r in summary if r["method"] in ("individual", "slimmable@epochs")} == {"2"}
     with open(out / "targets.csv", newline="") as f:
         goals = {r["method"]: r for r in csv.DictReader(f)}
-    assert list(next(iter(goals.values()))) == ["split", "method", "comparison", "worst_gap", "mean_gap",
-                                                "compute_ratio", "met"]
+    assert list(next(iter(goals.values()))) == [
+        "split",
+        "method",
+        "comparison",
+        "worst_gap",
+        "mean_gap",
+        "compute_ratio",
+        "met",
+    ]
     assert float(goals["slimmable@compute"]["compute_ratio"]) <= 0.5
     assert float(goals["slimmable@epochs"]["compute_ratio"]) > float(goals["slimmable@compute"]["compute_ratio"])
     committed = out / "runs" / "random" / "seed0" / "individual-d5-w1"

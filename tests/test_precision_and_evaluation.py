@@ -15,13 +15,19 @@ from elasticnet.config import build_config, resolve_for_device
 from elasticnet.errors import UserError
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet
 from elasticnet.training import precision as precision_mod
-from elasticnet.training.evaluate import evaluate_subnet, inference_layout
+from elasticnet.training.evaluate import calibration_batches, evaluate_subnet, inference_layout
 from elasticnet.training.precision import Precision, resolve_amp
-from elasticnet.training.evaluate import calibration_batches
 from elasticnet.training.trainer import train
 
-BASE = {"base_width": "8", "depths": "2,3", "widths": "0.5,1", "image_size": "32x32", "synthetic_count": "48",
-        "batch_size": "4", "calib_batches": "2"}
+BASE = {
+    "base_width": "8",
+    "depths": "2,3",
+    "widths": "0.5,1",
+    "image_size": "32x32",
+    "synthetic_count": "48",
+    "batch_size": "4",
+    "calib_batches": "2",
+}
 CPU = torch.device("cpu")
 
 
@@ -29,13 +35,16 @@ def _flags(monkeypatch, flags: set[str]) -> None:
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
 
 
-@pytest.mark.parametrize("flags, expected", [
-    ({"avx2", "fma"}, "none"),  # AVX2 only: fp32
-    ({"avx2", "avx512f", "avx512bw"}, "none"),  # AVX-512 without BF16: oneDNN would emulate bf16; never chosen
-    ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),
-    ({"amx_tile", "amx_bf16"}, "bf16"),
-    (set(), "none"),  # flags unreadable: fp32
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({"avx2", "fma"}, "none"),  # AVX2 only: fp32
+        ({"avx2", "avx512f", "avx512bw"}, "none"),  # AVX-512 without BF16: oneDNN would emulate bf16; never chosen
+        ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),
+        ({"amx_tile", "amx_bf16"}, "bf16"),
+        (set(), "none"),  # flags unreadable: fp32
+    ],
+)
 def test_auto_precision_picks_bf16_only_where_the_cpu_computes_in_it(monkeypatch, flags, expected):
     _flags(monkeypatch, flags)
     assert resolve_amp("auto", CPU) == expected
@@ -80,8 +89,11 @@ def test_bf16_and_fp32_runs_are_both_reproducible_and_differ(tmp_path):
         runs[name] = load_checkpoint(train(cfg, echo=lambda s: None, progress=False) / "checkpoint.pt")
     assert all(torch.equal(runs["a"]["model"][k], runs["b"]["model"][k]) for k in runs["a"]["model"])
     assert runs["a"]["precision"] == "bf16" and runs["c"]["precision"] == "fp32"
-    assert any(not torch.equal(runs["a"]["model"][k], runs["c"]["model"][k]) for k in runs["a"]["model"]
-               if runs["a"]["model"][k].is_floating_point())
+    assert any(
+        not torch.equal(runs["a"]["model"][k], runs["c"]["model"][k])
+        for k in runs["a"]["model"]
+        if runs["a"]["model"][k].is_floating_point()
+    )
 
 
 def test_fp16_loss_scaler_state_is_saved_for_resume():
@@ -98,7 +110,9 @@ def test_fp16_loss_scaler_state_is_saved_for_resume():
     assert other.get_scale() == 1024.0
 
 
-@pytest.mark.parametrize("calib, batch, eval_batch, expected", [(16, 8, 32, 4), (16, 8, 8, 16), (1, 8, 32, 1), (3, 8, 32, 1)])
+@pytest.mark.parametrize(
+    "calib, batch, eval_batch, expected", [(16, 8, 32, 4), (16, 8, 8, 16), (1, 8, 32, 1), (3, 8, 32, 1)]
+)
 def test_calibration_sees_the_images_of_calib_batches_training_batches(calib, batch, eval_batch, expected):
     assert calibration_batches(calib, batch, eval_batch) == expected
 
@@ -108,16 +122,19 @@ def test_evaluation_batch_size_and_layout_do_not_change_the_table(tmp_path):
     calibration sees the same images either way."""
     tables = []
     for name, size in [("small", "4"), ("large", "32")]:
-        cfg = build_config(None, {**BASE, "max_steps": "3", "amp": "none", "eval_batch_size": size,
-                                  "out": str(tmp_path / name)})
+        cfg = build_config(
+            None, {**BASE, "max_steps": "3", "amp": "none", "eval_batch_size": size, "out": str(tmp_path / name)}
+        )
         tables.append(load_checkpoint(train(cfg, echo=lambda s: None, progress=False) / "checkpoint.pt")["subnets"])
     for small, large in zip(*tables):
         assert small["dice_bn_as_trained"] == pytest.approx(large["dice_bn_as_trained"], abs=2e-3)
         assert small["dice"] == pytest.approx(large["dice"], abs=0.02)  # per-batch BN variances average differently
 
 
-@pytest.mark.parametrize("size, batch, expected", [((64, 96), 8, 64), ((288, 384), 16, 36), ((1024, 1024), 2, 3),
-                                                   ((2048, 1280), 2, 2), ((32, 32), 8, 64)])
+@pytest.mark.parametrize(
+    "size, batch, expected",
+    [((64, 96), 8, 64), ((288, 384), 16, 36), ((1024, 1024), 2, 3), ((2048, 1280), 2, 2), ((32, 32), 8, 64)],
+)
 def test_automatic_evaluation_batch_fits_a_pixel_budget(size, batch, expected):
     from elasticnet.config import eval_batch_size
 
@@ -132,8 +149,9 @@ def test_inference_layout_gives_the_same_predictions(tiny_elastic):
     tiny_elastic.eval()
     with torch.no_grad():
         for subnet in tiny_elastic.config.subnets():
-            torch.testing.assert_close(tiny_elastic(inference_layout(x), subnet), tiny_elastic(x, subnet),
-                                       rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                tiny_elastic(inference_layout(x), subnet), tiny_elastic(x, subnet), rtol=1e-5, atol=1e-5
+            )
     masks = (torch.rand(3, 1, 32, 32) > 0.5).float()
     result = evaluate_subnet(tiny_elastic, SubNet(4, 0.5), [(x, masks)], CPU)
     assert result["images"] == 3
@@ -145,20 +163,33 @@ def test_no_final_table_then_recalibrate_then_export(tmp_path):
     run = tmp_path / "run"
     common = [sys.executable, "-m", "elasticnet"]
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in BASE.items()]
-    done = subprocess.run([*common, "train", *flags, "--max-steps", "2", "--no-final-table", "--out", str(run),
-                           "--quiet"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*common, "train", *flags, "--max-steps", "2", "--no-final-table", "--out", str(run), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (run / "subnets.csv").exists() and load_checkpoint(run / "checkpoint.pt")["subnets"] == []
-    refused = subprocess.run([*common, "export", "--checkpoint", str(run), "--depth", "3", "--target", "torch"],
-                             capture_output=True, text=True, timeout=300)
+    refused = subprocess.run(
+        [*common, "export", "--checkpoint", str(run), "--depth", "3", "--target", "torch"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert refused.returncode != 0 and "--recalibrate" in refused.stderr and "Traceback" not in refused.stderr
     assert not list(run.glob("export-*"))
-    done = subprocess.run([*common, "eval", "--checkpoint", str(run), "--recalibrate"], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [*common, "eval", "--checkpoint", str(run), "--recalibrate"], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(load_checkpoint(run / "checkpoint.pt")["subnets"]) == 4 and (run / "subnets.csv").exists()
-    done = subprocess.run([*common, "export", "--checkpoint", str(run), "--depth", "3", "--target", "torch"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*common, "export", "--checkpoint", str(run), "--depth", "3", "--target", "torch"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -176,6 +207,14 @@ def test_channel_multiple_zero_takes_the_devices_multiple_and_is_recorded(tmp_pa
 
 
 def test_widths_that_rounding_makes_identical_are_refused():
-    with pytest.raises(UserError, match="widths 0.25 and 0.5 give the same channels.*--channel-multiple"):
-        build_config(None, {"base_width": "16", "depths": "2", "widths": "0.25,0.5,1", "channel_multiple": "16",
-                            "image_size": "32x32"})
+    with pytest.raises(UserError, match=r"widths 0.25 and 0.5 give the same channels.*--channel-multiple"):
+        build_config(
+            None,
+            {
+                "base_width": "16",
+                "depths": "2",
+                "widths": "0.25,0.5,1",
+                "channel_multiple": "16",
+                "image_size": "32x32",
+            },
+        )

@@ -14,8 +14,10 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 def test_profile_overrides_base_and_flags_override_profile(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("model: {base_width: 8}\ntrain: {epochs: 2}\ndefault_profile: small\n"
-                    "profiles:\n  small: {train: {epochs: 3}}\n  big: {model: {base_width: 32}}\n")
+    path.write_text(
+        "model: {base_width: 8}\ntrain: {epochs: 2}\ndefault_profile: small\n"
+        "profiles:\n  small: {train: {epochs: 3}}\n  big: {model: {base_width: 32}}\n"
+    )
     assert build_config(str(path)).train.epochs == 3
     big = build_config(str(path), profile="big")
     assert big.model.base_width == 32 and big.train.epochs == 2
@@ -29,7 +31,7 @@ def test_every_experiment_profile_is_valid(name):
     import yaml
 
     loaded = yaml.safe_load((EXPERIMENTS / name).read_text())
-    for profile in (loaded.get("profiles") or {None: None}):
+    for profile in loaded.get("profiles") or {None: None}:
         cfg = build_config(str(EXPERIMENTS / name), profile=profile)
         assert cfg.model.max_depth >= 3
 

@@ -62,8 +62,13 @@ def test_cvc_sequence_table():
 def test_cvc_official_layout(tmp_path):
     frames = write_cvc_official(tmp_path / "cvc")
     records = find_cvc(tmp_path / "cvc")
-    assert [(r.name, r.group) for r in records] == [("1", "seq01"), ("2", "seq01"), ("26", "seq02"), ("27", "seq02"),
-                                                      ("612", "seq29")]
+    assert [(r.name, r.group) for r in records] == [
+        ("1", "seq01"),
+        ("2", "seq01"),
+        ("26", "seq02"),
+        ("27", "seq02"),
+        ("612", "seq29"),
+    ]
     image, mask = decode(records[0], 3)
     assert np.array_equal(image, frames[1])
     assert set(np.unique(mask)) == {0, 255} and mask[0, 0] == 0 and mask[30, 40] == 255 and mask[10, 15] == 255
@@ -115,8 +120,14 @@ def test_mias_masks_from_info(tmp_path, layout):
     write_mias(tmp_path / "mias", layout)
     records = find_mias(tmp_path / "mias")
     assert [r.name for r in records] == [f"mdb{i:03d}" for i in range(1, 7)]
-    assert [r.group for r in records] == ["patient001", "patient001", "patient002", "patient002", "patient003",
-                                          "patient003"]
+    assert [r.group for r in records] == [
+        "patient001",
+        "patient001",
+        "patient002",
+        "patient002",
+        "patient003",
+        "patient003",
+    ]
     masks = {r.name: decode(r, 1)[1] for r in records}
     # mdb001: centre column 20, 10 rows from the bottom -> row 63 - 10 = 53, radius 5
     assert masks["mdb001"][53, 20] == 255 and masks["mdb001"][53, 26] == 0 and masks["mdb001"][10, 20] == 0
@@ -137,7 +148,7 @@ def test_mias_parser_and_errors(tmp_path):
     (tmp_path / "mias" / "mdb003.pgm").unlink()
     with pytest.raises(UserError, match="no image file"):
         find_mias(tmp_path / "mias")
-    with pytest.raises(UserError, match="Info.txt is missing"):
+    with pytest.raises(UserError, match=r"Info.txt is missing"):
         find_mias(tmp_path)
 
 
@@ -158,7 +169,7 @@ def test_truncated_pgm_is_reported(tmp_path):
     write_mias(tmp_path / "mias")
     path = tmp_path / "mias" / "mdb002.pgm"
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(UserError, match="mdb002.pgm: unreadable"):
+    with pytest.raises(UserError, match=r"mdb002.pgm: unreadable"):
         load_records(find_mias(tmp_path / "mias"), 1, (32, 32))
 
 
@@ -195,12 +206,15 @@ def test_k_fold_tests_every_image_once(method):
     assert (tested == 1).all()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"method": "grouped", "test_fraction": 0.2, "groups": ["a", "a", "b"]}, "at least 3 groups"),
-    ({"method": "x"}, "unknown split"),
-    ({"folds": 1}, "folds must be 0"),
-    ({"folds": 3, "fold": 3}, "fold must lie in 0..2"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"method": "grouped", "test_fraction": 0.2, "groups": ["a", "a", "b"]}, "at least 3 groups"),
+        ({"method": "x"}, "unknown split"),
+        ({"folds": 1}, "folds must be 0"),
+        ({"folds": 3, "fold": 3}, "fold must lie in 0..2"),
+    ],
+)
 def test_split_errors(kwargs, message):
     groups = kwargs.pop("groups", GROUPS)
     with pytest.raises(UserError, match=message):
@@ -209,8 +223,9 @@ def test_split_errors(kwargs, message):
 
 def test_real_mias_split_keeps_patients_together(tmp_path):
     write_mias(tmp_path / "mias")
-    cfg = DataConfig(data=str(tmp_path / "mias"), image_size=[32, 32], split="grouped", val_fraction=0.3,
-                     mean=[0.5], std=[0.25])
+    cfg = DataConfig(
+        data=str(tmp_path / "mias"), image_size=[32, 32], split="grouped", val_fraction=0.3, mean=[0.5], std=[0.25]
+    )
     split = build_datasets(cfg, 1, 0)
     by_patient: dict[str, set] = {}
     for row in split.rows:
@@ -233,8 +248,14 @@ def test_disk_cache_equals_memory_cache(tmp_path):
 
 
 def test_patches_have_the_patch_size_and_find_lesions():
-    cfg = DataConfig(image_size=[64, 64], synthetic_count=8, val_fraction=0.25, augment="none", patch_size=[16, 16],
-                     patch_lesion_fraction=1.0)
+    cfg = DataConfig(
+        image_size=[64, 64],
+        synthetic_count=8,
+        val_fraction=0.25,
+        augment="none",
+        patch_size=[16, 16],
+        patch_lesion_fraction=1.0,
+    )
     split = build_datasets(cfg, 3, 0)
     assert isinstance(split.train, PatchDataset)
     hits = 0
@@ -250,7 +271,7 @@ def test_sliding_window_equals_whole_image_when_the_window_covers_it(tiny_elasti
 
     model = tiny_elastic.eval()
     x = torch.randn(2, 3, 32, 48)
-    predict = lambda t: model(t, SubNet(3, 1.0))  # noqa: E731
+    predict = lambda t: model(t, SubNet(3, 1.0))
     with torch.no_grad():
         whole = predict(x)
     assert torch.equal(sliding_window(predict, x, (32, 48)), whole)

@@ -23,8 +23,15 @@ from elasticnet.training.trainer import train
 
 DEPTHS, WIDTHS = (3, 4, 5), (0.25, 0.5, 0.75, 1.0)
 FULL = parse_subnets(["d4-w1", "d3-w1"])
-BASE = {"base_width": "8", "depths": "2,3", "widths": "0.5,1", "image_size": "32x32", "synthetic_count": "48",
-        "batch_size": "8", "calib_batches": "1"}
+BASE = {
+    "base_width": "8",
+    "depths": "2,3",
+    "widths": "0.5,1",
+    "image_size": "32x32",
+    "synthetic_count": "48",
+    "batch_size": "8",
+    "calib_batches": "1",
+}
 
 
 def _sampler(**kw) -> SubNetSampler:
@@ -81,11 +88,14 @@ def test_phases_warm_start_then_depths_then_widths_with_ramped_weights():
     assert dict(late[0])[SubNet(3, 0.25)] == pytest.approx(0.1) and dict(late[-1])[SubNet(3, 0.25)] == 1.0
 
 
-@pytest.mark.parametrize("kw, message", [
-    ({"always": parse_subnets(["d6-w1"])}, "not in the grid"),
-    ({"shrink_start": 1.0}, "fraction"),
-    ({"random_by_flops": True}, "FLOPs"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"always": parse_subnets(["d6-w1"])}, "not in the grid"),
+        ({"shrink_start": 1.0}, "fraction"),
+        ({"random_by_flops": True}, "FLOPs"),
+    ],
+)
 def test_sampler_options_are_checked(kw, message):
     with pytest.raises(UserError, match=message):
         _sampler(**kw)
@@ -93,8 +103,17 @@ def test_sampler_options_are_checked(kw, message):
         parse_subnets(["4x1"])
 
 
-@pytest.mark.parametrize("key, value", [("optimizer", "adam"), ("distill_teacher", "best"), ("lr_floor", "1"),
-                                        ("ema_decay", "1"), ("grad_clip", "-1"), ("always_subnets", "d9-w1")])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("optimizer", "adam"),
+        ("distill_teacher", "best"),
+        ("lr_floor", "1"),
+        ("ema_decay", "1"),
+        ("grad_clip", "-1"),
+        ("always_subnets", "d9-w1"),
+    ],
+)
 def test_bad_recipe_options_are_refused_before_training(key, value, tmp_path):
     with pytest.raises(UserError):
         cfg = build_config(None, {**BASE, "strategy": "sandwich", key: value, "out": str(tmp_path / "r")})
@@ -145,8 +164,17 @@ def test_ema_teacher_averages_the_weights():
 
 
 def test_recipe_plans_and_counts_compute():
-    cfg = build_config(None, {**BASE, "strategy": "sandwich", "distill": True, "distill_teacher": "ema",
-                              "distill_start": "0.5", "always_subnets": "d2-w1"})
+    cfg = build_config(
+        None,
+        {
+            **BASE,
+            "strategy": "sandwich",
+            "distill": True,
+            "distill_teacher": "ema",
+            "distill_start": "0.5",
+            "always_subnets": "d2-w1",
+        },
+    )
     model = ElasticUNet(cfg.model)
     recipe = Recipe(cfg, model, total_steps=10, image_size=(32, 32))
     early, late = recipe.plan(0), recipe.plan(5)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from conftest import write_folder_dataset
 
 from elasticnet.checkpoint import load_checkpoint, save_checkpoint
 from elasticnet.config import RunConfig, build_config
@@ -31,11 +32,19 @@ from elasticnet.models import ElasticUNet, ElasticUNetConfig
 from elasticnet.training import step, trainer
 from elasticnet.training.run_dir import run_lock
 from elasticnet.training.signals import TrainingInterrupted
-from conftest import write_folder_dataset
 
 FAULTS = int(os.environ.get("ELASTICNET_FAULTS", "0"))
-BASE = {"base_width": "8", "depths": "2,3", "widths": "0.5,1", "image_size": "32x32", "synthetic_count": "48",
-        "batch_size": "8", "calib_batches": "1", "epochs": "2", "checkpoint_every": "2"}
+BASE = {
+    "base_width": "8",
+    "depths": "2,3",
+    "widths": "0.5,1",
+    "image_size": "32x32",
+    "synthetic_count": "48",
+    "batch_size": "8",
+    "calib_batches": "1",
+    "epochs": "2",
+    "checkpoint_every": "2",
+}
 QUIET = {"echo": lambda s: None, "progress": False}
 
 
@@ -63,14 +72,30 @@ def _interrupt_at(monkeypatch, call: int) -> None:
 
 # --- exact resume ----------------------------------------------------------------------------------------
 
-PARITY_RECIPE = {"strategy": "sandwich", "always_subnets": "d2-w1", "random_by_flops": True, "weight_smallest": "0.5",
-                 "shrink_start": "0.1", "width_start": "0.3", "ramp": "0.25", "distill": True,
-                 "distill_teacher": "ema", "distill_loss": "bce", "distill_start": "0.25", "optimizer": "sgd",
-                 "lr": "0.05", "lr_floor": "0.1", "grad_clip": "1"}
+PARITY_RECIPE = {
+    "strategy": "sandwich",
+    "always_subnets": "d2-w1",
+    "random_by_flops": True,
+    "weight_smallest": "0.5",
+    "shrink_start": "0.1",
+    "width_start": "0.3",
+    "ramp": "0.25",
+    "distill": True,
+    "distill_teacher": "ema",
+    "distill_loss": "bce",
+    "distill_start": "0.25",
+    "optimizer": "sgd",
+    "lr": "0.05",
+    "lr_floor": "0.1",
+    "grad_clip": "1",
+}
 
 
-@pytest.mark.parametrize("variant", [{}, {"patch_size": "16x16", "strategy": "sandwich", "distill": True}, PARITY_RECIPE],
-                         ids=["whole-images", "patches-sandwich-distill", "phases-ema-teacher-sgd-clip"])
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"patch_size": "16x16", "strategy": "sandwich", "distill": True}, PARITY_RECIPE],
+    ids=["whole-images", "patches-sandwich-distill", "phases-ema-teacher-sgd-clip"],
+)
 def test_resume_after_signals_equals_an_uninterrupted_run(tmp_path, monkeypatch, variant):
     settings = {**BASE, **variant}
     reference = trainer.train(build_config(None, {**settings, "out": str(tmp_path / "ref")}), **QUIET)
@@ -128,8 +153,11 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_weights(tmp_path):
     while not (run / "checkpoint.pt").exists():
         attempts += 1
         assert attempts < 2 * target + 10, "the run never finished"
-        command = _cli("train", "--resume", str(run), "--quiet") if (run / "config.yaml").exists() else \
-            _cli("train", *flags, f"--out={run}")
+        command = (
+            _cli("train", "--resume", str(run), "--quiet")
+            if (run / "config.yaml").exists()
+            else _cli("train", *flags, f"--out={run}")
+        )
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if kills < target:
             try:
@@ -162,6 +190,7 @@ def test_sigterm_saves_state_and_exits_with_128_plus_signal(tmp_path):
 
 
 # --- refusals -------------------------------------------------------------------------------------------
+
 
 def test_a_second_training_in_a_locked_folder_is_refused(tmp_path):
     with run_lock(tmp_path / "r"):
@@ -208,7 +237,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, monkeypat
         return value * float("nan") if calls["n"] == 3 else value
 
     monkeypatch.setattr(step, "segmentation_loss", loss)
-    with pytest.raises(UserError, match="loss became nan.*kept the last good training state"):
+    with pytest.raises(UserError, match=r"loss became nan.*kept the last good training state"):
         trainer.train(build_config(None, {**BASE, "out": str(tmp_path / "r")}), **QUIET)
     state = load_checkpoint(tmp_path / "r" / "last.pt")
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -217,13 +246,16 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, monkeypat
 
 # --- damaged files ----------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def saved_checkpoint(tmp_path_factory) -> Path:
-    cfg = RunConfig.from_dict({"model": {"base_width": 4, "depths": [2, 3], "widths": [0.5, 1.0]},
-                               "data": {"image_size": [16, 16]}})
+    cfg = RunConfig.from_dict(
+        {"model": {"base_width": 4, "depths": [2, 3], "widths": [0.5, 1.0]}, "data": {"image_size": [16, 16]}}
+    )
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
-    save_checkpoint(path, cfg, ElasticUNet(ElasticUNetConfig(base_width=4, depths=[2, 3], widths=[0.5, 1.0])),
-                    subnets=[], step=0)
+    save_checkpoint(
+        path, cfg, ElasticUNet(ElasticUNetConfig(base_width=4, depths=[2, 3], widths=[0.5, 1.0])), subnets=[], step=0
+    )
     return path
 
 
@@ -233,7 +265,7 @@ def test_truncated_checkpoints_give_clear_errors(saved_checkpoint, tmp_path):
     for offset in offsets:
         path = tmp_path / f"cut-{offset}.pt"
         path.write_bytes(data[:offset])
-        with pytest.raises(UserError, match="not a readable elasticnet checkpoint|is corrupted"):
+        with pytest.raises(UserError, match=r"not a readable elasticnet checkpoint|is corrupted"):
             load_checkpoint(path)
     print(f"{len(offsets)} truncated checkpoints, {len(offsets)} clear errors")
 
@@ -268,10 +300,17 @@ def test_a_pickle_that_runs_code_is_refused_as_checkpoint(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("edit", [lambda c: c.pop("model"), lambda c: c.pop("config"),
-                                  lambda c: c.update(step="three"), lambda c: c.update(subnets=[1, 2]),
-                                  lambda c: c.update(model={"encoder.0.conv1.weight": "text"})],
-                         ids=["no-model", "no-config", "step-text", "rows-not-tables", "weights-not-tensors"])
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda c: c.pop("model"),
+        lambda c: c.pop("config"),
+        lambda c: c.update(step="three"),
+        lambda c: c.update(subnets=[1, 2]),
+        lambda c: c.update(model={"encoder.0.conv1.weight": "text"}),
+    ],
+    ids=["no-model", "no-config", "step-text", "rows-not-tables", "weights-not-tensors"],
+)
 def test_a_checkpoint_with_a_valid_hash_but_a_wrong_structure_is_refused(saved_checkpoint, tmp_path, edit):
     from elasticnet.checkpoint import HASH_KEY, content_hash
 
@@ -362,7 +401,9 @@ def test_a_split_without_lesions_finishes_with_a_blank_lesion_column(tmp_path):
     """Every mask empty (normal films only): the run ends with a checkpoint and a table whose lesion Dice is
     blank, instead of crashing at the end (and on every --resume)."""
     root = _masks_dataset(tmp_path / "ds", 0, 255)
-    cfg = build_config(None, {**BASE, "data": str(root), "max_steps": "2", "batch_size": "4", "out": str(tmp_path / "r")})
+    cfg = build_config(
+        None, {**BASE, "data": str(root), "max_steps": "2", "batch_size": "4", "out": str(tmp_path / "r")}
+    )
     run = trainer.train(cfg, **QUIET)
     rows = list(csv.DictReader(open(run / "subnets.csv")))
     assert (run / "checkpoint.pt").is_file() and rows and all(r["dice_lesion"] == "" for r in rows)

@@ -10,13 +10,12 @@ import csv
 import cv2
 import numpy as np
 import pytest
+from conftest import SHARED_DATASETS
 
 from elasticnet.data.cvc import find_cvc
 from elasticnet.data.imageio import read_image
 from elasticnet.data.mias import find_mias
 from elasticnet.data.records import decode
-
-from conftest import SHARED_DATASETS
 
 CVC = SHARED_DATASETS / "cvc-clinicdb"
 CVC_TIF = SHARED_DATASETS / "cvc-clinicdb-tif-sample"

@@ -9,8 +9,15 @@ from elasticnet.checkpoint import load_checkpoint
 from elasticnet.config import build_config
 from elasticnet.training.trainer import train
 
-BASE = {"base_width": "8", "depths": "2,3", "widths": "0.5,1", "image_size": "32x32", "synthetic_count": "48",
-        "batch_size": "8", "calib_batches": "1"}
+BASE = {
+    "base_width": "8",
+    "depths": "2,3",
+    "widths": "0.5,1",
+    "image_size": "32x32",
+    "synthetic_count": "48",
+    "batch_size": "8",
+    "calib_batches": "1",
+}
 
 
 def _train(tmp_path, name, **overrides):
@@ -33,18 +40,22 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     assert any(not torch.equal(a["model"][k], c["model"][k]) for k in a["model"] if a["model"][k].is_floating_point())
 
 
-@pytest.mark.parametrize("overrides", [
-    {"strategy": "sandwich", "num_random": "1"},
-    {"strategy": "sandwich", "distill": True},
-    {"strategy": "uniform", "distill": True},
-    {"bn_mode": "per_depth"},
-    {"bn_mode": "per_width"},
-    {"inactive_weights": "optimizer"},
-    {"grad_checkpoint": True},
-    {"amp": "bf16"},
-    {"amp": "fp16"},
-    {"channels_last": True, "grad_checkpoint": True, "amp": "bf16"},
-], ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"strategy": "sandwich", "num_random": "1"},
+        {"strategy": "sandwich", "distill": True},
+        {"strategy": "uniform", "distill": True},
+        {"bn_mode": "per_depth"},
+        {"bn_mode": "per_width"},
+        {"inactive_weights": "optimizer"},
+        {"grad_checkpoint": True},
+        {"amp": "bf16"},
+        {"amp": "fp16"},
+        {"channels_last": True, "grad_checkpoint": True, "amp": "bf16"},
+    ],
+    ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()),
+)
 def test_training_variants_run(tmp_path, overrides):
     ckpt = _train(tmp_path, "v", max_steps="2", **overrides)
     assert ckpt["step"] == 2 and len(ckpt["subnets"]) == 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import DEPTHS, WIDTHS
 
 from elasticnet.errors import UserError
 from elasticnet.models import SubNet
@@ -13,8 +14,6 @@ from elasticnet.training.inactive import InactiveWeightFreezer
 from elasticnet.training.losses import segmentation_loss
 from elasticnet.training.metrics import dice_iou_per_image
 from elasticnet.training.sampler import SubNetSampler
-
-from conftest import DEPTHS, WIDTHS
 
 # --- sampler -------------------------------------------------------------------------------------------
 

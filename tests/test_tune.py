@@ -21,25 +21,63 @@ from elasticnet.tune.space import check_space  # noqa: E402
 from elasticnet.tune.worker import TuneSettings, open_study, run_worker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--base-width", "8", "--depths", "2,3", "--widths", "0.5,1", "--image-size", "32x32",
-        "--synthetic-count", "32", "--epochs", "2", "--calib-batches", "1", "--batch-size", "8"]
-SPACE = "search:\n  lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n" \
-        "  strategy: {type: categorical, choices: [uniform, sandwich]}\n"
+TINY = [
+    "--base-width",
+    "8",
+    "--depths",
+    "2,3",
+    "--widths",
+    "0.5,1",
+    "--image-size",
+    "32x32",
+    "--synthetic-count",
+    "32",
+    "--epochs",
+    "2",
+    "--calib-batches",
+    "1",
+    "--batch-size",
+    "8",
+]
+SPACE = (
+    "search:\n  lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
+    "  strategy: {type: categorical, choices: [uniform, sandwich]}\n"
+)
 
 
 def _worker(tmp_path: Path, study: str, trials: int, *extra: str) -> subprocess.Popen:
     config = tmp_path / "space.yaml"
     config.write_text(SPACE)
-    command = [sys.executable, "-m", "elasticnet", "tune", "--config", str(config), "--study", study,
-               "--storage", str(tmp_path / "study.log"), "--trials", str(trials), "--tune-out", str(tmp_path / "out"),
-               "--quiet", "--threads", "1", *TINY, *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "elasticnet",
+        "tune",
+        "--config",
+        str(config),
+        "--study",
+        study,
+        "--storage",
+        str(tmp_path / "study.log"),
+        "--trials",
+        str(trials),
+        "--tune-out",
+        str(tmp_path / "out"),
+        "--quiet",
+        "--threads",
+        "1",
+        *TINY,
+        *extra,
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _load(tmp_path: Path, study: str):
-    return optuna.load_study(study_name=study, storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log"))))
+    return optuna.load_study(
+        study_name=study,
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log"))),
+    )
 
 
 @pytest.mark.slow
@@ -85,17 +123,39 @@ def test_a_killed_worker_s_trial_is_failed_and_resumed(tmp_path):
 def test_multi_objective_and_objective_choice(tmp_path):
     config = tmp_path / "space.yaml"
     config.write_text("search:\n  base_width: {type: categorical, choices: [4, 8]}\n")
-    settings = TuneSettings(study="m", storage=str(tmp_path / "m.log"), trials=2, out=tmp_path / "out",
-                            config=str(config), objective="smallest", multi=True,
-                            overrides={"depths": "2,3", "widths": "0.5,1", "image_size": "32x32",
-                                       "synthetic_count": "24", "epochs": "1", "calib_batches": "1"})
+    settings = TuneSettings(
+        study="m",
+        storage=str(tmp_path / "m.log"),
+        trials=2,
+        out=tmp_path / "out",
+        config=str(config),
+        objective="smallest",
+        multi=True,
+        overrides={
+            "depths": "2,3",
+            "widths": "0.5,1",
+            "image_size": "32x32",
+            "synthetic_count": "24",
+            "epochs": "1",
+            "calib_batches": "1",
+        },
+    )
     assert run_worker(settings, echo=lambda s: None) == 2
     study = open_study(settings)
     assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
     assert (tmp_path / "out" / "summary" / "best.csv").exists()
     with pytest.raises(UserError, match="was started with"):
-        open_study(TuneSettings(study="m", storage=str(tmp_path / "m.log"), trials=2, out=tmp_path / "out",
-                                config=str(config), objective="largest", multi=True))
+        open_study(
+            TuneSettings(
+                study="m",
+                storage=str(tmp_path / "m.log"),
+                trials=2,
+                out=tmp_path / "out",
+                config=str(config),
+                objective="largest",
+                multi=True,
+            )
+        )
 
 
 def test_final_values():
@@ -105,17 +165,20 @@ def test_final_values():
     assert final_values(rows, "mean", True) == [pytest.approx(0.7), pytest.approx(40.0)]
 
 
-@pytest.mark.parametrize("space, message", [
-    ({"nope": {"type": "float", "low": 0, "high": 1}}, "not a config key"),
-    ({"lr": {"type": "float", "low": 1, "high": 0.1}}, "low < high"),
-    ({"lr": {"type": "float", "low": "abc", "high": 0.1}}, "must be numbers"),
-    ({"lr": {"type": "float", "high": 0.1}}, "needs low and high"),
-    ({"lr": {"type": "categorical", "choices": 5}}, "non-empty choices"),
-    ({"lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "low > 0"),
-    ({"lr": {"low": 0.1, "high": 1}}, "needs type"),
-    ({"strategy": {"type": "categorical", "choices": []}}, "non-empty choices"),
-    ({"out": {"type": "categorical", "choices": ["a"]}}, "describes the study"),
-])
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"nope": {"type": "float", "low": 0, "high": 1}}, "not a config key"),
+        ({"lr": {"type": "float", "low": 1, "high": 0.1}}, "low < high"),
+        ({"lr": {"type": "float", "low": "abc", "high": 0.1}}, "must be numbers"),
+        ({"lr": {"type": "float", "high": 0.1}}, "needs low and high"),
+        ({"lr": {"type": "categorical", "choices": 5}}, "non-empty choices"),
+        ({"lr": {"type": "float", "low": 0, "high": 1, "log": True}}, "low > 0"),
+        ({"lr": {"low": 0.1, "high": 1}}, "needs type"),
+        ({"strategy": {"type": "categorical", "choices": []}}, "non-empty choices"),
+        ({"out": {"type": "categorical", "choices": ["a"]}}, "describes the study"),
+    ],
+)
 def test_bad_search_spaces_are_refused(space, message):
     with pytest.raises(UserError, match=message):
         check_space(space, "test.yaml")

@@ -15,17 +15,27 @@ from elasticnet.cli import evaluate, export, info, predict, profile, train, tune
 from elasticnet.errors import UserError
 from elasticnet.training.signals import TrainingInterrupted
 
-COMMANDS = {"train": train, "export": export, "eval": evaluate, "info": info, "profile": profile,
-            "predict": predict, "tune": tune}
+COMMANDS = {
+    "train": train,
+    "export": export,
+    "eval": evaluate,
+    "info": info,
+    "profile": profile,
+    "predict": predict,
+    "tune": tune,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elasticnet", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"elasticnet {__version__}")
-    parser.add_argument("--no-malloc-tuning", action="store_true",
-                        help="keep glibc's default allocator settings (see elasticnet.runtime.tune_malloc)")
+    parser.add_argument(
+        "--no-malloc-tuning",
+        action="store_true",
+        help="keep glibc's default allocator settings (see elasticnet.runtime.tune_malloc)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         module.add_parser(sub)
     return parser
 
@@ -39,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         import importlib.util
 
         if importlib.util.find_spec("torch") is None:
-            print(f"elasticnet {args.command}: error: this command needs PyTorch; install the training extras with "
-                  "`pip install 'elasticnet[train]'` (sites that only predict need `elasticnet[site]`)", file=sys.stderr)
+            print(
+                f"elasticnet {args.command}: error: this command needs PyTorch; install the training extras with "
+                "`pip install 'elasticnet[train]'` (sites that only predict need `elasticnet[site]`)",
+                file=sys.stderr,
+            )
             return 2
     if not args.no_malloc_tuning:
         from elasticnet.runtime import tune_malloc
@@ -70,13 +83,15 @@ def os_error_message(e: OSError) -> str:
     import errno
 
     where = " ".join(str(p) for p in (e.filename, e.filename2) if p) or "a file"
-    hint = {errno.ENOSPC: "free some disk space, or write elsewhere",
-            errno.EDQUOT: "free some disk space, or write elsewhere",
-            errno.EACCES: "choose a folder you can write to (or fix its permissions)",
-            errno.EPERM: "choose a folder you can write to (or fix its permissions)",
-            errno.EROFS: "the file system is read-only: choose another folder",
-            errno.EEXIST: "a file is in the way: choose another path",
-            errno.ENOTDIR: "a file is in the way where a folder is needed: choose another path",
-            errno.EISDIR: "a folder is in the way where a file is needed: choose another path",
-            errno.ENOENT: "check the path"}.get(e.errno, "check the path and the disk")
+    hint = {
+        errno.ENOSPC: "free some disk space, or write elsewhere",
+        errno.EDQUOT: "free some disk space, or write elsewhere",
+        errno.EACCES: "choose a folder you can write to (or fix its permissions)",
+        errno.EPERM: "choose a folder you can write to (or fix its permissions)",
+        errno.EROFS: "the file system is read-only: choose another folder",
+        errno.EEXIST: "a file is in the way: choose another path",
+        errno.ENOTDIR: "a file is in the way where a folder is needed: choose another path",
+        errno.EISDIR: "a folder is in the way where a file is needed: choose another path",
+        errno.ENOENT: "check the path",
+    }.get(e.errno, "check the path and the disk")
     return f"{e.strerror or e} ({where}); {hint}"

@@ -18,15 +18,23 @@ def add_parser(sub) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="checkpoint file or run folder (default: the newest run)")
     src.add_argument("--model", help="an export bundle folder (ONNX or PyTorch)")
-    p.add_argument("--data", help="'synthetic' or a folder with images/ and masks/ (default: the run's validation split)")
-    p.add_argument("--dataset", help="reader for --data: auto, folder, cvc-clinicdb or mini-mias (default: auto, "
-                   "recognised by the folder's files; another folder is not read with the training run's reader)")
+    p.add_argument(
+        "--data", help="'synthetic' or a folder with images/ and masks/ (default: the run's validation split)"
+    )
+    p.add_argument(
+        "--dataset",
+        help="reader for --data: auto, folder, cvc-clinicdb or mini-mias (default: auto, "
+        "recognised by the folder's files; another folder is not read with the training run's reader)",
+    )
     p.add_argument("--depth", type=int, help="checkpoint only: evaluate this depth (default: every sub-net)")
     p.add_argument("--width", type=float, help="checkpoint only: evaluate this width (default: every trained width)")
     p.add_argument("--batch-size", type=at_least(1), default=8)
-    p.add_argument("--recalibrate", action="store_true",
-                   help="checkpoint only: re-estimate every sub-net's BN statistics with this version of elasticnet and "
-                        "rewrite the run's sub-net table (subnets.csv/.md and the checkpoint's table and statistics)")
+    p.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="checkpoint only: re-estimate every sub-net's BN statistics with this version of elasticnet and "
+        "rewrite the run's sub-net table (subnets.csv/.md and the checkpoint's table and statistics)",
+    )
     p.add_argument("--device", default="auto", help="with --recalibrate: auto (CUDA when present) | cpu | cuda")
 
 
@@ -64,9 +72,15 @@ def run(args: argparse.Namespace) -> int:
         loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset)
         result = evaluate(predict, loader, cpu, d["output"]["threshold"], cfg.data.tile)
         print(f"{args.model} ({d['runtime']}, depth {d['subnet']['depth']}, width {d['subnet']['width']}) on {what}:")
-        print(f"Dice {result['dice']:.4f}  IoU {result['iou']:.4f}  (per-image mean at threshold {d['output']['threshold']})"
-              + (f"; Dice on images with a lesion {result['dice_lesion']:.4f}, false-positive area on images without "
-                 f"{result['fp_area']:.5f}" if "dice_lesion" in result else ""))
+        print(
+            f"Dice {result['dice']:.4f}  IoU {result['iou']:.4f}  (per-image mean at threshold {d['output']['threshold']})"
+            + (
+                f"; Dice on images with a lesion {result['dice_lesion']:.4f}, false-positive area on images without "
+                f"{result['fp_area']:.5f}"
+                if "dice_lesion" in result
+                else ""
+            )
+        )
         return 0
 
     from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
@@ -75,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.recalibrate:
         if args.data or args.depth is not None or args.width is not None:
-            raise UserError("--recalibrate rewrites the whole table of the run's own split; drop --data/--depth/--width")
+            raise UserError(
+                "--recalibrate rewrites the whole table of the run's own split; drop --data/--depth/--width"
+            )
         from elasticnet.training.recalibrate import recalibrate
 
         recalibrate(args.checkpoint, args.device)
@@ -92,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
     for subnet in subnets:
         static = cut_subnet(ckpt, subnet)
         result = evaluate(static, loader, cpu, cfg.train.threshold, cfg.data.tile)
-        rows.append({"depth": subnet.depth, "width": subnet.width} | {k: round(v, 4) for k, v in result.items() if k != "images"})
+        rows.append(
+            {"depth": subnet.depth, "width": subnet.width}
+            | {k: round(v, 4) for k, v in result.items() if k != "images"}
+        )
     print(f"{checkpoint} on {what} (per-image mean at threshold {cfg.train.threshold}, BN re-estimated per sub-net):")
     print(text_table(rows))
     return 0

@@ -14,13 +14,21 @@ from elasticnet.cli.arguments import at_least
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("export", help="export one sub-net (ONNX for CPU sites, or PyTorch)", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "export",
+        help="export one sub-net (ONNX for CPU sites, or PyTorch)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--checkpoint", help="checkpoint file or run folder (default: the newest run under runs/)")
     p.add_argument("--depth", type=int, help="number of resolution levels of the sub-net")
     p.add_argument("--width", type=float, help="channel multiplier of the sub-net (default: the full width)")
-    p.add_argument("--target", default="cpu", choices=["cpu", "onnx", "torch"],
-                   help="cpu/onnx: ONNX model checked with ONNX Runtime; torch: PyTorch file without elastic code")
+    p.add_argument(
+        "--target",
+        default="cpu",
+        choices=["cpu", "onnx", "torch"],
+        help="cpu/onnx: ONNX model checked with ONNX Runtime; torch: PyTorch file without elastic code",
+    )
     p.add_argument("--out", help="bundle folder (default: <run>/export-d<D>-w<W>-<target>)")
     budget = p.add_argument_group("budget (instead of --depth/--width): the most accurate sub-net that fits")
     budget.add_argument("--budget-ms", type=float, help="median batch-1 latency on this machine (ms)")
@@ -40,8 +48,11 @@ def run(args: argparse.Namespace) -> int:
     from elasticnet.errors import UserError
     from elasticnet.export.export import ExportOptions, export_subnet
 
-    budgets = {k: getattr(args, f"budget_{k}") for k in ("ms", "mflops", "params", "mb")
-               if getattr(args, f"budget_{k}") is not None}
+    budgets = {
+        k: getattr(args, f"budget_{k}")
+        for k in ("ms", "mflops", "params", "mb")
+        if getattr(args, f"budget_{k}") is not None
+    }
     if budgets and (args.depth is not None or args.width is not None):
         raise UserError("give either --depth/--width or a --budget-*, not both")
     if not budgets and args.depth is None:
@@ -52,8 +63,13 @@ def run(args: argparse.Namespace) -> int:
     depth, width = args.depth, args.width
     if budgets:
         depth, width = choose_for_budget(checkpoint, budgets, args)
-    options = ExportOptions(int8=args.int8, int8_max_drop=args.int8_max_drop, calib_images=args.calib_images,
-                            data=args.data, threads=args.threads)
+    options = ExportOptions(
+        int8=args.int8,
+        int8_max_drop=args.int8_max_drop,
+        calib_images=args.calib_images,
+        data=args.data,
+        threads=args.threads,
+    )
     export_subnet(checkpoint, depth, width, args.target, Path(args.out) if args.out else None, options=options)
     return 0
 

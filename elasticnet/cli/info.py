@@ -37,19 +37,27 @@ def run(args: argparse.Namespace) -> int:
         try:
             describe_bundle(folder, d)
         except (KeyError, TypeError, IndexError, AttributeError) as e:
-            raise UserError(f"{folder}/model.json is incomplete or malformed ({type(e).__name__}: {printable(e)}); "
-                            "export the bundle again") from None
+            raise UserError(
+                f"{folder}/model.json is incomplete or malformed ({type(e).__name__}: {printable(e)}); "
+                "export the bundle again"
+            ) from None
         return 0
     return describe_checkpoint(path, args.json)
 
 
 def describe_bundle(folder: Path, d: dict) -> None:
-    say(f"export bundle {folder}: {d['model_file']} for {d['runtime']} (elasticnet {d['elasticnet_version']}, {d['exported_at']})")
-    say(f"sub-net depth {d['subnet']['depth']}, width {d['subnet']['width']}, channels {d['channels']}, "
-        f"{d['params']} params, {d['mflops']} MFLOPs")
+    say(
+        f"export bundle {folder}: {d['model_file']} for {d['runtime']} (elasticnet {d['elasticnet_version']}, {d['exported_at']})"
+    )
+    say(
+        f"sub-net depth {d['subnet']['depth']}, width {d['subnet']['width']}, channels {d['channels']}, "
+        f"{d['params']} params, {d['mflops']} MFLOPs"
+    )
     i = d["input"]
-    say(f"input {i['layout']} {i['channels']}x{i['height']}x{i['width']} {i['color']}, {i['normalisation']}, "
-        f"mean {i['mean']}, std {i['std']}")
+    say(
+        f"input {i['layout']} {i['channels']}x{i['height']}x{i['width']} {i['color']}, {i['normalisation']}, "
+        f"mean {i['mean']}, std {i['std']}"
+    )
     say(f"output {d['output']['name']} -> {d['output']['activation']} > {d['output']['threshold']}")
     say(f"validation: {d['metrics']}")
     say(f"source: {d['source_checkpoint']['path']} (sha256 {d['source_checkpoint']['sha256'][:16]}...)")
@@ -63,20 +71,41 @@ def describe_checkpoint(path: Path | None, as_json: bool) -> int:
     checkpoint = resolve_checkpoint(path)
     ckpt = load_checkpoint(checkpoint)
     if as_json:
-        say(json.dumps({k: ckpt.get(k) for k in ("format", "format_version", "elasticnet_version", "config", "step",
-                                                   "epoch", "train_seconds", "train_tflops", "precision",
-                                                   "subnets")}, indent=2))
+        say(
+            json.dumps(
+                {
+                    k: ckpt.get(k)
+                    for k in (
+                        "format",
+                        "format_version",
+                        "elasticnet_version",
+                        "config",
+                        "step",
+                        "epoch",
+                        "train_seconds",
+                        "train_tflops",
+                        "precision",
+                        "subnets",
+                    )
+                },
+                indent=2,
+            )
+        )
         return 0
     cfg = ckpt["config"]
     say(f"checkpoint {checkpoint} (elasticnet {ckpt.get('elasticnet_version')}, format {ckpt.get('format_version')})")
-    say(f"model: base width {cfg['model']['base_width']}, depths {cfg['model']['depths']}, widths {cfg['model']['widths']}, "
-        f"BN {cfg['model']['bn_mode']}")
+    say(
+        f"model: base width {cfg['model']['base_width']}, depths {cfg['model']['depths']}, widths {cfg['model']['widths']}, "
+        f"BN {cfg['model']['bn_mode']}"
+    )
     say(f"data: {cfg['data']['data']} at {cfg['data']['image_size'][0]}x{cfg['data']['image_size'][1]}")
     t = cfg["train"]
-    say(f"training: {ckpt.get('step')} steps ({ckpt.get('epoch')} epochs) in {ckpt.get('train_seconds')} s, strategy "
+    say(
+        f"training: {ckpt.get('step')} steps ({ckpt.get('epoch')} epochs) in {ckpt.get('train_seconds')} s, strategy "
         f"{t['strategy']}{' + distill' if t['distill'] else ''}, batch {t['batch_size']}, lr {t['lr']}, seed {t['seed']}"
         + (f", {ckpt['precision']}" if ckpt.get("precision") else "")
-        + (f", {ckpt['train_tflops']} TFLOPs (model count)" if ckpt.get("train_tflops") is not None else ""))
+        + (f", {ckpt['train_tflops']} TFLOPs (model count)" if ckpt.get("train_tflops") is not None else "")
+    )
     if ckpt.get("subnets"):
         say("\nsub-nets (validation, BN re-estimated per sub-net):")
         say(text_table(ckpt["subnets"], table_columns(ckpt["subnets"])))

@@ -50,11 +50,15 @@ def run(args: argparse.Namespace) -> int:
     # checked before measuring for minutes: a folder that cannot take the results fails now, not at the end
     out = prepare_outputs(Path(args.out) if args.out else checkpoint.parent, names, args.overwrite)
     print(f"profiling {checkpoint} with {args.runtime} on {machine()} (each sub-net in a fresh process)")
-    rows = profile_checkpoint(checkpoint, parse_size(args.input_size), args.runtime, args.threads, args.batch,
-                              repeats=args.repeats)
+    rows = profile_checkpoint(
+        checkpoint, parse_size(args.input_size), args.runtime, args.threads, args.batch, repeats=args.repeats
+    )
     csv_path = write_csv(rows, out / f"profile-{args.runtime}.csv")
-    png = plot_pareto(rows, out / f"profile-{args.runtime}.png",
-                      f"{checkpoint.parent.name}: {args.runtime}, {rows[0]['input_size']}, batch 1, {machine()}")
+    png = plot_pareto(
+        rows,
+        out / f"profile-{args.runtime}.png",
+        f"{checkpoint.parent.name}: {args.runtime}, {rows[0]['input_size']}, batch 1, {machine()}",
+    )
     extra = [c for c in rows[0] if c.startswith("b") and c.endswith("_ms")]
     print(text_table(rows, COLUMNS[:-1] + extra + ["pareto"]))
     print(f"wrote {csv_path} and {png}")

@@ -12,12 +12,20 @@ HELP_FORMATS = {list: "comma-separated list (image_size: HxW)"}
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train an elastic U-Net", description=__doc__,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "train",
+        help="train an elastic U-Net",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--config", metavar="FILE.yaml", help="YAML config (sections model/data/train); flags override it")
     p.add_argument("--profile", help="a profile of the config file (e.g. cpu, paper); default: its default_profile")
-    p.add_argument("--resume", metavar="RUN", help="continue the interrupted run in folder RUN from its last saved state, "
-                   "with its own config (only --device may be given with it)")
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the interrupted run in folder RUN from its last saved state, "
+        "with its own config (only --device may be given with it)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(p, "config keys (each overrides the config file)")
 
@@ -28,12 +36,18 @@ def add_config_flags(p: argparse.ArgumentParser, title: str) -> None:
     for key, (section, tp) in leaf_keys().items():
         flag = "--" + key.replace("_", "-")
         if tp is bool:
-            group.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                               help=f"{section}.{key}")
+            group.add_argument(
+                flag,
+                dest=key,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{section}.{key}",
+            )
         else:
             kind = HELP_FORMATS.get(typing.get_origin(tp), getattr(tp, "__name__", str(tp)))
-            group.add_argument(flag, dest=key, default=argparse.SUPPRESS, metavar=key.upper(),
-                               help=f"{section}.{key} ({kind})")
+            group.add_argument(
+                flag, dest=key, default=argparse.SUPPRESS, metavar=key.upper(), help=f"{section}.{key} ({kind})"
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,11 +57,17 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in leaf_keys() if hasattr(args, k)}
     progress = not args.quiet and sys.stderr.isatty()
     if args.resume:
-        others = sorted(set(overrides) - {"device"}) + (["config"] if args.config else []) + (["profile"] if args.profile else [])
+        others = (
+            sorted(set(overrides) - {"device"})
+            + (["config"] if args.config else [])
+            + (["profile"] if args.profile else [])
+        )
         if others:
             flags = ", ".join("--" + k.replace("_", "-") for k in others)
-            raise UserError(f"--resume continues a run with the config it started with; drop {flags} "
-                            "(to change them, start a new run)")
+            raise UserError(
+                f"--resume continues a run with the config it started with; drop {flags} "
+                "(to change them, start a new run)"
+            )
         resume(args.resume, overrides.get("device"), progress=progress)
         return 0
     cfg = build_config(args.config, overrides, args.profile)

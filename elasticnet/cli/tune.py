@@ -15,22 +15,40 @@ import sys
 def add_parser(sub) -> None:
     from elasticnet.cli.train import add_config_flags
 
-    p = sub.add_parser("tune", help="hyper-parameter search with Optuna (parallel workers)", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "tune",
+        help="hyper-parameter search with Optuna (parallel workers)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", metavar="FILE.yaml", help="base config (and its search: section)")
     p.add_argument("--profile", help="a profile of the config file")
     p.add_argument("--study", required=True, help="study name (workers with the same name cooperate)")
-    p.add_argument("--storage", required=True, metavar="PATH_OR_URL",
-                   help="journal file (e.g. runs/tune/study.log, also on a shared file system) or a database URL")
+    p.add_argument(
+        "--storage",
+        required=True,
+        metavar="PATH_OR_URL",
+        help="journal file (e.g. runs/tune/study.log, also on a shared file system) or a database URL",
+    )
     p.add_argument("--trials", type=int, required=True, help="total trials of the study (over all workers)")
-    p.add_argument("--objective", default="mean", choices=["smallest", "mean", "largest"],
-                   help="validation Dice of the smallest sub-net, the mean over sub-nets, or the largest")
+    p.add_argument(
+        "--objective",
+        default="mean",
+        choices=["smallest", "mean", "largest"],
+        help="validation Dice of the smallest sub-net, the mean over sub-nets, or the largest",
+    )
     p.add_argument("--multi-objective", action="store_true", help="also minimise the MFLOPs of those sub-nets")
     p.add_argument("--no-pruning", action="store_true", help="never stop a trial early on its per-epoch Dice")
-    p.add_argument("--tune-out", metavar="DIR", help="study folder for trial runs and the summary (default: runs/tune/STUDY)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch threads of this worker (default: torch's; with several workers on one machine give "
-                        "each cores/workers, oversubscribed threads slow everything down)")
+    p.add_argument(
+        "--tune-out", metavar="DIR", help="study folder for trial runs and the summary (default: runs/tune/STUDY)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads of this worker (default: torch's; with several workers on one machine give "
+        "each cores/workers, oversubscribed threads slow everything down)",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-batch progress bars")
     add_config_flags(p, "fixed config keys (the same for every trial)")
 
@@ -49,10 +67,18 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in leaf_keys() if hasattr(args, k)}
     if "out" in overrides:
         raise UserError("trials get their run folders under --tune-out; drop --out")
-    settings = TuneSettings(study=args.study, storage=args.storage, trials=args.trials,
-                            out=Path(args.tune_out or Path("runs") / "tune" / args.study), config=args.config,
-                            profile=args.profile, overrides=overrides, objective=args.objective,
-                            multi=args.multi_objective, prune=not args.no_pruning)
+    settings = TuneSettings(
+        study=args.study,
+        storage=args.storage,
+        trials=args.trials,
+        out=Path(args.tune_out or Path("runs") / "tune" / args.study),
+        config=args.config,
+        profile=args.profile,
+        overrides=overrides,
+        objective=args.objective,
+        multi=args.multi_objective,
+        prune=not args.no_pruning,
+    )
     if args.threads:
         import torch
 

@@ -11,10 +11,10 @@ import os
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # never contact the network at import
 
-import albumentations as A  # noqa: E402
-import numpy as np  # noqa: E402
+import albumentations as A
+import numpy as np
 
-from elasticnet.errors import UserError  # noqa: E402
+from elasticnet.errors import UserError
 
 KINDS = ("endoscopy", "mammography", "none")
 
@@ -26,7 +26,12 @@ def endoscopy_augmentation(seed: int, strength: float = 1.0) -> A.Compose:
         [
             A.HorizontalFlip(p=0.5),
             A.VerticalFlip(p=0.5),
-            A.Affine(scale=(1 - 0.1 * s, 1 + 0.1 * s), translate_percent=(-0.05 * s, 0.05 * s), rotate=(-15 * s, 15 * s), p=0.5),
+            A.Affine(
+                scale=(1 - 0.1 * s, 1 + 0.1 * s),
+                translate_percent=(-0.05 * s, 0.05 * s),
+                rotate=(-15 * s, 15 * s),
+                p=0.5,
+            ),
             A.RandomBrightnessContrast(brightness_limit=0.15 * s, contrast_limit=0.15 * s, p=0.5),
             A.HueSaturationValue(hue_shift_limit=5 * s, sat_shift_limit=10 * s, val_shift_limit=5 * s, p=0.3),
         ],
@@ -57,8 +62,9 @@ def build(kind: str, seed: int, strength: float = 1.0) -> A.Compose | None:
     return (endoscopy_augmentation if kind == "endoscopy" else mammography_augmentation)(seed, strength)
 
 
-def apply(pipeline: A.Compose | None, image: np.ndarray, mask: np.ndarray,
-          seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def apply(
+    pipeline: A.Compose | None, image: np.ndarray, mask: np.ndarray, seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Augment one (image, mask) pair; with ``seed`` the result depends on nothing else."""
     if pipeline is None:
         return image, mask

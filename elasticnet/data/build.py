@@ -101,13 +101,18 @@ def build_datasets(cfg: DataConfig, in_channels: int, seed: int) -> Split:
     """Split as configured (by ``cfg.split_seed``, so every training seed sees the same test images);
     augmentation (seeded by ``seed``) and patches on the training part only."""
     full = load_all(cfg, in_channels)
-    parts = assign_split(full.groups, cfg.split, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.folds,
-                         cfg.fold)
+    parts = assign_split(
+        full.groups, cfg.split, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.folds, cfg.fold
+    )
     index = {p: [i for i, q in enumerate(parts) if q == p] for p in ("train", "val", "test")}
     pipeline = augment.build(augmentation_kind(cfg), seed, cfg.augment_strength)
     train: Dataset = full.subset(index["train"], pipeline)
     if any(cfg.patch_size):
         train = PatchDataset(train, cfg.patch_size, cfg.patch_lesion_fraction)
     rows = [{"name": n, "group": g, "split": p} for n, g, p in zip(full.names, full.groups, parts)]
-    return Split(train=train, val=full.subset(index["val"]), test=full.subset(index["test"]) if index["test"] else None,
-                 rows=rows)
+    return Split(
+        train=train,
+        val=full.subset(index["val"]),
+        test=full.subset(index["test"]) if index["test"] else None,
+        rows=rows,
+    )

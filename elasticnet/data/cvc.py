@@ -22,8 +22,37 @@ from elasticnet.data.records import DataProblems, Record
 from elasticnet.errors import UserError
 
 # First frame id of sequences 1..29 (from the README.txt shipped with CVC-ClinicDB); the last ends at 612.
-SEQUENCE_STARTS = (1, 26, 51, 68, 79, 104, 127, 152, 178, 200, 206, 228, 253, 278, 298, 318, 343, 364, 384,
-                   409, 429, 448, 467, 479, 504, 529, 547, 572, 592)
+SEQUENCE_STARTS = (
+    1,
+    26,
+    51,
+    68,
+    79,
+    104,
+    127,
+    152,
+    178,
+    200,
+    206,
+    228,
+    253,
+    278,
+    298,
+    318,
+    343,
+    364,
+    384,
+    409,
+    429,
+    448,
+    467,
+    479,
+    504,
+    529,
+    547,
+    572,
+    592,
+)
 NUM_FRAMES = 612
 
 
@@ -43,8 +72,12 @@ def find_cvc(root: str | Path) -> list[Record]:
     if is_official_layout(root):
         images_dir, masks_dir = root / "Original", root / "Ground Truth"
     else:
-        require_dir(root, "images", "masks",
-                    hint="CVC-ClinicDB is read from Original/ + 'Ground Truth/' (official) or images/ + masks/ (PNG)")
+        require_dir(
+            root,
+            "images",
+            "masks",
+            hint="CVC-ClinicDB is read from Original/ + 'Ground Truth/' (official) or images/ + masks/ (PNG)",
+        )
         images_dir, masks_dir = root / "images", root / "masks"
     records, bad = [], []
     pairs, problems = paired(root, images_dir, masks_dir)
@@ -54,9 +87,12 @@ def find_cvc(root: str | Path) -> list[Record]:
             continue
         records.append(Record(stem, image, f"seq{sequence_of(int(stem)):02d}", mask_path=mask))
     if bad:
-        raise UserError(f"{root}: CVC-ClinicDB files are named by frame id 1..{NUM_FRAMES}; these are not: "
-                        + ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else "")
-                        + ". Use --dataset folder for other data")
+        raise UserError(
+            f"{root}: CVC-ClinicDB files are named by frame id 1..{NUM_FRAMES}; these are not: "
+            + ", ".join(bad[:10])
+            + (" ..." if len(bad) > 10 else "")
+            + ". Use --dataset folder for other data"
+        )
     if problems:
         raise DataProblems(root, problems, records)
     return records

@@ -29,8 +29,16 @@ def to_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
 class SegmentationDataset(Dataset):
     """Images and 0/255 masks held in memory; yields ``(image (C,H,W), mask (1,H,W) in {0,1})``."""
 
-    def __init__(self, images: Sequence[np.ndarray], masks: Sequence[np.ndarray], names: list[str],
-                 mean: Sequence[float], std: Sequence[float], pipeline=None, groups: list[str] | None = None):
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        masks: Sequence[np.ndarray],
+        names: list[str],
+        mean: Sequence[float],
+        std: Sequence[float],
+        pipeline=None,
+        groups: list[str] | None = None,
+    ):
         assert len(images) == len(masks) == len(names)
         self.images, self.masks, self.names = images, masks, names
         self.groups = list(groups) if groups is not None else list(names)
@@ -45,15 +53,22 @@ class SegmentationDataset(Dataset):
         target = torch.from_numpy((mask > 127).astype(np.float32))[None]
         return to_tensor(image, self.mean, self.std), target
 
-    def subset(self, indices: Sequence[int], pipeline=None) -> "SegmentationDataset":
+    def subset(self, indices: Sequence[int], pipeline=None) -> SegmentationDataset:
         """The images at ``indices`` (decoded lazily if this set is), with ``pipeline`` as augmentation."""
         indices = list(indices)
         if isinstance(self.images, list):
             images, masks = [self.images[i] for i in indices], [self.masks[i] for i in indices]
         else:
             images, masks = _Subset(self.images, indices), _Subset(self.masks, indices)
-        return SegmentationDataset(images, masks, [self.names[i] for i in indices], self.mean, self.std, pipeline,
-                                   [self.groups[i] for i in indices])
+        return SegmentationDataset(
+            images,
+            masks,
+            [self.names[i] for i in indices],
+            self.mean,
+            self.std,
+            pipeline,
+            [self.groups[i] for i in indices],
+        )
 
 
 def split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:

@@ -64,8 +64,10 @@ def read_groups(root: Path) -> dict[str, str]:
                 with open(path, newline="", encoding="utf-8") as f:
                     rows = list(csv.reader(f))
             except (UnicodeDecodeError, csv.Error) as e:
-                raise UserError(f"{path} is not a CSV text file ({type(e).__name__}); it must have a header and two "
-                                "columns: name, group") from None
+                raise UserError(
+                    f"{path} is not a CSV text file ({type(e).__name__}); it must have a header and two "
+                    "columns: name, group"
+                ) from None
             if len(rows) < 2 or len(rows[0]) < 2:
                 raise UserError(f"{path} must have a header and two columns: name, group")
             return {row[0].strip(): row[1].strip() for row in rows[1:] if len(row) >= 2}

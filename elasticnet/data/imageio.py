@@ -45,8 +45,10 @@ def read_image(path: Path) -> np.ndarray:
     except OSError as e:
         raise ValueError(f"cannot be read ({e.strerror or e})") from None
     if size is not None and size[0] * size[1] > max_pixels():
-        raise ValueError(f"declares {size[1]}x{size[0]} pixels, more than the limit of {max_pixels():,} "
-                         "(ELASTICNET_MAX_PIXELS raises it)")
+        raise ValueError(
+            f"declares {size[1]}x{size[0]} pixels, more than the limit of {max_pixels():,} "
+            "(ELASTICNET_MAX_PIXELS raises it)"
+        )
     try:
         image = _read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else _read_opencv(path)
     except OSError as e:
@@ -78,7 +80,11 @@ def declared_size(path: Path) -> tuple[int, int] | None:
             return abs(h), abs(w)
         if head[:2] in (b"P2", b"P5", b"P3", b"P6"):
             tokens = b" ".join(line.split(b"#")[0] for line in (head + f.read(200)).splitlines()[:6]).split()
-            return (int(tokens[2]), int(tokens[1])) if len(tokens) >= 3 and tokens[1].isdigit() and tokens[2].isdigit() else None
+            return (
+                (int(tokens[2]), int(tokens[1]))
+                if len(tokens) >= 3 and tokens[1].isdigit() and tokens[2].isdigit()
+                else None
+            )
         if head[:2] == b"\xff\xd8":
             return _jpeg_size(f)
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):

@@ -80,6 +80,9 @@ def find_mias(root: str | Path, classes: str = "mass") -> list[Record]:
             circles[a.refnum].append((a.x, a.y_from_bottom, a.radius))
     missing = [r for r in refnums if r not in files]
     if missing:
-        raise UserError(f"{root}: Info.txt lists {len(missing)} film(s) with no image file in {image_dir}: "
-                        + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+        raise UserError(
+            f"{root}: Info.txt lists {len(missing)} film(s) with no image file in {image_dir}: "
+            + ", ".join(missing[:10])
+            + (" ..." if len(missing) > 10 else "")
+        )
     return [Record(r, files[r], patient_of(r), circles=tuple(circles.get(r, ()))) for r in refnums]

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from elasticnet.data.imageio import read_image, resize_image, to_channels  # noqa: F401  (resize_image re-exported)
+from elasticnet.data.imageio import read_image, resize_image, to_channels
 from elasticnet.errors import UserError
 
 
@@ -41,7 +41,7 @@ class DataProblems(UserError):
     fixes the folder once, not once per kind of problem.
     """
 
-    def __init__(self, root: Path | str, problems: Sequence[str], records: Sequence["Record"] = ()):
+    def __init__(self, root: Path | str, problems: Sequence[str], records: Sequence[Record] = ()):
         self.root, self.problems, self.records = root, list(problems), list(records)
         super().__init__(problem_report(root, self.problems))
 
@@ -51,10 +51,12 @@ def draw_circles(shape: tuple[int, int], circles: Sequence[tuple[float, float, f
     limit = 4 * max(shape)  # a circle this far out cannot mark this film (and would overflow OpenCV's ints)
     for col, row_from_bottom, radius in circles:
         if not all(abs(v) <= limit for v in (col, row_from_bottom, radius)):
-            raise ValueError(f"annotation circle (x {col:g}, y {row_from_bottom:g}, radius {radius:g}) lies far outside "
-                             f"the {shape[1]}x{shape[0]} film; check Info.txt")
-        centre = (int(round(col)), int(round(shape[0] - 1 - row_from_bottom)))
-        cv2.circle(mask, centre, int(round(radius)), 255, thickness=-1)
+            raise ValueError(
+                f"annotation circle (x {col:g}, y {row_from_bottom:g}, radius {radius:g}) lies far outside "
+                f"the {shape[1]}x{shape[0]} film; check Info.txt"
+            )
+        centre = (round(col), round(shape[0] - 1 - row_from_bottom))
+        cv2.circle(mask, centre, round(radius), 255, thickness=-1)
     return mask
 
 
@@ -72,8 +74,10 @@ def decode(record: Record, in_channels: int) -> tuple[np.ndarray, np.ndarray]:
         if mask.ndim == 3:
             mask = mask.max(axis=2)
         if image.shape[:2] != mask.shape[:2]:
-            raise ValueError(f"{record.image_path}: image is {image.shape[1]}x{image.shape[0]} but its mask "
-                             f"{record.mask_path.name} is {mask.shape[1]}x{mask.shape[0]} (width x height)")
+            raise ValueError(
+                f"{record.image_path}: image is {image.shape[1]}x{image.shape[0]} but its mask "
+                f"{record.mask_path.name} is {mask.shape[1]}x{mask.shape[0]} (width x height)"
+            )
         # 0/255 (or 0/65535) masks, and masks saved as 0/1 (maximum 1): those would read as empty at 127
         mask = np.where(mask > (0 if mask.max() <= 1 else 127), 255, 0).astype(np.uint8)
     else:
@@ -105,8 +109,9 @@ def check_records(records: Sequence[Record], in_channels: int, root: Path | str,
         raise UserError(problem_report(root, problems))
 
 
-def load_records(records: Sequence[Record], in_channels: int, size: tuple[int, int], root: Path | str = "",
-                 known: Sequence[str] = ()) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def load_records(
+    records: Sequence[Record], in_channels: int, size: tuple[int, int], root: Path | str = "", known: Sequence[str] = ()
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Decode, check and resize every record to ``size`` (H, W); report all problems at once, ``known`` ones
     (from listing the folder) first."""
     images, masks, problems = [], [], list(known)

@@ -39,8 +39,15 @@ def _take(units: list[list[int]], order: Sequence[int], target: float) -> tuple[
     return taken, rest
 
 
-def assign_split(groups: Sequence[str], method: str = "random", val_fraction: float = 0.2, test_fraction: float = 0.0,
-                 seed: int = 0, folds: int = 0, fold: int = 0) -> list[str]:
+def assign_split(
+    groups: Sequence[str],
+    method: str = "random",
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    folds: int = 0,
+    fold: int = 0,
+) -> list[str]:
     """'train' / 'val' / 'test' for each image.
 
     With ``folds`` >= 2 the test part is fold ``fold`` of ``folds`` (units dealt to folds in a seeded
@@ -56,7 +63,9 @@ def assign_split(groups: Sequence[str], method: str = "random", val_fraction: fl
     needed = 3 if (folds or test_fraction > 0) else 2
     if len(units) < needed:
         unit = "groups" if method == "grouped" else "images"
-        raise UserError(f"a {method} split into {needed} parts needs at least {needed} {unit}; the data set has {len(units)}")
+        raise UserError(
+            f"a {method} split into {needed} parts needs at least {needed} {unit}; the data set has {len(units)}"
+        )
     rng = np.random.default_rng(seed)
     order = [int(u) for u in rng.permutation(len(units))]
     if folds:
@@ -76,7 +85,9 @@ def assign_split(groups: Sequence[str], method: str = "random", val_fraction: fl
         test, rest = _take(units, order, test_fraction * n) if test_fraction > 0 else ([], order)
     val, train = _take(units, rest, val_fraction * n)
     if not train or not val:
-        raise UserError(f"the split left no {'training' if not train else 'validation'} images; lower val_fraction/test_fraction")
+        raise UserError(
+            f"the split left no {'training' if not train else 'validation'} images; lower val_fraction/test_fraction"
+        )
     parts = [""] * n
     for name, chosen in (("train", train), ("val", val), ("test", test)):
         for u in chosen:

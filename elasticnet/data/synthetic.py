@@ -25,7 +25,11 @@ def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.n
 
 def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     s = min(h, w)
-    t = 0.5 * _smooth_noise(rng, h, w, s / 4) + 0.3 * _smooth_noise(rng, h, w, s / 12) + 0.2 * _smooth_noise(rng, h, w, s / 40)
+    t = (
+        0.5 * _smooth_noise(rng, h, w, s / 4)
+        + 0.3 * _smooth_noise(rng, h, w, s / 12)
+        + 0.2 * _smooth_noise(rng, h, w, s / 40)
+    )
     return t - 0.5
 
 
@@ -101,7 +105,9 @@ def synthetic_polyp(seed: int, index: int, height: int, width: int) -> tuple[np.
     return image, np.where(mask > 0.5, 255, 0).astype(np.uint8)
 
 
-def synthetic_polyp_set(count: int, height: int, width: int, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def synthetic_polyp_set(
+    count: int, height: int, width: int, seed: int = 0
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``count`` frames and masks of the given size."""
     pairs = [synthetic_polyp(seed, i, height, width) for i in range(count)]
     return [p[0] for p in pairs], [p[1] for p in pairs]

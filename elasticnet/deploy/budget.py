@@ -14,8 +14,12 @@ from dataclasses import dataclass
 
 from elasticnet.errors import UserError
 
-BUDGETS = {"ms": ("latency_ms", "ms"), "mflops": ("mflops", "MFLOPs"), "params": ("params", "params"),
-           "mb": ("peak_mb", "MB")}
+BUDGETS = {
+    "ms": ("latency_ms", "ms"),
+    "mflops": ("mflops", "MFLOPs"),
+    "params": ("params", "params"),
+    "mb": ("peak_mb", "MB"),
+}
 MEASURED = {"ms", "mb"}  # budgets that need the sub-nets profiled on this machine
 
 
@@ -40,23 +44,31 @@ def choose(rows: Sequence[dict], budgets: dict[str, float]) -> Choice:
     if unknown or not budgets:
         raise UserError(f"budgets must be among {', '.join('--budget-' + k for k in BUDGETS)}, got {unknown or 'none'}")
     if any(math.isnan(r["dice"]) for r in rows):
-        raise UserError("the checkpoint holds no validation Dice for every sub-net, so there is nothing to choose by; "
-                        "pick one with --depth/--width")
+        raise UserError(
+            "the checkpoint holds no validation Dice for every sub-net, so there is nothing to choose by; "
+            "pick one with --depth/--width"
+        )
     primary = BUDGETS[next(iter(budgets))][0]
     fits = [r for r in rows if all(r[BUDGETS[k][0]] <= v for k, v in budgets.items())]
     limits = ", ".join(f"{v:g} {BUDGETS[k][1]}" for k, v in budgets.items())
     if not fits:
         cheapest = min(rows, key=lambda r: r[primary])
-        raise UserError(f"no sub-net fits the budget ({limits}); the cheapest, {_name(cheapest)}, needs "
-                        f"{_cost(cheapest, budgets)}. Raise the budget or use a faster machine")
+        raise UserError(
+            f"no sub-net fits the budget ({limits}); the cheapest, {_name(cheapest)}, needs "
+            f"{_cost(cheapest, budgets)}. Raise the budget or use a faster machine"
+        )
     best = max(fits, key=lambda r: (r["dice"], -r[primary]))
     more_accurate = [r for r in rows if r["dice"] > best["dice"]]
     better = min(more_accurate, key=lambda r: r[primary]) if more_accurate else None
-    message = (f"chose {_name(best)}: validation Dice {best['dice']:.4f}, the highest of the {len(fits)} of "
-               f"{len(rows)} sub-nets within the budget ({limits}); it needs {_cost(best, budgets)}. ")
+    message = (
+        f"chose {_name(best)}: validation Dice {best['dice']:.4f}, the highest of the {len(fits)} of "
+        f"{len(rows)} sub-nets within the budget ({limits}); it needs {_cost(best, budgets)}. "
+    )
     if better is None:
         message += "No sub-net is more accurate."
     else:
-        message += (f"The next more accurate one, {_name(better)} (Dice {better['dice']:.4f}), would need "
-                    f"{_cost(better, budgets)}.")
+        message += (
+            f"The next more accurate one, {_name(better)} (Dice {better['dice']:.4f}), would need "
+            f"{_cost(better, budgets)}."
+        )
     return Choice(best, better, message)

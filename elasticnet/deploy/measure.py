@@ -79,8 +79,15 @@ def _runner(runtime: str, model: Path, threads: int) -> Callable[[np.ndarray], o
     return run
 
 
-def measure_here(runtime: str, model: Path, shape: tuple[int, ...], batches: list[int], threads: int = 0,
-                 warmup: int = 3, repeats: int = 20) -> dict[str, float]:
+def measure_here(
+    runtime: str,
+    model: Path,
+    shape: tuple[int, ...],
+    batches: list[int],
+    threads: int = 0,
+    warmup: int = 3,
+    repeats: int = 20,
+) -> dict[str, float]:
     """Measure in this process (see :func:`measure` for a fresh one)."""
     if runtime == "onnxruntime":
         import onnxruntime  # noqa: F401  (baseline memory includes the runtime itself)
@@ -92,7 +99,7 @@ def measure_here(runtime: str, model: Path, shape: tuple[int, ...], batches: lis
     result: dict[str, float] = {}
     for batch in batches:
         x = rng.standard_normal((batch, *shape)).astype(np.float32)
-        t = timings(lambda: run(x), warmup, repeats)
+        t = timings(lambda x=x: run(x), warmup, repeats)
         result[f"b{batch}_median_ms"], result[f"b{batch}_p90_ms"] = t["median_ms"], t["p90_ms"]
     peak = status_mb("VmHWM")
     if peak is not None and baseline is not None:
@@ -100,12 +107,29 @@ def measure_here(runtime: str, model: Path, shape: tuple[int, ...], batches: lis
     return result
 
 
-def measure(runtime: str, model: Path, shape: tuple[int, ...], batches: list[int], threads: int = 0,
-            warmup: int = 3, repeats: int = 20) -> dict[str, float]:
+def measure(
+    runtime: str,
+    model: Path,
+    shape: tuple[int, ...],
+    batches: list[int],
+    threads: int = 0,
+    warmup: int = 3,
+    repeats: int = 20,
+) -> dict[str, float]:
     """Measure ``model`` (an ONNX file, or a torch export) in a fresh process; returns latency per batch
     size (``b{N}_median_ms``, ``b{N}_p90_ms``) and ``peak_mb``."""
-    command = [sys.executable, "-m", "elasticnet.deploy.measure", runtime, str(model), ",".join(map(str, shape)),
-               ",".join(map(str, batches)), str(threads), str(warmup), str(repeats)]
+    command = [
+        sys.executable,
+        "-m",
+        "elasticnet.deploy.measure",
+        runtime,
+        str(model),
+        ",".join(map(str, shape)),
+        ",".join(map(str, batches)),
+        str(threads),
+        str(warmup),
+        str(repeats),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"measuring {model} failed:\n{done.stderr[-2000:]}")

@@ -11,9 +11,12 @@ from elasticnet.files import atomic_write
 def pareto_front(rows: Sequence[dict], cost: str = "latency_ms", gain: str = "dice") -> list[bool]:
     """For each row: True if no other row has lower-or-equal ``cost`` and higher-or-equal ``gain``, one
     of them strictly."""
+
     def dominated(r: dict) -> bool:
-        return any(o is not r and o[cost] <= r[cost] and o[gain] >= r[gain] and (o[cost] < r[cost] or o[gain] > r[gain])
-                   for o in rows)
+        return any(
+            o is not r and o[cost] <= r[cost] and o[gain] >= r[gain] and (o[cost] < r[cost] or o[gain] > r[gain])
+            for o in rows
+        )
 
     return [not dominated(r) for r in rows]
 
@@ -30,7 +33,9 @@ def plot_pareto(rows: Sequence[dict], path: Path, title: str, cost: str = "laten
     depths = sorted({r["depth"] for r in rows})
     for depth, marker in zip(depths, "os^Dvp*"):
         pts = [r for r in rows if r["depth"] == depth]
-        ax.scatter([r[cost] for r in pts], [r[gain] for r in pts], marker=marker, s=45, label=f"depth {depth}", zorder=3)
+        ax.scatter(
+            [r[cost] for r in pts], [r[gain] for r in pts], marker=marker, s=45, label=f"depth {depth}", zorder=3
+        )
     for r in rows:
         ax.annotate(f"w{r['width']:g}", (r[cost], r[gain]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.plot([r[cost] for r in front], [r[gain] for r in front], "k--", lw=1, label="Pareto front", zorder=2)

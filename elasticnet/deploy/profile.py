@@ -25,14 +25,24 @@ def check_input_size(size: Sequence[int], max_depth: int) -> tuple[int, int]:
     stride = 2 ** (max_depth - 1)
     if len(size) != 2 or size[0] % stride or size[1] % stride or min(size) <= 0:
         fix = [-(-max(1, s) // stride) * stride for s in list(size)[:2]]
-        raise UserError(f"input size {'x'.join(map(str, size))} must be HxW divisible by {stride} for depth "
-                        f"{max_depth}; use e.g. --input-size {fix[0]}x{fix[1]}")
+        raise UserError(
+            f"input size {'x'.join(map(str, size))} must be HxW divisible by {stride} for depth "
+            f"{max_depth}; use e.g. --input-size {fix[0]}x{fix[1]}"
+        )
     return int(size[0]), int(size[1])
 
 
-def profile_checkpoint(checkpoint: Path, input_size: Sequence[int] | None = None, runtime: str = "onnxruntime",
-                       threads: int = 0, batch: int = 1, warmup: int = 3, repeats: int = 20,
-                       subnets: Sequence[SubNet] | None = None, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def profile_checkpoint(
+    checkpoint: Path,
+    input_size: Sequence[int] | None = None,
+    runtime: str = "onnxruntime",
+    threads: int = 0,
+    batch: int = 1,
+    warmup: int = 3,
+    repeats: int = 20,
+    subnets: Sequence[SubNet] | None = None,
+    echo: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """One row per sub-net (smallest first): params, MFLOPs at the input size, stored validation Dice,
     median/p90 latency at batch 1 (and at ``batch`` if > 1), peak memory, and whether it is on the
     Pareto front of Dice vs latency."""
@@ -55,19 +65,25 @@ def profile_checkpoint(checkpoint: Path, input_size: Sequence[int] | None = None
                 save_unet(static, path)
             m = measure(runtime, path, (cfg.model.in_channels, *size), batches, threads, warmup, repeats)
             row = {
-                "depth": subnet.depth, "width": subnet.width,
+                "depth": subnet.depth,
+                "width": subnet.width,
                 "params": count_params(static.config),
                 "mflops": round(count_flops(static.config, size) / 1e6, 1),
                 "dice": stored.get((subnet.depth, subnet.width), {}).get("dice", float("nan")),
-                "latency_ms": round(m["b1_median_ms"], 3), "p90_ms": round(m["b1_p90_ms"], 3),
+                "latency_ms": round(m["b1_median_ms"], 3),
+                "p90_ms": round(m["b1_p90_ms"], 3),
                 "peak_mb": round(m.get("peak_mb", float("nan")), 1),
             }
             if batch > 1:
-                row |= {f"b{batch}_ms": round(m[f"b{batch}_median_ms"], 3),
-                        f"b{batch}_ms_per_image": round(m[f"b{batch}_median_ms"] / batch, 3)}
+                row |= {
+                    f"b{batch}_ms": round(m[f"b{batch}_median_ms"], 3),
+                    f"b{batch}_ms_per_image": round(m[f"b{batch}_median_ms"] / batch, 3),
+                }
             rows.append(row)
-            echo(f"[{i}/{len(chosen)}] {subnet}: {row['latency_ms']:.2f} ms (p90 {row['p90_ms']:.2f}), "
-                 f"{row['peak_mb']:.0f} MB, {row['mflops']:.0f} MFLOPs, Dice {row['dice']:.4f}")
+            echo(
+                f"[{i}/{len(chosen)}] {subnet}: {row['latency_ms']:.2f} ms (p90 {row['p90_ms']:.2f}), "
+                f"{row['peak_mb']:.0f} MB, {row['mflops']:.0f} MFLOPs, Dice {row['dice']:.4f}"
+            )
     for row, on in zip(rows, pareto_front(rows)):
         row["pareto"] = on
     for row in rows:

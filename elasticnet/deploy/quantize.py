@@ -24,8 +24,13 @@ from elasticnet.files import atomic_write
 def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray]) -> Path:
     """Write the int8 (QDQ) version of ``fp32`` to ``out``; ``calibration`` yields (N, C, H, W) float32
     batches."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
@@ -41,8 +46,16 @@ def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray]) -> P
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
 
         def write(path: Path) -> None:
-            quantize_static(str(pre), str(path), Reader(calibration), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                            reduce_range=True, calibrate_method=CalibrationMethod.MinMax)
+            quantize_static(
+                str(pre),
+                str(path),
+                Reader(calibration),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=True,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
 
         return atomic_write(out, write)

@@ -47,7 +47,12 @@ def write_description(out_dir: Path, description: dict[str, Any]) -> Path:
 def _number(value: Any, low: float, high: float) -> bool:
     import math
 
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and low <= value <= high
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and low <= value <= high
+    )
 
 
 def check_description(d: dict[str, Any], path: Path) -> None:
@@ -67,12 +72,18 @@ def check_description(d: dict[str, Any], path: Path) -> None:
         for key, low in (("mean", -1e6), ("std", 1e-12)):
             values = spec.get(key)
             if not (isinstance(values, list) and len(values) == channels and all(_number(v, low, 1e6) for v in values)):
-                problems.append(f"input.{key} must be {channels!r} number(s){' > 0' if key == 'std' else ''}, got {values!r}")
+                problems.append(
+                    f"input.{key} must be {channels!r} number(s){' > 0' if key == 'std' else ''}, got {values!r}"
+                )
         tile = spec.get("tile")
-        if tile is not None and not (isinstance(tile, list) and len(tile) == 2 and all(isinstance(t, int) and 0 <= t <= 16384 for t in tile)):
+        if tile is not None and not (
+            isinstance(tile, list) and len(tile) == 2 and all(isinstance(t, int) and 0 <= t <= 16384 for t in tile)
+        ):
             problems.append(f"input.tile must be null or [height, width], got {tile!r}")
     if not isinstance(out, dict) or not _number(out.get("threshold"), 1e-9, 1 - 1e-9):
-        problems.append(f"output.threshold must be a number in (0, 1), got {out.get('threshold') if isinstance(out, dict) else out!r}")
+        problems.append(
+            f"output.threshold must be a number in (0, 1), got {out.get('threshold') if isinstance(out, dict) else out!r}"
+        )
     if not isinstance(d.get("runtime"), str) or not isinstance(d.get("model_sha256"), str):
         problems.append("runtime and model_sha256 must be present (a bundle without its model's hash is not checked)")
     if problems:
@@ -106,17 +117,25 @@ def read_description(bundle: str | Path) -> tuple[Path, dict[str, Any]]:
         raise UserError(f"{path} is not an elasticnet export description")
     stored = description.get(DESCRIPTION_HASH)
     if stored is None:
-        raise UserError(f"{path} carries no {DESCRIPTION_HASH} (exported by an older elasticnet, or edited); re-export "
-                        "the bundle with this version")
+        raise UserError(
+            f"{path} carries no {DESCRIPTION_HASH} (exported by an older elasticnet, or edited); re-export "
+            "the bundle with this version"
+        )
     if stored != description_hash(description):
-        raise UserError(f"{path} was changed after export (its content does not match {DESCRIPTION_HASH}); copy the "
-                        "bundle again or re-export it")
+        raise UserError(
+            f"{path} was changed after export (its content does not match {DESCRIPTION_HASH}); copy the "
+            "bundle again or re-export it"
+        )
     check_description(description, path)
     model_file = model_path(path.parent, description, path)
     if not model_file.is_file():
-        raise UserError(f"bundle {path.parent} lacks its model file {description.get('model_file')}; re-export the model")
+        raise UserError(
+            f"bundle {path.parent} lacks its model file {description.get('model_file')}; re-export the model"
+        )
     expected = description["model_sha256"]
     if sha256(model_file) != expected:
-        raise UserError(f"{model_file} does not match the sha256 recorded in {DESCRIPTION} (a damaged or altered copy); "
-                        "copy the bundle again or re-export it")
+        raise UserError(
+            f"{model_file} does not match the sha256 recorded in {DESCRIPTION} (a damaged or altered copy); "
+            "copy the bundle again or re-export it"
+        )
     return path.parent, description

@@ -22,8 +22,8 @@ from elasticnet.export.bundle import FORMAT, MODEL_FILES, sha256, write_descript
 from elasticnet.export.onnx_export import check_onnx, export_onnx, onnx_session
 from elasticnet.export.torch_export import save_unet
 from elasticnet.files import atomic_write_text, respect_umask
-from elasticnet.models.surgery import extract
 from elasticnet.models.subnet import SubNet
+from elasticnet.models.surgery import extract
 from elasticnet.models.unet import UNet
 
 TARGETS = {"cpu": "onnx", "onnx": "onnx", "torch": "torch"}
@@ -54,8 +54,15 @@ class ExportOptions:
     latency: bool = True  # measure the exported model's latency on this machine
 
 
-def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str = "cpu", out: Path | None = None,
-                  echo: Callable[[str], None] = print, options: ExportOptions | None = None) -> Path:
+def export_subnet(
+    checkpoint: Path,
+    depth: int,
+    width: float | None,
+    target: str = "cpu",
+    out: Path | None = None,
+    echo: Callable[[str], None] = print,
+    options: ExportOptions | None = None,
+) -> Path:
     """Write the bundle for (depth, width) of ``checkpoint``; returns its folder."""
     options = dataclasses.replace(options or ExportOptions(), target=target)
     if target not in TARGETS:
@@ -65,9 +72,11 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
         raise UserError("--int8 needs --target cpu (ONNX Runtime quantisation)")
     ckpt = load_checkpoint(checkpoint)
     if not ckpt.get("subnets") and ckpt["config"].get("train", {}).get("final_table") is False:
-        raise UserError(f"{checkpoint} has no sub-net table (trained with --no-final-table), so no sub-net has its "
-                        f"BatchNorm statistics re-estimated yet; run `elasticnet eval --checkpoint {checkpoint.parent} "
-                        "--recalibrate` first")
+        raise UserError(
+            f"{checkpoint} has no sub-net table (trained with --no-final-table), so no sub-net has its "
+            f"BatchNorm statistics re-estimated yet; run `elasticnet eval --checkpoint {checkpoint.parent} "
+            "--recalibrate` first"
+        )
     cfg, model = model_from_checkpoint(ckpt)
     subnet = model.check_subnet(SubNet(depth, max(cfg.model.widths) if width is None else float(width)))
     static = cut_subnet(ckpt, subnet)
@@ -89,8 +98,10 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
             export_onnx(static, model_path, image_size)
             diff = check_onnx(static, model_path, image_size)
             if diff > ONNX_TOLERANCE:
-                raise UserError(f"ONNX Runtime output differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE}); "
-                                "the export is not trustworthy, nothing was written")
+                raise UserError(
+                    f"ONNX Runtime output differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE}); "
+                    "the export is not trustworthy, nothing was written"
+                )
             check = {"runtime": "onnxruntime", "max_abs_diff_vs_torch": diff, "tolerance": ONNX_TOLERANCE}
             if options.int8:
                 int8 = _quantize(model_path, cfg, options, echo)
@@ -100,9 +111,15 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
         if options.latency:
             runtime = "onnxruntime" if kind == "onnx" else "torch"
             m = measure(runtime, model_path, (cfg.model.in_channels, *image_size), [1], options.threads)
-            latency = {"batch1_median_ms": round(m["b1_median_ms"], 3), "batch1_p90_ms": round(m["b1_p90_ms"], 3),
-                       "peak_mb": round(m.get("peak_mb", float("nan")), 1), "input_size": list(image_size),
-                       "threads": options.threads or "default", "machine": machine(), "runtime": runtime}
+            latency = {
+                "batch1_median_ms": round(m["b1_median_ms"], 3),
+                "batch1_p90_ms": round(m["b1_p90_ms"], 3),
+                "peak_mb": round(m.get("peak_mb", float("nan")), 1),
+                "input_size": list(image_size),
+                "threads": options.threads or "default",
+                "machine": machine(),
+                "runtime": runtime,
+            }
         tile = list(cfg.data.tile) if cfg.data.tile else None
         description = {
             "format": FORMAT,
@@ -117,16 +134,26 @@ def export_subnet(checkpoint: Path, depth: int, width: float | None, target: str
             "subnet": {"depth": subnet.depth, "width": subnet.width, "key": subnet.key},
             "channels": static.config.channels,
             "input": {
-                "name": "image", "layout": "NCHW", "dtype": "float32", "height": image_size[0], "width": image_size[1],
-                "channels": cfg.model.in_channels, "color": "RGB" if cfg.model.in_channels == 3 else "grey",
-                "normalisation": "x = (pixel / 255 - mean) / std", "mean": cfg.data.mean, "std": cfg.data.std,
+                "name": "image",
+                "layout": "NCHW",
+                "dtype": "float32",
+                "height": image_size[0],
+                "width": image_size[1],
+                "channels": cfg.model.in_channels,
+                "color": "RGB" if cfg.model.in_channels == 3 else "grey",
+                "normalisation": "x = (pixel / 255 - mean) / std",
+                "mean": cfg.data.mean,
+                "std": cfg.data.std,
                 "resize": "area interpolation to height x width; the probability map is resized back (bilinear)",
                 "tile": tile,
                 "size_rule": f"H and W divisible by {2 ** (subnet.depth - 1)}; trained at {image_size[0]}x{image_size[1]}",
             },
             "output": {"name": "logits", "activation": "sigmoid", "threshold": cfg.train.threshold},
             "metrics": {k: row[k] for k in ("dice", "iou", "dice_bn_as_trained", "val_images") if k in row}
-            | {"split": "validation", "bn": "re-estimated for this sub-net" if subnet.key in ckpt.get("bn_stats", {}) else "as trained"},
+            | {
+                "split": "validation",
+                "bn": "re-estimated for this sub-net" if subnet.key in ckpt.get("bn_stats", {}) else "as trained",
+            },
             "int8": int8 or None,
             "params": row.get("params"),
             "mflops": row.get("mflops"),
@@ -169,7 +196,7 @@ def _quantize(model_path: Path, cfg, options: ExportOptions, echo: Callable[[str
     data_cfg = dataclasses.replace(cfg.data, data=options.data) if options.data else cfg.data
     split = build_datasets(data_cfg, cfg.model.in_channels, cfg.train.seed)
     train = split.train.base if isinstance(split.train, PatchDataset) else split.train
-    plain = train.subset(spread_order(len(train), cfg.train.seed)[:options.calib_images])  # no augmentation
+    plain = train.subset(spread_order(len(train), cfg.train.seed)[: options.calib_images])  # no augmentation
     echo(f"quantising to int8: calibrating on {len(plain)} training images ...")
     int8_path = model_path.with_name("model.int8.onnx")
     quantize_int8(model_path, int8_path, (plain[i][0].numpy()[None] for i in range(len(plain))))
@@ -178,19 +205,32 @@ def _quantize(model_path: Path, cfg, options: ExportOptions, echo: Callable[[str
     dice = {}
     for name, path in (("fp32", model_path), ("int8", int8_path)):
         session = onnx_session(path)
-        result = evaluate(lambda x, s=session: torch.from_numpy(s.run(["logits"], {"image": x.numpy().astype(np.float32)})[0]),
-                          val, torch.device("cpu"), cfg.train.threshold, tile)
+        result = evaluate(
+            lambda x, s=session: torch.from_numpy(s.run(["logits"], {"image": x.numpy().astype(np.float32)})[0]),
+            val,
+            torch.device("cpu"),
+            cfg.train.threshold,
+            tile,
+        )
         dice[name] = result["dice"]
     drop = 100 * (dice["fp32"] - dice["int8"])
     if drop > options.int8_max_drop:
-        raise UserError(f"int8 quantisation costs {drop:.2f} Dice points on the {len(split.val)} validation images "
-                        f"(fp32 {dice['fp32']:.4f}, int8 {dice['int8']:.4f}), more than the allowed "
-                        f"{options.int8_max_drop:g}; nothing was written. Export fp32 (without --int8) or allow more "
-                        "with --int8-max-drop")
+        raise UserError(
+            f"int8 quantisation costs {drop:.2f} Dice points on the {len(split.val)} validation images "
+            f"(fp32 {dice['fp32']:.4f}, int8 {dice['int8']:.4f}), more than the allowed "
+            f"{options.int8_max_drop:g}; nothing was written. Export fp32 (without --int8) or allow more "
+            "with --int8-max-drop"
+        )
     os.replace(int8_path, model_path)
-    return {"dice_fp32": round(dice["fp32"], 4), "dice_int8": round(dice["int8"], 4), "drop_points": round(drop, 3),
-            "max_drop_points": options.int8_max_drop, "val_images": len(split.val), "calibration_images": len(plain),
-            "scheme": "ONNX Runtime static QDQ: int8 weights per channel (7-bit range), uint8 activations, min/max calibration"}
+    return {
+        "dice_fp32": round(dice["fp32"], 4),
+        "dice_int8": round(dice["int8"], 4),
+        "drop_points": round(drop, 3),
+        "max_drop_points": options.int8_max_drop,
+        "val_images": len(split.val),
+        "calibration_images": len(plain),
+        "scheme": "ONNX Runtime static QDQ: int8 weights per channel (7-bit range), uint8 activations, min/max calibration",
+    }
 
 
 def bundle_readme(d: dict[str, Any]) -> str:
@@ -220,19 +260,33 @@ def bundle_readme(d: dict[str, Any]) -> str:
         f"{spec['height']}x{spec['width']} (HxW) with area interpolation, x = (pixel / 255 - mean) / std with "
         f"mean {spec['mean']} and std {spec['std']}. Output `logits`: N x 1 x H x W; lesion where "
         f"sigmoid(logits) > {d['output']['threshold']}."
-        + (f" Trained on {spec['tile'][0]}x{spec['tile'][1]} patches: predict by overlapping windows of that "
-           "size (`elasticnet predict` does)." if spec.get("tile") else ""),
+        + (
+            f" Trained on {spec['tile'][0]}x{spec['tile'][1]} patches: predict by overlapping windows of that "
+            "size (`elasticnet predict` does)."
+            if spec.get("tile")
+            else ""
+        ),
     ]
     if d.get("latency"):
         lat = d["latency"]
-        lines += ["", f"Measured where it was exported ({lat['machine']}, {lat['runtime']}, threads {lat['threads']}): "
-                      f"{lat['batch1_median_ms']:.1f} ms per image (median, batch 1), peak memory {lat['peak_mb']:.0f} MB."]
+        lines += [
+            "",
+            f"Measured where it was exported ({lat['machine']}, {lat['runtime']}, threads {lat['threads']}): "
+            f"{lat['batch1_median_ms']:.1f} ms per image (median, batch 1), peak memory {lat['peak_mb']:.0f} MB.",
+        ]
     if d.get("int8"):
         q = d["int8"]
-        lines += ["", f"int8: validation Dice {q['dice_int8']:.4f} vs {q['dice_fp32']:.4f} for fp32 "
-                      f"({q['val_images']} images; allowed drop {q['max_drop_points']:g} points)."]
-    lines += ["", "`model_sha256` and `description_sha256` in model.json are checked on every load, and every field a site "
-              "uses is validated: a damaged or edited copy is refused.", ""]
+        lines += [
+            "",
+            f"int8: validation Dice {q['dice_int8']:.4f} vs {q['dice_fp32']:.4f} for fp32 "
+            f"({q['val_images']} images; allowed drop {q['max_drop_points']:g} points).",
+        ]
+    lines += [
+        "",
+        "`model_sha256` and `description_sha256` in model.json are checked on every load, and every field a site "
+        "uses is validated: a damaged or edited copy is refused.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -240,7 +294,7 @@ def remove_killed_exports(out: Path) -> None:
     """Remove the hidden work folders (``.NAME.PID.*``, ``.NAME.old-PID``) that exports of ``out`` killed before
     they finished left behind; those of a process still running are left alone."""
     for folder in out.parent.glob(f".{out.name}.*"):
-        rest = folder.name[len(out.name) + 2:]
+        rest = folder.name[len(out.name) + 2 :]
         pid = rest[4:] if rest.startswith("old-") else rest.split(".", 1)[0]
         if not pid.isdigit() or not folder.is_dir() or folder.is_symlink():
             continue
@@ -291,4 +345,5 @@ def load_exported(bundle: str | Path):
         def predict(x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 return model(x.cpu())
+
     return predict, description

@@ -10,7 +10,7 @@ import torch
 
 from elasticnet.files import atomic_write
 from elasticnet.models.unet import UNet
-from elasticnet.site.model import onnx_session  # noqa: F401  (re-exported)
+from elasticnet.site.model import onnx_session
 
 OPSET = 17
 
@@ -28,9 +28,17 @@ def export_onnx(model: UNet, path: Path, image_size: tuple[int, int]) -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation notice and tracer warnings
             torch.onnx.export(
-                model, (example,), str(tmp), dynamo=False, opset_version=OPSET,
-                input_names=["image"], output_names=["logits"],
-                dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "logits": {0: "batch", 2: "height", 3: "width"}},
+                model,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_axes={
+                    "image": {0: "batch", 2: "height", 3: "width"},
+                    "logits": {0: "batch", 2: "height", 3: "width"},
+                },
             )
 
     return atomic_write(path, write)

@@ -21,7 +21,9 @@ class ElasticUNetConfig:
     widths: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     in_channels: int = 3
     num_classes: int = 1
-    channel_multiple: int = 4  # channels of a width < 1 are rounded to a multiple of this; 0: the training device's fast multiple
+    channel_multiple: int = (
+        4  # channels of a width < 1 are rounded to a multiple of this; 0: the training device's fast multiple
+    )
     bn_mode: str = "shared"
 
     def __post_init__(self) -> None:
@@ -36,8 +38,10 @@ class ElasticUNetConfig:
         if self.bn_mode not in BN_MODES:
             raise UserError(f"bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
         if self.channel_multiple < 0:
-            raise UserError(f"channel_multiple must be >= 1, or 0 for the training device's fast multiple; got "
-                            f"{self.channel_multiple}")
+            raise UserError(
+                f"channel_multiple must be >= 1, or 0 for the training device's fast multiple; got "
+                f"{self.channel_multiple}"
+            )
         if self.base_width < max(1, self.channel_multiple):
             raise UserError(f"base_width ({self.base_width}) must be >= channel_multiple ({self.channel_multiple})")
 
@@ -45,8 +49,10 @@ class ElasticUNetConfig:
         """Pairs of configured widths that the channel rounding makes identical (the same sub-nets twice)."""
         if not self.channel_multiple:
             return []
-        shapes = {w: tuple(level_channels(self.base_width, self.max_depth, w, self.channel_multiple)) for w in self.widths}
-        return [(a, b) for i, a in enumerate(self.widths) for b in self.widths[i + 1:] if shapes[a] == shapes[b]]
+        shapes = {
+            w: tuple(level_channels(self.base_width, self.max_depth, w, self.channel_multiple)) for w in self.widths
+        }
+        return [(a, b) for i, a in enumerate(self.widths) for b in self.widths[i + 1 :] if shapes[a] == shapes[b]]
 
     @property
     def max_depth(self) -> int:
@@ -69,8 +75,12 @@ class ElasticUNetConfig:
 
     def bn_count(self) -> int:
         """BatchNorm sets per layer under :attr:`bn_mode`."""
-        return {"shared": 1, "per_depth": len(self.depths), "per_width": len(self.widths),
-                "per_subnet": len(self.depths) * len(self.widths)}[self.bn_mode]
+        return {
+            "shared": 1,
+            "per_depth": len(self.depths),
+            "per_width": len(self.widths),
+            "per_subnet": len(self.depths) * len(self.widths),
+        }[self.bn_mode]
 
     def bn_index(self, subnet: SubNet) -> int:
         """Which BatchNorm set ``subnet`` runs with (see :attr:`bn_mode`)."""

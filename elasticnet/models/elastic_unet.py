@@ -26,6 +26,7 @@ from elasticnet.models.elastic_layers import ElasticConv2d, ElasticDoubleConv
 from elasticnet.models.subnet import SubNet, level_channels
 from elasticnet.models.unet import check_input_size
 
+
 class _DecoderLevel:
     """One decoder level as a function of (skip, lower-level output): up-sample, concatenate, double conv.
 
@@ -35,8 +36,9 @@ class _DecoderLevel:
     def __init__(self, block: nn.Module):
         self.block = block
 
-    def __call__(self, inputs: tuple[torch.Tensor, torch.Tensor], active_in: tuple[int, ...], active_out: int,
-                 bn_index: int) -> torch.Tensor:
+    def __call__(
+        self, inputs: tuple[torch.Tensor, torch.Tensor], active_in: tuple[int, ...], active_out: int, bn_index: int
+    ) -> torch.Tensor:
         skip, x = inputs
         up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         return self.block(torch.cat([skip, up], dim=1), active_in, active_out, bn_index)
@@ -57,8 +59,10 @@ class ElasticUNet(nn.Module):
     def __init__(self, config: ElasticUNetConfig):
         super().__init__()
         if not config.channel_multiple:
-            raise UserError("channel_multiple 0 (the device's fast multiple) must be resolved before the model is "
-                            "built: elasticnet.config.resolve_for_device, or give a number")
+            raise UserError(
+                "channel_multiple 0 (the device's fast multiple) must be resolved before the model is "
+                "built: elasticnet.config.resolve_for_device, or give a number"
+            )
         self.config = config
         ch = level_channels(config.base_width, config.max_depth)
         num_bn = config.bn_count()

@@ -22,7 +22,7 @@ class SubNet:
         return f"d{self.depth}-w{self.width:g}"
 
     @classmethod
-    def from_key(cls, key: str) -> "SubNet":
+    def from_key(cls, key: str) -> SubNet:
         d, w = key.split("-")
         return cls(int(d[1:]), float(w[1:]))
 
@@ -32,7 +32,7 @@ class SubNet:
 
 def round_channels(value: float, multiple: int) -> int:
     """Round ``value`` to the nearest multiple of ``multiple`` (at least one multiple)."""
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, round(value / multiple) * multiple)
 
 
 def level_channels(base_width: int, depth: int, width: float = 1.0, multiple: int = 4) -> list[int]:

@@ -49,8 +49,10 @@ class SiteModel:
     def __init__(self, bundle: str | Path, threads: int = 0):
         self.folder, self.description = read_description(bundle)
         if self.description.get("runtime") != "onnxruntime":
-            raise UserError(f"{bundle} is a {self.description.get('runtime')} bundle; sites run ONNX bundles "
-                            "(elasticnet export --target cpu)")
+            raise UserError(
+                f"{bundle} is a {self.description.get('runtime')} bundle; sites run ONNX bundles "
+                "(elasticnet export --target cpu)"
+            )
         self.session = onnx_session(self.folder / self.description["model_file"], threads)
         spec = self.description["input"]
         self.size = (int(spec["height"]), int(spec["width"]))

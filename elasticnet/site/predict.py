@@ -31,8 +31,18 @@ from elasticnet.errors import UserError
 from elasticnet.files import atomic_write_bytes, atomic_write_text
 from elasticnet.site.model import SiteModel
 
-COLUMNS = ["name", "file", "height", "width", "lesion_pixels", "lesion_fraction", "lesions", "max_probability",
-           "model_ms", "total_ms"]
+COLUMNS = [
+    "name",
+    "file",
+    "height",
+    "width",
+    "lesion_pixels",
+    "lesion_fraction",
+    "lesions",
+    "max_probability",
+    "model_ms",
+    "total_ms",
+]
 OUTLINE_BGR = (0, 255, 0)
 
 
@@ -53,8 +63,10 @@ def collect_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     stems: dict[str, Path] = {}
     for f in files:
         if f.stem in stems and stems[f.stem] != f:
-            raise UserError(f"two inputs would both write {f.stem}.png: {stems[f.stem]} and {f}; predict them "
-                            "into separate --out folders")
+            raise UserError(
+                f"two inputs would both write {f.stem}.png: {stems[f.stem]} and {f}; predict them "
+                "into separate --out folders"
+            )
         stems[f.stem] = f
     return list(dict.fromkeys(files))
 
@@ -86,9 +98,16 @@ def predict_image(model: SiteModel, image: np.ndarray) -> tuple[np.ndarray, dict
     mask = np.where(prob > model.threshold, 255, 0).astype(np.uint8)
     pixels = int(np.count_nonzero(mask))
     lesions = cv2.connectedComponents(mask)[0] - 1
-    stats = {"height": h, "width": w, "lesion_pixels": pixels, "lesion_fraction": round(pixels / (h * w), 6),
-             "lesions": int(lesions), "max_probability": round(float(prob.max()), 4),
-             "model_ms": round(model_s * 1000, 2), "prepare_ms": round((t0 - start) * 1000, 2)}
+    stats = {
+        "height": h,
+        "width": w,
+        "lesion_pixels": pixels,
+        "lesion_fraction": round(pixels / (h * w), 6),
+        "lesions": int(lesions),
+        "max_probability": round(float(prob.max()), 4),
+        "model_ms": round(model_s * 1000, 2),
+        "prepare_ms": round((t0 - start) * 1000, 2),
+    }
     return mask, stats
 
 
@@ -115,23 +134,35 @@ def check_outputs(inputs: Sequence[str | Path], files: list[Path], out: Path, ov
     folders = {Path(i).resolve() if Path(i).is_dir() else Path(i).resolve().parent for i in inputs}
     clash = sorted(str(f) for f in folders if _nested(resolved, f))
     if clash:
-        raise UserError(f"the output folder {out} is, contains or lies inside the input folder {clash[0]}: predicting "
-                        "there could replace the data's own files (e.g. its ground-truth masks/); choose an --out "
-                        "outside the inputs")
+        raise UserError(
+            f"the output folder {out} is, contains or lies inside the input folder {clash[0]}: predicting "
+            "there could replace the data's own files (e.g. its ground-truth masks/); choose an --out "
+            "outside the inputs"
+        )
     stems = [f.stem for f in files]  # unique: collect_inputs refuses two inputs with one name
     if overwrite:
         return
-    planned = [out / "predictions.csv"] + [out / kind / f"{stem}.png" for stem in stems
-                                           for kind in (("masks", "overlays") if overlays else ("masks",))]
+    planned = [out / "predictions.csv"] + [
+        out / kind / f"{stem}.png" for stem in stems for kind in (("masks", "overlays") if overlays else ("masks",))
+    ]
     existing = [p for p in planned if p.exists() or p.is_symlink()]
     if existing:
-        raise UserError(f"{len(existing)} file(s) this call would write exist already in {out} (e.g. {existing[0]}); "
-                        "choose another --out (or leave it out for a new folder), or pass --overwrite to replace them")
+        raise UserError(
+            f"{len(existing)} file(s) this call would write exist already in {out} (e.g. {existing[0]}); "
+            "choose another --out (or leave it out for a new folder), or pass --overwrite to replace them"
+        )
 
 
-def predict_files(bundle: str | Path, inputs: Sequence[str | Path], out: str | Path | None, threads: int = 0,
-                  overlays: bool = True, echo: Callable[[str], None] = print, overwrite: bool = False,
-                  chosen: Callable[[Path], None] | None = None) -> list[dict]:
+def predict_files(
+    bundle: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path | None,
+    threads: int = 0,
+    overlays: bool = True,
+    echo: Callable[[str], None] = print,
+    overwrite: bool = False,
+    chosen: Callable[[Path], None] | None = None,
+) -> list[dict]:
     """Predict every image of ``inputs`` with ``bundle``; write masks, overlays and ``predictions.csv`` into
     ``out`` (None: a new ``predictions-<date>-<time>`` folder). Refuses to replace existing files unless
     ``overwrite``."""
@@ -162,14 +193,17 @@ def predict_files(bundle: str | Path, inputs: Sequence[str | Path], out: str | P
         if overlays:
             atomic_write_bytes(out / "overlays" / f"{path.stem}.png", png_bytes(overlay(image, mask)))
         stats.pop("prepare_ms")
-        rows.append({"name": path.stem, "file": str(path), **stats,
-                     "total_ms": round((time.perf_counter() - start) * 1000, 2)})
+        rows.append(
+            {"name": path.stem, "file": str(path), **stats, "total_ms": round((time.perf_counter() - start) * 1000, 2)}
+        )
     if rows:
         write_rows(rows, out / "predictions.csv")
     if problems:
         shown = "\n  ".join(problems[:50]) + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else "")
-        raise UserError(f"{len(problems)} of {len(files)} image(s) could not be predicted"
-                        f"{f' (the other {len(rows)} were written to {out}/)' if rows else ''}:\n  {shown}")
+        raise UserError(
+            f"{len(problems)} of {len(files)} image(s) could not be predicted"
+            f"{f' (the other {len(rows)} were written to {out}/)' if rows else ''}:\n  {shown}"
+        )
     return rows
 
 

@@ -17,7 +17,7 @@ def starts(length: int, tile: int, stride: int) -> list[int]:
     """Window starts along one axis: every ``stride``, plus one flush with the end."""
     if tile >= length:
         return [0]
-    return list(range(0, length - tile, stride)) + [length - tile]
+    return [*list(range(0, length - tile, stride)), length - tile]
 
 
 def windows(height: int, width: int, tile: tuple[int, int], overlap: float = 0.25) -> list[tuple[int, int, int, int]]:
@@ -29,6 +29,7 @@ def windows(height: int, width: int, tile: tuple[int, int], overlap: float = 0.2
 
 def tent(h: int, w: int) -> np.ndarray:
     """The (h, w) blending weight: rises linearly over the outer quarter of each side, never zero."""
+
     def ramp(n: int) -> np.ndarray:
         x = np.arange(n, dtype=np.float32)
         return np.minimum(np.minimum(x + 1, n - x), n / 4) / (n / 4)
@@ -36,8 +37,9 @@ def tent(h: int, w: int) -> np.ndarray:
     return (ramp(h)[:, None] * ramp(w)[None, :]).astype(np.float32)
 
 
-def sliding_window_np(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray, tile: tuple[int, int],
-                      overlap: float = 0.25) -> np.ndarray:
+def sliding_window_np(
+    predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray, tile: tuple[int, int], overlap: float = 0.25
+) -> np.ndarray:
     """Logits of ``image`` (N, C, H, W) from ``predict`` applied window by window; memory: one window plus
     two image-sized float maps. A window covering the whole image is one plain call."""
     n, _, h, w = image.shape

@@ -58,8 +58,13 @@ def load_bn_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def calibrate_bn(model: ElasticUNet, subnet: SubNet, batches: Iterable[torch.Tensor], num_batches: int,
-                 pool: Callable[[], None] | None = None) -> int:
+def calibrate_bn(
+    model: ElasticUNet,
+    subnet: SubNet,
+    batches: Iterable[torch.Tensor],
+    num_batches: int,
+    pool: Callable[[], None] | None = None,
+) -> int:
     """Reset and re-estimate the BN statistics of ``model`` for ``subnet`` on up to ``num_batches`` batches.
 
     Buffers of *all* BN layers are reset (those outside the sub-net are simply not re-filled), so save

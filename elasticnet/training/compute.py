@@ -21,11 +21,19 @@ def subnet_flops(config: ElasticUNetConfig, size: tuple[int, int]) -> dict[SubNe
     from elasticnet.models.complexity import count_flops
     from elasticnet.models.unet import UNetConfig
 
-    return {s: float(count_flops(UNetConfig(channels=config.channels(s), in_channels=config.in_channels,
-                                            num_classes=config.num_classes), size)) for s in config.subnets()}
+    return {
+        s: float(
+            count_flops(
+                UNetConfig(channels=config.channels(s), in_channels=config.in_channels, num_classes=config.num_classes),
+                size,
+            )
+        )
+        for s in config.subnets()
+    }
 
 
-def step_flops(flops: dict[SubNet, float], trained: Sequence[SubNet], images: int,
-               teacher: Sequence[SubNet] = ()) -> float:
+def step_flops(
+    flops: dict[SubNet, float], trained: Sequence[SubNet], images: int, teacher: Sequence[SubNet] = ()
+) -> float:
     """FLOPs of one step: ``trained`` sub-nets with gradients and ``teacher`` passes without, on ``images``."""
     return images * (TRAIN_PASS * sum(flops[s] for s in trained) + sum(flops[s] for s in teacher))

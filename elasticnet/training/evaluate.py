@@ -12,17 +12,22 @@ from elasticnet.config import RunConfig, eval_batch_size
 from elasticnet.data.dataset import PatchDataset
 from elasticnet.models.complexity import count_flops, count_params
 from elasticnet.models.elastic_unet import ElasticUNet
-from elasticnet.models.surgery import extract
 from elasticnet.models.subnet import SubNet
+from elasticnet.models.surgery import extract
+from elasticnet.sliding_window import sliding_window
 from elasticnet.training import distributed
 from elasticnet.training.calibration import bn_state, calibrate_bn, inference_layout, load_bn_state, spread_order
-from elasticnet.sliding_window import sliding_window
 from elasticnet.training.metrics import dice_iou_per_image
 
 
 @torch.no_grad()
-def evaluate(predict: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, device: torch.device,
-             threshold: float = 0.5, tile: tuple[int, int] | None = None) -> dict[str, float]:
+def evaluate(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    loader: Iterable,
+    device: torch.device,
+    threshold: float = 0.5,
+    tile: tuple[int, int] | None = None,
+) -> dict[str, float]:
     """Mean per-image Dice and IoU at ``threshold``; ``predict`` maps images to logits.
 
     With ``tile`` the images are predicted by sliding windows of that size. When some masks are empty
@@ -47,8 +52,14 @@ def evaluate(predict: Callable[[torch.Tensor], torch.Tensor], loader: Iterable, 
     return result
 
 
-def evaluate_subnet(model: ElasticUNet, subnet: SubNet, loader: Iterable, device: torch.device,
-                    threshold: float = 0.5, tile: tuple[int, int] | None = None) -> dict[str, float]:
+def evaluate_subnet(
+    model: ElasticUNet,
+    subnet: SubNet,
+    loader: Iterable,
+    device: torch.device,
+    threshold: float = 0.5,
+    tile: tuple[int, int] | None = None,
+) -> dict[str, float]:
     was_training = model.training
     model.eval()
     try:
@@ -57,9 +68,17 @@ def evaluate_subnet(model: ElasticUNet, subnet: SubNet, loader: Iterable, device
         model.train(was_training)
 
 
-def evaluate_calibrated(model: ElasticUNet, subnet: SubNet, calib_loader: Iterable, val_loader: Iterable,
-                        device: torch.device, calib_batches: int, threshold: float = 0.5,
-                        tile: tuple[int, int] | None = None, pool: Callable[[], None] | None = None) -> dict[str, float]:
+def evaluate_calibrated(
+    model: ElasticUNet,
+    subnet: SubNet,
+    calib_loader: Iterable,
+    val_loader: Iterable,
+    device: torch.device,
+    calib_batches: int,
+    threshold: float = 0.5,
+    tile: tuple[int, int] | None = None,
+    pool: Callable[[], None] | None = None,
+) -> dict[str, float]:
     """Evaluate ``subnet`` with BN statistics re-estimated on ``calib_batches`` batches; the model's own
     statistics are restored afterwards."""
     saved = bn_state(model)
@@ -72,14 +91,24 @@ def evaluate_calibrated(model: ElasticUNet, subnet: SubNet, calib_loader: Iterab
 
 def static_bn_buffers(static: nn.Module) -> dict[str, torch.Tensor]:
     """The BatchNorm buffers of a static U-Net (what calibration changes), on the CPU."""
-    return {k: v.detach().cpu().clone() for k, v in static.state_dict().items() if "running_" in k or "num_batches" in k}
+    return {
+        k: v.detach().cpu().clone() for k, v in static.state_dict().items() if "running_" in k or "num_batches" in k
+    }
 
 
-def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataLoader, device: torch.device,
-                 image_size: tuple[int, int], calib_batches: int, threshold: float = 0.5,
-                 test_loader: DataLoader | None = None, tile: tuple[int, int] | None = None,
-                 progress: Callable[[str], None] = lambda s: None,
-                 pool: Callable[[], None] | None = None) -> tuple[list[dict], dict[str, dict[str, torch.Tensor]]]:
+def subnet_table(
+    model: ElasticUNet,
+    calib_loader: DataLoader,
+    val_loader: DataLoader,
+    device: torch.device,
+    image_size: tuple[int, int],
+    calib_batches: int,
+    threshold: float = 0.5,
+    test_loader: DataLoader | None = None,
+    tile: tuple[int, int] | None = None,
+    progress: Callable[[str], None] = lambda s: None,
+    pool: Callable[[], None] | None = None,
+) -> tuple[list[dict], dict[str, dict[str, torch.Tensor]]]:
     """Calibrate and evaluate every configured sub-net on the validation (and test) images.
 
     Returns the table (one row per sub-net, smallest first) and, per sub-net key, the calibrated BN
@@ -93,7 +122,11 @@ def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataL
             progress(f"evaluating {subnet}")
             load_bn_state(model, as_trained)
             raw = evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
-            raw_test = evaluate_subnet(model, subnet, test_loader, device, threshold, tile) if test_loader is not None else None
+            raw_test = (
+                evaluate_subnet(model, subnet, test_loader, device, threshold, tile)
+                if test_loader is not None
+                else None
+            )
             used = calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches, pool)
             cal = evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
             static = extract(model, subnet)
@@ -113,11 +146,17 @@ def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataL
                 row |= {"dice_lesion": round(cal["dice_lesion"], 4), "fp_area": round(cal["fp_area"], 5)}
             if test_loader is not None:
                 test = evaluate_subnet(model, subnet, test_loader, device, threshold, tile)
-                row |= {"test_dice": round(test["dice"], 4), "test_iou": round(test["iou"], 4),
-                        "test_dice_bn_as_trained": round(raw_test["dice"], 4),
-                        "test_iou_bn_as_trained": round(raw_test["iou"], 4)}
+                row |= {
+                    "test_dice": round(test["dice"], 4),
+                    "test_iou": round(test["iou"], 4),
+                    "test_dice_bn_as_trained": round(raw_test["dice"], 4),
+                    "test_iou_bn_as_trained": round(raw_test["iou"], 4),
+                }
                 if "dice_lesion" in test:
-                    row |= {"test_dice_lesion": round(test["dice_lesion"], 4), "test_fp_area": round(test["fp_area"], 5)}
+                    row |= {
+                        "test_dice_lesion": round(test["dice_lesion"], 4),
+                        "test_fp_area": round(test["fp_area"], 5),
+                    }
                 row["test_images"] = test["images"]
             row |= {"calib_batches": used, "val_images": cal["images"]}
             rows.append(row)
@@ -128,8 +167,10 @@ def subnet_table(model: ElasticUNet, calib_loader: DataLoader, val_loader: DataL
 
 # ---- the loaders of a run's evaluation ----
 
-def evaluation_setup(split, cfg: RunConfig, batch_size: int, d: distributed.Dist | None = None
-                     ) -> tuple[DataLoader, DataLoader, DataLoader | None, int]:
+
+def evaluation_setup(
+    split, cfg: RunConfig, batch_size: int, d: distributed.Dist | None = None
+) -> tuple[DataLoader, DataLoader, DataLoader | None, int]:
     """(calibration, validation, test loaders, calibration batches) of a run whose per-process training batch
     is ``batch_size``: evaluation runs in batches of :func:`eval_batch_size`, and BN calibration sees as many
     images as ``calib_batches`` training batches, whatever that evaluation batch is."""
@@ -139,8 +180,9 @@ def evaluation_setup(split, cfg: RunConfig, batch_size: int, d: distributed.Dist
     return (*loaders, calibration_batches(t.calib_batches, batch_size, eval_batch))
 
 
-def evaluation_loaders(split, batch_size: int, seed: int, d: distributed.Dist | None = None,
-                       calib_images: int | None = None) -> tuple[DataLoader, DataLoader, DataLoader | None]:
+def evaluation_loaders(
+    split, batch_size: int, seed: int, d: distributed.Dist | None = None, calib_images: int | None = None
+) -> tuple[DataLoader, DataLoader, DataLoader | None]:
     """(calibration, validation, test) loaders. BN calibration sees training images without augmentation,
     in a fixed seeded order spread over the whole set, at most ``calib_images`` of them per process; each
     data-parallel rank calibrates on its share (the statistics are pooled)."""

@@ -47,8 +47,9 @@ class InactiveWeightFreezer:
             mask = masks.get(name)
             if mask is None or param.grad is None:
                 continue
-            state = [t for t in self.optimizer.state.get(param, {}).values()
-                     if torch.is_tensor(t) and t.shape == param.shape]
+            state = [
+                t for t in self.optimizer.state.get(param, {}).values() if torch.is_tensor(t) and t.shape == param.shape
+            ]
             # whole copies and torch.where, not boolean indexing: no data-dependent shapes, so no host
             # synchronisation on a GPU, and several times faster on a CPU (~260 masked tensors per step)
             saved.append((param, mask, param.detach().clone(), [(t, t.clone()) for t in state]))

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0, per_image: bool = True) -> torch.Tensor:
+def soft_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0, per_image: bool = True
+) -> torch.Tensor:
     """1 - soft Dice, per image then averaged (or over the whole batch as one region, ``per_image=False``,
     which punishes a few false-positive pixels on an empty image far less). ``target`` may be soft."""
     rows = logits.shape[0] if per_image else 1
@@ -19,11 +21,14 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0,
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice: str = "image") -> torch.Tensor:
     """BCE (with logits) + soft Dice (``dice``: "image" or "batch"), equally weighted. ``target`` holds
     0/1 (or soft) values."""
-    return F.binary_cross_entropy_with_logits(logits, target) + soft_dice_loss(logits, target, per_image=dice == "image")
+    return F.binary_cross_entropy_with_logits(logits, target) + soft_dice_loss(
+        logits, target, per_image=dice == "image"
+    )
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_prob: torch.Tensor, dice: str = "image",
-                      kind: str = "bce_dice") -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_prob: torch.Tensor, dice: str = "image", kind: str = "bce_dice"
+) -> torch.Tensor:
     """In-place self-distillation (Yu & Huang, 2019): match the teacher's detached probabilities.
 
     ``bce_dice``: the task loss (BCE + soft Dice) with the probabilities as soft targets. ``bce``: per-pixel

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def dice_iou_per_image(prob: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def dice_iou_per_image(
+    prob: torch.Tensor, target: torch.Tensor, threshold: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Dice and IoU of each image (N,) from probabilities and 0/1 targets of shape (N, 1, H, W).
 
     An image whose mask and prediction are both empty scores 1 (a correct "nothing here").

@@ -23,7 +23,9 @@ from torch.utils.data import Sampler
 
 def mix(*values: int) -> int:
     """One 63-bit seed from several integers (NumPy's SeedSequence hashing; stable across versions)."""
-    return int(np.random.SeedSequence([int(v) & 0xFFFFFFFFFFFFFFFF for v in values]).generate_state(2, np.uint64)[0] >> 1)
+    return int(
+        np.random.SeedSequence([int(v) & 0xFFFFFFFFFFFFFFFF for v in values]).generate_state(2, np.uint64)[0] >> 1
+    )
 
 
 class EpochSampler(Sampler):

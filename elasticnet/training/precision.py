@@ -42,8 +42,9 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     if amp == "auto":
         return "bf16" if native_bf16(device) else "none"
     if amp == "bf16" and device.type == "cuda" and not native_bf16(device):
-        raise UserError(f"--amp bf16: this GPU ({torch.cuda.get_device_name(device)}) has no bf16; use --amp fp16 "
-                        "or --amp none")
+        raise UserError(
+            f"--amp bf16: this GPU ({torch.cuda.get_device_name(device)}) has no bf16; use --amp fp16 or --amp none"
+        )
     return amp
 
 
@@ -54,8 +55,10 @@ def amp_note(amp: str, used: str, device: torch.device) -> str:
         reason = "native bf16" if used == "bf16" else "no native bf16"
         return f"{name} (auto: {reason} on {device.type})"
     if used == "bf16" and device.type == "cpu" and not native_bf16(device):
-        return (f"{name} (warning: this CPU has no AVX512_BF16/AMX, so bf16 is emulated and trains several times "
-                "slower than fp32; use --amp auto)")
+        return (
+            f"{name} (warning: this CPU has no AVX512_BF16/AMX, so bf16 is emulated and trains several times "
+            "slower than fp32; use --amp auto)"
+        )
     if used == "fp16" and device.type == "cpu":
         return f"{name} (warning: fp16 training on a CPU is emulated and slow; fp16 is for GPUs, use --amp auto)"
     return name
@@ -70,7 +73,7 @@ class Precision:
     scaler: torch.amp.GradScaler | None = field(default=None, repr=False)
 
     @classmethod
-    def for_device(cls, amp: str, device: torch.device) -> "Precision":
+    def for_device(cls, amp: str, device: torch.device) -> Precision:
         used = resolve_amp(amp, device)
         scaler = torch.amp.GradScaler(device.type) if used == "fp16" else None
         return cls(used, device.type, scaler)

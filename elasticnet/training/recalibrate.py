@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint, save_checkpoint, saved_state
+from elasticnet.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+    saved_state,
+)
 from elasticnet.config import eval_batch_size
 from elasticnet.data import build_datasets
 from elasticnet.reporting import text_table
@@ -28,11 +34,21 @@ def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], No
         split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
         check_same_split(split.rows, run_dir / "split.csv")
         calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, t_cfg.batch_size)
-        echo(f"calibrating BatchNorm ({calib_batches} batches of {eval_batch_size(cfg)}) and evaluating "
-             f"{len(cfg.model.subnets())} sub-nets of {run_dir} ...")
-        rows, bn_stats = subnet_table(model, calib_loader, val_loader, next(model.parameters()).device,
-                                      tuple(cfg.data.image_size), calib_batches, t_cfg.threshold, test_loader,
-                                      cfg.data.tile)
+        echo(
+            f"calibrating BatchNorm ({calib_batches} batches of {eval_batch_size(cfg)}) and evaluating "
+            f"{len(cfg.model.subnets())} sub-nets of {run_dir} ..."
+        )
+        rows, bn_stats = subnet_table(
+            model,
+            calib_loader,
+            val_loader,
+            next(model.parameters()).device,
+            tuple(cfg.data.image_size),
+            calib_batches,
+            t_cfg.threshold,
+            test_loader,
+            cfg.data.tile,
+        )
         write_table(run_dir, cfg, rows)
         save_checkpoint(checkpoint, cfg, model.cpu(), **(saved_state(ckpt) | {"subnets": rows, "bn_stats": bn_stats}))
     echo(text_table(rows, table_columns(rows)))

@@ -37,18 +37,35 @@ class StepPlan:
 
 def sampler_for(cfg: RunConfig, total_steps: int = 0, flops: dict[SubNet, float] | None = None) -> SubNetSampler:
     t = cfg.train
-    return SubNetSampler(tuple(cfg.model.depths), tuple(cfg.model.widths), t.strategy, t.num_random, t.seed,
-                         always=parse_subnets(t.always_subnets), random_by_flops=t.random_by_flops,
-                         weight_smallest=t.weight_smallest, weight_random=t.weight_random, total_steps=total_steps,
-                         shrink_start=t.shrink_start, width_start=t.width_start, ramp=t.ramp,
-                         flops=flops or ({s: 1.0 for s in cfg.model.subnets()} if t.random_by_flops else {}))
+    return SubNetSampler(
+        tuple(cfg.model.depths),
+        tuple(cfg.model.widths),
+        t.strategy,
+        t.num_random,
+        t.seed,
+        always=parse_subnets(t.always_subnets),
+        random_by_flops=t.random_by_flops,
+        weight_smallest=t.weight_smallest,
+        weight_random=t.weight_random,
+        total_steps=total_steps,
+        shrink_start=t.shrink_start,
+        width_start=t.width_start,
+        ramp=t.ramp,
+        flops=flops or ({s: 1.0 for s in cfg.model.subnets()} if t.random_by_flops else {}),
+    )
 
 
 class Recipe:
     """The per-step plan of one run (``total_steps`` fixes the phases) and the EMA teacher, if any."""
 
-    def __init__(self, cfg: RunConfig, model: ElasticUNet | None, total_steps: int, image_size: tuple[int, int],
-                 flops: dict[SubNet, float] | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        model: ElasticUNet | None,
+        total_steps: int,
+        image_size: tuple[int, int],
+        flops: dict[SubNet, float] | None = None,
+    ):
         t = cfg.train
         self.cfg, self.total_steps = cfg, total_steps
         self.flops = flops or subnet_flops(cfg.model, image_size)
@@ -62,12 +79,15 @@ class Recipe:
         t = self.cfg.train
         weighted = self.sampler.sample_weighted(step)
         subnets, weights = [s for s, _ in weighted], [w for _, w in weighted]
-        distill = (distill_weight_at(step, self.total_steps, t.distill_weight, t.distill_start, t.ramp)
-                   if t.distill else None)
+        distill = (
+            distill_weight_at(step, self.total_steps, t.distill_weight, t.distill_start, t.ramp) if t.distill else None
+        )
         # distilling needs a student: a step that trains only the largest has none
         if distill is not None and all(s == self.sampler.largest for s in subnets):
             distill = None
-        return StepPlan(subnets, weights, replace(self.base, distill_weight=distill), distill is not None and self.uses_ema)
+        return StepPlan(
+            subnets, weights, replace(self.base, distill_weight=distill), distill is not None and self.uses_ema
+        )
 
     def teacher_probabilities(self, plan: StepPlan, images: torch.Tensor, precision) -> torch.Tensor | None:
         return self.teacher.probabilities(images, self.sampler.largest, precision) if plan.ema_teacher else None
@@ -84,8 +104,14 @@ class Recipe:
         return step_flops(self.flops, plan.subnets, images, teacher)
 
 
-def planned_flops(cfg: RunConfig, steps_per_epoch: int, images_per_step: int, epochs: int,
-                  image_size: tuple[int, int], flops: dict[SubNet, float] | None = None) -> float:
+def planned_flops(
+    cfg: RunConfig,
+    steps_per_epoch: int,
+    images_per_step: int,
+    epochs: int,
+    image_size: tuple[int, int],
+    flops: dict[SubNet, float] | None = None,
+) -> float:
     """The training FLOPs a run of ``epochs`` epochs will cost, exactly: the sub-nets of every step are a
     function of (seed, step), so the plan can be summed before training."""
     total = epochs * steps_per_epoch
@@ -93,8 +119,14 @@ def planned_flops(cfg: RunConfig, steps_per_epoch: int, images_per_step: int, ep
     return sum(recipe.step_flops(recipe.plan(step), images_per_step) for step in range(total))
 
 
-def epochs_within(cfg: RunConfig, steps_per_epoch: int, images_per_step: int, budget: float,
-                  image_size: tuple[int, int], most: int = 10000) -> int:
+def epochs_within(
+    cfg: RunConfig,
+    steps_per_epoch: int,
+    images_per_step: int,
+    budget: float,
+    image_size: tuple[int, int],
+    most: int = 10000,
+) -> int:
     """The most epochs whose planned training FLOPs stay within ``budget`` (0 if not even one fits)."""
     flops = subnet_flops(cfg.model, image_size)
 

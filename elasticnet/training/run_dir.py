@@ -38,8 +38,10 @@ def check_new_run_dir(run_dir: Path) -> None:
     if (run_dir / CHECKPOINT_NAME).exists():
         raise UserError(f"run folder {run_dir} already holds a finished run; choose another --out or delete it")
     if (run_dir / STATE_NAME).exists() or (run_dir / CONFIG_NAME).exists():
-        raise UserError(f"run folder {run_dir} holds an unfinished run; continue it with "
-                        f"`elasticnet train --resume {run_dir}`, or choose another --out (or delete it)")
+        raise UserError(
+            f"run folder {run_dir} holds an unfinished run; continue it with "
+            f"`elasticnet train --resume {run_dir}`, or choose another --out (or delete it)"
+        )
 
 
 def resumable_run(path: str | Path) -> Path:
@@ -52,8 +54,10 @@ def resumable_run(path: str | Path) -> Path:
     if (run_dir / CHECKPOINT_NAME).exists():
         raise UserError(f"run {run_dir} has already finished ({CHECKPOINT_NAME} is there); nothing to resume")
     if not (run_dir / CONFIG_NAME).exists():
-        raise UserError(f"cannot resume {run_dir}: it holds no {CONFIG_NAME} (the run stopped before it started "
-                        "training); start it again with the same command")
+        raise UserError(
+            f"cannot resume {run_dir}: it holds no {CONFIG_NAME} (the run stopped before it started "
+            "training); start it again with the same command"
+        )
     return run_dir
 
 
@@ -80,8 +84,10 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     with exclusive_lock(path, wait=False) as fd:
         if fd is None:
             holder = path.read_text(errors="replace").strip() or "another process"
-            raise UserError(f"run folder {run_dir} is in use by another training ({holder}); wait for it to "
-                            "finish, or choose another --out")
+            raise UserError(
+                f"run folder {run_dir} is in use by another training ({holder}); wait for it to "
+                "finish, or choose another --out"
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {os.uname().nodename}\n".encode(), 0)
         yield
@@ -92,5 +98,6 @@ def check_same_split(rows: list[dict], path: Path) -> None:
     with open(path, newline="") as f:
         saved = list(csv.DictReader(f))
     if saved != [{k: str(v) for k, v in r.items()} for r in rows]:
-        raise UserError(f"the data differ from those the run started with (see {path}); resume needs the same "
-                        "images and split")
+        raise UserError(
+            f"the data differ from those the run started with (see {path}); resume needs the same images and split"
+        )

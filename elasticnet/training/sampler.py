@@ -66,8 +66,10 @@ class SubNetSampler:
             raise UserError(f"num_random must be >= 0, got {self.num_random}")
         unknown = [s.key for s in self.always if s not in self.choices]
         if unknown:
-            raise UserError(f"always_subnets {unknown} are not in the grid depths {list(self.depths)} x widths "
-                            f"{[f'{w:g}' for w in self.widths]}")
+            raise UserError(
+                f"always_subnets {unknown} are not in the grid depths {list(self.depths)} x widths "
+                f"{[f'{w:g}' for w in self.widths]}"
+            )
         if self.always and self.strategy != "sandwich":
             raise UserError("always_subnets needs --strategy sandwich")
         for name in ("shrink_start", "width_start", "ramp"):

@@ -30,7 +30,7 @@ def cosine_with_warmup(total_steps: int, warmup_steps: int, floor: float = 0.0) 
     return factor
 
 
-def build_optimizer(name: str, params, lr: float, weight_decay: float) -> "torch.optim.Optimizer":
+def build_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     import torch
 
     if name == "sgd":
@@ -40,7 +40,7 @@ def build_optimizer(name: str, params, lr: float, weight_decay: float) -> "torch
 
 def steps_of(fraction: float, total_steps: int) -> int:
     """The step a fraction of the training reaches (phases and ramps are given as fractions)."""
-    return int(round(fraction * total_steps))
+    return round(fraction * total_steps)
 
 
 def ramp_factor(step: int, first: int, ramp_steps: int) -> float:

@@ -76,8 +76,9 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
     distributed.set_sync_bn(model, t.sync_bn and d.enabled)
     order = EpochSampler(len(split.train), t.seed, d.rank, d.world)
     batch_size = min(t.batch_size, order.per_process())
-    train_loader = DataLoader(split.train, batch_size=batch_size, sampler=order, drop_last=True,
-                              num_workers=cfg.data.num_workers)
+    train_loader = DataLoader(
+        split.train, batch_size=batch_size, sampler=order, drop_last=True, num_workers=cfg.data.num_workers
+    )
     calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, batch_size, d)
 
     steps_per_epoch = order.per_process() // batch_size
@@ -89,16 +90,30 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
     warmup = min(steps_per_epoch, max(1, total_steps // 20))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, warmup, t.lr_floor))
     training = Training(
-        cfg=cfg, run_dir=run_dir, device=device, d=d, model=model, optimizer=optimizer, scheduler=scheduler,
+        cfg=cfg,
+        run_dir=run_dir,
+        device=device,
+        d=d,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
         precision=Precision.for_device(t.amp, device),
         freezer=InactiveWeightFreezer(model, optimizer) if t.inactive_weights == "freeze" else None,
         recipe=Recipe(cfg, model, total_steps, cfg.data.tile or tuple(cfg.data.image_size)),  # a patch or the image
-        order=order, train_loader=train_loader, calib_loader=calib_loader, val_loader=val_loader,
-        test_loader=test_loader, calib_batches=calib_batches,
+        order=order,
+        train_loader=train_loader,
+        calib_loader=calib_loader,
+        val_loader=val_loader,
+        test_loader=test_loader,
+        calib_batches=calib_batches,
         quick_batches=calibration_batches(min(4, t.calib_batches), batch_size, eval_batch_size(cfg)),
-        batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-        epochs=math.ceil(total_steps / steps_per_epoch), memory_format=memory_format,
-        state=TrainingState(world=d.world, steps_per_epoch=steps_per_epoch, batch_size=batch_size))
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        epochs=math.ceil(total_steps / steps_per_epoch),
+        memory_format=memory_format,
+        state=TrainingState(world=d.world, steps_per_epoch=steps_per_epoch, batch_size=batch_size),
+    )
     return training
 
 
@@ -107,7 +122,8 @@ def restore(training: Training) -> str | None:
     tr, state = training, training.state
     if not tr.state_path.exists():
         return None
-    state.restore(load_checkpoint(tr.state_path), tr.model, tr.optimizer, tr.scheduler, tr.precision.scaler,
-                  tr.recipe.teacher)
+    state.restore(
+        load_checkpoint(tr.state_path), tr.model, tr.optimizer, tr.scheduler, tr.precision.scaler, tr.recipe.teacher
+    )
     note = state.adapt(tr.d.world, tr.steps_per_epoch, tr.batch_size, tr.scheduler)
     return f"resuming {tr.run_dir} at step {state.step}/{tr.total_steps} (epoch {len(state.log) + 1}){note}"

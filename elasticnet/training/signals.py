@@ -44,10 +44,11 @@ class StopRequest:
         first = self.signum is None
         self.signum = signum
         if not first or self.immediate:
-            raise TrainingInterrupted(f"stopped at once by {signal.Signals(signum).name}; the last saved training "
-                                      "state is kept", signum)
+            raise TrainingInterrupted(
+                f"stopped at once by {signal.Signals(signum).name}; the last saved training state is kept", signum
+            )
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
             for s in SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)

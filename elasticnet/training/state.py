@@ -54,8 +54,9 @@ class TrainingState:
         self.epoch_losses, self.epoch_images, self.epoch_seconds = [], 0, 0.0
         return row
 
-    def payload(self, optimizer: torch.optim.Optimizer, scheduler: Any, precision: Any = None,
-                teacher: Any = None) -> dict[str, Any]:
+    def payload(
+        self, optimizer: torch.optim.Optimizer, scheduler: Any, precision: Any = None, teacher: Any = None
+    ) -> dict[str, Any]:
         """The checkpoint entries (besides config and model) of this state; with fp16 also the loss
         scaler's state (an fp16 run resumed without it would restart the scale)."""
         scaler = getattr(precision, "scaler", None)
@@ -75,8 +76,15 @@ class TrainingState:
             "rng": rng_states(),
         }
 
-    def restore(self, ckpt: dict[str, Any], model: ElasticUNet, optimizer: torch.optim.Optimizer, scheduler: Any,
-                scaler: Any = None, teacher: Any = None) -> None:
+    def restore(
+        self,
+        ckpt: dict[str, Any],
+        model: ElasticUNet,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        scaler: Any = None,
+        teacher: Any = None,
+    ) -> None:
         """Load a checkpoint written from :meth:`payload` into this state and the training objects."""
         model.load_state_dict(ckpt["model"])  # copies into the parameters, on their device
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -113,8 +121,10 @@ class TrainingState:
         scheduler.last_epoch = self.step
         for group, base_lr, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
             group["lr"] = base_lr * factor(self.step)
-        return (f"; saved by {old[0]} process(es) at step {old[1]}, continuing with {world} at step {self.step} "
-                "(rescaled, not bit-exact)")
+        return (
+            f"; saved by {old[0]} process(es) at step {old[1]}, continuing with {world} at step {self.step} "
+            "(rescaled, not bit-exact)"
+        )
 
 
 def rng_states() -> dict[str, Any]:
@@ -122,8 +132,13 @@ def rng_states() -> dict[str, Any]:
     version, internal, gauss_next = random.getstate()
     states = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
     }
     if torch.cuda.is_available():

@@ -26,10 +26,19 @@ class NonFiniteLoss(UserError):
     """The loss (or the weights) stopped being finite numbers."""
 
 
-def forward_backward(model: ElasticUNet, images: torch.Tensor, masks: torch.Tensor, subnets: Sequence[SubNet],
-                     distill_weight: float | None, dice: str = "image", precision: Precision | None = None,
-                     check_finite: bool = True, weights: Sequence[float] | None = None,
-                     teacher: torch.Tensor | None = None, distill_loss: str = "bce_dice") -> torch.Tensor:
+def forward_backward(
+    model: ElasticUNet,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    subnets: Sequence[SubNet],
+    distill_weight: float | None,
+    dice: str = "image",
+    precision: Precision | None = None,
+    check_finite: bool = True,
+    weights: Sequence[float] | None = None,
+    teacher: torch.Tensor | None = None,
+    distill_loss: str = "bce_dice",
+) -> torch.Tensor:
     """Run each sub-net on the batch and accumulate its (weighted) gradients; returns the mean weighted loss
     (a 0-d tensor on the device: the caller reads it once per step, so a GPU is not synchronised per sub-net).
 
@@ -59,17 +68,28 @@ def forward_backward(model: ElasticUNet, images: torch.Tensor, masks: torch.Tens
                         teacher = torch.sigmoid(model(images, largest).float())
                 loss = loss + distill_weight * distillation_loss(logits, teacher, dice, distill_loss)
         if check_finite and images.device.type == "cpu" and not torch.isfinite(loss):
-            raise NonFiniteLoss(f"the loss became {loss.item()} at {subnet} (step's batch); lower --lr or check "
-                                "the data for broken images")
+            raise NonFiniteLoss(
+                f"the loss became {loss.item()} at {subnet} (step's batch); lower --lr or check "
+                "the data for broken images"
+            )
         precision.backward(weight * loss)
         total = total + weight * loss.detach()
     return total / len(subnets)
 
 
-def train_step(model: ElasticUNet, optimizer: torch.optim.Optimizer, precision: Precision,
-               freezer: InactiveWeightFreezer | None, images: torch.Tensor, masks: torch.Tensor,
-               subnets: Sequence[SubNet], options: StepOptions | None = None, d: distributed.Dist | None = None,
-               weights: Sequence[float] | None = None, teacher: torch.Tensor | None = None) -> torch.Tensor:
+def train_step(
+    model: ElasticUNet,
+    optimizer: torch.optim.Optimizer,
+    precision: Precision,
+    freezer: InactiveWeightFreezer | None,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    subnets: Sequence[SubNet],
+    options: StepOptions | None = None,
+    d: distributed.Dist | None = None,
+    weights: Sequence[float] | None = None,
+    teacher: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One optimiser step over ``subnets`` (their weighted gradients summed); returns the mean loss on the
     device.
 
@@ -79,9 +99,19 @@ def train_step(model: ElasticUNet, optimizer: torch.optim.Optimizer, precision: 
     options = options or StepOptions()
     optimizer.zero_grad(set_to_none=True)
     enabled = d is not None and d.enabled
-    loss = forward_backward(model, images, masks, subnets, options.distill_weight, options.dice, precision,
-                            check_finite=not enabled, weights=weights, teacher=teacher,
-                            distill_loss=options.distill_loss)
+    loss = forward_backward(
+        model,
+        images,
+        masks,
+        subnets,
+        options.distill_weight,
+        options.dice,
+        precision,
+        check_finite=not enabled,
+        weights=weights,
+        teacher=teacher,
+        distill_loss=options.distill_loss,
+    )
     if enabled:
         distributed.average_gradients(model, d)
     with freezer.step(subnets) if freezer is not None else nullcontext():

@@ -11,9 +11,24 @@ from pathlib import Path
 from elasticnet.config import RunConfig
 from elasticnet.reporting import markdown_table, write_csv
 
-TABLE_COLUMNS = ["depth", "width", "channels", "params", "mflops", "dice", "iou", "dice_bn_as_trained", "dice_lesion",
-                 "fp_area", "test_dice", "test_iou", "test_dice_bn_as_trained", "test_iou_bn_as_trained",
-                 "test_dice_lesion", "test_fp_area"]
+TABLE_COLUMNS = [
+    "depth",
+    "width",
+    "channels",
+    "params",
+    "mflops",
+    "dice",
+    "iou",
+    "dice_bn_as_trained",
+    "dice_lesion",
+    "fp_area",
+    "test_dice",
+    "test_iou",
+    "test_dice_bn_as_trained",
+    "test_iou_bn_as_trained",
+    "test_dice_lesion",
+    "test_fp_area",
+]
 
 
 def table_columns(rows: Sequence[dict]) -> list[str]:
@@ -31,4 +46,5 @@ def write_table(run_dir: Path, cfg: RunConfig, rows: list[dict]) -> None:
         f"BN re-estimated per sub-net on {rows[0]['calib_batches']} training batches "
         f"(`dice_bn_as_trained`: without). `dice_lesion`: mean over images with a lesion; `fp_area`: predicted "
         f"area fraction on images without one. MFLOPs at {cfg.data.image_size[0]}x{cfg.data.image_size[1]}.\n\n"
-        + markdown_table(rows, table_columns(rows)))
+        + markdown_table(rows, table_columns(rows))
+    )

@@ -33,8 +33,15 @@ from elasticnet.training import distributed
 from elasticnet.training.evaluate import evaluate_calibrated, subnet_table
 from elasticnet.training.precision import amp_note
 from elasticnet.training.recipe import sampler_for
-from elasticnet.training.run_dir import (CONFIG_NAME, check_new_run_dir, check_same_split, remove_stale_temporaries,
-                                         resumable_run, run_dir_for, run_lock)
+from elasticnet.training.run_dir import (
+    CONFIG_NAME,
+    check_new_run_dir,
+    check_same_split,
+    remove_stale_temporaries,
+    resumable_run,
+    run_dir_for,
+    run_lock,
+)
 from elasticnet.training.setup import Training, build_training, restore
 from elasticnet.training.signals import StopRequest, TrainingInterrupted
 from elasticnet.training.step import NonFiniteLoss, train_step
@@ -43,8 +50,9 @@ from elasticnet.training.tables import table_columns, write_table
 EpochCallback = Callable[[dict], None]
 
 
-def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = True,
-          on_epoch: EpochCallback | None = None) -> Path:
+def train(
+    cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = True, on_epoch: EpochCallback | None = None
+) -> Path:
     """Train an elastic U-Net as ``cfg`` says; returns the run folder (config, checkpoint, log, table, plot).
 
     ``on_epoch(row)`` is called with every epoch's log row after the training state was saved (an
@@ -52,8 +60,13 @@ def train(cfg: RunConfig, echo: Callable[[str], None] = print, progress: bool = 
     return _run(cfg, None, echo, progress, on_epoch)
 
 
-def resume(path: str | Path, device: str | None = None, echo: Callable[[str], None] = print,
-           progress: bool = True, on_epoch: EpochCallback | None = None) -> Path:
+def resume(
+    path: str | Path,
+    device: str | None = None,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+    on_epoch: EpochCallback | None = None,
+) -> Path:
     """Continue the interrupted run in folder ``path`` from its last saved state (``last.pt``), with the
     config it started with (``device`` may be changed). With a fixed seed the result equals an
     uninterrupted run's."""
@@ -66,8 +79,13 @@ def resume(path: str | Path, device: str | None = None, echo: Callable[[str], No
     return _run(cfg, run_dir, echo, progress, on_epoch)
 
 
-def _run(cfg: RunConfig, resume_dir: Path | None, echo: Callable[[str], None], progress: bool,
-         on_epoch: EpochCallback | None = None) -> Path:
+def _run(
+    cfg: RunConfig,
+    resume_dir: Path | None,
+    echo: Callable[[str], None],
+    progress: bool,
+    on_epoch: EpochCallback | None = None,
+) -> Path:
     t_cfg = cfg.train
     d, device = distributed.init(t_cfg.device)  # one process, or one rank of a torchrun launch
     try:
@@ -103,8 +121,11 @@ def _run(cfg: RunConfig, resume_dir: Path | None, echo: Callable[[str], None], p
 def _interrupted(stop: StopRequest, when: str, run_dir: Path) -> TrainingInterrupted:
     """The exception that ends a run stopped by a signal, after its state was saved."""
     signum = stop.signum or signal.SIGTERM  # under torchrun another rank may have received it
-    return TrainingInterrupted(f"stopped by {signal.Signals(signum).name} {when}; saved the training state; continue "
-                               f"with `elasticnet train --resume {run_dir}`", signum)
+    return TrainingInterrupted(
+        f"stopped by {signal.Signals(signum).name} {when}; saved the training state; continue "
+        f"with `elasticnet train --resume {run_dir}`",
+        signum,
+    )
 
 
 def _silent(line: str) -> None:
@@ -121,26 +142,35 @@ def kept_state(state_path: Path) -> str:
 def save_state(tr: Training) -> None:
     """Write ``last.pt`` (rank 0), after checking the weights are still numbers."""
     if not all(bool(torch.isfinite(p).all()) for p in tr.model.parameters()):
-        raise NonFiniteLoss(f"the weights became non-finite before step {tr.state.step}; {kept_state(tr.state_path)}. "
-                            "Lower --lr, or check the data")
+        raise NonFiniteLoss(
+            f"the weights became non-finite before step {tr.state.step}; {kept_state(tr.state_path)}. "
+            "Lower --lr, or check the data"
+        )
     if tr.d.main:
-        save_checkpoint(tr.state_path, tr.cfg, tr.model, **tr.state.payload(tr.optimizer, tr.scheduler, tr.precision,
-                                                                           tr.recipe.teacher))
+        save_checkpoint(
+            tr.state_path,
+            tr.cfg,
+            tr.model,
+            **tr.state.payload(tr.optimizer, tr.scheduler, tr.precision, tr.recipe.teacher),
+        )
 
 
-def fit(tr: Training, stop: StopRequest, echo: Callable[[str], None], progress: bool,
-        on_epoch: EpochCallback | None) -> Path:
+def fit(
+    tr: Training, stop: StopRequest, echo: Callable[[str], None], progress: bool, on_epoch: EpochCallback | None
+) -> Path:
     """Train ``tr`` from wherever its state stands to the end, then write the table and the checkpoint."""
     note = restore(tr)
     if note:
         echo(note)
     cfg = tr.cfg
-    echo(f"run folder {tr.run_dir} | device {tr.device}{f' x {tr.d.world} processes' if tr.d.enabled else ''} | "
-         f"precision {amp_note(cfg.train.amp, tr.precision.used, tr.device)} | "
-         f"{len(tr.train_loader.dataset)} train / {len(tr.val_loader.dataset)} val images "
-         f"at {cfg.data.image_size[0]}x{cfg.data.image_size[1]} | {tr.total_steps} steps | "
-         f"strategy {cfg.train.strategy}{' + distill' if cfg.train.distill else ''} | "
-         f"sub-nets {len(tr.recipe.sampler.choices)}")
+    echo(
+        f"run folder {tr.run_dir} | device {tr.device}{f' x {tr.d.world} processes' if tr.d.enabled else ''} | "
+        f"precision {amp_note(cfg.train.amp, tr.precision.used, tr.device)} | "
+        f"{len(tr.train_loader.dataset)} train / {len(tr.val_loader.dataset)} val images "
+        f"at {cfg.data.image_size[0]}x{cfg.data.image_size[1]} | {tr.total_steps} steps | "
+        f"strategy {cfg.train.strategy}{' + distill' if cfg.train.distill else ''} | "
+        f"sub-nets {len(tr.recipe.sampler.choices)}"
+    )
     while len(tr.state.log) < tr.epochs:
         run_epoch(tr, stop, progress)
         end_epoch(tr, stop, echo, on_epoch)
@@ -156,9 +186,15 @@ def run_epoch(tr: Training, stop: StopRequest, progress: bool) -> None:
     tr.order.set_epoch(epoch, (state.step - (epoch - 1) * tr.steps_per_epoch) * tr.batch_size)
     tr.model.train()
     resumed_at = time.perf_counter()
-    bar = tqdm(tr.train_loader if state.step < end else [], desc=f"epoch {epoch}/{tr.epochs}", leave=False,
-               disable=not progress, initial=len(state.epoch_losses), total=end - (epoch - 1) * tr.steps_per_epoch,
-               unit="batch")
+    bar = tqdm(
+        tr.train_loader if state.step < end else [],
+        desc=f"epoch {epoch}/{tr.epochs}",
+        leave=False,
+        disable=not progress,
+        initial=len(state.epoch_losses),
+        total=end - (epoch - 1) * tr.steps_per_epoch,
+        unit="batch",
+    )
     for images, masks in bar:
         images = images.to(tr.device, non_blocking=True).contiguous(memory_format=tr.memory_format)
         loss, stopping = one_step(tr, images, masks.to(tr.device, non_blocking=True), stop)
@@ -180,12 +216,24 @@ def one_step(tr: Training, images: torch.Tensor, masks: torch.Tensor, stop: Stop
     """One planned optimiser step; returns (the step's loss, whether any process was asked to stop)."""
     state, plan = tr.state, tr.recipe.plan(tr.state.step)
     try:
-        loss = train_step(tr.model, tr.optimizer, tr.precision, tr.freezer, images, masks, plan.subnets, plan.options,
-                          tr.d, plan.weights, tr.recipe.teacher_probabilities(plan, images, tr.precision))
+        loss = train_step(
+            tr.model,
+            tr.optimizer,
+            tr.precision,
+            tr.freezer,
+            images,
+            masks,
+            plan.subnets,
+            plan.options,
+            tr.d,
+            plan.weights,
+            tr.recipe.teacher_probabilities(plan, images, tr.precision),
+        )
         loss, stopping = distributed.reduce_step(float(loss), bool(stop), tr.d, tr.device)  # one read per step
         if not math.isfinite(loss):
-            raise NonFiniteLoss(f"the loss became {loss} at step {state.step + 1}; lower --lr or check the data for "
-                                "broken images")
+            raise NonFiniteLoss(
+                f"the loss became {loss} at step {state.step + 1}; lower --lr or check the data for broken images"
+            )
     except NonFiniteLoss as e:
         raise NonFiniteLoss(f"{e}; {kept_state(tr.state_path)}") from None
     tr.recipe.after_step(tr.model)
@@ -201,15 +249,28 @@ def end_epoch(tr: Training, stop: StopRequest, echo: Callable[[str], None], on_e
     """The epoch's log row (with a quick look at the largest and smallest sub-net), the saved state."""
     epoch, sampler, t = len(tr.state.log) + 1, tr.recipe.sampler, tr.cfg.train
     # BN re-estimated on a few batches: the shared statistics mix all sub-nets and say little about any one
-    quick = {s: evaluate_calibrated(tr.model, s, tr.calib_loader, tr.val_loader, tr.device, tr.quick_batches,
-                                    t.threshold, tr.cfg.data.tile, bn_pool(tr))["dice"]
-             for s in dict.fromkeys((sampler.largest, sampler.smallest))}  # one evaluation when they coincide
+    quick = {
+        s: evaluate_calibrated(
+            tr.model,
+            s,
+            tr.calib_loader,
+            tr.val_loader,
+            tr.device,
+            tr.quick_batches,
+            t.threshold,
+            tr.cfg.data.tile,
+            bn_pool(tr),
+        )["dice"]
+        for s in dict.fromkeys((sampler.largest, sampler.smallest))
+    }  # one evaluation when they coincide
     row = tr.state.end_epoch(epoch, quick[sampler.largest], quick[sampler.smallest], tr.scheduler.get_last_lr()[0])
     if tr.d.main:
         write_csv(tr.state.log, tr.run_dir / "log.csv")
     save_state(tr)
-    echo(f"epoch {epoch}/{tr.epochs}  loss {row['train_loss']:.4f}  val Dice largest {row['val_dice_largest']:.3f} "
-         f"smallest {row['val_dice_smallest']:.3f}  ({row['seconds']:.1f} s, {row['images_per_s']:.1f} img/s)")
+    echo(
+        f"epoch {epoch}/{tr.epochs}  loss {row['train_loss']:.4f}  val Dice largest {row['val_dice_largest']:.3f} "
+        f"smallest {row['val_dice_smallest']:.3f}  ({row['seconds']:.1f} s, {row['images_per_s']:.1f} img/s)"
+    )
     _, stopping = distributed.reduce_step(0.0, bool(stop), tr.d, tr.device)
     if stopping:
         raise _interrupted(stop, f"after epoch {epoch}", tr.run_dir)
@@ -228,28 +289,56 @@ def finish(tr: Training, echo: Callable[[str], None]) -> Path:
     model.to(memory_format=torch.contiguous_format)  # the checkpoint and the table use the plain layout
     rows, bn_stats = [], {}
     if cfg.train.final_table:
-        echo(f"calibrating BatchNorm ({tr.calib_batches} batches of {eval_batch_size(cfg)}) and evaluating "
-             f"{len(tr.recipe.sampler.choices)} sub-nets ...")
-        rows, bn_stats = subnet_table(model, tr.calib_loader, tr.val_loader, tr.device, tuple(cfg.data.image_size),
-                                      tr.calib_batches, cfg.train.threshold, tr.test_loader, cfg.data.tile,
-                                      pool=bn_pool(tr))
+        echo(
+            f"calibrating BatchNorm ({tr.calib_batches} batches of {eval_batch_size(cfg)}) and evaluating "
+            f"{len(tr.recipe.sampler.choices)} sub-nets ..."
+        )
+        rows, bn_stats = subnet_table(
+            model,
+            tr.calib_loader,
+            tr.val_loader,
+            tr.device,
+            tuple(cfg.data.image_size),
+            tr.calib_batches,
+            cfg.train.threshold,
+            tr.test_loader,
+            cfg.data.tile,
+            pool=bn_pool(tr),
+        )
     if not tr.d.main:
         return tr.run_dir
     plot_training_curve(state.log, tr.run_dir / "curve.png")
     if rows:
         write_table(tr.run_dir, cfg, rows)
-    save_checkpoint(tr.run_dir / CHECKPOINT_NAME, cfg, model, optimizer=tr.optimizer.state_dict(),
-                    scheduler=tr.scheduler.state_dict(), step=state.step, epoch=len(state.log), subnets=rows,
-                    bn_stats=bn_stats, log=state.log, train_seconds=round(state.train_seconds, 4),
-                    train_tflops=round(state.train_flops / 1e12, 4), precision=tr.precision.name)
+    save_checkpoint(
+        tr.run_dir / CHECKPOINT_NAME,
+        cfg,
+        model,
+        optimizer=tr.optimizer.state_dict(),
+        scheduler=tr.scheduler.state_dict(),
+        step=state.step,
+        epoch=len(state.log),
+        subnets=rows,
+        bn_stats=bn_stats,
+        log=state.log,
+        train_seconds=round(state.train_seconds, 4),
+        train_tflops=round(state.train_flops / 1e12, 4),
+        precision=tr.precision.name,
+    )
     tr.state_path.unlink(missing_ok=True)  # checkpoint.pt supersedes it
     if rows:
-        echo("\nper-sub-net validation results (mean over images of per-image Dice/IoU at threshold "
-             f"{cfg.train.threshold}, BN re-estimated per sub-net):\n" + text_table(rows, table_columns(rows)))
-        echo(f"\ntrained in {state.train_seconds:.0f} s ({tr.precision.name}); wrote {tr.run_dir}/ (checkpoint.pt, "
-             "config.yaml, log.csv, subnets.csv, subnets.md, split.csv, curve.png)")
+        echo(
+            "\nper-sub-net validation results (mean over images of per-image Dice/IoU at threshold "
+            f"{cfg.train.threshold}, BN re-estimated per sub-net):\n" + text_table(rows, table_columns(rows))
+        )
+        echo(
+            f"\ntrained in {state.train_seconds:.0f} s ({tr.precision.name}); wrote {tr.run_dir}/ (checkpoint.pt, "
+            "config.yaml, log.csv, subnets.csv, subnets.md, split.csv, curve.png)"
+        )
     else:
-        echo(f"\ntrained in {state.train_seconds:.0f} s ({tr.precision.name}); no sub-net table (--no-final-table): "
-             f"`elasticnet eval --checkpoint {tr.run_dir} --recalibrate` makes it; wrote {tr.run_dir}/ (checkpoint.pt, "
-             "config.yaml, log.csv, split.csv, curve.png)")
+        echo(
+            f"\ntrained in {state.train_seconds:.0f} s ({tr.precision.name}); no sub-net table (--no-final-table): "
+            f"`elasticnet eval --checkpoint {tr.run_dir} --recalibrate` makes it; wrote {tr.run_dir}/ (checkpoint.pt, "
+            "config.yaml, log.csv, split.csv, curve.png)"
+        )
     return tr.run_dir

@@ -58,8 +58,9 @@ def check_space(space: Any, source: str) -> dict[str, dict[str, Any]]:
         except KeyError:
             raise UserError(f"{source}: search.{key} needs low and high") from None
         except (TypeError, ValueError):
-            raise UserError(f"{source}: search.{key} low and high must be numbers, got {spec.get('low')!r} and "
-                            f"{spec.get('high')!r}") from None
+            raise UserError(
+                f"{source}: search.{key} low and high must be numbers, got {spec.get('low')!r} and {spec.get('high')!r}"
+            ) from None
         if not low < high:
             raise UserError(f"{source}: search.{key} needs low < high")
         elif spec.get("log") and low <= 0:

@@ -26,10 +26,16 @@ def trial_rows(study) -> list[dict[str, Any]]:
         if len(study.directions) > 1:
             row["mflops"] = round(values[1], 1) if len(values) > 1 else ""
         row |= {k: t.params.get(k, "") for k in names}
-        seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else ""
-        row |= {"seconds": round(seconds, 1) if seconds != "" else "", "run_dir": t.user_attrs.get("run_dir", ""),
-                "note": t.user_attrs.get("error") or ("worker died; retried" if t.user_attrs.get("worker_died") else "")
-                + (f"retry of {t.user_attrs['retry_of']}" if "retry_of" in t.user_attrs else "")}
+        seconds = (
+            (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else ""
+        )
+        row |= {
+            "seconds": round(seconds, 1) if seconds != "" else "",
+            "run_dir": t.user_attrs.get("run_dir", ""),
+            "note": t.user_attrs.get("error")
+            or ("worker died; retried" if t.user_attrs.get("worker_died") else "")
+            + (f"retry of {t.user_attrs['retry_of']}" if "retry_of" in t.user_attrs else ""),
+        }
         rows.append(row)
     return rows
 
@@ -56,14 +62,19 @@ def write_summary(study, folder: Path, settings) -> Path:
             with warnings.catch_warnings():  # its reminder that it ranks for low targets: ours is -Dice
                 warnings.simplefilter("ignore")
                 importances = optuna.importance.get_param_importances(
-                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), target=lambda t: -t.values[0])
+                    study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), target=lambda t: -t.values[0]
+                )
         except (RuntimeError, ValueError):  # e.g. every trial had the same parameters
             importances = {}
         if importances:
-            write_csv([{"param": k, "importance": round(v, 4)} for k, v in importances.items()],
-                      folder / "importances.csv")
-            _bar(importances, folder / "importances.png", f"{settings.study}: parameter importance for "
-                 f"{settings.objective} Dice ({len(done)} trials)")
+            write_csv(
+                [{"param": k, "importance": round(v, 4)} for k, v in importances.items()], folder / "importances.csv"
+            )
+            _bar(
+                importances,
+                folder / "importances.png",
+                f"{settings.study}: parameter importance for {settings.objective} Dice ({len(done)} trials)",
+            )
     if complete:
         _history(rows, len(study.directions) > 1, folder / "history.png", settings)
     return folder

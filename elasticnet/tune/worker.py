@@ -25,9 +25,9 @@ from typing import Any
 from elasticnet.checkpoint import CHECKPOINT_NAME
 from elasticnet.config import build_config
 from elasticnet.errors import UserError
+from elasticnet.files import exclusive_lock, lock_is_held
 from elasticnet.tune.objective import check_objective, final_values, intermediate_value
 from elasticnet.tune.space import load_space, suggest
-from elasticnet.files import exclusive_lock, lock_is_held
 from elasticnet.tune.storage import open_storage
 
 CLAIM_LOCK = ".claim.lock"
@@ -59,11 +59,20 @@ def open_study(s: TuneSettings):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     startup = s.startup_trials or min(10, max(2, s.trials // 3))
     sampler = optuna.samplers.TPESampler(constant_liar=True, n_startup_trials=startup)
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if s.prune and not s.multi
-              else optuna.pruners.NopPruner())
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        if s.prune and not s.multi
+        else optuna.pruners.NopPruner()
+    )
     try:
-        study = optuna.create_study(study_name=s.study, storage=open_storage(s.storage), load_if_exists=True,
-                                    directions=s.directions(), sampler=sampler, pruner=pruner)
+        study = optuna.create_study(
+            study_name=s.study,
+            storage=open_storage(s.storage),
+            load_if_exists=True,
+            directions=s.directions(),
+            sampler=sampler,
+            pruner=pruner,
+        )
     except ValueError as e:  # e.g. the stored study has other directions
         raise UserError(f"cannot join study {s.study!r}: {e}") from None
     identity = {"objective": s.objective, "multi": s.multi, "config": s.config, "profile": s.profile}
@@ -71,8 +80,10 @@ def open_study(s: TuneSettings):
     if stored is None:
         study.set_user_attr("identity", identity)
     elif stored != identity:
-        raise UserError(f"study {s.study!r} was started with {stored}; this worker has {identity}. Start workers "
-                        "with the same --config/--profile/--objective, or choose another --study")
+        raise UserError(
+            f"study {s.study!r} was started with {stored}; this worker has {identity}. Start workers "
+            "with the same --config/--profile/--objective, or choose another --study"
+        )
     return study
 
 
@@ -98,8 +109,10 @@ def recover_dead_trials(study, echo: Callable[[str], None]) -> list[int]:
         study.tell(t.number, state=TrialState.FAIL)
         attrs = {"retry_of": t.number} | ({"resume_dir": run_dir} if run_dir else {})
         study.enqueue_trial(t.params, user_attrs=attrs)
-        echo(f"trial {t.number}: its worker is gone; marked failed and queued a retry"
-             + (f" that resumes {run_dir}" if run_dir else ""))
+        echo(
+            f"trial {t.number}: its worker is gone; marked failed and queued a retry"
+            + (f" that resumes {run_dir}" if run_dir else "")
+        )
         dead.append(t.number)
     return dead
 
@@ -136,12 +149,15 @@ def run_worker(s: TuneSettings, echo: Callable[[str], None] = print, progress: b
     from elasticnet.tune.summary import write_summary
 
     write_summary(study, s.out / "summary", s)
-    echo(f"study {s.study}: {len(study.trials)} trial(s) recorded; this worker ran {ran}; summary in {s.out / 'summary'}")
+    echo(
+        f"study {s.study}: {len(study.trials)} trial(s) recorded; this worker ran {ran}; summary in {s.out / 'summary'}"
+    )
     return ran
 
 
-def _run_trial(study, trial, run_dir: Path, space: dict, s: TuneSettings, echo: Callable[[str], None],
-               progress: bool) -> None:
+def _run_trial(
+    study, trial, run_dir: Path, space: dict, s: TuneSettings, echo: Callable[[str], None], progress: bool
+) -> None:
     import optuna
     from optuna.trial import TrialState
 
@@ -158,7 +174,7 @@ def _run_trial(study, trial, run_dir: Path, space: dict, s: TuneSettings, echo: 
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
 
-    quiet = lambda line: None  # noqa: E731  (per-trial progress is the trial's own log.csv)
+    quiet = lambda line: None
     try:
         if not (run_dir / CHECKPOINT_NAME).exists():
             if (run_dir / "config.yaml").exists():  # a dead worker's trial: continue where it stopped
@@ -177,7 +193,7 @@ def _run_trial(study, trial, run_dir: Path, space: dict, s: TuneSettings, echo: 
         echo(f"trial {trial.number}: failed: {e}")
         return
     except TrainingInterrupted:  # SIGTERM/SIGINT (a job's time limit): the state is saved; leave the trial
-        raise                    # RUNNING, so the next worker finds it dead and resumes it
+        raise  # RUNNING, so the next worker finds it dead and resumes it
     except BaseException:
         study.tell(trial, state=TrialState.FAIL)
         raise
