@@ -68,15 +68,13 @@ class TrainConfig:
     weight_random: float = 1.0  # loss weight of the randomly drawn sub-nets
     shrink_start: float = 0.0  # fraction of the steps during which only the largest sub-net trains (warm start)
     width_start: float = 0.0  # fraction of the steps before which only full-width sub-nets are drawn
-    ramp: float = (
-        0.0  # fraction of the steps over which a newly joining kind of sub-net (and distillation) is weighted in
-    )
+    # fraction of the steps over which a newly joining kind of sub-net (and distillation) is weighted in
+    ramp: float = 0.0
     distill: bool = False  # smaller sub-nets also learn from the largest one's probabilities
     distill_weight: float = 0.5  # loss = task + distill_weight * distillation (smaller sub-nets only)
     distill_teacher: str = "live"  # live (this step's largest sub-net) | ema (the largest of an EMA of the weights)
-    distill_loss: str = (
-        "bce_dice"  # bce_dice (the task loss on soft targets) | bce (per-pixel BCE to the probabilities)
-    )
+    # bce_dice (the task loss on soft targets) | bce (per-pixel BCE to the probabilities)
+    distill_loss: str = "bce_dice"
     distill_start: float = 0.0  # fraction of the steps before distillation starts
     ema_decay: float = 0.99  # distill_teacher ema: weight of the old average per step
     optimizer: str = "adamw"  # adamw | sgd (Nesterov momentum 0.9; summed sub-net gradients are not renormalised)
@@ -86,12 +84,10 @@ class TrainConfig:
     inactive_weights: str = "freeze"  # freeze | optimizer (see elasticnet.training.inactive)
     sync_bn: bool = False  # data-parallel only: batch statistics over all processes
     grad_checkpoint: bool = False  # recompute each level's block in backward (less memory, more time)
-    amp: str = (
-        "auto"  # auto | none | bf16 | fp16: mixed precision (auto: bf16 where the device has it natively, else fp32)
-    )
-    eval_batch_size: int = (
-        0  # batch of BN calibration and evaluation; 0: auto (no gradients, so larger than training's)
-    )
+    # auto | none | bf16 | fp16: mixed precision (auto: bf16 where the device has it natively, else fp32)
+    amp: str = "auto"
+    # batch of BN calibration and evaluation; 0: auto (no gradients, so larger than training's)
+    eval_batch_size: int = 0
     final_table: bool = True  # calibrate and evaluate every sub-net at the end (off: smoke and benchmark runs)
     channels_last: bool = True  # NHWC memory layout in training (measured 1.2-1.3x faster steps on CPUs, fp32 and bf16)
     checkpoint_every: int = 50  # steps between saves of the training state (last.pt); 0: at epoch ends only

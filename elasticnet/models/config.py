@@ -21,9 +21,8 @@ class ElasticUNetConfig:
     widths: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
     in_channels: int = 3
     num_classes: int = 1
-    channel_multiple: int = (
-        4  # channels of a width < 1 are rounded to a multiple of this; 0: the training device's fast multiple
-    )
+    # channels of a width < 1 are rounded to a multiple of this; 0: the training device's fast multiple
+    channel_multiple: int = 4
     bn_mode: str = "shared"
 
     def __post_init__(self) -> None:
