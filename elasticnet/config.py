@@ -12,38 +12,45 @@ import math
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from elasticnet.errors import UserError
 from elasticnet.models.config import ElasticUNetConfig
+from elasticnet.options import choices, opt
 
 
 @dataclass
 class DataConfig:
     """Where the images come from, how they are split, prepared and augmented."""
 
-    data: str = "synthetic"  # "synthetic" (built-in) or a data set folder
-    dataset: str = "auto"  # auto | folder | cvc-clinicdb | mini-mias (auto: recognised by its files)
-    image_size: list[int] = field(
-        default_factory=lambda: [96, 128]
-    )  # H, W every image is resized to (--image-size HxW)
-    synthetic_count: int = 480  # frames in the built-in synthetic set
-    synthetic_seed: int = 0  # the synthetic set's own seed (independent of the training seed)
-    split: str = "random"  # random (by image) | grouped (by video sequence / patient)
-    split_seed: int = 0  # seed of the train/val/test assignment (independent of the training seed)
-    val_fraction: float = 0.2
-    test_fraction: float = 0.0  # held-out test part (ignored when folds >= 2)
-    folds: int = 0  # k-fold cross-validation over the split unit (0: one split); the test part is `fold`
-    fold: int = 0
-    mias_classes: str = "mass"  # mini-MIAS lesions drawn into masks: mass (CIRC, SPIC, MISC) | all
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # normalisation after /255
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    augment: str = "auto"  # auto | endoscopy | mammography | none (auto: mammography for mini-MIAS)
-    augment_strength: float = 1.0
-    patch_size: list[int] = field(default_factory=lambda: [0, 0])  # train on random HxW patches (0x0: whole images)
-    patch_lesion_fraction: float = 0.5  # share of patches centred near a lesion
-    cache: str = "auto"  # auto | memory | disk: keep decoded images in memory when they fit
-    num_workers: int = 0  # loader processes; 0 leaves both cores to the model on small machines
+    data: str = opt("synthetic", "'synthetic' (built-in) or a data set folder")
+    dataset: Literal["auto", "folder", "cvc-clinicdb", "mini-mias"] = opt(
+        "auto", "the reader; auto: recognised by the folder's files"
+    )
+    image_size: list[int] = opt(factory=lambda: [96, 128], help="H, W every image is resized to (--image-size HxW)")
+    synthetic_count: int = opt(480, "frames in the built-in synthetic set")
+    synthetic_seed: int = opt(0, "the synthetic set's own seed (independent of the training seed)")
+    split: Literal["random", "grouped"] = opt("random", "random: by image; grouped: by video sequence / patient")
+    split_seed: int = opt(0, "seed of the train/val/test assignment (independent of the training seed)")
+    val_fraction: float = opt(0.2, "share of the images (or groups) held out for validation")
+    test_fraction: float = opt(0.0, "held-out test part (ignored when folds >= 2)")
+    folds: int = opt(0, "k-fold cross-validation over the split unit (0: one split); the test part is `fold`")
+    fold: int = opt(0, "which fold is the test part (folds >= 2)")
+    mias_classes: Literal["mass", "all"] = opt(
+        "mass", "mini-MIAS lesions drawn into masks: mass (CIRC, SPIC, MISC) or all"
+    )
+    mean: list[float] = opt(factory=lambda: [0.485, 0.456, 0.406], help="normalisation after /255")
+    std: list[float] = opt(factory=lambda: [0.229, 0.224, 0.225], help="normalisation after /255 (per channel)")
+    augment: Literal["auto", "endoscopy", "mammography", "none"] = opt(
+        "auto", "augmentation pipeline; auto: mammography for mini-MIAS, else endoscopy"
+    )
+    augment_strength: float = opt(1.0, "scales every augmentation's magnitude (0: none)")
+    patch_size: list[int] = opt(factory=lambda: [0, 0], help="train on random HxW patches (0x0: whole images)")
+    patch_lesion_fraction: float = opt(0.5, "share of patches centred near a lesion")
+    cache: Literal["auto", "memory", "disk"] = opt(
+        "auto", "keep decoded images in memory (auto: when they fit) or decode from disk on access"
+    )
+    num_workers: int = opt(0, "loader processes; 0 leaves both cores to the model on small machines")
 
     @property
     def tile(self) -> tuple[int, int] | None:
@@ -55,47 +62,65 @@ class DataConfig:
 class TrainConfig:
     """How the elastic model is trained."""
 
-    epochs: int = 12
-    max_steps: int = 0  # stop after this many optimiser steps (0: no limit); for smoke runs
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    strategy: str = "uniform"  # uniform | sandwich
-    num_random: int = 1  # sandwich: random sub-nets per step besides the largest, the smallest and always_subnets
-    always_subnets: list[str] = field(default_factory=list)  # sandwich: also trained every step (keys like d4-w1,d3-w1)
-    random_by_flops: bool = False  # sandwich: draw the random sub-nets in proportion to their FLOPs (not uniformly)
-    weight_smallest: float = 1.0  # loss weight of the smallest sub-net (the largest and always_subnets: 1)
-    weight_random: float = 1.0  # loss weight of the randomly drawn sub-nets
-    shrink_start: float = 0.0  # fraction of the steps during which only the largest sub-net trains (warm start)
-    width_start: float = 0.0  # fraction of the steps before which only full-width sub-nets are drawn
-    # fraction of the steps over which a newly joining kind of sub-net (and distillation) is weighted in
-    ramp: float = 0.0
-    distill: bool = False  # smaller sub-nets also learn from the largest one's probabilities
-    distill_weight: float = 0.5  # loss = task + distill_weight * distillation (smaller sub-nets only)
-    distill_teacher: str = "live"  # live (this step's largest sub-net) | ema (the largest of an EMA of the weights)
-    # bce_dice (the task loss on soft targets) | bce (per-pixel BCE to the probabilities)
-    distill_loss: str = "bce_dice"
-    distill_start: float = 0.0  # fraction of the steps before distillation starts
-    ema_decay: float = 0.99  # distill_teacher ema: weight of the old average per step
-    optimizer: str = "adamw"  # adamw | sgd (Nesterov momentum 0.9; summed sub-net gradients are not renormalised)
-    lr_floor: float = 0.0  # the cosine schedule decays to lr_floor x lr instead of 0
-    grad_clip: float = 0.0  # clip the step's summed gradient to this global norm (0: off)
-    dice_loss: str = "image"  # soft Dice term per image (image) or over the batch as one region (batch)
-    inactive_weights: str = "freeze"  # freeze | optimizer (see elasticnet.training.inactive)
-    sync_bn: bool = False  # data-parallel only: batch statistics over all processes
-    grad_checkpoint: bool = False  # recompute each level's block in backward (less memory, more time)
-    # auto | none | bf16 | fp16: mixed precision (auto: bf16 where the device has it natively, else fp32)
-    amp: str = "auto"
-    # batch of BN calibration and evaluation; 0: auto (no gradients, so larger than training's)
-    eval_batch_size: int = 0
-    final_table: bool = True  # calibrate and evaluate every sub-net at the end (off: smoke and benchmark runs)
-    channels_last: bool = True  # NHWC memory layout in training (measured 1.2-1.3x faster steps on CPUs, fp32 and bf16)
-    checkpoint_every: int = 50  # steps between saves of the training state (last.pt); 0: at epoch ends only
-    calib_batches: int = 16  # training batches used to re-estimate BN statistics per sub-net
-    threshold: float = 0.5  # probability threshold for masks and metrics
-    seed: int = 0
-    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    out: str = ""  # run folder; empty: runs/<date-time>
+    epochs: int = opt(12, "passes over the training images")
+    max_steps: int = opt(0, "stop after this many optimiser steps (0: no limit); for smoke runs")
+    batch_size: int = opt(8, "images per optimiser step (per process)")
+    lr: float = opt(2e-3, "peak learning rate (cosine schedule with one epoch of warm-up)")
+    weight_decay: float = opt(1e-4, "decoupled weight decay")
+    strategy: Literal["uniform", "sandwich"] = opt(
+        "uniform",
+        "uniform: one random sub-net per step (the originating study); sandwich: the largest, the smallest and num_random random ones (+ always_subnets)",
+    )
+    num_random: int = opt(1, "sandwich: random sub-nets per step besides the largest, the smallest and always_subnets")
+    always_subnets: list[str] = opt(factory=list, help="sandwich: also trained every step (keys like d4-w1,d3-w1)")
+    random_by_flops: bool = opt(
+        False, "sandwich: draw the random sub-nets in proportion to their FLOPs (not uniformly)"
+    )
+    weight_smallest: float = opt(1.0, "loss weight of the smallest sub-net (the largest and always_subnets: 1)")
+    weight_random: float = opt(1.0, "loss weight of the randomly drawn sub-nets")
+    shrink_start: float = opt(0.0, "fraction of the steps during which only the largest sub-net trains (warm start)")
+    width_start: float = opt(0.0, "fraction of the steps before which only full-width sub-nets are drawn")
+    ramp: float = opt(
+        0.0, "fraction of the steps over which a newly joining kind of sub-net (and distillation) is weighted in"
+    )
+    distill: bool = opt(False, "smaller sub-nets also learn from the largest one's probabilities")
+    distill_weight: float = opt(0.5, "loss = task + distill_weight * distillation (smaller sub-nets only)")
+    distill_teacher: Literal["live", "ema"] = opt(
+        "live", "live: this step's largest sub-net; ema: the largest of an EMA of the weights"
+    )
+    distill_loss: Literal["bce_dice", "bce"] = opt(
+        "bce_dice", "bce_dice: the task loss on soft targets; bce: per-pixel BCE to the teacher's probabilities"
+    )
+    distill_start: float = opt(0.0, "fraction of the steps before distillation starts")
+    ema_decay: float = opt(0.99, "distill_teacher ema: weight of the old average per step")
+    optimizer: Literal["adamw", "sgd"] = opt(
+        "adamw", "adamw, or sgd (Nesterov momentum 0.9; summed sub-net gradients are not renormalised)"
+    )
+    lr_floor: float = opt(0.0, "the cosine schedule decays to lr_floor x lr instead of 0")
+    grad_clip: float = opt(0.0, "clip the step's summed gradient to this global norm (0: off)")
+    dice_loss: Literal["image", "batch"] = opt("image", "soft Dice per image, or over the batch as one region")
+    inactive_weights: Literal["freeze", "optimizer"] = opt(
+        "freeze",
+        "freeze: weights a step did not use stay exactly put (values and optimiser state); optimizer: the optimiser moves them",
+    )
+    sync_bn: bool = opt(False, "data-parallel only: batch statistics over all processes")
+    grad_checkpoint: bool = opt(False, "recompute each level's block in backward (less memory, more time)")
+    amp: Literal["auto", "none", "bf16", "fp16"] = opt(
+        "auto", "mixed precision; auto: bf16 where the device computes it natively, else fp32"
+    )
+    eval_batch_size: int = opt(
+        0, "batch of BN calibration and evaluation; 0: auto (no gradients, so larger than training's)"
+    )
+    final_table: bool = opt(True, "calibrate and evaluate every sub-net at the end (off: smoke and benchmark runs)")
+    channels_last: bool = opt(
+        True, "NHWC memory layout in training (measured 1.2-1.3x faster steps on CPUs, fp32 and bf16)"
+    )
+    checkpoint_every: int = opt(50, "steps between saves of the training state (last.pt); 0: at epoch ends only")
+    calib_batches: int = opt(16, "training batches used to re-estimate BN statistics per sub-net")
+    threshold: float = opt(0.5, "probability threshold for masks and metrics")
+    seed: int = opt(0, "training seed (weights, sub-net draws, data order, augmentation)")
+    device: str = opt("auto", "auto (CUDA when present) | cpu | cuda | cuda:N")
+    out: str = opt("", "run folder; empty: runs/<date-time>")
 
 
 @dataclass
@@ -153,8 +178,85 @@ def leaf_keys() -> dict[str, tuple[str, Any]]:
     return keys
 
 
+@dataclass(frozen=True)
+class Option:
+    """One config key as users see it: in YAML, as a flag, in ``--help`` and in the README's table."""
+
+    key: str
+    section: str
+    type: Any
+    default: Any
+    help: str
+    choices: tuple[str, ...]
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+    @property
+    def kind(self) -> str:
+        if self.choices:
+            return " | ".join(self.choices)
+        if typing.get_origin(self.type) is list:
+            return "comma-separated list" + (" (HxW)" if self.key.endswith("_size") else "")
+        return getattr(self.type, "__name__", str(self.type))
+
+
+def options() -> list[Option]:
+    """Every config key with its type, default, help text and vocabulary, in section order."""
+    out = []
+    for section_name, section in SECTIONS.items():
+        hints, defaults = typing.get_type_hints(section), section()
+        for f in dataclasses.fields(section):
+            out.append(
+                Option(
+                    f.name,
+                    section_name,
+                    hints[f.name],
+                    getattr(defaults, f.name),
+                    f.metadata.get("help", ""),
+                    choices(hints[f.name]),
+                )
+            )
+    return out
+
+
+README_MARKERS = (
+    "<!-- config keys: generated by `python -m elasticnet.config README.md` -->",
+    "<!-- end of config keys -->",
+)
+
+
+def options_markdown() -> str:
+    """The table of every config key (flag, section, type or choices, default, meaning), as in the README."""
+
+    def cell(text: Any) -> str:
+        return str(text).replace("|", "\\|")
+
+    rows = []
+    for o in options():
+        default = ",".join(map(str, o.default)) if isinstance(o.default, list) else str(o.default)
+        shown = f"`{cell(default)}`" if default else "(empty)"
+        rows.append(f"| `{o.flag}` | {o.section} | {cell(o.kind)} | {shown} | {cell(o.help)} |")
+    return "\n".join(["| flag (YAML key) | section | type | default | meaning |", "|---|---|---|---|---|", *rows])
+
+
+def update_readme(path: str | Path) -> bool:
+    """Rewrite the generated table of config keys between the README's markers; True if it changed."""
+    path = Path(path)
+    text = path.read_text()
+    start, end = (text.index(m) for m in README_MARKERS)
+    new = text[: start + len(README_MARKERS[0])] + "\n" + options_markdown() + "\n" + text[end:]
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert a YAML or command-line value to the annotated type, with a clear error."""
+    allowed = choices(tp)
+    if allowed:
+        return check_choice(key.rsplit(".", 1)[-1], str(value), allowed)
     try:
         if typing.get_origin(tp) is list:
             (item,) = typing.get_args(tp)
@@ -182,6 +284,12 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     except (TypeError, ValueError):
         name = getattr(tp, "__name__", str(tp))
         raise UserError(f"{key}: cannot read {value!r} as {name}") from None
+
+
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> Any:
+    if value not in allowed:
+        raise UserError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 # Ranges of the numeric options: (section, key, lowest, highest, the lowest is allowed). Checked before anything
@@ -274,19 +382,12 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"patch_size {patch} must be 0x0 (whole images) or HxW within image_size {size[0]}x{size[1]} "
             f"and divisible by {stride}"
         )
-    if d.cache not in ("auto", "memory", "disk"):
-        raise UserError(f"cache must be auto, memory or disk, got {d.cache!r}")
-    if cfg.train.inactive_weights not in ("freeze", "optimizer"):
-        raise UserError(f"inactive_weights must be freeze or optimizer, got {cfg.train.inactive_weights!r}")
-    if cfg.train.dice_loss not in ("image", "batch"):
-        raise UserError(f"dice_loss must be image or batch, got {cfg.train.dice_loss!r}")
-    if cfg.train.amp not in ("auto", "none", "bf16", "fp16"):
-        raise UserError(f"amp must be auto, none, bf16 or fp16, got {cfg.train.amp!r}")
+    for section in (cfg.model, cfg.data, cfg.train):  # the vocabularies (set in code, not only parsed)
+        hints = typing.get_type_hints(type(section))
+        for f in dataclasses.fields(section):
+            if choices(hints[f.name]):
+                check_choice(f.name, getattr(section, f.name), choices(hints[f.name]))
     t = cfg.train
-    choices = {"optimizer": ("adamw", "sgd"), "distill_teacher": ("live", "ema"), "distill_loss": ("bce_dice", "bce")}
-    for key, allowed in choices.items():
-        if getattr(t, key) not in allowed:
-            raise UserError(f"{key} must be one of {', '.join(allowed)}, got {getattr(t, key)!r}")
     fractions = {
         "shrink_start": t.shrink_start,
         "width_start": t.width_start,
@@ -418,3 +519,9 @@ def eval_batch_size(cfg: RunConfig) -> int:
         return t.eval_batch_size
     h, w = cfg.data.image_size
     return max(t.batch_size, min(64, EVAL_PIXELS // (h * w)))
+
+
+if __name__ == "__main__":  # python -m elasticnet.config README.md: regenerate its table of config keys
+    import sys
+
+    print("updated" if update_readme(sys.argv[1]) else "up to date", sys.argv[1])

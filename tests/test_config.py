@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from elasticnet.cli import build_parser
@@ -31,7 +33,7 @@ def test_round_trip_through_dict():
         ("train:\n  epochs: many\n", "cannot read 'many' as int"),
         ("- 1\n- 2\n", "expected a mapping"),
         ("model: [1\n", "not valid YAML"),
-        ("train:\n  amp: fp8\n", "amp must be auto, none, bf16 or fp16"),
+        ("train:\n  amp: fp8\n", "amp must be one of auto, none, bf16, fp16"),
         ("train:\n  checkpoint_every: -1\n", "checkpoint_every must be >= 0"),
         ("model: 5\n", "section 'model' must be a mapping"),
         ("profiles: 5\n", "profiles must be a mapping"),
@@ -58,12 +60,35 @@ def test_image_size_must_suit_the_deepest_subnet():
         build_config(None, {"image_size": "100x100"})
 
 
-def test_every_config_key_is_a_train_flag():
+def test_every_config_key_is_a_train_flag_with_its_help_and_choices(capsys):
+    from elasticnet.config import options
+
     parser = build_parser()
-    for key, (_, tp) in leaf_keys().items():
-        flag = "--" + key.replace("_", "-")
-        args = parser.parse_args(["train", flag] if tp is bool else ["train", flag, "1"])
-        assert hasattr(args, key), key
+    assert [o.key for o in options()] == list(leaf_keys())
+    for o in options():
+        value = o.choices[-1] if o.choices else "1"
+        args = parser.parse_args(["train", o.flag] if o.type is bool else ["train", o.flag, value])
+        assert hasattr(args, o.key), o.key
+        assert o.help, f"{o.key} has no help text"
+        if o.choices:  # a word outside the vocabulary is refused by the parser, naming the choices
+            with pytest.raises(SystemExit):
+                parser.parse_args(["train", o.flag, "no-such-choice"])
+            err = capsys.readouterr().err
+            assert all(c in err for c in o.choices), (o.key, err)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    assert "{uniform,sandwich}" in text and "[train; default uniform]" in text
+
+
+def test_vocabularies_are_checked_however_the_config_is_made():
+    """YAML and flags are coerced; a config built in code is checked by validate: one message either way."""
+    from elasticnet.config import RunConfig, TrainConfig, validate
+
+    with pytest.raises(UserError, match="strategy must be one of uniform, sandwich"):
+        build_config(None, {"strategy": "fancy"})
+    with pytest.raises(UserError, match="optimizer must be one of adamw, sgd"):
+        validate(RunConfig(train=TrainConfig(optimizer="adam")))
 
 
 def test_a_binary_config_file_is_one_clear_error(tmp_path):
@@ -71,3 +96,14 @@ def test_a_binary_config_file_is_one_clear_error(tmp_path):
     path.write_bytes(b"\xff\xfe\x00\x01binary")
     with pytest.raises(UserError, match="not a text file"):
         build_config(str(path))
+
+
+def test_the_readme_lists_every_config_key_as_the_code_defines_it(tmp_path):
+    """The README's table of config keys is generated from the dataclasses; a new or changed key must be
+    regenerated (`python -m elasticnet.config README.md`)."""
+    from elasticnet.config import update_readme
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    copy = tmp_path / "README.md"
+    copy.write_text(readme.read_text())
+    assert not update_readme(copy), "README.md's config keys are stale: run `python -m elasticnet.config README.md`"

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
 
-from elasticnet.config import build_config, leaf_keys
-
-HELP_FORMATS = {list: "comma-separated list (image_size: HxW)"}
+from elasticnet.config import build_config, leaf_keys, options
 
 
 def add_parser(sub) -> None:
@@ -31,22 +28,21 @@ def add_parser(sub) -> None:
 
 
 def add_config_flags(p: argparse.ArgumentParser, title: str) -> None:
-    """One flag per config key (``--lr``, ``--image-size``, ...), absent unless given."""
+    """One flag per config key (``--lr``, ``--image-size``, ...), absent unless given; help, choices and
+    default come from the config dataclasses."""
     group = p.add_argument_group(title)
-    for key, (section, tp) in leaf_keys().items():
-        flag = "--" + key.replace("_", "-")
-        if tp is bool:
+    for o in options():
+        default = ",".join(map(str, o.default)) if isinstance(o.default, list) else o.default
+        text = f"{o.help} [{o.section}; default {default!s}]".replace("%", "%%")
+        if o.type is bool:
             group.add_argument(
-                flag,
-                dest=key,
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
-                help=f"{section}.{key}",
+                o.flag, dest=o.key, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=text
             )
+        elif o.choices:
+            group.add_argument(o.flag, dest=o.key, default=argparse.SUPPRESS, choices=o.choices, help=text)
         else:
-            kind = HELP_FORMATS.get(typing.get_origin(tp), getattr(tp, "__name__", str(tp)))
             group.add_argument(
-                flag, dest=key, default=argparse.SUPPRESS, metavar=key.upper(), help=f"{section}.{key} ({kind})"
+                o.flag, dest=o.key, default=argparse.SUPPRESS, metavar=o.key.upper(), help=f"{text[:-1]}; {o.kind}]"
             )
 
 

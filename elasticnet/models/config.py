@@ -2,28 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import asdict, dataclass
+from typing import Literal
 
 from elasticnet.errors import UserError
 from elasticnet.models.subnet import SubNet, level_channels
+from elasticnet.options import opt
 
 # BatchNorm layers of the elastic model: one set shared by every sub-net; one per depth; one per width
 # (switchable BN of slimmable networks: private statistics *and* affine parameters per width); one per sub-net.
-BN_MODES = ("shared", "per_depth", "per_width", "per_subnet")
+BnMode = Literal["shared", "per_depth", "per_width", "per_subnet"]
+BN_MODES: tuple[str, ...] = typing.get_args(BnMode)
 
 
 @dataclass
 class ElasticUNetConfig:
     """Architecture of an elastic U-Net. The largest sub-net has ``max(depths)`` levels at width 1.0."""
 
-    base_width: int = 16
-    depths: list[int] = field(default_factory=lambda: [3, 4, 5])
-    widths: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75, 1.0])
-    in_channels: int = 3
-    num_classes: int = 1
-    # channels of a width < 1 are rounded to a multiple of this; 0: the training device's fast multiple
-    channel_multiple: int = 4
-    bn_mode: str = "shared"
+    base_width: int = opt(16, "channels of the first level of the largest sub-net (doubled per level)")
+    depths: list[int] = opt(factory=lambda: [3, 4, 5], help="resolution levels of the sub-nets")
+    widths: list[float] = opt(
+        factory=lambda: [0.25, 0.5, 0.75, 1.0], help="channel fractions of the sub-nets (must include 1)"
+    )
+    in_channels: int = opt(3, "image channels (3: RGB, 1: grey)")
+    num_classes: int = opt(1, "output channels (1: lesion vs background)")
+    channel_multiple: int = opt(
+        4, "channels of a width < 1 are rounded to a multiple of this; 0: the training device's fast multiple"
+    )
+    bn_mode: BnMode = opt(
+        "shared",
+        "BatchNorm: shared by all sub-nets, or private (statistics and affine) per depth, per width (switchable BN) or per sub-net",
+    )
 
     def __post_init__(self) -> None:
         self.depths = sorted({int(d) for d in self.depths})
