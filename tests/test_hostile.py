@@ -427,9 +427,132 @@ def filesystem_cases(ws: dict[str, Path]) -> list[Case]:
     return cases
 
 
+def data_cases(ws: dict[str, Path]) -> list[Case]:
+    """Data folders a user might point at: broken group tables, mini-MIAS annotations, odd layouts."""
+    root, cases = ws["root"] / "data-cases", []
+
+    def folder(name: str) -> Path:
+        return write_folder_dataset(root / name, count=6, size=(32, 32))
+
+    groups = {"binary": b"\x00\xff\xfe\x00", "one-column": b"name\n1\n2\n", "empty": b""}
+    for name, content in groups.items():
+        data = folder(f"groups-{name}")
+        (data / "groups.csv").write_bytes(content)
+        cases.append(
+            Case(
+                f"train --split grouped with a {name} groups.csv",
+                [
+                    "train",
+                    *TINY,
+                    "--data",
+                    str(data),
+                    "--split",
+                    "grouped",
+                    "--max-steps",
+                    "1",
+                    "--out",
+                    str(root / "out" / name),
+                ],
+                protect=[data],
+                absent=[root / "out" / name],
+            )
+        )
+    infos = {
+        "huge-radius": "mdb001 G CIRC B 20 10 99999999999\n",
+        "no-rows": "nothing here\n",
+        "binary": "\x00\x01\x02",
+    }
+    for name, info in infos.items():
+        mias = root / f"mias-{name}"
+        mias.mkdir(parents=True, exist_ok=True)
+        (mias / "Info.txt").write_text(info)
+        cv2.imwrite(str(mias / "mdb001.png"), np.zeros((64, 64), np.uint8))
+        cases.append(
+            Case(
+                f"train on mini-MIAS with Info.txt {name}",
+                [
+                    "train",
+                    *TINY,
+                    "--data",
+                    str(mias),
+                    "--in-channels",
+                    "1",
+                    "--max-steps",
+                    "1",
+                    "--out",
+                    str(root / "out" / f"mias-{name}"),
+                ],
+                protect=[mias],
+                absent=[root / "out" / f"mias-{name}"],
+            )
+        )
+    empty = root / "empty-images"
+    (empty / "images").mkdir(parents=True, exist_ok=True)
+    (empty / "masks").mkdir(exist_ok=True)
+    cases.append(
+        Case(
+            "train on a folder without images",
+            ["train", *TINY, "--data", str(empty), "--out", str(root / "out" / "empty")],
+            absent=[root / "out" / "empty"],
+        )
+    )
+    loop = root / "loop"
+    loop.mkdir(exist_ok=True)
+    if not (loop / "images").is_symlink():
+        (loop / "images").symlink_to(loop / "images")  # a link to itself
+    (loop / "masks").mkdir(exist_ok=True)
+    cases.append(
+        Case(
+            "train on a folder whose images/ is a symlink loop",
+            ["train", *TINY, "--data", str(loop), "--out", str(root / "out" / "loop")],
+            absent=[root / "out" / "loop"],
+        )
+    )
+    return cases
+
+
+def tune_cases(ws: dict[str, Path]) -> list[Case]:
+    """Search spaces with bad bounds: refused before any trial, the config file untouched."""
+    root, cases = ws["root"] / "tune-cases", []
+    root.mkdir(exist_ok=True)
+    spaces = {
+        "text-bound": "search:\n  lr: {type: float, low: abc, high: 0.01}\n",
+        "low-above-high": "search:\n  lr: {type: float, low: 0.1, high: 0.01}\n",
+        "unknown-key": "search:\n  learning_rate: {type: float, low: 0.001, high: 0.01}\n",
+        "bad-type": "search:\n  lr: {type: complex, low: 0.001, high: 0.01}\n",
+        "not-a-mapping": "search: 5\n",
+    }
+    for name, text in spaces.items():
+        path = root / f"{name}.yaml"
+        path.write_text(text)
+        cases.append(
+            Case(
+                f"tune with a search space with {name}",
+                [
+                    "tune",
+                    "--config",
+                    str(path),
+                    "--study",
+                    name,
+                    "--storage",
+                    str(root / f"{name}.log"),
+                    "--trials",
+                    "1",
+                    "--tune-out",
+                    str(root / "out" / name),
+                ],
+                protect=[path],
+                absent=[root / "out" / name, root / f"{name}.log"],
+            )
+        )
+    return cases
+
+
 def test_hostile_inputs_give_one_clear_error_and_lose_no_file(workspace, capsys):
     cases = (
-        numeric_cases(workspace)
+        data_cases(workspace)
+        + tune_cases(workspace)
+        + numeric_cases(workspace)
         + config_cases(workspace)
         + checkpoint_cases(workspace)
         + bundle_cases(workspace)
