@@ -118,6 +118,11 @@ class TrainConfig:
     checkpoint_every: int = opt(50, "steps between saves of the training state (last.pt); 0: at epoch ends only")
     calib_batches: int = opt(16, "training batches used to re-estimate BN statistics per sub-net")
     threshold: float = opt(0.5, "probability threshold for masks and metrics")
+    lesion_detection: bool = opt(
+        False,
+        "also report lesion-level detection per sub-net: sensitivity at 0.5/1/2 false positives per film "
+        "(FROC) and the share of normal films with a false positive",
+    )
     seed: int = opt(0, "training seed (weights, sub-net draws, data order, augmentation)")
     device: str = opt("auto", "auto (CUDA when present) | cpu | cuda | cuda:N")
     out: str = opt("", "run folder; empty: runs/<date-time>")

@@ -36,6 +36,13 @@ def add_parser(sub) -> None:
         "rewrite the run's sub-net table (subnets.csv/.md and the checkpoint's table and statistics)",
     )
     p.add_argument("--device", default="auto", help="with --recalibrate: auto (CUDA when present) | cpu | cuda")
+    p.add_argument(
+        "--lesion-detection",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also report lesion-level detection: sensitivity at 0.5/1/2 false positives per film and the share "
+        "of normal films with a false positive (default: as the run was configured, lesion_detection)",
+    )
 
 
 def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = None):
@@ -56,6 +63,15 @@ def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = Non
     return DataLoader(images, batch_size=batch_size), what
 
 
+def detection_line(result: dict) -> str:
+    """The lesion-level detection metrics of an evaluation, as one line."""
+    return (
+        f"lesions {result['lesions']}: sensitivity {result['sensitivity_at_0.5fp']:.3f} / "
+        f"{result['sensitivity_at_1fp']:.3f} / {result['sensitivity_at_2fp']:.3f} at 0.5 / 1 / 2 false positives per "
+        f"film; normal films with a false positive {result['fp_rate_normal']:.3f}"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -70,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         predict, d = load_exported(args.model)
         cfg = RunConfig.from_dict(d["training_config"], source=f"{args.model}/model.json")
         loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset)
-        result = evaluate(predict, loader, cpu, d["output"]["threshold"], cfg.data.tile)
+        detection = cfg.train.lesion_detection if args.lesion_detection is None else args.lesion_detection
+        result = evaluate(predict, loader, cpu, d["output"]["threshold"], cfg.data.tile, detection)
         print(f"{args.model} ({d['runtime']}, depth {d['subnet']['depth']}, width {d['subnet']['width']}) on {what}:")
         print(
             f"Dice {result['dice']:.4f}  IoU {result['iou']:.4f}  (per-image mean at threshold {d['output']['threshold']})"
@@ -81,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
                 else ""
             )
         )
+        if detection:
+            print(detection_line(result))
         return 0
 
     from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
@@ -104,13 +123,14 @@ def run(args: argparse.Namespace) -> int:
     widths = [args.width] if args.width is not None else cfg.model.widths
     subnets = [model.check_subnet(SubNet(d, w)) for d in depths for w in widths]
     loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset)
+    detection = cfg.train.lesion_detection if args.lesion_detection is None else args.lesion_detection
     rows = []
     for subnet in subnets:
         static = cut_subnet(ckpt, subnet)
-        result = evaluate(static, loader, cpu, cfg.train.threshold, cfg.data.tile)
+        result = evaluate(static, loader, cpu, cfg.train.threshold, cfg.data.tile, detection)
         rows.append(
             {"depth": subnet.depth, "width": subnet.width}
-            | {k: round(v, 4) for k, v in result.items() if k != "images"}
+            | {k: round(v, 4) for k, v in result.items() if k not in ("images", "tally")}
         )
     print(f"{checkpoint} on {what} (per-image mean at threshold {cfg.train.threshold}, BN re-estimated per sub-net):")
     print(text_table(rows))

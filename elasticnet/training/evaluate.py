@@ -17,6 +17,7 @@ from elasticnet.models.surgery import extract
 from elasticnet.sliding_window import sliding_window
 from elasticnet.training import distributed
 from elasticnet.training.calibration import bn_state, calibrate_bn, inference_layout, load_bn_state, spread_order
+from elasticnet.training.detection import FP_RATES, DetectionTally
 from elasticnet.training.metrics import dice_iou_per_image
 
 
@@ -27,13 +28,18 @@ def evaluate(
     device: torch.device,
     threshold: float = 0.5,
     tile: tuple[int, int] | None = None,
+    detection: bool = False,
 ) -> dict[str, float]:
     """Mean per-image Dice and IoU at ``threshold``; ``predict`` maps images to logits.
 
     With ``tile`` the images are predicted by sliding windows of that size. When some masks are empty
     (films without a lesion) the result also holds ``dice_lesion`` (mean Dice over images with a lesion)
-    and ``fp_area`` (mean predicted area fraction over images without one).
+    and ``fp_area`` (mean predicted area fraction over images without one). With ``detection`` it also
+    holds the lesion-level detection metrics (:mod:`elasticnet.training.detection`): sensitivity at 0.5 / 1 /
+    2 false positives per film, the share of normal films with a false positive, and ``tally`` (the
+    candidates, for a FROC curve).
     """
+    tally = DetectionTally(operating_threshold=threshold) if detection else None
     dices, ious, has_lesion, area = [], [], [], []
     for images, masks in loader:
         images, masks = inference_layout(images.to(device)), masks.to(device)
@@ -44,11 +50,16 @@ def evaluate(
         ious.append(iou.cpu())
         has_lesion.append((masks.flatten(1) > 0.5).any(1).cpu())
         area.append((prob > threshold).flatten(1).float().mean(1).cpu())
+        if tally is not None:
+            for p, m in zip(prob[:, 0].cpu().numpy(), masks[:, 0].cpu().numpy()):
+                tally.add(p, m)
     dice, iou, lesion, area_t = torch.cat(dices), torch.cat(ious), torch.cat(has_lesion), torch.cat(area)
     result = {"dice": float(dice.mean()), "iou": float(iou.mean()), "images": int(dice.numel())}
     if not bool(lesion.all()):
         result["dice_lesion"] = float(dice[lesion].mean()) if bool(lesion.any()) else float("nan")
         result["fp_area"] = float(area_t[~lesion].mean())
+    if tally is not None:
+        result |= tally.summary() | {"tally": tally}
     return result
 
 
@@ -59,11 +70,12 @@ def evaluate_subnet(
     device: torch.device,
     threshold: float = 0.5,
     tile: tuple[int, int] | None = None,
+    detection: bool = False,
 ) -> dict[str, float]:
     was_training = model.training
     model.eval()
     try:
-        return evaluate(lambda x: model(x, subnet), loader, device, threshold, tile)
+        return evaluate(lambda x: model(x, subnet), loader, device, threshold, tile, detection)
     finally:
         model.train(was_training)
 
@@ -89,6 +101,12 @@ def evaluate_calibrated(
         load_bn_state(model, saved)
 
 
+def detection_columns(result: dict, prefix: str = "") -> dict[str, float]:
+    """The lesion-level detection metrics of an :func:`evaluate` result as table columns (none without)."""
+    keys = [f"sensitivity_at_{rate:g}fp" for rate in FP_RATES] + ["fp_rate_normal"]
+    return {prefix + k: round(result[k], 4) for k in keys if k in result}
+
+
 def static_bn_buffers(static: nn.Module) -> dict[str, torch.Tensor]:
     """The BatchNorm buffers of a static U-Net (what calibration changes), on the CPU."""
     return {
@@ -108,8 +126,10 @@ def subnet_table(
     tile: tuple[int, int] | None = None,
     progress: Callable[[str], None] = lambda s: None,
     pool: Callable[[], None] | None = None,
+    detection: bool = False,
 ) -> tuple[list[dict], dict[str, dict[str, torch.Tensor]]]:
-    """Calibrate and evaluate every configured sub-net on the validation (and test) images.
+    """Calibrate and evaluate every configured sub-net on the validation (and test) images (with
+    ``detection`` also the lesion-level detection columns of :func:`detection_columns`).
 
     Returns the table (one row per sub-net, smallest first) and, per sub-net key, the calibrated BN
     buffers of its static U-Net, so that export reproduces exactly the evaluated model without data.
@@ -128,7 +148,7 @@ def subnet_table(
                 else None
             )
             used = calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches, pool)
-            cal = evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
+            cal = evaluate_subnet(model, subnet, val_loader, device, threshold, tile, detection)
             static = extract(model, subnet)
             calibrated[subnet.key] = static_bn_buffers(static)
             cfg = static.config
@@ -144,8 +164,9 @@ def subnet_table(
             }
             if "dice_lesion" in cal:
                 row |= {"dice_lesion": round(cal["dice_lesion"], 4), "fp_area": round(cal["fp_area"], 5)}
+            row |= detection_columns(cal)
             if test_loader is not None:
-                test = evaluate_subnet(model, subnet, test_loader, device, threshold, tile)
+                test = evaluate_subnet(model, subnet, test_loader, device, threshold, tile, detection)
                 row |= {
                     "test_dice": round(test["dice"], 4),
                     "test_iou": round(test["iou"], 4),
@@ -157,6 +178,7 @@ def subnet_table(
                         "test_dice_lesion": round(test["dice_lesion"], 4),
                         "test_fp_area": round(test["fp_area"], 5),
                     }
+                row |= detection_columns(test, "test_")
                 row["test_images"] = test["images"]
             row |= {"calib_batches": used, "val_images": cal["images"]}
             rows.append(row)

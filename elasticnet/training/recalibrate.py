@@ -48,6 +48,7 @@ def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], No
             t_cfg.threshold,
             test_loader,
             cfg.data.tile,
+            detection=t_cfg.lesion_detection,
         )
         write_table(run_dir, cfg, rows)
         save_checkpoint(checkpoint, cfg, model.cpu(), **(saved_state(ckpt) | {"subnets": rows, "bn_stats": bn_stats}))

@@ -22,12 +22,16 @@ TABLE_COLUMNS = [
     "dice_bn_as_trained",
     "dice_lesion",
     "fp_area",
+    "sensitivity_at_1fp",
+    "fp_rate_normal",
     "test_dice",
     "test_iou",
     "test_dice_bn_as_trained",
     "test_iou_bn_as_trained",
     "test_dice_lesion",
     "test_fp_area",
+    "test_sensitivity_at_1fp",
+    "test_fp_rate_normal",
 ]
 
 
@@ -45,6 +49,14 @@ def write_table(run_dir: Path, cfg: RunConfig, rows: list[dict]) -> None:
         + f"), per-image mean Dice/IoU at threshold {cfg.train.threshold}; "
         f"BN re-estimated per sub-net on {rows[0]['calib_batches']} training batches "
         f"(`dice_bn_as_trained`: without). `dice_lesion`: mean over images with a lesion; `fp_area`: predicted "
-        f"area fraction on images without one. MFLOPs at {cfg.data.image_size[0]}x{cfg.data.image_size[1]}.\n\n"
+        f"area fraction on images without one. MFLOPs at {cfg.data.image_size[0]}x{cfg.data.image_size[1]}."
+        + (
+            " `sensitivity_at_Kfp`: share of lesions detected (a predicted component centred inside the lesion) at "
+            "<= K false positives per film (FROC); `fp_rate_normal`: share of films without a lesion that show a "
+            "false positive."
+            if "sensitivity_at_1fp" in rows[0]
+            else ""
+        )
+        + "\n\n"
         + markdown_table(rows, table_columns(rows))
     )

@@ -304,6 +304,7 @@ def finish(tr: Training, echo: Callable[[str], None]) -> Path:
             tr.test_loader,
             cfg.data.tile,
             pool=bn_pool(tr),
+            detection=cfg.train.lesion_detection,
         )
     if not tr.d.main:
         return tr.run_dir

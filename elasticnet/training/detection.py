@@ -1,0 +1,112 @@
+"""Lesion-level detection metrics, as mammography readers count them (torch-free).
+
+A prediction is read as *candidates*: the connected components of ``probability > candidate_threshold``,
+each scored by its highest probability. A candidate whose centre (the component's centroid) lies inside an
+annotated lesion (a connected component of the mask) detects that lesion; a second candidate on a lesion
+already detected is neither a hit nor a false positive; any other candidate is a false positive.
+
+Sweeping a threshold over the candidates' scores gives the FROC curve: sensitivity (the share of lesions
+detected) against false positives per film. ``sensitivity_at(curve, 1.0)`` is the sensitivity at <= 1 false
+positive per film, the operating point mammography CAD systems are compared at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+CANDIDATE_THRESHOLD = 0.1  # probabilities above this form candidates; the FROC sweep scores them
+FP_RATES = (0.5, 1.0, 2.0)  # false positives per film at which sensitivity is reported
+
+
+@dataclass
+class DetectionTally:
+    """Candidates and lesions of every film seen so far (add films with :meth:`add`)."""
+
+    candidate_threshold: float = CANDIDATE_THRESHOLD
+    scores: list[float] = field(default_factory=list)
+    hits: list[int] = field(default_factory=list)  # global lesion id a candidate detects, -1: a false positive
+    lesions: int = 0
+    films: int = 0
+    normal_films: int = 0
+    normal_films_flagged: int = 0  # normal films with a candidate scoring above the operating threshold
+    operating_threshold: float = 0.5
+
+    def add(self, prob: np.ndarray, mask: np.ndarray) -> None:
+        """One film: ``prob`` (H, W) probabilities, ``mask`` (H, W) with lesions > 0.5."""
+        lesion_labels, count = _components(mask > 0.5)
+        count -= 1  # label 0 is the background
+        offset = self.lesions
+        scores = []
+        labels, n = _components(prob > self.candidate_threshold)
+        if n > 1:
+            centroids = _centroids(labels, n)
+            peaks = _maxima(prob, labels, n)
+            for k in range(1, n):
+                row, col = (int(np.rint(v)) for v in centroids[k])
+                inside = int(lesion_labels[row, col]) if count else 0
+                self.scores.append(float(peaks[k]))
+                self.hits.append(offset + inside - 1 if inside else -1)
+                scores.append(float(peaks[k]))
+        self.lesions += count
+        self.films += 1
+        if count == 0:
+            self.normal_films += 1
+            self.normal_films_flagged += int(any(s > self.operating_threshold for s in scores))
+
+    def froc(self) -> list[tuple[float, float, float]]:
+        """(score threshold, false positives per film, sensitivity), from the strictest threshold down."""
+        order = np.argsort(-np.asarray(self.scores, dtype=np.float64), kind="stable")
+        detected: set[int] = set()
+        fp, points = 0, []
+        for rank, i in enumerate(order):
+            hit = self.hits[i]
+            if hit < 0:
+                fp += 1
+            else:
+                detected.add(hit)
+            last = rank + 1 == len(order) or self.scores[order[rank + 1]] != self.scores[i]
+            if last:  # candidates with equal scores enter together
+                points.append((self.scores[i], fp / max(1, self.films), len(detected) / max(1, self.lesions)))
+        return points
+
+    def summary(self) -> dict[str, float]:
+        """Sensitivity at 0.5 / 1 / 2 false positives per film and the false-positive rate on normal films
+        (NaN where the films had no lesion, or no normal film)."""
+        curve = self.froc()
+        out = {
+            f"sensitivity_at_{rate:g}fp": sensitivity_at(curve, rate) if self.lesions else float("nan")
+            for rate in FP_RATES
+        }
+        out["fp_rate_normal"] = self.normal_films_flagged / self.normal_films if self.normal_films else float("nan")
+        out["lesions"] = self.lesions
+        return out
+
+
+def sensitivity_at(curve: Iterable[tuple[float, float, float]], fp_per_film: float) -> float:
+    """The highest sensitivity of the FROC curve at no more than ``fp_per_film`` false positives per film."""
+    return max((sens for _, fp, sens in curve if fp <= fp_per_film), default=0.0)
+
+
+def _components(binary: np.ndarray) -> tuple[np.ndarray, int]:
+    """(labels, number of labels including the background 0) of the 8-connected components."""
+    n, labels = cv2.connectedComponents(binary.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    return labels, n
+
+
+def _centroids(labels: np.ndarray, n: int) -> np.ndarray:
+    """(row, col) of each label's centroid; label 0 included (unused)."""
+    rows, cols = np.indices(labels.shape)
+    count = np.bincount(labels.ravel(), minlength=n).astype(np.float64)
+    r = np.bincount(labels.ravel(), weights=rows.ravel(), minlength=n) / np.maximum(count, 1)
+    c = np.bincount(labels.ravel(), weights=cols.ravel(), minlength=n) / np.maximum(count, 1)
+    return np.stack([r, c], axis=1)
+
+
+def _maxima(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(n, -np.inf)
+    np.maximum.at(out, labels.ravel(), values.ravel().astype(np.float64))
+    return out

@@ -1,0 +1,101 @@
+"""Lesion-level detection metrics: candidates, hits, false positives and the FROC curve, on films drawn here."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from elasticnet.training.detection import DetectionTally, sensitivity_at
+
+
+def film(lesions=(), blobs=(), size=64) -> tuple[np.ndarray, np.ndarray]:
+    """A mask with circular lesions (row, col, radius) and a probability map with blobs (row, col, radius, peak)."""
+    mask = np.zeros((size, size), np.uint8)
+    for r, c, rad in lesions:
+        cv2.circle(mask, (c, r), rad, 1, -1)
+    prob = np.zeros((size, size), np.float32)
+    for r, c, rad, peak in blobs:
+        blob = np.zeros_like(prob)
+        cv2.circle(blob, (c, r), rad, 1.0, -1)
+        prob = np.maximum(prob, blob * peak)
+    return prob, mask
+
+
+def test_a_blob_centred_in_a_lesion_detects_it_and_one_elsewhere_is_a_false_positive():
+    tally = DetectionTally()
+    tally.add(*film(lesions=[(20, 20, 8)], blobs=[(21, 19, 5, 0.9), (50, 50, 4, 0.7)]))
+    assert tally.lesions == 1 and tally.films == 1 and sorted(tally.hits) == [-1, 0]
+    curve = tally.froc()
+    # strictest first: the hit (0.9) alone, then the false positive (0.7) joins
+    assert curve == [(pytest.approx(0.9), 0.0, 1.0), (pytest.approx(0.7), 1.0, 1.0)]
+    assert sensitivity_at(curve, 0.5) == 1.0
+
+
+def test_a_second_candidate_on_a_detected_lesion_is_neither_hit_nor_false_positive():
+    tally = DetectionTally()
+    tally.add(*film(lesions=[(30, 30, 12)], blobs=[(26, 30, 3, 0.9), (35, 30, 3, 0.8)]))
+    assert tally.froc()[-1][1:] == (0.0, 1.0)
+
+
+def test_a_blob_that_overlaps_but_is_centred_outside_the_lesion_misses_it():
+    tally = DetectionTally()
+    tally.add(*film(lesions=[(20, 20, 5)], blobs=[(20, 30, 8, 0.9)]))  # centre 10 px right, radius 5
+    assert tally.froc() == [(pytest.approx(0.9), 1.0, 0.0)]
+
+
+def test_sensitivity_at_fp_rates_pools_films_and_normal_film_rate():
+    tally = DetectionTally()
+    tally.add(*film(lesions=[(20, 20, 6)], blobs=[(20, 20, 4, 0.95)]))  # found, strongly
+    tally.add(*film(lesions=[(40, 40, 6)], blobs=[(40, 40, 4, 0.3)]))  # found, weakly
+    tally.add(*film(blobs=[(10, 10, 3, 0.6)]))  # a normal film with a false positive at 0.6 (> 0.5)
+    tally.add(*film())  # a clean normal film
+    s = tally.summary()
+    # 4 films: at the 0.6 threshold 1 FP / 4 films = 0.25 FP per film with 1 of 2 lesions; at 0.3 both
+    assert s["sensitivity_at_0.5fp"] == 1.0 and s["lesions"] == 2
+    assert s["fp_rate_normal"] == 0.5
+    strict = DetectionTally()
+    strict.add(*film(lesions=[(20, 20, 6)], blobs=[(50, 50, 4, 0.9)]))  # only a false positive
+    assert strict.summary()["sensitivity_at_1fp"] == 0.0 and np.isnan(strict.summary()["fp_rate_normal"])
+
+
+def test_a_film_without_candidates_or_lesions_counts_only_as_a_film():
+    tally = DetectionTally()
+    tally.add(*film())
+    assert tally.froc() == [] and tally.films == 1 and np.isnan(tally.summary()["sensitivity_at_1fp"])
+
+
+def test_training_with_lesion_detection_reports_it_per_subnet(tmp_path):
+    """The sub-net table of a run configured for it carries the detection columns (validation and test)."""
+    from conftest import write_folder_dataset
+    from elasticnet.config import build_config
+    from elasticnet.training.trainer import train
+
+    data = write_folder_dataset(tmp_path / "d", count=10, size=(32, 32))
+    cfg = build_config(
+        None,
+        {
+            "data": str(data),
+            "base_width": "4",
+            "depths": "2",
+            "widths": "0.5,1",
+            "image_size": "32x32",
+            "batch_size": "4",
+            "max_steps": "2",
+            "calib_batches": "1",
+            "test_fraction": "0.2",
+            "lesion_detection": True,
+            "out": str(tmp_path / "run"),
+        },
+    )
+    run = train(cfg, echo=lambda s: None, progress=False)
+    text = (run / "subnets.csv").read_text()
+    for column in (
+        "sensitivity_at_0.5fp",
+        "sensitivity_at_1fp",
+        "sensitivity_at_2fp",
+        "fp_rate_normal",
+        "test_sensitivity_at_1fp",
+    ):
+        assert column in text.splitlines()[0], column
+    assert "FROC" in (run / "subnets.md").read_text()
