@@ -309,6 +309,8 @@ def image_cases(ws: dict[str, Path]) -> list[Case]:
         "random.png": np.random.default_rng(2).bytes(500),
         "empty.png": b"",
         "text.jpg": b"hello",
+        "broken.dcm": b"\0" * 128 + b"DICM" + b"\xff" * 40,
+        "not-dicom.dcm": b"hello",
     }
     cases = []
     for name, data in bad.items():

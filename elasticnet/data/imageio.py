@@ -6,6 +6,8 @@
   package (LZW, JPEG, as OpenCV and many scanners write them) fall back to OpenCV.
 - Everything else (PNG, JPEG, BMP, PGM/PPM) goes through OpenCV.
 - 16-bit images (some mammograms) are scaled to 8 bit over their own range.
+- DICOM (``.dcm``, or any file with the DICM marker) goes through pydicom with the file's own modality and
+  VOI transforms (:mod:`elasticnet.data.dicom`).
 
 Files that arrive at a site are untrusted: a 200-byte PNG may declare 100000 x 100000 pixels, a 10 MB TIFF
 may decode to 10 GB. The size each file declares in its header is checked before anything is decoded,
@@ -24,7 +26,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".ppm")
+from elasticnet.data import dicom
+from elasticnet.data.dicom import DICOM_SUFFIXES
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".pgm", ".ppm", *DICOM_SUFFIXES)
 MAX_PIXELS = 100_000_000
 
 
@@ -50,7 +55,12 @@ def read_image(path: Path) -> np.ndarray:
             "(ELASTICNET_MAX_PIXELS raises it)"
         )
     try:
-        image = _read_tiff(path) if path.suffix.lower() in (".tif", ".tiff") else _read_opencv(path)
+        if dicom.is_dicom(path):
+            image = dicom.read_dicom(path)
+        elif path.suffix.lower() in (".tif", ".tiff"):
+            image = _read_tiff(path)
+        else:
+            image = _read_opencv(path)
     except OSError as e:
         raise ValueError(f"cannot be read ({e.strerror or e})") from None
     if image is None:
@@ -70,6 +80,8 @@ def read_image(path: Path) -> np.ndarray:
 
 def declared_size(path: Path) -> tuple[int, int] | None:
     """(height, width) from the file's header, without decoding it; None when the format is not recognised."""
+    if dicom.is_dicom(path):
+        return dicom.declared_size(path)
     with open(path, "rb") as f:
         head = f.read(32)
         if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
