@@ -63,6 +63,8 @@ ARMS: dict[str, tuple[str, ...]] = {
     "slimmable+floor+clip": (*GRID, *SLIM, "--lr-floor", "0.05", "--grad-clip", "1"),
     "slimmable+sgd": (*GRID, *SLIM, "--optimizer", "sgd", "--lr", "0.05", "--lr-floor", "0.05", "--grad-clip", "1"),
     "slimmable+flops": (*GRID, *SLIM, "--random-by-flops"),
+    "slimmable+junction": (*GRID, *SLIM, "--junction", "private"),  # a private first decoder block per depth
+    "slimmable+pwbn": (*GRID, *SLIM, "--bn-mode", "per_width"),  # switchable BN (slimmable networks)
     "slimmable+warm": (*GRID, *SLIM, "--shrink-start", "0.3", "--width-start", "0.45", "--ramp", "0.05"),
     "slimmable+ema": (
         *GRID,

@@ -151,3 +151,33 @@ def test_invalid_config_is_refused(kwargs):
 def test_static_unet_any_channels():
     model = UNet(UNetConfig(channels=[6, 10, 14], in_channels=1, num_classes=2))
     assert model(torch.randn(1, 1, 8, 12)).shape == (1, 2, 8, 12)
+
+
+def test_private_junctions_extract_to_the_same_plain_unet_and_train_only_with_their_depth():
+    """junction "private": each depth but the largest has its own first decoder block; the cut sub-net is
+    an ordinary U-Net equal to the elastic model (eval and batch statistics), and a depth's step touches only
+    its own junction."""
+    config = ElasticUNetConfig(base_width=8, depths=[2, 3, 4], widths=[0.5, 1.0], junction="private")
+    model = ElasticUNet(config)
+    randomise_bn(model, seed=2)
+    assert sorted(model.junctions) == ["2", "3"]
+    x = torch.randn(2, 3, 16, 16)
+    for subnet in config.subnets():
+        static = extract(model, subnet)
+        assert isinstance(static, UNet) and static.config.channels == config.channels(subnet)
+        for mode in ("eval", "train"):
+            getattr(static, mode)(), getattr(model, mode)()
+            with torch.no_grad():
+                assert (static(x) - model(x, subnet)).abs().max() <= 1e-5, (subnet, mode)
+    model.train()
+    model.zero_grad()
+    model(x, SubNet(3, 1.0)).square().mean().backward()
+    touched = {
+        n.split(".")[1] for n, p in model.named_parameters() if n.startswith("junctions.") and p.grad is not None
+    }
+    assert touched == {"3"}
+    assert model.decoder[1].conv1.weight.grad is None  # depth 3's bottleneck goes to its junction, not decoder.1
+    shared = ElasticUNet(ElasticUNetConfig(base_width=8, depths=[2, 3, 4], widths=[0.5, 1.0]))
+    assert len(shared.junctions) == 0 and sum(p.numel() for p in model.parameters()) > sum(
+        p.numel() for p in shared.parameters()
+    )

@@ -48,6 +48,7 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
         {"strategy": "uniform", "distill": True},
         {"bn_mode": "per_depth"},
         {"bn_mode": "per_width"},
+        {"junction": "private", "strategy": "sandwich"},
         {"inactive_weights": "optimizer"},
         {"grad_checkpoint": True},
         {"amp": "bf16"},

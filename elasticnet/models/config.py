@@ -30,6 +30,11 @@ class ElasticUNetConfig:
     channel_multiple: int = opt(
         4, "channels of a width < 1 are rounded to a multiple of this; 0: the training device's fast multiple"
     )
+    junction: Literal["shared", "private"] = opt(
+        "shared",
+        "the decoder block that takes a depth's bottleneck: shared by the depths that reach it, or private to "
+        "each depth (the exported sub-net is the same plain U-Net either way)",
+    )
     bn_mode: BnMode = opt(
         "shared",
         "BatchNorm: shared by all sub-nets, or private (statistics and affine) per depth, per width (switchable BN) or per sub-net",

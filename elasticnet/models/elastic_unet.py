@@ -73,6 +73,15 @@ class ElasticUNet(nn.Module):
         self.decoder = nn.ModuleList(
             ElasticDoubleConv([ch[level], ch[level + 1]], ch[level], num_bn) for level in range(len(ch) - 1)
         )
+        # junction "private": every depth but the largest gets its own first decoder block (the one that takes
+        # its bottleneck), so the shared blocks below it see the same kind of input from every depth
+        self.junctions = nn.ModuleDict(
+            {
+                str(d): ElasticDoubleConv([ch[d - 2], ch[d - 1]], ch[d - 2], num_bn)
+                for d in config.depths
+                if config.junction == "private" and d < config.max_depth
+            }
+        )
         self.head = ElasticConv2d([ch[0]], config.num_classes, 1, bias=True)
 
     def check_subnet(self, subnet: SubNet) -> SubNet:
@@ -103,8 +112,16 @@ class ElasticUNet(nn.Module):
             active_in = (self.config.in_channels,) if level == 0 else (ch[level - 1],)
             yield f"encoder.{level}", self.encoder[level], active_in, ch[level]
         for level in range(subnet.depth - 2, -1, -1):
-            yield f"decoder.{level}", self.decoder[level], (ch[level], ch[level + 1]), ch[level]
+            name = self.decoder_name(subnet.depth, level)
+            yield name, self.get_submodule(name), (ch[level], ch[level + 1]), ch[level]
         yield "head", self.head, (ch[0],), self.config.num_classes
+
+    def decoder_name(self, depth: int, level: int) -> str:
+        """The module a depth-``depth`` sub-net runs at decoder ``level``: its private junction at the level
+        that takes its bottleneck (junction "private"), else the shared ``decoder.{level}``."""
+        if level == depth - 2 and str(depth) in self.junctions:
+            return f"junctions.{depth}"
+        return f"decoder.{level}"
 
     def forward(self, x: torch.Tensor, subnet: SubNet | None = None) -> torch.Tensor:
         subnet = self.config.largest if subnet is None else self.check_subnet(subnet)

@@ -47,7 +47,8 @@ def extract(model: ElasticUNet, subnet: SubNet) -> UNet:
     static = UNet(subnet_config(model, subnet)).to(next(model.parameters()).device)
     bn_index = model.bn_index(subnet)
     for name, block, active_in, active_out in model.blocks(subnet):
-        target = static.get_submodule(name)
+        # a private junction is the static net's first decoder block
+        target = static.get_submodule(f"decoder.{subnet.depth - 2}" if name.startswith("junctions.") else name)
         if isinstance(block, ElasticDoubleConv):
             assert isinstance(target, DoubleConv)
             _copy_conv(block.conv1, target.conv1, active_in, active_out)
