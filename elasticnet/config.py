@@ -124,6 +124,11 @@ class TrainConfig:
         "(FROC) and the share of normal films with a false positive",
     )
     seed: int = opt(0, "training seed (weights, sub-net draws, data order, augmentation)")
+    deterministic: bool = opt(
+        False,
+        "GPU runs: algorithms with a deterministic backward only (same seed, same weights; slower); CPU runs "
+        "are deterministic either way",
+    )
     device: str = opt("auto", "auto (CUDA when present) | cpu | cuda | cuda:N")
     out: str = opt("", "run folder; empty: runs/<date-time>")
 

@@ -16,6 +16,8 @@ import ctypes
 import ctypes.util
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from elasticnet.errors import UserError
@@ -54,7 +56,83 @@ def select_device(name: str = "auto") -> torch.device:
         raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise UserError(
+            f"device {name!r} requested but {torch.cuda.device_count()} GPU(s) are visible"
+            + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else "")
+            + "; use cuda:0 .. cuda:N-1, or --device cpu"
+        )
     return device
+
+
+@contextmanager
+def backend_settings(deterministic: bool) -> Iterator[None]:
+    """The cuDNN / TF32 / determinism choices of a run, made explicitly, and restored afterwards.
+
+    ``deterministic``: algorithms with a deterministic backward only (``torch.use_deterministic_algorithms``,
+    cuDNN deterministic, no benchmark autotuning, no TF32), so two same-seed GPU runs give the same weights
+    (the model's up-sampling switches too, see ``ElasticUNet.deterministic``). Otherwise the fast choices:
+    cuDNN autotuning (a run's input sizes are fixed) and TF32 convolutions and matmuls on GPUs that have it.
+    On CPUs training is deterministic either way.
+    """
+    import torch
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        cudnn.deterministic,
+        cudnn.benchmark,
+        cudnn.allow_tf32,
+        matmul.allow_tf32,
+    )
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+    torch.use_deterministic_algorithms(deterministic)
+    cudnn.deterministic, cudnn.benchmark = deterministic, not deterministic
+    cudnn.allow_tf32 = matmul.allow_tf32 = not deterministic
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0])
+        cudnn.deterministic, cudnn.benchmark, cudnn.allow_tf32, matmul.allow_tf32 = saved[1:]
+
+
+class DevicePool:
+    """Devices for parallel training jobs (paper scripts): a job holds one while it runs.
+
+    With several GPUs visible and ``device`` auto or cuda, the jobs go round-robin over ``cuda:0..N-1`` (not all
+    onto cuda:0); otherwise every job gets ``device``.
+    """
+
+    def __init__(self, device: str, jobs: int):
+        import queue
+
+        import torch
+
+        names = [device] * max(1, jobs)
+        if device in ("auto", "cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 1:
+            names = [f"cuda:{i % torch.cuda.device_count()}" for i in range(max(1, jobs))]
+        self.names = names
+        self._free: queue.Queue[str] = queue.Queue()
+        for name in names:
+            self._free.put(name)
+
+    @contextmanager
+    def take(self) -> Iterator[str]:
+        name = self._free.get()
+        try:
+            yield name
+        finally:
+            self._free.put(name)
+
+
+def with_device(command: list[str], device: str) -> list[str]:
+    """``command`` with the value of its ``--device`` flag replaced by ``device`` (appended if absent)."""
+    if "--device" in command:
+        i = command.index("--device")
+        return [*command[: i + 1], device, *command[i + 2 :]]
+    return [*command, "--device", device]
 
 
 def seed_everything(seed: int) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import platform
@@ -50,6 +51,7 @@ from elasticnet.deploy.measure import machine  # noqa: E402
 from elasticnet.files import atomic_write_text, lock_is_held  # noqa: E402
 from elasticnet.models.subnet import level_channels  # noqa: E402
 from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
+from elasticnet.runtime import DevicePool, with_device  # noqa: E402
 
 CONFIG = "experiments/cvc_clinicdb.yaml"
 DEPTHS = (3, 4, 5)
@@ -175,10 +177,16 @@ def finished(job: Job) -> bool:
     return (job.folder / "checkpoint.pt").is_file() and (job.folder / "subnets.csv").is_file()
 
 
-def run_job(job: Job, threads: int, say) -> None:
-    """Train (or resume) one run; its output goes to RUN/train.log; wall seconds add up over attempts."""
+def run_job(job: Job, threads: int, say, devices: DevicePool | None = None) -> None:
+    """Train (or resume) one run on a device of ``devices``; its output goes to RUN/train.log; wall seconds add
+    up over attempts."""
     if finished(job):
         return
+    if devices is not None:
+        with devices.take() as device:
+            return run_job(
+                dataclasses.replace(job, device=device, command=with_device(job.command, device)), threads, say
+            )
     if lock_is_held(job.folder / ".lock"):
         raise SystemExit(f"{job.folder} is being trained by another process; wait for it or stop it")
     command = job.command
@@ -266,8 +274,9 @@ def run_all(jobs: list[Job], workers: int, threads: int) -> None:
             count[0] += 1
         print(f"[{time.perf_counter() - start:7.0f} s  {count[0]}/{len(todo)}] {line}", flush=True)
 
+    devices = DevicePool(todo[0].device if todo else "cpu", workers)
     with ThreadPoolExecutor(workers) as pool:
-        for future in [pool.submit(run_job, j, threads, say) for j in todo]:
+        for future in [pool.submit(run_job, j, threads, say, devices) for j in todo]:
             future.result()
 
 

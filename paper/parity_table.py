@@ -44,6 +44,7 @@ from elasticnet import __version__  # noqa: E402
 from elasticnet.config import build_config  # noqa: E402
 from elasticnet.files import atomic_write_text, lock_is_held  # noqa: E402
 from elasticnet.reporting import markdown_table  # noqa: E402
+from elasticnet.runtime import DevicePool  # noqa: E402
 from elasticnet.training.compute import subnet_flops  # noqa: E402
 from elasticnet.training.recipe import epochs_within  # noqa: E402
 
@@ -198,9 +199,12 @@ def done(folder: Path) -> bool:
     return (folder / "subnets.csv").is_file() and (folder / "record.json").is_file()
 
 
-def train_one(args, run: Run, threads: int) -> None:
+def train_one(args, run: Run, threads: int, devices: DevicePool | None = None) -> None:
     if done(committed(args, run)):
         return
+    if devices is not None:  # the job runs on a device of the pool (GPUs round-robin)
+        with devices.take() as device:
+            return train_one(argparse.Namespace(**{**vars(args), "device": device}), run, threads)
     folder = args.runs / run.key
     if not (folder / "checkpoint.pt").is_file():
         if lock_is_held(folder / ".lock"):
@@ -460,8 +464,9 @@ def main(argv: list[str] | None = None) -> None:
     if not args.report_only:
         threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
         todo = sorted(runs, key=lambda r: (r.seed, r.method == "individual", -r.epochs))
+        devices = DevicePool(args.device, args.jobs)
         with ThreadPoolExecutor(args.jobs) as pool:
-            for future in [pool.submit(train_one, args, r, threads) for r in todo]:
+            for future in [pool.submit(train_one, args, r, threads, devices) for r in todo]:
                 future.result()
         atomic_write_text(
             args.out / "COMMANDS.md",

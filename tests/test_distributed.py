@@ -137,3 +137,42 @@ def test_sync_bn_statistics_are_fp32_whatever_the_input_dtype(tmp_path, dtype):
         torch.testing.assert_close(synced.running_var[:6], plain.running_var, rtol=1e-3, atol=1e-3)
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(
+    "gpus, local_world, name, expected",
+    [
+        (2, 2, "auto", "cuda:1"),  # one GPU per process
+        (1, 2, "auto", "cpu"),  # fewer GPUs than processes: every rank of the node on the CPU (one backend)
+        (0, 2, "cpu", "cpu"),
+        (1, 2, "cuda", None),  # explicit cuda with too few GPUs: refused, naming --nproc-per-node
+    ],
+)
+def test_each_rank_gets_a_device_that_exists(monkeypatch, gpus, local_world, name, expected):
+    """The device set-up of a torchrun launch, with the GPU count mocked (no GPU needed)."""
+    import torch
+
+    from elasticnet.errors import UserError
+    from elasticnet.training.distributed import rank_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    if expected is None:
+        with pytest.raises(UserError, match=f"--nproc-per-node {gpus}"):
+            rank_device(name, 1, local_world)
+    else:
+        assert str(rank_device(name, 1, local_world)) == expected
+
+
+def test_a_gpu_index_that_is_not_visible_is_one_clear_error(monkeypatch):
+    import torch
+
+    from elasticnet.errors import UserError
+    from elasticnet.runtime import select_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    with pytest.raises(UserError, match=r"'cuda:1' requested but 1 GPU\(s\) are visible \(CUDA_VISIBLE_DEVICES=3\)"):
+        select_device("cuda:1")
+    assert str(select_device("cuda:0")) == "cuda:0"

@@ -181,3 +181,20 @@ def test_private_junctions_extract_to_the_same_plain_unet_and_train_only_with_th
     assert len(shared.junctions) == 0 and sum(p.numel() for p in model.parameters()) > sum(
         p.numel() for p in shared.parameters()
     )
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 1, 1), (2, 3, 4, 6), (1, 5, 7, 3)])
+def test_deterministic_upsampling_is_bilinear(shape):
+    """The up-sampling of deterministic training (no atomics in its CUDA backward) is F.interpolate's."""
+    import torch.nn.functional as F
+
+    from elasticnet.models.unet import upsample2x
+
+    x = torch.randn(*shape, requires_grad=True)
+    reference = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    mine = upsample2x(x, deterministic=True)
+    torch.testing.assert_close(mine, reference, rtol=0, atol=1e-6)
+    g = torch.randn_like(reference)
+    (ga,) = torch.autograd.grad(reference, x, g)
+    (gb,) = torch.autograd.grad(mine, x, g)
+    torch.testing.assert_close(ga, gb, rtol=0, atol=1e-5)

@@ -224,3 +224,19 @@ def test_parity_protocol_end_to_end_continues_from_committed_results(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert not runs.exists() or not any(runs.rglob("checkpoint.pt"))  # nothing retrained
     assert (out / "tables.md").read_text() == tables
+
+
+def test_parallel_jobs_spread_over_the_visible_gpus(monkeypatch):
+    """--jobs N with several GPUs: the jobs go round-robin over cuda:0..N-1, each holding its GPU while it runs."""
+    import torch
+
+    from elasticnet.runtime import DevicePool, with_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    pool = DevicePool("auto", 3)
+    assert pool.names == ["cuda:0", "cuda:1", "cuda:0"]
+    with pool.take() as a, pool.take() as b:
+        assert {a, b} == {"cuda:0", "cuda:1"}
+    assert DevicePool("cpu", 2).names == ["cpu", "cpu"]
+    assert with_device(["x", "--device", "auto", "--quiet"], "cuda:1") == ["x", "--device", "cuda:1", "--quiet"]

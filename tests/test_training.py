@@ -98,3 +98,11 @@ def test_calibration_images_are_spread_over_the_training_set():
     order = spread_order(100, seed=0)
     assert sorted(order) == list(range(100)) and order == spread_order(100, seed=0)
     assert max(order[:16]) - min(order[:16]) > 50  # not the first few files (one video sequence)
+
+
+def test_deterministic_mode_trains_reproducibly_and_restores_the_backend_settings(tmp_path):
+    """--deterministic: deterministic algorithms only while the run lasts; same seed, same weights."""
+    a = _train(tmp_path, "a", max_steps="3", deterministic=True)
+    assert not torch.are_deterministic_algorithms_enabled()
+    b = _train(tmp_path, "b", max_steps="3", deterministic=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

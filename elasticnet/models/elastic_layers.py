@@ -62,9 +62,13 @@ class ElasticConv2d(nn.Conv2d):
         return hit[1], hit[2]
 
     def _slice(self, active_in: Sequence[int], active_out: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        index = self.input_index(active_in)
         weight = self.weight[:active_out]
-        weight = weight[:, index] if isinstance(index, slice) else weight.index_select(1, index)
+        if len(active_in) == 1:
+            weight = weight[:, : active_in[0]]
+        else:  # one slice per input group, concatenated: slicing's backward is deterministic on CUDA,
+            # index_select's (an atomic index_add) is not
+            starts = [sum(self.in_groups[:g]) for g in range(len(active_in))]
+            weight = torch.cat([weight[:, s : s + a] for s, a in zip(starts, active_in)], dim=1)
         bias = None if self.bias is None else self.bias[:active_out]
         return weight, bias
 

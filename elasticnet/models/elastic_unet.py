@@ -24,7 +24,7 @@ from elasticnet.errors import UserError
 from elasticnet.models.config import BN_MODES, ElasticUNetConfig  # noqa: F401  (re-exported)
 from elasticnet.models.elastic_layers import ElasticConv2d, ElasticDoubleConv
 from elasticnet.models.subnet import SubNet, level_channels
-from elasticnet.models.unet import check_input_size
+from elasticnet.models.unet import check_input_size, upsample2x
 
 
 class _DecoderLevel:
@@ -33,14 +33,14 @@ class _DecoderLevel:
     Checkpointed as one piece, so neither the up-sampled tensor nor the concatenation is kept for backward.
     """
 
-    def __init__(self, block: nn.Module):
-        self.block = block
+    def __init__(self, block: nn.Module, deterministic: bool = False):
+        self.block, self.deterministic = block, deterministic
 
     def __call__(
         self, inputs: tuple[torch.Tensor, torch.Tensor], active_in: tuple[int, ...], active_out: int, bn_index: int
     ) -> torch.Tensor:
         skip, x = inputs
-        up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        up = upsample2x(x, self.deterministic)
         return self.block(torch.cat([skip, up], dim=1), active_in, active_out, bn_index)
 
 
@@ -55,6 +55,7 @@ class ElasticUNet(nn.Module):
     """
 
     grad_checkpoint: bool = False
+    deterministic: bool = False  # a training option: up-sampling whose CUDA backward is deterministic
 
     def __init__(self, config: ElasticUNetConfig):
         super().__init__()
@@ -138,7 +139,9 @@ class ElasticUNet(nn.Module):
             skips.append(x)
         skips.pop()  # the bottleneck feeds the decoder directly
         for _, block, active_in, active_out in decoder:  # levels depth-2 .. 0
-            x = self._run_block(_DecoderLevel(block), (skips.pop(), x), active_in, active_out, bn_index)
+            x = self._run_block(
+                _DecoderLevel(block, self.deterministic), (skips.pop(), x), active_in, active_out, bn_index
+            )
         _, head_conv, active_in, active_out = head
         return head_conv(x, active_in, active_out)
 

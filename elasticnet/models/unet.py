@@ -68,6 +68,29 @@ def check_input_size(x: torch.Tensor, depth: int, in_channels: int) -> None:
         )
 
 
+def upsample2x(x: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    """Bilinear 2x up-sampling (``align_corners=False``) of an NCHW tensor.
+
+    ``deterministic``: the same function from slices and weighted sums, whose backward is deterministic on
+    CUDA (``F.interpolate``'s accumulates with atomics, so two same-seed GPU runs drift apart). Equal to
+    ``F.interpolate`` up to float rounding; used by deterministic training only (it is slower).
+    """
+    if not deterministic:
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+    return _upsample_axis(_upsample_axis(x, 2), 3)
+
+
+def _upsample_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
+    # output 2i samples the input at i - 1/4, output 2i+1 at i + 1/4 (clamped at the borders)
+    n = x.shape[dim]
+    before = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
+    after = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
+    pair = torch.stack([0.75 * x + 0.25 * before, 0.75 * x + 0.25 * after], dim + 1)
+    shape = list(x.shape)
+    shape[dim] = 2 * n
+    return pair.reshape(shape)
+
+
 class UNet(nn.Module):
     """Static U-Net with ``len(config.channels)`` resolution levels. Outputs logits (N, classes, H, W)."""
 
@@ -98,6 +121,6 @@ class UNet(nn.Module):
             x = block(x)
             skips.append(x)
         for level in range(self.depth - 2, -1, -1):
-            up = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            up = upsample2x(x)
             x = self.decoder[level](torch.cat([skips[level], up], dim=1))
         return self.head(x)

@@ -27,6 +27,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from elasticnet.errors import UserError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -55,13 +57,32 @@ def init(device_name: str) -> tuple[Dist, torch.device]:
     if not launched():
         return Dist(), select_device(device_name)
     rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    device = select_device(device_name)
+    device = rank_device(device_name, local, int(os.environ.get("LOCAL_WORLD_SIZE", local + 1)))
     if device.type == "cuda":
-        device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Dist(rank, world, local), device
+
+
+def rank_device(device_name: str, local_rank: int, local_world: int) -> torch.device:
+    """The device of local rank ``local_rank`` of ``local_world`` processes on this node: its own GPU, or the
+    CPU for every rank of the node when ``auto`` finds fewer GPUs than processes (all ranks of a node see the
+    same count, so they agree on one backend); an explicit ``cuda`` with too few GPUs is refused."""
+    from elasticnet.runtime import select_device
+
+    device = select_device(device_name)
+    if device.type != "cuda":
+        return device
+    count = torch.cuda.device_count()
+    if local_world <= count:
+        return torch.device("cuda", local_rank)
+    if device_name == "auto":
+        return torch.device("cpu")
+    raise UserError(
+        f"torchrun started {local_world} processes on this node but {count} GPU(s) are visible (one per process is "
+        f"needed); start at most {count} (--nproc-per-node {count}), or train on the CPU with --device cpu"
+    )
 
 
 def shutdown() -> None:

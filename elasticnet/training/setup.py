@@ -71,13 +71,20 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
     t = cfg.train
     model = ElasticUNet(cfg.model).to(device)
     model.grad_checkpoint = t.grad_checkpoint
+    model.deterministic = t.deterministic
     memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
     distributed.set_sync_bn(model, t.sync_bn and d.enabled)
     order = EpochSampler(len(split.train), t.seed, d.rank, d.world)
     batch_size = min(t.batch_size, order.per_process())
+    # pinned host memory on GPUs, so the non_blocking copies of a batch overlap with the previous step
     train_loader = DataLoader(
-        split.train, batch_size=batch_size, sampler=order, drop_last=True, num_workers=cfg.data.num_workers
+        split.train,
+        batch_size=batch_size,
+        sampler=order,
+        drop_last=True,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
     )
     calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, batch_size, d)
 

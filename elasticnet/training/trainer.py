@@ -28,7 +28,7 @@ from elasticnet.config import RunConfig, eval_batch_size, load_yaml, resolve_for
 from elasticnet.data import build_datasets
 from elasticnet.errors import UserError
 from elasticnet.reporting import plot_training_curve, text_table, write_csv
-from elasticnet.runtime import seed_everything
+from elasticnet.runtime import backend_settings, seed_everything
 from elasticnet.training import distributed
 from elasticnet.training.evaluate import evaluate_calibrated, subnet_table
 from elasticnet.training.precision import amp_note
@@ -111,7 +111,7 @@ def _run(
             problem = distributed.broadcast_object(problem, d)  # every rank stops on rank 0's refusal
             if problem is not None:
                 raise UserError(problem)
-            with StopRequest() as stop:
+            with StopRequest() as stop, backend_settings(t_cfg.deterministic):
                 training = build_training(cfg, split, run_dir, device, d)
                 return fit(training, stop, echo if d.main else _silent, progress and d.main, on_epoch)
     finally:
