@@ -12,7 +12,8 @@ parts are skipped once ``--budget-s`` is spent):
    achieved TFLOP/s from the model's FLOPs (3 x forward per image per sub-net) and the share of ``--peak-tflops``
    (the device's bf16 peak; H200: 989 dense), peak memory, and host-device synchronisations per step (CUDA's
    sync debug mode counts them).
-3. ``determinism``: two runs of 10 steps with one seed: do the weights match bit for bit?
+3. ``determinism``: two runs of 10 steps with one seed, with and without ``--deterministic``: do the weights
+   match bit for bit, and what does determinism cost?
 4. ``resume``: 6 steps on the device, then the last 4 resumed on the CPU from the saved state: equal weights
    to 1e-5 relative? (different devices: not bit-exact by design)
 5. ``export``: the depth-4 sub-net of a device-trained run exported to ONNX and checked with ONNX Runtime.
@@ -177,14 +178,26 @@ def train_cli(args, out: Path, *extra: str) -> None:
 
 
 def determinism(args) -> dict:
+    """Two same-seed runs of 10 steps, with and without --deterministic: bit-equal weights? (and its cost)"""
     from elasticnet.checkpoint import load_checkpoint
 
-    for name in ("a", "b"):
-        train_cli(args, args.out / "runs" / f"det-{name}", "--max-steps", "10", "--no-final-table")
-    a = load_checkpoint(args.out / "runs" / "det-a" / "checkpoint.pt")["model"]
-    b = load_checkpoint(args.out / "runs" / "det-b" / "checkpoint.pt")["model"]
-    differ = [k for k in a if not torch.equal(a[k], b[k])]
-    return {"bitwise_equal": not differ, "differing_tensors": len(differ), "of": len(a)}
+    result = {}
+    for mode, flags in (("default", ()), ("deterministic", ("--deterministic",))):
+        seconds = []
+        for name in ("a", "b"):
+            start = time.perf_counter()
+            train_cli(args, args.out / "runs" / f"det-{mode}-{name}", "--max-steps", "10", "--no-final-table", *flags)
+            seconds.append(time.perf_counter() - start)
+        a = load_checkpoint(args.out / "runs" / f"det-{mode}-a" / "checkpoint.pt")["model"]
+        b = load_checkpoint(args.out / "runs" / f"det-{mode}-b" / "checkpoint.pt")["model"]
+        differ = [k for k in a if not torch.equal(a[k], b[k])]
+        result[mode] = {
+            "bitwise_equal": not differ,
+            "differing_tensors": len(differ),
+            "of": len(a),
+            "wall_s": round(min(seconds), 2),
+        }
+    return result
 
 
 def resume(args) -> dict:
