@@ -98,7 +98,15 @@ class TrainConfig:
     )
     lr_floor: float = opt(0.0, "the cosine schedule decays to lr_floor x lr instead of 0")
     grad_clip: float = opt(0.0, "clip the step's summed gradient to this global norm (0: off)")
-    dice_loss: Literal["image", "batch"] = opt("image", "soft Dice per image, or over the batch as one region")
+    loss: Literal["bce_dice", "bce_focal_tversky"] = opt(
+        "bce_dice",
+        "BCE plus soft Dice, or plus focal Tversky (missed lesion pixels weigh 0.7, false alarms 0.3; for small, "
+        "rare lesions)",
+    )
+    dice_loss: Literal["image", "batch"] = opt(
+        "image", "the region term (Dice or Tversky) per image, or over the batch as one region"
+    )
+    pos_weight: float = opt(1.0, "BCE weight of lesion pixels (> 1 for rare foreground)")
     inactive_weights: Literal["freeze", "optimizer"] = opt(
         "freeze",
         "freeze: weights a step did not use stay exactly put (values and optimiser state); optimizer: the optimiser moves them",
@@ -319,6 +327,7 @@ RANGES = [
     ("train", "grad_clip", 0.0, 10**6, True),
     ("train", "weight_smallest", 0.0, 100.0, True),
     ("train", "weight_random", 0.0, 100.0, True),
+    ("train", "pos_weight", 0.0, 1000.0, False),
     ("data", "num_workers", 0, 256, True),
     ("data", "augment_strength", 0.0, 10.0, True),
     ("data", "synthetic_count", 3, 10**6, True),

@@ -229,14 +229,16 @@ def test_resume_on_other_data_is_refused(tmp_path, monkeypatch):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, monkeypatch):
-    original, calls = step.segmentation_loss, {"n": 0}
+    from elasticnet.training.losses import TaskLoss
+
+    original, calls = TaskLoss.__call__, {"n": 0}
 
     def loss(*args, **kwargs):
         calls["n"] += 1
         value = original(*args, **kwargs)
         return value * float("nan") if calls["n"] == 3 else value
 
-    monkeypatch.setattr(step, "segmentation_loss", loss)
+    monkeypatch.setattr(TaskLoss, "__call__", loss)
     with pytest.raises(UserError, match=r"loss became nan.*kept the last good training state"):
         trainer.train(build_config(None, {**BASE, "out": str(tmp_path / "r")}), **QUIET)
     state = load_checkpoint(tmp_path / "r" / "last.pt")

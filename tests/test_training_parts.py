@@ -183,3 +183,32 @@ def test_batch_dice_pools_the_batch_and_spares_empty_images():
     per_image = soft_dice_loss(logits, target)
     batch = soft_dice_loss(logits, target, per_image=False)
     assert batch < 0.1 < per_image
+
+
+def test_focal_tversky_weighs_missed_lesion_pixels_above_false_alarms():
+    """Missing half of a small lesion costs more than the same number of false-positive pixels; a perfect
+    prediction costs ~0; BCE's pos_weight scales the loss of lesion pixels only."""
+    from elasticnet.training.losses import TaskLoss, focal_tversky_loss
+
+    target = torch.zeros(1, 1, 16, 16)
+    target[..., 4:8, 4:8] = 1  # 16 lesion pixels
+    missed = (target * 2 - 1) * 8
+    missed[..., 4:8, 4:6] = -8  # 8 lesion pixels missed
+    alarm = (target * 2 - 1) * 8
+    alarm[..., 10:12, 10:14] = 8  # 8 false-positive pixels
+    assert focal_tversky_loss(missed, target) > focal_tversky_loss(alarm, target)
+    assert focal_tversky_loss((target * 2 - 1) * 20, target) < 1e-3
+    logits = torch.zeros(1, 1, 16, 16)
+    plain, weighted = TaskLoss(pos_weight=1.0), TaskLoss(pos_weight=10.0)
+    empty = torch.zeros_like(target)
+    assert weighted(logits, target) > plain(logits, target)  # lesion pixels weigh 10x in BCE
+    torch.testing.assert_close(weighted(logits, empty), plain(logits, empty))  # nothing to weigh
+
+
+def test_the_configured_loss_reaches_the_training_step(tmp_path):
+    from elasticnet.config import build_config
+    from elasticnet.training.recipe import Recipe
+
+    cfg = build_config(None, {"loss": "bce_focal_tversky", "pos_weight": "5", "dice_loss": "batch"})
+    task = Recipe(cfg, None, 10, (32, 32)).plan(0).options.task
+    assert (task.kind, task.dice, task.pos_weight) == ("bce_focal_tversky", "batch", 5.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -16,6 +18,44 @@ def soft_dice_loss(
     inter = (prob * target).sum(1)
     denom = prob.sum(1) + target.sum(1)
     return (1 - (2 * inter + eps) / (denom + eps)).mean()
+
+
+def focal_tversky_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float = 0.7,
+    gamma: float = 0.75,
+    eps: float = 1.0,
+    per_image: bool = False,
+) -> torch.Tensor:
+    """Focal Tversky loss (Abraham & Khan, 2019): (1 - TI)^gamma with the Tversky index TI = TP / (TP + alpha FN
+    + (1 - alpha) FP). ``alpha`` > 0.5 weighs missed lesion pixels above false alarms (small, rare lesions);
+    ``gamma`` < 1 keeps the gradient up for regions already partly found."""
+    rows = logits.shape[0] if per_image else 1
+    prob, target = torch.sigmoid(logits).reshape(rows, -1), target.reshape(rows, -1)
+    tp = (prob * target).sum(1)
+    fn = ((1 - prob) * target).sum(1)
+    fp = (prob * (1 - target)).sum(1)
+    index = (tp + eps) / (tp + alpha * fn + (1 - alpha) * fp + eps)
+    return (1 - index).clamp_min(0).pow(gamma).mean()
+
+
+@dataclass(frozen=True)
+class TaskLoss:
+    """The training loss of a segmentation step: BCE (``pos_weight`` on lesion pixels) plus a region term,
+    soft Dice (``bce_dice``) or focal Tversky (``bce_focal_tversky``), per image or over the batch (``dice``)."""
+
+    kind: str = "bce_dice"
+    dice: str = "image"
+    pos_weight: float = 1.0
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        weight = None if self.pos_weight == 1.0 else torch.tensor(self.pos_weight, device=logits.device)
+        bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
+        per_image = self.dice == "image"
+        if self.kind == "bce_focal_tversky":
+            return bce + focal_tversky_loss(logits, target, per_image=per_image)
+        return bce + soft_dice_loss(logits, target, per_image=per_image)
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice: str = "image") -> torch.Tensor:

@@ -12,6 +12,7 @@ from elasticnet.config import RunConfig
 from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.subnet import SubNet
 from elasticnet.training.compute import step_flops, subnet_flops
+from elasticnet.training.losses import TaskLoss
 from elasticnet.training.sampler import SubNetSampler, parse_subnets
 from elasticnet.training.schedule import distill_weight_at
 from elasticnet.training.teacher import EmaTeacher
@@ -25,6 +26,7 @@ class StepOptions:
     distill_weight: float | None = None  # None: no distillation at this step
     distill_loss: str = "bce_dice"  # bce_dice | bce (against the teacher's probabilities)
     grad_clip: float = 0.0  # global norm of the summed gradient (0: off)
+    task: TaskLoss | None = None  # the segmentation loss (None: BCE + soft Dice per ``dice``)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,12 @@ class Recipe:
         self.cfg, self.total_steps = cfg, total_steps
         self.flops = flops or subnet_flops(cfg.model, image_size)
         self.sampler = sampler_for(cfg, total_steps, self.flops)
-        self.base = StepOptions(dice=t.dice_loss, distill_loss=t.distill_loss, grad_clip=t.grad_clip)
+        self.base = StepOptions(
+            dice=t.dice_loss,
+            distill_loss=t.distill_loss,
+            grad_clip=t.grad_clip,
+            task=TaskLoss(t.loss, t.dice_loss, t.pos_weight),
+        )
         self.uses_ema = t.distill and t.distill_teacher == "ema"
         # model None: planning only (e.g. the compute of a run before training it)
         self.teacher = EmaTeacher(model, t.ema_decay) if self.uses_ema and model is not None else None

@@ -17,7 +17,7 @@ from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.subnet import SubNet
 from elasticnet.training import distributed
 from elasticnet.training.inactive import InactiveWeightFreezer
-from elasticnet.training.losses import distillation_loss, segmentation_loss
+from elasticnet.training.losses import TaskLoss, distillation_loss
 from elasticnet.training.precision import Precision
 from elasticnet.training.recipe import StepOptions
 
@@ -38,6 +38,7 @@ def forward_backward(
     weights: Sequence[float] | None = None,
     teacher: torch.Tensor | None = None,
     distill_loss: str = "bce_dice",
+    task: TaskLoss | None = None,
 ) -> torch.Tensor:
     """Run each sub-net on the batch and accumulate its (weighted) gradients; returns the mean weighted loss
     (a 0-d tensor on the device: the caller reads it once per step, so a GPU is not synchronised per sub-net).
@@ -50,6 +51,7 @@ def forward_backward(
     mean loss instead).
     """
     precision = precision or Precision("none", images.device.type)
+    task = task or TaskLoss(dice=dice)
     weights = [1.0] * len(subnets) if weights is None else list(weights)
     largest = model.config.largest
     total = torch.zeros((), device=images.device)
@@ -57,7 +59,7 @@ def forward_backward(
         with precision.autocast():
             logits = model(images, subnet)
         logits = logits.float()
-        loss = segmentation_loss(logits, masks, dice)
+        loss = task(logits, masks)
         if distill_weight is not None:
             if subnet == largest:
                 if teacher is None:  # the live teacher: this forward's probabilities
@@ -111,6 +113,7 @@ def train_step(
         weights=weights,
         teacher=teacher,
         distill_loss=options.distill_loss,
+        task=options.task,
     )
     if enabled:
         distributed.average_gradients(model, d)
