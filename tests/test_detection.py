@@ -100,3 +100,17 @@ def test_training_with_lesion_detection_reports_it_per_subnet(tmp_path):
     ):
         assert column in text.splitlines()[0], column
     assert "FROC" in (run / "subnets.md").read_text()
+
+
+def test_pooling_two_tallies_equals_one_tally_of_all_films():
+    films = [
+        film(lesions=[(20, 20, 6)], blobs=[(20, 20, 4, 0.9), (50, 50, 3, 0.4)]),
+        film(lesions=[(30, 30, 6), (50, 12, 5)], blobs=[(50, 12, 3, 0.7)]),
+        film(blobs=[(10, 10, 3, 0.8)]),
+    ]
+    whole, a, b = DetectionTally(), DetectionTally(), DetectionTally()
+    for i, f in enumerate(films):
+        whole.add(*f)
+        (a if i < 1 else b).add(*f)
+    pooled = a.merge(b)
+    assert pooled.froc() == whole.froc() and pooled.summary() == whole.summary()

@@ -240,3 +240,85 @@ def test_parallel_jobs_spread_over_the_visible_gpus(monkeypatch):
         assert {a, b} == {"cuda:0", "cuda:1"}
     assert DevicePool("cpu", 2).names == ["cpu", "cpu"]
     assert with_device(["x", "--device", "auto", "--quiet"], "cuda:1") == ["x", "--device", "cuda:1", "--quiet"]
+
+
+def write_fake_mias(root: Path, women: int = 6, size: int = 64) -> Path:
+    """``2 * women`` films with bright masses (CIRC) on the odd ones, Info.txt as mini-MIAS writes it."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    lines = ["generated films"]
+    for i in range(1, 2 * women + 1):
+        film = rng.integers(20, 60, (size, size), dtype=np.uint8)
+        if i % 2:
+            x, y, r = int(rng.integers(16, 48)), int(rng.integers(16, 48)), 6
+            cv2.circle(film, (x, size - 1 - y), r, 220, -1)
+            lines.append(f"mdb{i:03d} G CIRC B {x} {y} {r}")
+        else:
+            lines.append(f"mdb{i:03d} G NORM")
+        cv2.imwrite(str(root / "images" / f"mdb{i:03d}.png"), film)
+    (root / "Info.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.mark.slow
+def test_mammography_table_end_to_end_on_generated_films(tmp_path):
+    data = write_fake_mias(tmp_path / "mias")
+    config = tmp_path / "m.yaml"
+    config.write_text(
+        "model: {in_channels: 1, depths: [2, 3], widths: [0.5, 1.0], base_width: 4}\n"
+        "data: {dataset: auto, split: grouped, folds: 2, fold: 0, val_fraction: 0.2, image_size: [64, 64],\n"
+        "       mean: [0.2], std: [0.25], augment: none}\n"
+        "train: {batch_size: 4, calib_batches: 1, lesion_detection: true}\n"
+        "profiles:\n  tiny: {train: {max_steps: 3}}\n"
+    )
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "paper" / "mammography_table.py"),
+            "--data",
+            str(data),
+            "--config",
+            str(config),
+            "--profile",
+            "tiny",
+            "--folds",
+            "0,1",
+            "--device",
+            "cpu",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    with open(out / "table.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [
+        "fold",
+        "depth",
+        "width",
+        "films",
+        "lesions",
+        "sensitivity_at_0.5fp",
+        "sensitivity_at_1fp",
+        "sensitivity_at_2fp",
+        "dice_lesion",
+        "fp_rate_normal",
+    ]
+    pooled = [r for r in rows if r["fold"] == "pooled"]
+    assert len(pooled) == 4 and {r["fold"] for r in rows} == {"0", "1", "pooled"}
+    # every film is tested exactly once over the two folds: 12 films, 6 masses
+    assert all(int(r["films"]) == 12 and int(r["lesions"]) == 6 for r in pooled)
+    assert all(0 <= float(r["sensitivity_at_1fp"]) <= 1 for r in rows)
+    for name in ("table.md", "froc.png", "COMMANDS.md", "runs/fold0/config.yaml", "runs/fold1/subnets.csv"):
+        assert (out / name).is_file(), name

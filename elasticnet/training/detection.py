@@ -57,6 +57,19 @@ class DetectionTally:
             self.normal_films += 1
             self.normal_films_flagged += int(any(s > self.operating_threshold for s in scores))
 
+    def merge(self, other: DetectionTally) -> DetectionTally:
+        """The films of both tallies in one (e.g. the test folds of a cross-validation, pooled)."""
+        return DetectionTally(
+            candidate_threshold=self.candidate_threshold,
+            scores=self.scores + other.scores,
+            hits=self.hits + [h + self.lesions if h >= 0 else -1 for h in other.hits],
+            lesions=self.lesions + other.lesions,
+            films=self.films + other.films,
+            normal_films=self.normal_films + other.normal_films,
+            normal_films_flagged=self.normal_films_flagged + other.normal_films_flagged,
+            operating_threshold=self.operating_threshold,
+        )
+
     def froc(self) -> list[tuple[float, float, float]]:
         """(score threshold, false positives per film, sensitivity), from the strictest threshold down."""
         order = np.argsort(-np.asarray(self.scores, dtype=np.float64), kind="stable")

@@ -1,0 +1,254 @@
+"""Mammography masses on mini-MIAS: grouped 5-fold cross-validation, lesion-level detection per sub-net.
+
+    python paper/mammography_table.py --data PATH [--profile cpu] [--folds 0,1,2,3,4] [--name NAME]
+                                      [--flags "--loss bce_focal_tversky --dice-loss batch"] [--jobs 1]
+    python paper/mammography_table.py --data PATH --evaluate-on val ...   # choosing a recipe: validation only
+
+Every fold trains ``experiments/mammography.yaml`` (profile ``--profile``) with ``--fold k`` of 5; the split is
+grouped by woman (both films of one woman in one part), so over the five folds every film is tested exactly
+once. Each fold's sub-nets (BN statistics as calibrated after training, as exported) are evaluated on the
+fold's test films (or its validation films with ``--evaluate-on val``) at the lesion level
+(:mod:`elasticnet.training.detection`): a predicted component centred inside an annotated mass is a hit.
+
+Writes ``results/mammography/<name>/``: ``table.csv`` and ``table.md`` (fold, depth, width,
+sensitivity_at_0.5fp, sensitivity_at_1fp, sensitivity_at_2fp, dice_lesion, fp_rate_normal; fold ``pooled``
+pools the candidates of all evaluated folds), ``froc.png`` (pooled FROC per sub-net), ``COMMANDS.md`` with
+the hardware, and every fold's small files (``runs/fold<k>/``: config, log, sub-net table; no checkpoints).
+A fold whose small files are committed there and whose checkpoint is gone is not trained again, but it can
+only join the table while its checkpoint exists (the evaluation needs the weights): keep ``--runs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
+
+CONFIG = ROOT / "experiments" / "mammography.yaml"
+SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "split.csv")
+COLUMNS = [
+    "fold",
+    "depth",
+    "width",
+    "films",
+    "lesions",
+    "sensitivity_at_0.5fp",
+    "sensitivity_at_1fp",
+    "sensitivity_at_2fp",
+    "dice_lesion",
+    "fp_rate_normal",
+]
+
+
+def train_command(args, fold: int, folder: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "elasticnet",
+        "train",
+        "--config",
+        str(args.config),
+        "--profile",
+        args.profile,
+        "--data",
+        args.data,
+        "--fold",
+        str(fold),
+        "--seed",
+        str(args.seed),
+        *shlex.split(args.flags),
+        "--device",
+        args.device,
+        "--out",
+        str(folder),
+        "--quiet",
+    ]
+
+
+def train_fold(args, fold: int) -> None:
+    folder = args.runs / args.name / f"fold{fold}"
+    if (folder / "checkpoint.pt").is_file():
+        return
+    command = train_command(args, fold, folder)
+    if (folder / "last.pt").is_file():
+        command = [sys.executable, "-m", "elasticnet", "train", "--resume", str(folder), "--quiet"]
+    elif folder.exists():
+        shutil.rmtree(folder)  # made by this script and stopped before its first save: nothing to continue
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
+    start = time.perf_counter()
+    print(f"training fold {fold}: {' '.join(command[1:])}", flush=True)
+    with open(folder.parent / f"fold{fold}.log", "a") as log:
+        done = subprocess.run(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"training fold {fold} failed (exit {done.returncode}); see {folder.parent}/fold{fold}.log")
+    print(f"fold {fold} trained in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def evaluate_fold(args, fold: int) -> dict:
+    """{(depth, width): evaluation result with its detection tally} on the fold's test (or validation) films."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from elasticnet.checkpoint import load_checkpoint
+    from elasticnet.config import RunConfig
+    from elasticnet.data import build_datasets
+    from elasticnet.export.export import cut_subnet
+    from elasticnet.models.subnet import SubNet
+    from elasticnet.training.evaluate import evaluate
+
+    folder = args.runs / args.name / f"fold{fold}"
+    ckpt = load_checkpoint(folder / "checkpoint.pt")
+    cfg = RunConfig.from_dict(ckpt["config"])
+    split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
+    films = split.test if args.evaluate_on == "test" else split.val
+    if films is None:
+        raise SystemExit(f"fold {fold} has no test part (folds < 2?)")
+    loader = DataLoader(films, batch_size=4)
+    results = {}
+    for depth in cfg.model.depths:
+        for width in cfg.model.widths:
+            static = cut_subnet(ckpt, SubNet(depth, width))
+            results[(depth, width)] = evaluate(
+                static, loader, torch.device("cpu"), cfg.train.threshold, cfg.data.tile, detection=True
+            )
+    return results
+
+
+def keep_small_files(args, fold: int) -> None:
+    src, dst = args.runs / args.name / f"fold{fold}", args.out / "runs" / f"fold{fold}"
+    if (src / "checkpoint.pt").is_file():
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in SMALL_FILES:
+            if (src / name).is_file():
+                shutil.copy2(src / name, dst / name)
+
+
+def row(fold, depth: int, width: float, result: dict) -> dict:
+    s = result["tally"].summary()
+    return {
+        "fold": fold,
+        "depth": depth,
+        "width": width,
+        "films": result["tally"].films,
+        "lesions": s["lesions"],
+        **{k: round(s[k], 4) for k in ("sensitivity_at_0.5fp", "sensitivity_at_1fp", "sensitivity_at_2fp")},
+        "dice_lesion": round(result.get("dice_lesion", float("nan")), 4),
+        "fp_rate_normal": round(s["fp_rate_normal"], 4),
+    }
+
+
+def pooled_rows(per_fold: dict[int, dict]) -> tuple[list[dict], dict]:
+    """Rows of the pooled folds (candidates pooled; lesion Dice averaged over all films with a mass)."""
+    rows, tallies = [], {}
+    for shape in next(iter(per_fold.values())):
+        results = [per_fold[f][shape] for f in sorted(per_fold)]
+        tally = results[0]["tally"]
+        for r in results[1:]:
+            tally = tally.merge(r["tally"])
+        lesion_films = [
+            (r["dice_lesion"], r["tally"].films - r["tally"].normal_films)
+            for r in results
+            if "dice_lesion" in r and r["dice_lesion"] == r["dice_lesion"]
+        ]
+        weight = sum(n for _, n in lesion_films)
+        dice = sum(d * n for d, n in lesion_films) / weight if weight else float("nan")
+        tallies[shape] = tally
+        rows.append(row("pooled", *shape, {"tally": tally, "dice_lesion": dice}))
+    return rows, tallies
+
+
+def plot_froc(tallies: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for (depth, width), tally in sorted(tallies.items()):
+        curve = tally.froc()
+        if curve:
+            ax.step([fp for _, fp, _ in curve], [s for _, _, s in curve], where="post", label=f"({depth},{width:g})")
+    for rate in (0.5, 1, 2):
+        ax.axvline(rate, color="grey", lw=0.5, ls=":")
+    ax.set_xlim(0, 4)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("false positives per film")
+    ax.set_ylabel("sensitivity (masses detected)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, title="(depth, width)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="the mini-MIAS folder (or a converted set in images/ + masks/)")
+    p.add_argument("--config", type=Path, default=CONFIG)
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--folds", default="0,1,2,3,4")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--flags", default="", help="extra training flags (the recipe), e.g. '--loss bce_focal_tversky'")
+    p.add_argument("--name", default="", help="results/mammography/<name> (default: the profile)")
+    p.add_argument("--evaluate-on", default="test", choices=["test", "val"])
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "mammography")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    if not Path(args.data).is_dir():
+        raise SystemExit(f"--data {args.data} is not a folder; give the mini-MIAS folder")
+    args.name = args.name or args.profile
+    args.out = args.out or ROOT / "results" / "mammography" / args.name
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    folds = [int(f) for f in args.folds.split(",") if f != ""]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for future in [pool.submit(train_fold, args, k) for k in folds]:
+            future.result()
+    per_fold = {}
+    for k in folds:
+        keep_small_files(args, k)
+        per_fold[k] = evaluate_fold(args, k)
+    rows = [row(k, *shape, result) for k in folds for shape, result in per_fold[k].items()]
+    pooled, tallies = pooled_rows(per_fold)
+    rows += pooled
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, args.out / "table.csv")
+    part = "test films" if args.evaluate_on == "test" else "validation films (recipe choice)"
+    (args.out / "table.md").write_text(
+        f"# Mammography masses, {args.name}: folds {args.folds} of 5 (grouped by woman), {part}\n\n"
+        "Sensitivity: share of masses detected (a predicted component centred inside the annotated circle) at "
+        "<= 0.5 / 1 / 2 false positives per film; `dice_lesion`: mean Dice over films with a mass; "
+        "`fp_rate_normal`: share of films without a mass that show a false positive at threshold 0.5.\n\n"
+        + markdown_table(rows, COLUMNS)
+        + "\n"
+    )
+    plot_froc(tallies, args.out / "froc.png", f"mini-MIAS masses, {args.name}, pooled over folds {args.folds}")
+    from dice_table import hardware_text
+
+    (args.out / "COMMANDS.md").write_text(
+        "# Commands\n\n    python paper/mammography_table.py "
+        + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        + "\n\nTrainings:\n\n"
+        + "\n".join("    " + " ".join(train_command(args, k, args.runs / args.name / f"fold{k}")[1:]) for k in folds)
+        + f"\n\n{hardware_text(args.device)}\n"
+    )
+    print(markdown_table(pooled, COLUMNS))
+    print(f"wrote {args.out}/ (table.csv, table.md, froc.png, COMMANDS.md, runs/)")
+
+
+if __name__ == "__main__":
+    main()
