@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from elasticnet.deploy.measure import machine, timings
-from elasticnet.deploy.quantize import quantize_int8
+from elasticnet.export.measure import machine, timings
 from elasticnet.export.onnx_export import export_onnx
+from elasticnet.export.quantize import quantize_int8
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, count_flops, extract
 from elasticnet.reporting import text_table
 from elasticnet.runtime import tune_malloc

@@ -35,7 +35,7 @@ CONFIGS = {
 def one(name: str, size: tuple[int, int], base: int, depth: int, steps: int) -> dict:
     import torch
 
-    from elasticnet.deploy.measure import status_mb
+    from elasticnet.export.measure import status_mb
     from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet
     from elasticnet.training.losses import segmentation_loss
 
@@ -97,7 +97,7 @@ def main() -> None:
     if a.only:
         print(json.dumps(one(a.only, size, a.base, a.depth, a.steps)))
         return
-    from elasticnet.deploy.measure import machine
+    from elasticnet.export.measure import machine
     from elasticnet.reporting import text_table
 
     rows = []

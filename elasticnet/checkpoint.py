@@ -26,6 +26,9 @@ from elasticnet.config import RunConfig
 from elasticnet.errors import UserError
 from elasticnet.files import load_torch, save_torch
 from elasticnet.models.elastic_unet import ElasticUNet
+from elasticnet.models.subnet import SubNet
+from elasticnet.models.surgery import extract
+from elasticnet.models.unet import UNet
 
 FORMAT = "elasticnet-checkpoint"
 FORMAT_VERSION = 2
@@ -155,3 +158,14 @@ def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cp
     except RuntimeError as e:
         raise UserError(f"checkpoint weights do not match its config: {str(e)[:300]}") from None
     return cfg, model.to(device).eval()
+
+
+def cut_subnet(ckpt: dict[str, Any], subnet: SubNet) -> UNet:
+    """The static U-Net of ``subnet`` with the BN statistics calibrated for it after training."""
+    _, model = model_from_checkpoint(ckpt)
+    model.check_subnet(subnet)
+    static = extract(model, subnet)
+    bn = ckpt.get("bn_stats", {}).get(subnet.key)
+    if bn is not None:
+        static.load_state_dict(bn, strict=False)
+    return static.eval()

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from elasticnet import __version__  # noqa: E402
 from elasticnet.config import build_config  # noqa: E402
-from elasticnet.deploy.measure import machine  # noqa: E402
+from elasticnet.export.measure import machine  # noqa: E402
 from elasticnet.files import atomic_write_text, lock_is_held  # noqa: E402
 from elasticnet.models.subnet import level_channels  # noqa: E402
 from elasticnet.reporting import markdown_table, write_csv  # noqa: E402

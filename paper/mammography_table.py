@@ -101,10 +101,9 @@ def evaluate_fold(args, fold: int) -> dict:
     import torch
     from torch.utils.data import DataLoader
 
-    from elasticnet.checkpoint import load_checkpoint
+    from elasticnet.checkpoint import cut_subnet, load_checkpoint
     from elasticnet.config import RunConfig
     from elasticnet.data import build_datasets
-    from elasticnet.export.export import cut_subnet
     from elasticnet.models.subnet import SubNet
     from elasticnet.training.evaluate import evaluate
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from elasticnet.config import build_config  # noqa: E402
-from elasticnet.deploy.measure import machine  # noqa: E402
+from elasticnet.export.measure import machine  # noqa: E402
 from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
 
 

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from elasticnet.checkpoint import load_checkpoint
+from elasticnet.checkpoint import cut_subnet, load_checkpoint
 from elasticnet.cli import main
 from elasticnet.config import build_config
 from elasticnet.deploy.budget import choose
 from elasticnet.deploy.pareto import pareto_front
 from elasticnet.deploy.profile import profile_checkpoint
 from elasticnet.errors import UserError
-from elasticnet.export.export import ExportOptions, cut_subnet, export_subnet
+from elasticnet.export.export import ExportOptions, export_subnet
 from elasticnet.models.subnet import SubNet
 from elasticnet.site.model import SiteModel
 from elasticnet.site.predict import predict_files
@@ -455,7 +455,7 @@ def test_info_escapes_control_characters_and_names_a_malformed_description(bundl
 
 
 def _write_rehashed(folder: Path, d: dict) -> None:
-    from elasticnet.export.bundle import DESCRIPTION_HASH, description_hash
+    from elasticnet.site.bundle import DESCRIPTION_HASH, description_hash
 
     d[DESCRIPTION_HASH] = description_hash(d)
     (folder / "model.json").write_text(json.dumps(d))

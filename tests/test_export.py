@@ -10,10 +10,10 @@ import torch
 from conftest import DEPTHS, WIDTHS
 
 from elasticnet.errors import UserError
-from elasticnet.export.bundle import read_description
 from elasticnet.export.onnx_export import check_onnx, export_onnx, onnx_session
 from elasticnet.export.torch_export import load_unet, save_unet
 from elasticnet.models import SubNet, extract
+from elasticnet.site.bundle import read_description
 
 
 @pytest.mark.parametrize("subnet", [SubNet(d, w) for d in DEPTHS for w in (min(WIDTHS), 1.0)], ids=lambda s: s.key)
@@ -81,7 +81,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
 
 
 def test_bundle_without_model_file_is_refused(tmp_path):
-    from elasticnet.export.bundle import write_description
+    from elasticnet.site.bundle import write_description
 
     (tmp_path / "model.json").write_text(json.dumps({"format": "elasticnet-export", "model_file": "model.onnx"}))
     with pytest.raises(UserError, match="carries no description_sha256"):  # an unhashed description

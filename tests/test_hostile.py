@@ -243,7 +243,7 @@ def checkpoint_cases(ws: dict[str, Path]) -> list[Case]:
 
 def bundle_cases(ws: dict[str, Path]) -> list[Case]:
     """Edited model.json (with its stale hash, and with the hash recomputed as an attacker would)."""
-    from elasticnet.export.bundle import DESCRIPTION_HASH, description_hash
+    from elasticnet.site.bundle import DESCRIPTION_HASH, description_hash
 
     good = json.loads((ws["bundle"] / "model.json").read_text())
     edits: dict[str, Callable[[dict], None]] = {

@@ -102,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
             print(detection_line(result))
         return 0
 
-    from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-    from elasticnet.export.export import cut_subnet
+    from elasticnet.checkpoint import cut_subnet, load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from elasticnet.models.subnet import SubNet
 
     if args.recalibrate:

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     path = Path(args.path) if args.path else None
     if path is not None and (path.name == "model.json" or (path / "model.json").exists()):
-        from elasticnet.export.bundle import read_description
+        from elasticnet.site.bundle import read_description
 
         folder, d = read_description(path)
         if args.json:

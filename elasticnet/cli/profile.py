@@ -38,9 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from elasticnet.checkpoint import load_checkpoint, resolve_checkpoint
-    from elasticnet.deploy.measure import machine
     from elasticnet.deploy.pareto import plot_pareto
     from elasticnet.deploy.profile import COLUMNS, profile_checkpoint
+    from elasticnet.export.measure import machine
     from elasticnet.files import prepare_outputs
     from elasticnet.reporting import text_table, write_csv
 

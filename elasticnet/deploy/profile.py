@@ -7,11 +7,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint
-from elasticnet.deploy.measure import measure
+from elasticnet.checkpoint import cut_subnet, load_checkpoint, model_from_checkpoint
 from elasticnet.deploy.pareto import pareto_front
 from elasticnet.errors import UserError
-from elasticnet.export.export import cut_subnet
+from elasticnet.export.measure import measure
 from elasticnet.export.onnx_export import export_onnx
 from elasticnet.export.torch_export import save_unet
 from elasticnet.models.complexity import count_flops, count_params

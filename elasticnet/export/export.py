@@ -15,30 +15,17 @@ from typing import Any
 import torch
 
 from elasticnet import __version__
-from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint
-from elasticnet.deploy.measure import machine, measure
+from elasticnet.checkpoint import cut_subnet, load_checkpoint, model_from_checkpoint
 from elasticnet.errors import UserError
-from elasticnet.export.bundle import FORMAT, MODEL_FILES, sha256, write_description
+from elasticnet.export.measure import machine, measure
 from elasticnet.export.onnx_export import check_onnx, export_onnx, onnx_session
 from elasticnet.export.torch_export import save_unet
 from elasticnet.files import atomic_write_text, respect_umask
 from elasticnet.models.subnet import SubNet
-from elasticnet.models.surgery import extract
-from elasticnet.models.unet import UNet
+from elasticnet.site.bundle import FORMAT, MODEL_FILES, sha256, write_description
 
 TARGETS = {"cpu": "onnx", "onnx": "onnx", "torch": "torch"}
 ONNX_TOLERANCE = 1e-4
-
-
-def cut_subnet(ckpt: dict[str, Any], subnet: SubNet) -> UNet:
-    """The static U-Net of ``subnet`` with the BN statistics calibrated for it after training."""
-    _, model = model_from_checkpoint(ckpt)
-    model.check_subnet(subnet)
-    static = extract(model, subnet)
-    bn = ckpt.get("bn_stats", {}).get(subnet.key)
-    if bn is not None:
-        static.load_state_dict(bn, strict=False)
-    return static.eval()
 
 
 @dataclass
@@ -189,7 +176,7 @@ def _quantize(model_path: Path, cfg, options: ExportOptions, echo: Callable[[str
 
     from elasticnet.data import build_datasets
     from elasticnet.data.dataset import PatchDataset
-    from elasticnet.deploy.quantize import quantize_int8
+    from elasticnet.export.quantize import quantize_int8
     from elasticnet.training.calibration import spread_order
     from elasticnet.training.evaluate import evaluate
 
@@ -328,7 +315,7 @@ def _replace_dir(new: Path, target: Path) -> None:
 
 def load_exported(bundle: str | Path):
     """(predict function images->logits as torch tensors, description) for an ONNX or torch bundle."""
-    from elasticnet.export.bundle import read_description
+    from elasticnet.site.bundle import read_description
 
     folder, description = read_description(bundle)
     model_file = folder / description["model_file"]

@@ -17,7 +17,7 @@ import numpy as np
 
 from elasticnet.data.imageio import resize_image, to_channels
 from elasticnet.errors import UserError
-from elasticnet.export.bundle import read_description
+from elasticnet.site.bundle import read_description
 from elasticnet.site.tiling import sliding_window_np
 
 

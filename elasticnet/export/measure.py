@@ -1,6 +1,6 @@
 """Latency and peak memory of one exported model, measured in a process of its own.
 
-Each model runs in a fresh Python process (``python -m elasticnet.deploy.measure``), so one model's
+Each model runs in a fresh Python process (``python -m elasticnet.export.measure``), so one model's
 memory peak, allocator state or thread pool cannot colour the next one's figures. Latency: ``warmup``
 untimed runs, then the median and 90th percentile of ``repeats`` timed runs on random input. Peak
 memory: the process's peak resident set (``VmHWM``) minus its resident set after the runtime was
@@ -121,7 +121,7 @@ def measure(
     command = [
         sys.executable,
         "-m",
-        "elasticnet.deploy.measure",
+        "elasticnet.export.measure",
         runtime,
         str(model),
         ",".join(map(str, shape)),
