@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_folder_dataset
+from helpers import write_folder_dataset
 
 from elasticnet.checkpoint import load_checkpoint
 from elasticnet.cli import main
@@ -287,7 +287,7 @@ def test_os_errors_become_one_line_with_a_way_out():
 def test_eval_on_another_folder_recognises_it_instead_of_using_the_runs_reader(tmp_path, capsys):
     """A run trained with the CVC-ClinicDB reader, evaluated on a plain images/ + masks/ folder whose files are
     not frame numbers: read as a plain folder (it was refused as 'named by frame id')."""
-    from conftest import write_fake_cvc
+    from helpers import write_fake_cvc
 
     cvc = write_fake_cvc(tmp_path / "cvc")
     run = tmp_path / "run"

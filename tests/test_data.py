@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import write_folder_dataset
+from helpers import write_folder_dataset
 
 from elasticnet.config import DataConfig
 from elasticnet.data import augment, build_datasets

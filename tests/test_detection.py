@@ -67,7 +67,7 @@ def test_a_film_without_candidates_or_lesions_counts_only_as_a_film():
 
 def test_training_with_lesion_detection_reports_it_per_subnet(tmp_path):
     """The sub-net table of a run configured for it carries the detection columns (validation and test)."""
-    from conftest import write_folder_dataset
+    from helpers import write_folder_dataset
 
     from elasticnet.config import build_config
     from elasticnet.training.trainer import train

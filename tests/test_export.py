@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import DEPTHS, WIDTHS
+from helpers import DEPTHS, WIDTHS
 
 from elasticnet.errors import UserError
 from elasticnet.export.onnx_export import check_onnx, export_onnx, onnx_session

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import write_folder_dataset
+from helpers import write_folder_dataset
 
 from elasticnet.cli import main
 

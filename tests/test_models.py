@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEPTHS, WIDTHS, randomise_bn
+from helpers import DEPTHS, WIDTHS, randomise_bn
 
 from elasticnet.errors import UserError
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, UNet, UNetConfig, extract, level_channels

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_fake_cvc
+from helpers import write_fake_cvc
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("dice_table", ROOT / "paper" / "dice_table.py")

@@ -76,7 +76,7 @@ def test_cvc_official_layout(tmp_path):
 
 
 def test_cvc_png_layout_needs_ids(tmp_path):
-    from conftest import write_folder_dataset
+    from helpers import write_folder_dataset
 
     root = write_folder_dataset(tmp_path / "png", count=3)
     assert [r.group for r in find_cvc(root)] == ["seq01"] * 3

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import write_folder_dataset
+from helpers import write_folder_dataset
 
 from elasticnet.checkpoint import load_checkpoint, save_checkpoint
 from elasticnet.config import RunConfig, build_config

@@ -10,7 +10,7 @@ import csv
 import cv2
 import numpy as np
 import pytest
-from conftest import SHARED_DATASETS
+from helpers import SHARED_DATASETS
 
 from elasticnet.data.cvc import find_cvc
 from elasticnet.data.imageio import read_image

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import DEPTHS, WIDTHS
+from helpers import DEPTHS, WIDTHS
 
 from elasticnet.errors import UserError
 from elasticnet.models import SubNet

@@ -99,11 +99,6 @@ def broadcast_object(value, d: Dist):
     return box[0]
 
 
-def barrier(d: Dist) -> None:
-    if d.enabled:
-        dist.barrier()
-
-
 def average_gradients(model: nn.Module, d: Dist) -> None:
     """Average every existing gradient over the ranks, in one flat all-reduce."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
