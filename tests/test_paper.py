@@ -322,3 +322,15 @@ def test_mammography_table_end_to_end_on_generated_films(tmp_path):
     assert all(0 <= float(r["sensitivity_at_1fp"]) <= 1 for r in rows)
     for name in ("table.md", "froc.png", "COMMANDS.md", "runs/fold0/config.yaml", "runs/fold1/subnets.csv"):
         assert (out / name).is_file(), name
+
+
+def test_the_small_files_of_committed_runs_are_not_ignored_by_git():
+    """Campaigns continue from results/**/runs/ (config, log, tables); only the top-level runs/ is scratch."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in (
+        "results/cvc_clinicdb/converged/runs/random/seed0/x/log.csv",
+        "results/mammography/m/runs/fold0/config.yaml",
+    ):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 1, path
+    assert subprocess.run(["git", "check-ignore", "-q", "runs/demo/checkpoint.pt"], cwd=ROOT).returncode == 0
