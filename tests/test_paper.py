@@ -334,3 +334,55 @@ def test_the_small_files_of_committed_runs_are_not_ignored_by_git():
     ):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT).returncode == 1, path
     assert subprocess.run(["git", "check-ignore", "-q", "runs/demo/checkpoint.pt"], cwd=ROOT).returncode == 0
+
+
+@pytest.mark.slow
+def test_probe_subnets_reports_dead_channels_and_logits(tmp_path):
+    from elasticnet.cli import main
+
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--base-width",
+                "4",
+                "--depths",
+                "2,3",
+                "--widths",
+                "0.5,1",
+                "--image-size",
+                "32x32",
+                "--synthetic-count",
+                "24",
+                "--batch-size",
+                "4",
+                "--calib-batches",
+                "1",
+                "--max-steps",
+                "1",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "paper" / "probe_subnets.py"),
+            "--checkpoint",
+            str(run),
+            "--subnets",
+            "d2-w0.5,d3-w1",
+            "--images",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [l for l in done.stdout.splitlines() if "dead channels per block" in l]
+    assert len(lines) == 2 and "d2-w0.5" in lines[0] and "pixels above threshold" in lines[1]
