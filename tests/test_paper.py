@@ -384,5 +384,5 @@ def test_probe_subnets_reports_dead_channels_and_logits(tmp_path):
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    lines = [l for l in done.stdout.splitlines() if "dead channels per block" in l]
+    lines = [line for line in done.stdout.splitlines() if "dead channels per block" in line]
     assert len(lines) == 2 and "d2-w0.5" in lines[0] and "pixels above threshold" in lines[1]
