@@ -20,7 +20,6 @@ other (never two at once: on 2 cores they would slow each other):
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from elasticnet.export.quantize import quantize_int8
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, count_flops, extract
 from elasticnet.reporting import text_table
 from elasticnet.runtime import tune_malloc
+from elasticnet.site.bundle import read_description
 from elasticnet.site.model import onnx_session
 
 
@@ -160,16 +160,16 @@ def int8_dice(checkpoint: Path, tmp: Path) -> dict:
     fp32 = export_subnet(
         path, largest, None, "cpu", tmp / "fp32", echo=lambda s: None, options=ExportOptions(latency=False)
     )
-    d = json.loads((bundle / "model.json").read_text())
-    size = (d["input"]["height"], d["input"]["width"])
-    x = np.random.default_rng(0).standard_normal((1, d["input"]["channels"], *size)).astype(np.float32)
+    _, d = read_description(bundle)
+    size = (d.input.height, d.input.width)
+    x = np.random.default_rng(0).standard_normal((1, d.input.channels, *size)).astype(np.float32)
     s8, s32 = onnx_session(bundle / "model.onnx"), onnx_session(fp32 / "model.onnx")
     ms, _ = paired({"fp32": lambda: s32.run(None, {"image": x}), "int8": lambda: s8.run(None, {"image": x})}, 3, 30)
     ms8, ms32 = ms["int8"], ms["fp32"]
-    q = d["int8"]
+    q = d.int8
     return {
         "checkpoint": str(checkpoint),
-        "subnet": d["subnet"]["key"],
+        "subnet": d.subnet.key,
         "input": f"{size[0]}x{size[1]}",
         "val_images": q["val_images"],
         "dice_fp32": q["dice_fp32"],

@@ -451,7 +451,7 @@ def test_info_escapes_control_characters_and_names_a_malformed_description(bundl
     _write_rehashed(copy, d)
     assert main(["info", str(copy)]) == 2
     err = capsys.readouterr().err
-    assert "model.json is incomplete or malformed" in err and "Traceback" not in err
+    assert "model.json is not a valid export description: subnet must hold" in err and "Traceback" not in err
 
 
 def _write_rehashed(folder: Path, d: dict) -> None:

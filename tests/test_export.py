@@ -93,11 +93,45 @@ def test_bundle_without_model_file_is_refused(tmp_path):
             "model_file": "model.onnx",
             "model_sha256": "0" * 64,
             "runtime": "onnxruntime",
+            "target": "cpu",
+            "precision": "fp32",
+            "subnet": {"depth": 3, "width": 1.0, "key": "d3-w1"},
+            "channels": [8, 16, 32],
             "input": {"channels": 3, "height": 32, "width": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "tile": None},
             "output": {"threshold": 0.5},
+            "training_config": {},
+            "elasticnet_version": "0",
+            "exported_at": "2026-12-02T00:00:00+00:00",
         },
     )
     with pytest.raises(UserError, match="lacks its model file"):
         read_description(tmp_path)
     with pytest.raises(UserError, match=r"model.json is missing"):
         read_description(tmp_path / "nowhere")
+
+
+def test_the_description_is_a_typed_record_that_round_trips(tmp_path):
+    """model.json <-> Description: what export writes is what a site reads, field for field."""
+    from elasticnet.site.bundle import Description, InputSpec, OutputSpec, SubnetRef, write_description
+
+    d = Description(
+        model_file="model.onnx",
+        model_sha256="0" * 64,
+        target="cpu",
+        runtime="onnxruntime",
+        precision="fp32",
+        subnet=SubnetRef(3, 0.5, "d3-w0.5"),
+        channels=[4, 8, 16],
+        input=InputSpec(height=32, width=48, channels=1, mean=[0.2], std=[0.25], tile=[16, 16]),
+        output=OutputSpec(threshold=0.4),
+        training_config={"model": {}},
+        elasticnet_version="x",
+        exported_at="now",
+    )
+    (tmp_path / "model.onnx").write_bytes(b"")
+    write_description(tmp_path, d)
+    raw = json.loads((tmp_path / "model.json").read_text())
+    assert Description.from_dict(raw, tmp_path / "model.json") == d
+    raw["input"]["height"] = "tall"  # a schema violation is one clear error naming the field
+    with pytest.raises(UserError, match=r"input.height must be a whole number"):
+        Description.from_dict(raw, tmp_path / "model.json")

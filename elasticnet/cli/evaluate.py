@@ -84,13 +84,13 @@ def run(args: argparse.Namespace) -> int:
         from elasticnet.export.export import load_exported
 
         predict, d = load_exported(args.model)
-        cfg = RunConfig.from_dict(d["training_config"], source=f"{args.model}/model.json")
+        cfg = RunConfig.from_dict(d.training_config, source=f"{args.model}/model.json")
         loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset)
         detection = cfg.train.lesion_detection if args.lesion_detection is None else args.lesion_detection
-        result = evaluate(predict, loader, cpu, d["output"]["threshold"], cfg.data.tile, detection)
-        print(f"{args.model} ({d['runtime']}, depth {d['subnet']['depth']}, width {d['subnet']['width']}) on {what}:")
+        result = evaluate(predict, loader, cpu, d.output.threshold, cfg.data.tile, detection)
+        print(f"{args.model} ({d.runtime}, depth {d.subnet.depth}, width {d.subnet.width:g}) on {what}:")
         print(
-            f"Dice {result['dice']:.4f}  IoU {result['iou']:.4f}  (per-image mean at threshold {d['output']['threshold']})"
+            f"Dice {result['dice']:.4f}  IoU {result['iou']:.4f}  (per-image mean at threshold {d.output.threshold})"
             + (
                 f"; Dice on images with a lesion {result['dice_lesion']:.4f}, false-positive area on images without "
                 f"{result['fp_area']:.5f}"

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from elasticnet.site.bundle import Description
 
 
 def add_parser(sub) -> None:
@@ -24,43 +28,32 @@ def say(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from elasticnet.errors import UserError
 
     path = Path(args.path) if args.path else None
     if path is not None and (path.name == "model.json" or (path / "model.json").exists()):
         from elasticnet.site.bundle import read_description
 
-        folder, d = read_description(path)
+        folder, d = read_description(path)  # checked and typed: nothing below can meet a missing field
         if args.json:
-            say(json.dumps(d, indent=2))
+            say(json.dumps(d.to_dict(), indent=2))
             return 0
-        try:
-            describe_bundle(folder, d)
-        except (KeyError, TypeError, IndexError, AttributeError) as e:
-            raise UserError(
-                f"{folder}/model.json is incomplete or malformed ({type(e).__name__}: {printable(e)}); "
-                "export the bundle again"
-            ) from None
+        describe_bundle(folder, d)
         return 0
     return describe_checkpoint(path, args.json)
 
 
-def describe_bundle(folder: Path, d: dict) -> None:
+def describe_bundle(folder: Path, d: Description) -> None:
+    say(f"export bundle {folder}: {d.model_file} for {d.runtime} (elasticnet {d.elasticnet_version}, {d.exported_at})")
     say(
-        f"export bundle {folder}: {d['model_file']} for {d['runtime']} (elasticnet {d['elasticnet_version']}, {d['exported_at']})"
+        f"sub-net depth {d.subnet.depth}, width {d.subnet.width:g}, channels {d.channels}, "
+        f"{d.params} params, {d.mflops} MFLOPs"
     )
-    say(
-        f"sub-net depth {d['subnet']['depth']}, width {d['subnet']['width']}, channels {d['channels']}, "
-        f"{d['params']} params, {d['mflops']} MFLOPs"
-    )
-    i = d["input"]
-    say(
-        f"input {i['layout']} {i['channels']}x{i['height']}x{i['width']} {i['color']}, {i['normalisation']}, "
-        f"mean {i['mean']}, std {i['std']}"
-    )
-    say(f"output {d['output']['name']} -> {d['output']['activation']} > {d['output']['threshold']}")
-    say(f"validation: {d['metrics']}")
-    say(f"source: {d['source_checkpoint']['path']} (sha256 {d['source_checkpoint']['sha256'][:16]}...)")
+    i = d.input
+    say(f"input {i.layout} {i.channels}x{i.height}x{i.width} {i.color}, {i.normalisation}, mean {i.mean}, std {i.std}")
+    say(f"output {d.output.name} -> {d.output.activation} > {d.output.threshold}")
+    say(f"validation: {d.metrics}")
+    source = d.source_checkpoint
+    say(f"source: {source.get('path')} (sha256 {str(source.get('sha256', ''))[:16]}...)")
 
 
 def describe_checkpoint(path: Path | None, as_json: bool) -> int:

@@ -22,7 +22,7 @@ from elasticnet.export.onnx_export import check_onnx, export_onnx, onnx_session
 from elasticnet.export.torch_export import save_unet
 from elasticnet.files import atomic_write_text, respect_umask
 from elasticnet.models.subnet import SubNet
-from elasticnet.site.bundle import FORMAT, MODEL_FILES, sha256, write_description
+from elasticnet.site.bundle import MODEL_FILES, Description, InputSpec, OutputSpec, SubnetRef, sha256, write_description
 
 TARGETS = {"cpu": "onnx", "onnx": "onnx", "torch": "torch"}
 ONNX_TOLERANCE = 1e-4
@@ -108,47 +108,40 @@ def export_subnet(
                 "runtime": runtime,
             }
         tile = list(cfg.data.tile) if cfg.data.tile else None
-        description = {
-            "format": FORMAT,
-            "format_version": 1,
-            "elasticnet_version": __version__,
-            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model_file": model_path.name,
-            "model_sha256": sha256(model_path),
-            "target": target,
-            "runtime": "onnxruntime" if kind == "onnx" else "torch",
-            "precision": "int8" if int8 else "fp32",
-            "subnet": {"depth": subnet.depth, "width": subnet.width, "key": subnet.key},
-            "channels": static.config.channels,
-            "input": {
-                "name": "image",
-                "layout": "NCHW",
-                "dtype": "float32",
-                "height": image_size[0],
-                "width": image_size[1],
-                "channels": cfg.model.in_channels,
-                "color": "RGB" if cfg.model.in_channels == 3 else "grey",
-                "normalisation": "x = (pixel / 255 - mean) / std",
-                "mean": cfg.data.mean,
-                "std": cfg.data.std,
-                "resize": "area interpolation to height x width; the probability map is resized back (bilinear)",
-                "tile": tile,
-                "size_rule": f"H and W divisible by {2 ** (subnet.depth - 1)}; trained at {image_size[0]}x{image_size[1]}",
-            },
-            "output": {"name": "logits", "activation": "sigmoid", "threshold": cfg.train.threshold},
-            "metrics": {k: row[k] for k in ("dice", "iou", "dice_bn_as_trained", "val_images") if k in row}
+        description = Description(
+            elasticnet_version=__version__,
+            exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            model_file=model_path.name,
+            model_sha256=sha256(model_path),
+            target=target,
+            runtime="onnxruntime" if kind == "onnx" else "torch",
+            precision="int8" if int8 else "fp32",
+            subnet=SubnetRef(subnet.depth, subnet.width, subnet.key),
+            channels=static.config.channels,
+            input=InputSpec(
+                height=image_size[0],
+                width=image_size[1],
+                channels=cfg.model.in_channels,
+                color="RGB" if cfg.model.in_channels == 3 else "grey",
+                mean=cfg.data.mean,
+                std=cfg.data.std,
+                tile=tile,
+                size_rule=f"H and W divisible by {2 ** (subnet.depth - 1)}; trained at {image_size[0]}x{image_size[1]}",
+            ),
+            output=OutputSpec(threshold=cfg.train.threshold),
+            metrics={k: row[k] for k in ("dice", "iou", "dice_bn_as_trained", "val_images") if k in row}
             | {
                 "split": "validation",
                 "bn": "re-estimated for this sub-net" if subnet.key in ckpt.get("bn_stats", {}) else "as trained",
             },
-            "int8": int8 or None,
-            "params": row.get("params"),
-            "mflops": row.get("mflops"),
-            "latency": latency or None,
-            "check": check,
-            "source_checkpoint": {"path": str(checkpoint), "sha256": sha256(checkpoint)},
-            "training_config": cfg.to_dict(),
-        }
+            int8=int8 or None,
+            params=row.get("params"),
+            mflops=row.get("mflops"),
+            latency=latency or None,
+            check=check,
+            source_checkpoint={"path": str(checkpoint), "sha256": sha256(checkpoint)},
+            training_config=cfg.to_dict(),
+        )
         write_description(tmp, description)
         atomic_write_text(tmp / "README.md", bundle_readme(description))
         _replace_dir(tmp, out)
@@ -220,21 +213,21 @@ def _quantize(model_path: Path, cfg, options: ExportOptions, echo: Callable[[str
     }
 
 
-def bundle_readme(d: dict[str, Any]) -> str:
+def bundle_readme(d: Description) -> str:
     """The bundle's README.md: what the model is and how to run it."""
-    spec, sub = d["input"], d["subnet"]
-    dice = d["metrics"].get("dice")
+    spec, sub = d.input, d.subnet
+    dice = d.metrics.get("dice")
     lines = [
-        f"# Lesion segmentation model: U-Net depth {sub['depth']}, width {sub['width']:g} ({d['precision']})",
+        f"# Lesion segmentation model: U-Net depth {sub.depth}, width {sub.width:g} ({d.precision})",
         "",
-        f"Cut from an elastic U-Net by elasticnet {d['elasticnet_version']} on {d['exported_at']}. "
-        + (f"Validation Dice {dice:.4f} ({d['metrics'].get('val_images', '?')} images)." if dice is not None else ""),
+        f"Cut from an elastic U-Net by elasticnet {d.elasticnet_version} on {d.exported_at}. "
+        + (f"Validation Dice {dice:.4f} ({d.metrics.get('val_images', '?')} images)." if dice is not None else ""),
         "Everything about it is in `model.json` (input size, normalisation, threshold, training config, hashes).",
         "",
         "## Run it (no PyTorch needed)",
         "",
         "```bash",
-        "pip install 'elasticnet[site]'          # numpy, OpenCV, ONNX Runtime",
+        "pip install 'elasticnet[site]'          # numpy, OpenCV, ONNX Runtime, pydicom",
         "elasticnet predict --model THIS_FOLDER images/ --out predictions/",
         "```",
         "",
@@ -243,26 +236,26 @@ def bundle_readme(d: dict[str, Any]) -> str:
         "",
         "## Or call ONNX Runtime yourself",
         "",
-        f"Input `image`: float32 NCHW, {spec['channels']} channel(s) ({spec['color']}), resized to "
-        f"{spec['height']}x{spec['width']} (HxW) with area interpolation, x = (pixel / 255 - mean) / std with "
-        f"mean {spec['mean']} and std {spec['std']}. Output `logits`: N x 1 x H x W; lesion where "
-        f"sigmoid(logits) > {d['output']['threshold']}."
+        f"Input `image`: float32 NCHW, {spec.channels} channel(s) ({spec.color}), resized to "
+        f"{spec.height}x{spec.width} (HxW) with area interpolation, x = (pixel / 255 - mean) / std with "
+        f"mean {spec.mean} and std {spec.std}. Output `logits`: N x 1 x H x W; lesion where "
+        f"sigmoid(logits) > {d.output.threshold}."
         + (
-            f" Trained on {spec['tile'][0]}x{spec['tile'][1]} patches: predict by overlapping windows of that "
+            f" Trained on {spec.tile[0]}x{spec.tile[1]} patches: predict by overlapping windows of that "
             "size (`elasticnet predict` does)."
-            if spec.get("tile")
+            if spec.tile
             else ""
         ),
     ]
-    if d.get("latency"):
-        lat = d["latency"]
+    if d.latency:
+        lat = d.latency
         lines += [
             "",
             f"Measured where it was exported ({lat['machine']}, {lat['runtime']}, threads {lat['threads']}): "
             f"{lat['batch1_median_ms']:.1f} ms per image (median, batch 1), peak memory {lat['peak_mb']:.0f} MB.",
         ]
-    if d.get("int8"):
-        q = d["int8"]
+    if d.int8:
+        q = d.int8
         lines += [
             "",
             f"int8: validation Dice {q['dice_int8']:.4f} vs {q['dice_fp32']:.4f} for fp32 "
@@ -318,8 +311,8 @@ def load_exported(bundle: str | Path):
     from elasticnet.site.bundle import read_description
 
     folder, description = read_description(bundle)
-    model_file = folder / description["model_file"]
-    if description["runtime"] == "onnxruntime":
+    model_file = folder / description.model_file
+    if description.runtime == "onnxruntime":
         session = onnx_session(model_file)
 
         def predict(x: torch.Tensor) -> torch.Tensor:

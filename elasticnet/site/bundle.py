@@ -1,15 +1,20 @@
 """The export bundle: a folder with the model file and ``model.json`` describing it.
 
-``model.json`` holds everything a site needs to run the model correctly without the training code:
-the sub-net, its channels, the input size and normalisation, the threshold, its validation Dice, its
-params and FLOPs, the sha256 of the model file (checked on every load), the source checkpoint (path and
-sha256), the package version and the full training config.
+``model.json`` is the contract with hospital sites. It holds everything a site needs to run the model
+correctly without the training code: the sub-net, its channels, the input size and normalisation, the
+threshold, its validation Dice, its params and FLOPs, the sha256 of the model file (checked on every load),
+the source checkpoint (path and sha256), the package version and the full training config. In code it is a
+:class:`Description` (torch-free): export builds one, ``to_dict`` writes it, :func:`read_description`
+checks the file (hash, schema, model file) and returns one, and the site runtime, ``info``, ``eval`` and the
+bundle's README all read its fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +44,95 @@ def description_hash(description: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def write_description(out_dir: Path, description: dict[str, Any]) -> Path:
-    description = {**description, DESCRIPTION_HASH: description_hash(description)}
-    return atomic_write_text(out_dir / DESCRIPTION, json.dumps(description, indent=2) + "\n")
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model takes: size, channels, normalisation, tiling."""
+
+    height: int
+    width: int
+    channels: int
+    mean: list[float]
+    std: list[float]
+    tile: list[int] | None = None  # sliding-window size of a model trained on patches
+    name: str = "image"
+    layout: str = "NCHW"
+    dtype: str = "float32"
+    color: str = ""
+    normalisation: str = "x = (pixel / 255 - mean) / std"
+    resize: str = "area interpolation to height x width; the probability map is resized back (bilinear)"
+    size_rule: str = ""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    threshold: float
+    name: str = "logits"
+    activation: str = "sigmoid"
+
+
+@dataclass(frozen=True)
+class SubnetRef:
+    depth: int
+    width: float
+    key: str
+
+
+@dataclass(frozen=True)
+class Description:
+    """``model.json`` as a typed record (see the module doc); ``to_dict``/``from_dict`` are its JSON form."""
+
+    model_file: str
+    model_sha256: str
+    target: str
+    runtime: str  # onnxruntime | torch
+    precision: str  # fp32 | int8
+    subnet: SubnetRef
+    channels: list[int]
+    input: InputSpec
+    output: OutputSpec
+    training_config: dict[str, Any]
+    elasticnet_version: str
+    exported_at: str
+    metrics: dict[str, Any] = field(default_factory=dict)  # validation Dice/IoU of the sub-net, as trained
+    int8: dict[str, Any] | None = None  # the int8 check (Dice fp32 vs int8), when quantised
+    params: int | None = None
+    mflops: float | None = None
+    latency: dict[str, Any] | None = None  # measured on the exporting machine
+    check: dict[str, Any] = field(default_factory=dict)  # ONNX Runtime vs PyTorch
+    source_checkpoint: dict[str, Any] = field(default_factory=dict)  # path and sha256
+    format: str = FORMAT
+    format_version: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], path: Path) -> Description:
+        """The description of a checked ``model.json`` (:func:`check_description` first); unknown keys of newer
+        exports are ignored."""
+        check_description(d, path)
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        try:
+            sub = d["subnet"]
+            values["subnet"] = SubnetRef(int(sub["depth"]), float(sub["width"]), str(sub["key"]))
+            values["input"] = InputSpec(**{k: v for k, v in d["input"].items() if k in _names(InputSpec)})
+            values["output"] = OutputSpec(**{k: v for k, v in d["output"].items() if k in _names(OutputSpec)})
+            return cls(**values)
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(
+                f"{path} is not a valid export description ({type(e).__name__}: {e}); re-export the bundle"
+            ) from None
+
+
+def _names(kind: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(kind)}
+
+
+def write_description(out_dir: Path, description: Description | dict[str, Any]) -> Path:
+    body = description.to_dict() if isinstance(description, Description) else dict(description)
+    body = {**body, DESCRIPTION_HASH: description_hash(body)}
+    return atomic_write_text(out_dir / DESCRIPTION, json.dumps(body, indent=2) + "\n")
 
 
 def _number(value: Any, low: float, high: float) -> bool:
@@ -86,11 +177,16 @@ def check_description(d: dict[str, Any], path: Path) -> None:
         )
     if not isinstance(d.get("runtime"), str) or not isinstance(d.get("model_sha256"), str):
         problems.append("runtime and model_sha256 must be present (a bundle without its model's hash is not checked)")
+    sub = d.get("subnet")
+    if not (isinstance(sub, dict) and isinstance(sub.get("depth"), int) and _number(sub.get("width"), 1e-9, 1.0)):
+        problems.append(f"subnet must hold a depth and a width in (0, 1], got {sub!r}")
+    if not isinstance(d.get("training_config"), dict):
+        problems.append("training_config is missing")
     if problems:
         raise UserError(f"{path} is not a valid export description: {'; '.join(problems)}; re-export the bundle")
 
 
-def model_path(folder: Path, description: dict[str, Any], path: Path) -> Path:
+def model_path(folder: Path, description: dict[str, Any], path: Path) -> Path:  # the raw, unchecked dict
     """The model file, which must be a plain file name inside the bundle folder (never ../x or /etc/passwd)."""
     name = description.get("model_file")
     if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
@@ -101,8 +197,9 @@ def model_path(folder: Path, description: dict[str, Any], path: Path) -> Path:
     return candidate
 
 
-def read_description(bundle: str | Path) -> tuple[Path, dict[str, Any]]:
-    """(bundle folder, description); clear errors for a missing or foreign bundle."""
+def read_description(bundle: str | Path) -> tuple[Path, Description]:
+    """(bundle folder, description) of a bundle whose description hash, schema and model file check out;
+    clear errors for a missing, foreign, edited or damaged bundle."""
     bundle = Path(bundle)
     path = bundle / DESCRIPTION if bundle.is_dir() else bundle
     if not path.is_file():
@@ -126,7 +223,7 @@ def read_description(bundle: str | Path) -> tuple[Path, dict[str, Any]]:
             f"{path} was changed after export (its content does not match {DESCRIPTION_HASH}); copy the "
             "bundle again or re-export it"
         )
-    check_description(description, path)
+    typed = Description.from_dict(description, path)  # the schema (types, ranges), then the typed record
     model_file = model_path(path.parent, description, path)
     if not model_file.is_file():
         raise UserError(
@@ -138,4 +235,4 @@ def read_description(bundle: str | Path) -> tuple[Path, dict[str, Any]]:
             f"{model_file} does not match the sha256 recorded in {DESCRIPTION} (a damaged or altered copy); "
             "copy the bundle again or re-export it"
         )
-    return path.parent, description
+    return path.parent, typed

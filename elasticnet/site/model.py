@@ -10,14 +10,13 @@ size (bilinear) before the stored threshold is applied, so masks line up with th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from elasticnet.data.imageio import resize_image, to_channels
 from elasticnet.errors import UserError
-from elasticnet.site.bundle import read_description
+from elasticnet.site.bundle import Description, read_description
 from elasticnet.site.tiling import sliding_window_np
 
 
@@ -35,11 +34,11 @@ def onnx_session(path: Path, threads: int = 0):
         raise UserError(f"{path} is not a loadable ONNX model ({str(e)[:200]}); re-export it") from None
 
 
-def tile_of(description: dict[str, Any]) -> tuple[int, int] | None:
+def tile_of(description: Description) -> tuple[int, int] | None:
     """The sliding-window size of a bundle: its patch size when trained on patches, else None."""
-    tile = description["input"].get("tile")
+    tile = description.input.tile
     if tile is None:  # bundles written before "tile" was recorded
-        tile = description.get("training_config", {}).get("data", {}).get("patch_size", [0, 0])
+        tile = description.training_config.get("data", {}).get("patch_size", [0, 0])
     return (int(tile[0]), int(tile[1])) if tile and any(tile) else None
 
 
@@ -48,18 +47,18 @@ class SiteModel:
 
     def __init__(self, bundle: str | Path, threads: int = 0):
         self.folder, self.description = read_description(bundle)
-        if self.description.get("runtime") != "onnxruntime":
+        if self.description.runtime != "onnxruntime":
             raise UserError(
-                f"{bundle} is a {self.description.get('runtime')} bundle; sites run ONNX bundles "
+                f"{bundle} is a {self.description.runtime} bundle; sites run ONNX bundles "
                 "(elasticnet export --target cpu)"
             )
-        self.session = onnx_session(self.folder / self.description["model_file"], threads)
-        spec = self.description["input"]
-        self.size = (int(spec["height"]), int(spec["width"]))
-        self.channels = int(spec["channels"])
-        self.mean = np.asarray(spec["mean"], np.float32)
-        self.std = np.asarray(spec["std"], np.float32)
-        self.threshold = float(self.description["output"]["threshold"])
+        self.session = onnx_session(self.folder / self.description.model_file, threads)
+        spec = self.description.input
+        self.size = (int(spec.height), int(spec.width))
+        self.channels = int(spec.channels)
+        self.mean = np.asarray(spec.mean, np.float32)
+        self.std = np.asarray(spec.std, np.float32)
+        self.threshold = float(self.description.output.threshold)
         self.tile = tile_of(self.description)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
