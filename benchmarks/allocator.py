@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 
+from elasticnet.cli.arguments import hxw
 from elasticnet.reporting import text_table
 
 CHILD = r"""
@@ -55,12 +56,12 @@ print(json.dumps(out))
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", default="144x192")
+    p.add_argument("--size", type=hxw, default="144x192")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--base-width", type=int, default=16)
     p.add_argument("--reps", type=int, default=6)
     args = p.parse_args()
-    h, w = (int(v) for v in args.size.split("x"))
+    h, w = args.size
     variants = {
         "glibc default": ({}, False),
         "tune_malloc() (elasticnet default)": ({}, True),

@@ -28,6 +28,7 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from elasticnet.cli.arguments import hxw
 from elasticnet.models import ElasticUNet, ElasticUNetConfig
 from elasticnet.training.distributed import Dist, average_gradients
 from elasticnet.training.losses import segmentation_loss
@@ -37,7 +38,7 @@ from elasticnet.training.sampler import SubNetSampler
 def worker(rank: int, world: int, init: str, args, results) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    size = tuple(int(v) for v in args.size.split("x"))
+    size = args.size
     g = torch.Generator().manual_seed(100 + rank)
     data = [
         (torch.randn(4, 3, *size, generator=g), (torch.rand(4, 1, *size, generator=g) > 0.8).float())
@@ -93,7 +94,7 @@ def worker(rank: int, world: int, init: str, args, results) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--size", default="96x128")
+    p.add_argument("--size", type=hxw, default="96x128")
     p.add_argument("--base", type=int, default=16)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp, mp.Manager() as manager:
@@ -118,7 +119,7 @@ def main() -> None:
             }
         )
     print(
-        f"2 processes x 1 thread (gloo), batch 4 per process at {args.size}, base {args.base}, "
+        f"2 processes x 1 thread (gloo), batch 4 per process at {args.size[0]}x{args.size[1]}, base {args.base}, "
         f"{args.steps} timed steps, AdamW"
     )
     print(text_table(rows))

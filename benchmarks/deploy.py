@@ -32,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from elasticnet.cli.arguments import hxw
 from elasticnet.export.measure import machine, timings
 from elasticnet.export.onnx_export import export_onnx
 from elasticnet.export.quantize import quantize_int8
@@ -218,14 +219,14 @@ def predict_overhead(size: tuple[int, int], base: int, tmp: Path, count: int) ->
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", default="288x384")
+    p.add_argument("--size", type=hxw, default="288x384")
     p.add_argument("--base", type=int, default=32)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--checkpoint", type=Path, help="a run on real data, for the int8 Dice check")
     p.add_argument("--predict-images", type=int, default=20)
     a = p.parse_args()
     tune_malloc()
-    size = tuple(int(v) for v in a.size.split("x"))
+    size = a.size
     print(f"machine: {machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     peak_rows = conv_peak(size, a.repeats)
     peak = max(r["gflop_s"] for r in peak_rows)

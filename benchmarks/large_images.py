@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from elasticnet.cli.arguments import hxw
 
 CONFIGS = {
     "fp32": {},
@@ -83,7 +84,7 @@ def one(name: str, size: tuple[int, int], base: int, depth: int, steps: int) -> 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", default="1280x2048")
+    p.add_argument("--size", type=hxw, default="1280x2048")
     p.add_argument("--base", type=int, default=32)
     p.add_argument("--depth", type=int, default=5)
     p.add_argument("--steps", type=int, default=2)
@@ -93,7 +94,7 @@ def main() -> None:
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {', '.join(CONFIGS)}")
     p.add_argument("--only", help=argparse.SUPPRESS)  # run one configuration in this process (internal)
     a = p.parse_args()
-    size = tuple(int(v) for v in a.size.split("x"))
+    size = a.size
     if a.only:
         print(json.dumps(one(a.only, size, a.base, a.depth, a.steps)))
         return
@@ -110,7 +111,7 @@ def main() -> None:
                     "--only",
                     name,
                     "--size",
-                    a.size,
+                    f"{a.size[0]}x{a.size[1]}",
                     "--base",
                     str(a.base),
                     "--depth",

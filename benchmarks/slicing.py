@@ -19,6 +19,7 @@ import time
 
 import torch
 
+from elasticnet.cli.arguments import hxw
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, count_flops, count_params, extract
 from elasticnet.models.elastic_layers import ElasticConv2d
 from elasticnet.reporting import text_table
@@ -54,7 +55,7 @@ def timed(fn, x) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", default="288x384")
+    p.add_argument("--size", type=hxw, default="288x384")
     p.add_argument("--base-width", type=int, default=32)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--reps", type=int, default=21)
@@ -64,7 +65,7 @@ def main() -> None:
     args = p.parse_args()
     if not args.no_malloc_tuning:
         tune_malloc()
-    h, w = (int(v) for v in args.size.split("x"))
+    h, w = args.size
     cfg = ElasticUNetConfig(
         base_width=args.base_width,
         depths=[int(d) for d in args.depths.split(",")],

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from elasticnet import hardware
+from elasticnet.cli.arguments import hxw
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, count_flops, extract
 from elasticnet.reporting import text_table
 from elasticnet.runtime import tune_malloc
@@ -258,13 +259,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--parts", default="peak,step,sliced,sandwich,multiple")
     p.add_argument("--reps", type=int, default=7)
-    p.add_argument("--step-size", default="144x192")
-    p.add_argument("--sliced-size", default="64x96")
+    p.add_argument("--step-size", type=hxw, default="144x192")
+    p.add_argument("--sliced-size", type=hxw, default="64x96")
     p.add_argument("--sliced-base", type=int, default=16)
     p.add_argument("--bf16", action="store_true", help="sliced part in bf16 (where native)")
     args = p.parse_args()
-    args.step_size = tuple(int(v) for v in args.step_size.split("x"))
-    args.sliced_size = tuple(int(v) for v in args.sliced_size.split("x"))
     tune_malloc()
     parts = args.parts.split(",")
     print(

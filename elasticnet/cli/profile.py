@@ -5,33 +5,21 @@ from __future__ import annotations
 
 import argparse
 
-from elasticnet.cli.arguments import at_least
+from elasticnet.cli.arguments import at_least, hxw
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("profile", help="measure every sub-net on this machine; CSV + Pareto plot", description=__doc__)
     p.add_argument("--checkpoint", help="checkpoint file or run folder (default: the newest run under runs/)")
-    p.add_argument("--input-size", metavar="HxW", help="input size to measure at (default: the training size)")
+    p.add_argument(
+        "--input-size", type=hxw, metavar="HxW", help="input size to measure at (default: the training size)"
+    )
     p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"])
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (default: the runtime's default)")
     p.add_argument("--batch", type=int, default=1, help="also measure this batch size (default: batch 1 only)")
     p.add_argument("--repeats", type=at_least(1), default=20, help="timed runs per sub-net (after 3 warm-up runs)")
     p.add_argument("--out", help="folder for profile-<runtime>.csv/.png (default: the run folder)")
     p.add_argument("--overwrite", action="store_true", help="replace profile-<runtime>.csv/.png that exist in --out")
-
-
-def parse_size(text: str | None) -> list[int] | None:
-    from elasticnet.errors import UserError
-
-    if text is None:
-        return None
-    try:
-        size = [int(v) for v in text.lower().replace(",", "x").split("x")]
-    except ValueError:
-        size = []
-    if len(size) != 2:
-        raise UserError(f"--input-size must be HxW, e.g. 288x384; got {text!r}")
-    return size
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +39,12 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_outputs(Path(args.out) if args.out else checkpoint.parent, names, args.overwrite)
     print(f"profiling {checkpoint} with {args.runtime} on {machine()} (each sub-net in a fresh process)")
     rows = profile_checkpoint(
-        checkpoint, parse_size(args.input_size), args.runtime, args.threads, args.batch, repeats=args.repeats
+        checkpoint,
+        list(args.input_size) if args.input_size else None,
+        args.runtime,
+        args.threads,
+        args.batch,
+        repeats=args.repeats,
     )
     csv_path = write_csv(rows, out / f"profile-{args.runtime}.csv")
     png = plot_pareto(
