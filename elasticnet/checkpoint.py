@@ -29,10 +29,10 @@ from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.subnet import SubNet
 from elasticnet.models.surgery import extract
 from elasticnet.models.unet import UNet
+from elasticnet.run_files import CHECKPOINT_NAME
 
 FORMAT = "elasticnet-checkpoint"
 FORMAT_VERSION = 2
-CHECKPOINT_NAME = "checkpoint.pt"
 HASH_KEY = "content_sha256"
 
 

@@ -15,6 +15,7 @@ from elasticnet.checkpoint import (
 from elasticnet.config import eval_batch_size
 from elasticnet.data import build_datasets
 from elasticnet.reporting import text_table
+from elasticnet.run_files import SPLIT_NAME
 from elasticnet.runtime import select_device
 from elasticnet.training.evaluate import evaluation_setup, subnet_table
 from elasticnet.training.run_dir import check_same_split, run_lock
@@ -32,7 +33,7 @@ def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], No
         cfg, model = model_from_checkpoint(ckpt, select_device(device))
         t_cfg = cfg.train
         split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
-        check_same_split(split.rows, run_dir / "split.csv")
+        check_same_split(split.rows, run_dir / SPLIT_NAME)
         calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, t_cfg.batch_size)
         echo(
             f"calibrating BatchNorm ({calib_batches} batches of {eval_batch_size(cfg)}) and evaluating "

@@ -19,13 +19,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from elasticnet.checkpoint import CHECKPOINT_NAME
 from elasticnet.errors import UserError
 from elasticnet.files import exclusive_lock
-
-STATE_NAME = "last.pt"
-CONFIG_NAME = "config.yaml"
-LOCK_NAME = ".lock"
+from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, STATE_NAME
 
 
 def run_dir_for(out: str) -> Path:

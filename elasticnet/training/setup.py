@@ -17,13 +17,13 @@ from torch.utils.data import DataLoader
 from elasticnet.checkpoint import load_checkpoint
 from elasticnet.config import RunConfig, eval_batch_size
 from elasticnet.models.elastic_unet import ElasticUNet
+from elasticnet.run_files import STATE_NAME
 from elasticnet.training import distributed
 from elasticnet.training.evaluate import calibration_batches, evaluation_setup
 from elasticnet.training.inactive import InactiveWeightFreezer
 from elasticnet.training.order import EpochSampler
 from elasticnet.training.precision import Precision
 from elasticnet.training.recipe import Recipe
-from elasticnet.training.run_dir import STATE_NAME
 from elasticnet.training.schedule import build_optimizer, cosine_with_warmup
 from elasticnet.training.state import TrainingState
 

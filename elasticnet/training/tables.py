@@ -10,6 +10,7 @@ from pathlib import Path
 
 from elasticnet.config import RunConfig
 from elasticnet.reporting import markdown_table, write_csv
+from elasticnet.run_files import TABLE_MD_NAME, TABLE_NAME
 
 TABLE_COLUMNS = [
     "depth",
@@ -42,8 +43,8 @@ def table_columns(rows: Sequence[dict]) -> list[str]:
 
 def write_table(run_dir: Path, cfg: RunConfig, rows: list[dict]) -> None:
     """The sub-net table of a run: subnets.csv and subnets.md."""
-    write_csv(rows, run_dir / "subnets.csv")
-    (run_dir / "subnets.md").write_text(
+    write_csv(rows, run_dir / TABLE_NAME)
+    (run_dir / TABLE_MD_NAME).write_text(
         f"Validation ({rows[0]['val_images']} images"
         + (f"; test: {rows[0]['test_images']} images" if "test_images" in rows[0] else "")
         + f"), per-image mean Dice/IoU at threshold {cfg.train.threshold}; "

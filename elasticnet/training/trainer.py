@@ -23,18 +23,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from elasticnet.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from elasticnet.checkpoint import save_checkpoint
 from elasticnet.config import RunConfig, eval_batch_size, load_yaml, resolve_for_device, save_yaml
 from elasticnet.data import build_datasets
 from elasticnet.errors import UserError
 from elasticnet.reporting import plot_training_curve, text_table, write_csv
+from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, CURVE_NAME, LOG_NAME, SPLIT_NAME
 from elasticnet.runtime import backend_settings, seed_everything
 from elasticnet.training import distributed
 from elasticnet.training.evaluate import evaluate_calibrated, subnet_table
 from elasticnet.training.precision import amp_note
 from elasticnet.training.recipe import sampler_for
 from elasticnet.training.run_dir import (
-    CONFIG_NAME,
     check_new_run_dir,
     check_same_split,
     remove_stale_temporaries,
@@ -102,10 +102,10 @@ def _run(
                     if resume_dir is None:
                         check_new_run_dir(run_dir)
                         save_yaml(cfg, run_dir / CONFIG_NAME)
-                        write_csv(split.rows, run_dir / "split.csv")
+                        write_csv(split.rows, run_dir / SPLIT_NAME)
                     else:
                         remove_stale_temporaries(run_dir)
-                        check_same_split(split.rows, run_dir / "split.csv")
+                        check_same_split(split.rows, run_dir / SPLIT_NAME)
                 except UserError as e:
                     problem = str(e)
             problem = distributed.broadcast_object(problem, d)  # every rank stops on rank 0's refusal
@@ -265,7 +265,7 @@ def end_epoch(tr: Training, stop: StopRequest, echo: Callable[[str], None], on_e
     }  # one evaluation when they coincide
     row = tr.state.end_epoch(epoch, quick[sampler.largest], quick[sampler.smallest], tr.scheduler.get_last_lr()[0])
     if tr.d.main:
-        write_csv(tr.state.log, tr.run_dir / "log.csv")
+        write_csv(tr.state.log, tr.run_dir / LOG_NAME)
     save_state(tr)
     echo(
         f"epoch {epoch}/{tr.epochs}  loss {row['train_loss']:.4f}  val Dice largest {row['val_dice_largest']:.3f} "
@@ -308,7 +308,7 @@ def finish(tr: Training, echo: Callable[[str], None]) -> Path:
         )
     if not tr.d.main:
         return tr.run_dir
-    plot_training_curve(state.log, tr.run_dir / "curve.png")
+    plot_training_curve(state.log, tr.run_dir / CURVE_NAME)
     if rows:
         write_table(tr.run_dir, cfg, rows)
     save_checkpoint(

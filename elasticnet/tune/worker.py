@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from elasticnet.checkpoint import CHECKPOINT_NAME
 from elasticnet.config import build_config
 from elasticnet.errors import UserError
 from elasticnet.files import exclusive_lock, lock_is_held
+from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, TABLE_NAME
 from elasticnet.tune.objective import check_objective, final_values, intermediate_value
 from elasticnet.tune.space import load_space, suggest
 from elasticnet.tune.storage import open_storage
@@ -177,7 +177,7 @@ def _run_trial(
     quiet = lambda line: None
     try:
         if not (run_dir / CHECKPOINT_NAME).exists():
-            if (run_dir / "config.yaml").exists():  # a dead worker's trial: continue where it stopped
+            if (run_dir / CONFIG_NAME).exists():  # a dead worker's trial: continue where it stopped
                 resume(run_dir, echo=quiet, progress=progress, on_epoch=report)
             else:
                 cfg = build_config(s.config, {**s.overrides, **params, "out": str(run_dir)}, s.profile)
@@ -202,7 +202,7 @@ def _run_trial(
 
 
 def _table(run_dir: Path) -> list[dict]:
-    with open(run_dir / "subnets.csv", newline="") as f:
+    with open(run_dir / TABLE_NAME, newline="") as f:
         return list(csv.DictReader(f))
 
 
