@@ -218,3 +218,28 @@ def test_widths_that_rounding_makes_identical_are_refused():
                 "image_size": "32x32",
             },
         )
+
+
+def test_bn_calibration_is_the_cumulative_average_of_its_batches():
+    """calibrate_bn's statistics equal PyTorch's cumulative average (momentum None), without reading the batch
+    counter back per layer (momentum 1/k is set for the k-th batch instead)."""
+    from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet
+    from elasticnet.training.calibration import calibrate_bn
+
+    model = ElasticUNet(ElasticUNetConfig(base_width=8, depths=[2, 3], widths=[0.5, 1.0]))
+    batches = [torch.randn(3, 3, 16, 16) * (k + 1) + k for k in range(4)]
+    subnet = SubNet(3, 1.0)
+    assert calibrate_bn(model, subnet, batches, 4) == 4
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))  # restored
+    mine = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for x in batches:
+            model(x.contiguous(memory_format=torch.channels_last), subnet)
+    for k, v in model.state_dict().items():
+        if "running" in k:
+            torch.testing.assert_close(mine[k], v, rtol=1e-5, atol=1e-6, msg=k)

@@ -74,24 +74,32 @@ def calibrate_bn(
     number of batches used.
     """
     layers = _bn_layers(model)
-    momenta = [m.momentum for m in layers]
+    momenta, syncs = [m.momentum for m in layers], [getattr(m, "sync", False) for m in layers]
     was_training = model.training
     device = next(model.parameters()).device
     for m in layers:
         m.reset_running_stats()
-        m.momentum = None  # cumulative average over the calibration batches
+        if hasattr(m, "sync"):
+            m.sync = False  # each process calibrates on its share; ``pool`` averages afterwards
     model.train()
     used = 0
     try:
         for images in batches:
             if used >= num_batches:
                 break
-            model(inference_layout(images.to(device)), subnet)
             used += 1
+            # a cumulative average over the batches: the k-th batch enters with weight 1/k. Set here rather
+            # than with momentum None, which reads the batch counter back from the device in every layer
+            # of every batch (a GPU synchronisation each time)
+            for m in layers:
+                m.momentum = 1.0 / used
+            model(inference_layout(images.to(device)), subnet)
         if pool is not None:
             pool()
     finally:
-        for m, momentum in zip(layers, momenta):
+        for m, momentum, sync in zip(layers, momenta, syncs):
             m.momentum = momentum
+            if hasattr(m, "sync"):
+                m.sync = sync
         model.train(was_training)
     return used
