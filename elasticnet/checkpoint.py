@@ -34,6 +34,7 @@ from elasticnet.run_files import CHECKPOINT_NAME
 FORMAT = "elasticnet-checkpoint"
 FORMAT_VERSION = 2
 HASH_KEY = "content_sha256"
+HEADER_KEYS = ("format", "format_version", "elasticnet_version", "config", "model", HASH_KEY)  # save_checkpoint's own
 
 
 def content_hash(obj: Any) -> str:
@@ -79,11 +80,7 @@ def save_checkpoint(path: Path, cfg: RunConfig, model: ElasticUNet, **state: Any
 def saved_state(ckpt: dict[str, Any]) -> dict[str, Any]:
     """What a loaded checkpoint holds besides what :func:`save_checkpoint` writes itself (header, config,
     weights): the ``**state`` to pass when saving it again."""
-    return {
-        k: v
-        for k, v in ckpt.items()
-        if k not in ("format", "format_version", "elasticnet_version", "config", "model", HASH_KEY)
-    }
+    return {k: v for k, v in ckpt.items() if k not in HEADER_KEYS}
 
 
 def resolve_checkpoint(path: str | Path | None, runs_dir: Path = Path("runs")) -> Path:

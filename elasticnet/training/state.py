@@ -76,6 +76,24 @@ class TrainingState:
             "rng": rng_states(),
         }
 
+    def final_payload(
+        self, optimizer: torch.optim.Optimizer, scheduler: Any, precision: Any, rows: list[dict], bn_stats: dict
+    ) -> dict[str, Any]:
+        """The checkpoint entries (besides config and model) of the finished run: what ``eval``, ``export``,
+        ``info`` and the paper scripts read (the sub-net table, calibrated BN statistics, time and compute)."""
+        return {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "step": self.step,
+            "epoch": len(self.log),
+            "subnets": rows,
+            "bn_stats": bn_stats,
+            "log": self.log,
+            "train_seconds": round(self.train_seconds, 4),
+            "train_tflops": round(self.train_flops / 1e12, 4),
+            "precision": getattr(precision, "name", "fp32"),
+        }
+
     def restore(
         self,
         ckpt: dict[str, Any],

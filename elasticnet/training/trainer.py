@@ -315,16 +315,7 @@ def finish(tr: Training, echo: Callable[[str], None]) -> Path:
         tr.run_dir / CHECKPOINT_NAME,
         cfg,
         model,
-        optimizer=tr.optimizer.state_dict(),
-        scheduler=tr.scheduler.state_dict(),
-        step=state.step,
-        epoch=len(state.log),
-        subnets=rows,
-        bn_stats=bn_stats,
-        log=state.log,
-        train_seconds=round(state.train_seconds, 4),
-        train_tflops=round(state.train_flops / 1e12, 4),
-        precision=tr.precision.name,
+        **state.final_payload(tr.optimizer, tr.scheduler, tr.precision, rows, bn_stats),
     )
     tr.state_path.unlink(missing_ok=True)  # checkpoint.pt supersedes it
     if rows:
