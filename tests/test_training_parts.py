@@ -211,4 +211,4 @@ def test_the_configured_loss_reaches_the_training_step(tmp_path):
 
     cfg = build_config(None, {"loss": "bce_focal_tversky", "pos_weight": "5", "dice_loss": "batch"})
     task = Recipe(cfg, None, 10, (32, 32)).plan(0).options.task
-    assert (task.kind, task.dice, task.pos_weight) == ("bce_focal_tversky", "batch", 5.0)
+    assert (task.kind, task.region, task.pos_weight) == ("bce_focal_tversky", "batch", 5.0)

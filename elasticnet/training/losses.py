@@ -43,31 +43,31 @@ def focal_tversky_loss(
 @dataclass(frozen=True)
 class TaskLoss:
     """The training loss of a segmentation step: BCE (``pos_weight`` on lesion pixels) plus a region term,
-    soft Dice (``bce_dice``) or focal Tversky (``bce_focal_tversky``), per image or over the batch (``dice``)."""
+    soft Dice (``bce_dice``) or focal Tversky (``bce_focal_tversky``), per image or over the batch (``region``)."""
 
     kind: str = "bce_dice"
-    dice: str = "image"
+    region: str = "image"  # the region term per image, or over the batch as one region
     pos_weight: float = 1.0
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         weight = None if self.pos_weight == 1.0 else torch.tensor(self.pos_weight, device=logits.device)
         bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
-        per_image = self.dice == "image"
+        per_image = self.region == "image"
         if self.kind == "bce_focal_tversky":
             return bce + focal_tversky_loss(logits, target, per_image=per_image)
         return bce + soft_dice_loss(logits, target, per_image=per_image)
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, dice: str = "image") -> torch.Tensor:
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, region: str = "image") -> torch.Tensor:
     """BCE (with logits) + soft Dice (``dice``: "image" or "batch"), equally weighted. ``target`` holds
     0/1 (or soft) values."""
     return F.binary_cross_entropy_with_logits(logits, target) + soft_dice_loss(
-        logits, target, per_image=dice == "image"
+        logits, target, per_image=region == "image"
     )
 
 
 def distillation_loss(
-    student_logits: torch.Tensor, teacher_prob: torch.Tensor, dice: str = "image", kind: str = "bce_dice"
+    student_logits: torch.Tensor, teacher_prob: torch.Tensor, region: str = "image", kind: str = "bce_dice"
 ) -> torch.Tensor:
     """In-place self-distillation (Yu & Huang, 2019): match the teacher's detached probabilities.
 
@@ -77,4 +77,4 @@ def distillation_loss(
     """
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(student_logits, teacher_prob.detach())
-    return segmentation_loss(student_logits, teacher_prob.detach(), dice)
+    return segmentation_loss(student_logits, teacher_prob.detach(), region)

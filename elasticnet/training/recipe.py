@@ -22,11 +22,11 @@ from elasticnet.training.teacher import EmaTeacher
 class StepOptions:
     """What a training step does besides the forward and backward passes of its sub-nets."""
 
-    dice: str = "image"  # the soft Dice term per image or per batch
+    region: str = "image"  # the region term (Dice or Tversky) per image or over the batch
     distill_weight: float | None = None  # None: no distillation at this step
     distill_loss: str = "bce_dice"  # bce_dice | bce (against the teacher's probabilities)
     grad_clip: float = 0.0  # global norm of the summed gradient (0: off)
-    task: TaskLoss | None = None  # the segmentation loss (None: BCE + soft Dice per ``dice``)
+    task: TaskLoss | None = None  # the segmentation loss (None: BCE + soft Dice per ``region``)
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Recipe:
         self.flops = flops or subnet_flops(cfg.model, image_size)
         self.sampler = sampler_for(cfg, total_steps, self.flops)
         self.base = StepOptions(
-            dice=t.dice_loss,
+            region=t.dice_loss,
             distill_loss=t.distill_loss,
             grad_clip=t.grad_clip,
             task=TaskLoss(t.loss, t.dice_loss, t.pos_weight),

@@ -32,7 +32,7 @@ def forward_backward(
     masks: torch.Tensor,
     subnets: Sequence[SubNet],
     distill_weight: float | None,
-    dice: str = "image",
+    region: str = "image",
     precision: Precision | None = None,
     check_finite: bool = True,
     weights: Sequence[float] | None = None,
@@ -51,7 +51,7 @@ def forward_backward(
     mean loss instead).
     """
     precision = precision or Precision("none", images.device.type)
-    task = task or TaskLoss(dice=dice)
+    task = task or TaskLoss(region=region)
     weights = [1.0] * len(subnets) if weights is None else list(weights)
     largest = model.config.largest
     total = torch.zeros((), device=images.device)
@@ -68,7 +68,7 @@ def forward_backward(
                 if teacher is None:
                     with torch.no_grad(), precision.autocast():
                         teacher = torch.sigmoid(model(images, largest).float())
-                loss = loss + distill_weight * distillation_loss(logits, teacher, dice, distill_loss)
+                loss = loss + distill_weight * distillation_loss(logits, teacher, region, distill_loss)
         if check_finite and images.device.type == "cpu" and not torch.isfinite(loss):
             raise NonFiniteLoss(
                 f"the loss became {loss.item()} at {subnet} (step's batch); lower --lr or check "
@@ -107,7 +107,7 @@ def train_step(
         masks,
         subnets,
         options.distill_weight,
-        options.dice,
+        options.region,
         precision,
         check_finite=not enabled,
         weights=weights,
