@@ -182,3 +182,24 @@ def test_final_values():
 def test_bad_search_spaces_are_refused(space, message):
     with pytest.raises(UserError, match=message):
         check_space(space, "test.yaml")
+
+
+def test_parallel_workers_each_claim_a_gpu_of_their_own(tmp_path, monkeypatch):
+    """With several GPUs visible, each live worker holds its own cuda:i (a lock file in the study folder);
+    with one GPU or none nothing is claimed and the config's device stands."""
+    from contextlib import ExitStack
+
+    import torch
+
+    from elasticnet.tune.worker import claim_gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with ExitStack() as a, ExitStack() as b:
+        first, second = claim_gpu(tmp_path, a), claim_gpu(tmp_path, b)
+        assert {first, second} == {"cuda:0", "cuda:1"}
+    with ExitStack() as c:  # the others have ended: their GPUs are free again
+        assert claim_gpu(tmp_path, c) == "cuda:0"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with ExitStack() as d:
+        assert claim_gpu(tmp_path, d) is None

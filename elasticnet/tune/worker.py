@@ -16,6 +16,8 @@ configuration that cannot train counts; a dead worker's trial does not, its retr
 from __future__ import annotations
 
 import csv
+import dataclasses
+import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -117,8 +119,24 @@ def recover_dead_trials(study, echo: Callable[[str], None]) -> list[int]:
     return dead
 
 
+def claim_gpu(folder: Path, stack: ExitStack) -> str | None:
+    """A GPU of its own for this worker, when several are visible: the first ``cuda:i`` whose lock file in the
+    study folder no other live worker holds (held until ``stack`` closes; the kernel frees it if the worker
+    dies). None with fewer than two GPUs; with more workers than GPUs they share, by process id."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count < 2:
+        return None
+    for i in range(count):
+        if stack.enter_context(exclusive_lock(folder / f".gpu-{i}.lock", wait=False)) is not None:
+            return f"cuda:{i}"
+    return f"cuda:{os.getpid() % count}"
+
+
 def run_worker(s: TuneSettings, echo: Callable[[str], None] = print, progress: bool = False) -> int:
-    """Run trials until the study has ``s.trials``; returns how many this worker ran."""
+    """Run trials until the study has ``s.trials``; returns how many this worker ran. Parallel workers on a
+    machine with several GPUs (device ``auto`` or ``cuda``) each take a GPU of their own (:func:`claim_gpu`)."""
     check_objective(s.objective)
     if s.trials < 1:
         raise UserError("--trials must be >= 1")
@@ -132,6 +150,16 @@ def run_worker(s: TuneSettings, echo: Callable[[str], None] = print, progress: b
     build_config(s.config, s.overrides, s.profile)  # refuse a bad base config early
     study = open_study(s)
     s.out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as gpu:
+        device = s.overrides.get("device", "auto")
+        claimed = claim_gpu(s.out, gpu) if device in ("auto", "cuda") else None
+        if claimed is not None:
+            s = dataclasses.replace(s, overrides={**s.overrides, "device": claimed})
+            echo(f"this worker trains on {claimed}")
+        return _trials(study, space, s, echo, progress)
+
+
+def _trials(study, space: dict, s: TuneSettings, echo: Callable[[str], None], progress: bool) -> int:
     ran = 0
     while True:
         with ExitStack() as trial_lock:
