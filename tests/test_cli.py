@@ -8,28 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import write_folder_dataset
+from helpers import TINY, write_folder_dataset
 
 from elasticnet.checkpoint import load_checkpoint
 from elasticnet.cli import main
-
-TINY = [
-    "--base-width",
-    "8",
-    "--depths",
-    "2,3",
-    "--widths",
-    "0.5,1",
-    "--image-size",
-    "32x32",
-    "--synthetic-count",
-    "24",
-    "--batch-size",
-    "4",
-    "--calib-batches",
-    "2",
-    "--quiet",
-]
 
 
 @pytest.fixture(scope="module")

@@ -22,27 +22,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import write_folder_dataset
+from helpers import TINY, write_folder_dataset
 
 from elasticnet.cli import main
-
-TINY = [
-    "--base-width",
-    "8",
-    "--depths",
-    "2,3",
-    "--widths",
-    "0.5,1",
-    "--image-size",
-    "32x32",
-    "--synthetic-count",
-    "24",
-    "--batch-size",
-    "4",
-    "--calib-batches",
-    "2",
-    "--quiet",
-]
 
 # every numeric training option with values a user can mistype (each must be refused before a run folder exists)
 BAD_NUMBERS = {

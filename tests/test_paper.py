@@ -341,32 +341,9 @@ def test_probe_subnets_reports_dead_channels_and_logits(tmp_path):
     from elasticnet.cli import main
 
     run = tmp_path / "run"
+    flags = "--base-width 4 --depths 2,3 --widths 0.5,1 --image-size 32x32 --synthetic-count 24 --batch-size 4"
     assert (
-        main(
-            [
-                "train",
-                "--base-width",
-                "4",
-                "--depths",
-                "2,3",
-                "--widths",
-                "0.5,1",
-                "--image-size",
-                "32x32",
-                "--synthetic-count",
-                "24",
-                "--batch-size",
-                "4",
-                "--calib-batches",
-                "1",
-                "--max-steps",
-                "1",
-                "--quiet",
-                "--out",
-                str(run),
-            ]
-        )
-        == 0
+        main(["train", *flags.split(), "--calib-batches", "1", "--max-steps", "1", "--quiet", "--out", str(run)]) == 0
     )
     done = subprocess.run(
         [

@@ -21,24 +21,7 @@ from elasticnet.tune.space import check_space  # noqa: E402
 from elasticnet.tune.worker import TuneSettings, open_study, run_worker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--base-width",
-    "8",
-    "--depths",
-    "2,3",
-    "--widths",
-    "0.5,1",
-    "--image-size",
-    "32x32",
-    "--synthetic-count",
-    "32",
-    "--epochs",
-    "2",
-    "--calib-batches",
-    "1",
-    "--batch-size",
-    "8",
-]
+TINY = "--base-width 8 --depths 2,3 --widths 0.5,1 --image-size 32x32 --synthetic-count 32 --epochs 2 --calib-batches 1 --batch-size 8".split()
 SPACE = (
     "search:\n  lr: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
     "  strategy: {type: categorical, choices: [uniform, sandwich]}\n"
