@@ -10,3 +10,6 @@ TABLE_NAME = "subnets.csv"  # the per-sub-net table (validation, test)
 TABLE_MD_NAME = "subnets.md"
 CURVE_NAME = "curve.png"
 LOCK_NAME = ".lock"
+
+# every file a training writes into its run folder (a new run refuses a folder that already holds any of them)
+RUN_OUTPUTS = (CHECKPOINT_NAME, STATE_NAME, CONFIG_NAME, SPLIT_NAME, LOG_NAME, TABLE_NAME, TABLE_MD_NAME, CURVE_NAME)

@@ -382,6 +382,19 @@ def filesystem_cases(ws: dict[str, Path]) -> list[Case]:
             protect=[ws["images"]],
         ),
     ]
+    # a folder holding a user's own files with the names a run writes: refused, the files kept
+    for name in ("log.csv", "curve.png", "split.csv"):
+        mine = root / f"user-folder-{name}"
+        mine.mkdir(exist_ok=True)
+        (mine / name).write_text("the user's own file")
+        cases.append(
+            Case(
+                f"train --out a folder holding a user's {name}",
+                ["train", *TINY, "--max-steps", "1", "--out", str(mine)],
+                protect=[mine / name],
+                absent=[mine / "checkpoint.pt", mine / "config.yaml"],
+            )
+        )
     # a planted link where the run's lock goes must not be followed (the file it points to is the user's)
     trap = root / "trap-run"
     trap.mkdir(exist_ok=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from elasticnet.errors import UserError
 from elasticnet.files import exclusive_lock
-from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, STATE_NAME
+from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, RUN_OUTPUTS, STATE_NAME
 
 
 def run_dir_for(out: str) -> Path:
@@ -37,6 +37,12 @@ def check_new_run_dir(run_dir: Path) -> None:
         raise UserError(
             f"run folder {run_dir} holds an unfinished run; continue it with "
             f"`elasticnet train --resume {run_dir}`, or choose another --out (or delete it)"
+        )
+    taken = [name for name in RUN_OUTPUTS if (run_dir / name).exists() or (run_dir / name).is_symlink()]
+    if taken:  # a user's own files that a run would replace
+        raise UserError(
+            f"{run_dir} already holds {', '.join(taken)}, which a training run writes; choose another --out "
+            "(an empty or new folder)"
         )
 
 
