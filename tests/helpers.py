@@ -13,6 +13,16 @@ DEPTHS = [2, 3, 4]
 WIDTHS = [0.25, 0.5, 1.0]
 # a tiny elastic run on the built-in synthetic data, as command-line flags
 TINY = "--base-width 8 --depths 2,3 --widths 0.5,1 --image-size 32x32 --synthetic-count 24 --batch-size 4 --calib-batches 2 --quiet".split()
+# the same run as config overrides (build_config), for tests that train in-process
+TINY_CONFIG = {
+    "base_width": "8",
+    "depths": "2,3",
+    "widths": "0.5,1",
+    "image_size": "32x32",
+    "synthetic_count": "48",
+    "batch_size": "8",
+    "calib_batches": "1",
+}
 SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 
 

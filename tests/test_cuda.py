@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import TINY_CONFIG
 
 from elasticnet.checkpoint import load_checkpoint
 from elasticnet.config import build_config
 from elasticnet.training.trainer import train
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
-BASE = {
-    "base_width": "8",
-    "depths": "2,3",
-    "widths": "0.5,1",
-    "image_size": "32x32",
-    "synthetic_count": "48",
-    "batch_size": "8",
-    "calib_batches": "1",
-    "device": "cuda",
-}
+BASE = {**TINY_CONFIG, "device": "cuda"}
 
 
 @pytest.mark.parametrize("amp", ["auto", "none", "fp16"])

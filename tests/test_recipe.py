@@ -7,6 +7,7 @@ import collections
 
 import pytest
 import torch
+from helpers import TINY_CONFIG
 
 from elasticnet.checkpoint import load_checkpoint
 from elasticnet.config import build_config
@@ -23,15 +24,7 @@ from elasticnet.training.trainer import train
 
 DEPTHS, WIDTHS = (3, 4, 5), (0.25, 0.5, 0.75, 1.0)
 FULL = parse_subnets(["d4-w1", "d3-w1"])
-BASE = {
-    "base_width": "8",
-    "depths": "2,3",
-    "widths": "0.5,1",
-    "image_size": "32x32",
-    "synthetic_count": "48",
-    "batch_size": "8",
-    "calib_batches": "1",
-}
+BASE = {**TINY_CONFIG}
 
 
 def _sampler(**kw) -> SubNetSampler:

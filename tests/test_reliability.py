@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from helpers import write_folder_dataset
+from helpers import TINY_CONFIG, write_folder_dataset
 
 from elasticnet.checkpoint import load_checkpoint, save_checkpoint
 from elasticnet.config import RunConfig, build_config
@@ -34,17 +34,7 @@ from elasticnet.training.run_dir import run_lock
 from elasticnet.training.signals import TrainingInterrupted
 
 FAULTS = int(os.environ.get("ELASTICNET_FAULTS", "0"))
-BASE = {
-    "base_width": "8",
-    "depths": "2,3",
-    "widths": "0.5,1",
-    "image_size": "32x32",
-    "synthetic_count": "48",
-    "batch_size": "8",
-    "calib_batches": "1",
-    "epochs": "2",
-    "checkpoint_every": "2",
-}
+BASE = {**TINY_CONFIG, "epochs": "2", "checkpoint_every": "2"}
 QUIET = {"echo": lambda s: None, "progress": False}
 
 

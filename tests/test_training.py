@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import TINY_CONFIG
 
 from elasticnet.checkpoint import load_checkpoint
 from elasticnet.config import build_config
 from elasticnet.training.trainer import train
 
-BASE = {
-    "base_width": "8",
-    "depths": "2,3",
-    "widths": "0.5,1",
-    "image_size": "32x32",
-    "synthetic_count": "48",
-    "batch_size": "8",
-    "calib_batches": "1",
-}
+BASE = {**TINY_CONFIG}
 
 
 def _train(tmp_path, name, **overrides):
