@@ -24,14 +24,14 @@ import argparse
 import os
 import shlex
 import shutil
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from runner import train_or_resume  # noqa: E402
 
 from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
 
@@ -81,19 +81,9 @@ def train_fold(args, fold: int) -> None:
     if (folder / "checkpoint.pt").is_file():
         return
     command = train_command(args, fold, folder)
-    if (folder / "last.pt").is_file():
-        command = [sys.executable, "-m", "elasticnet", "train", "--resume", str(folder), "--quiet"]
-    elif folder.exists():
-        shutil.rmtree(folder)  # made by this script and stopped before its first save: nothing to continue
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
-    start = time.perf_counter()
     print(f"training fold {fold}: {' '.join(command[1:])}", flush=True)
-    with open(folder.parent / f"fold{fold}.log", "a") as log:
-        done = subprocess.run(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise SystemExit(f"training fold {fold} failed (exit {done.returncode}); see {folder.parent}/fold{fold}.log")
-    print(f"fold {fold} trained in {time.perf_counter() - start:.0f} s", flush=True)
+    seconds = train_or_resume(command, folder, args.threads, folder.parent / f"fold{fold}.log", args.device)
+    print(f"fold {fold} trained in {seconds:.0f} s", flush=True)
 
 
 def evaluate_fold(args, fold: int) -> dict:

@@ -28,9 +28,7 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +38,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from runner import train_or_resume  # noqa: E402
+
 from elasticnet import __version__  # noqa: E402
 from elasticnet.config import build_config  # noqa: E402
-from elasticnet.files import atomic_write_text, lock_is_held  # noqa: E402
+from elasticnet.files import atomic_write_text  # noqa: E402
 from elasticnet.reporting import markdown_table  # noqa: E402
 from elasticnet.runtime import DevicePool  # noqa: E402
 from elasticnet.training.compute import subnet_flops  # noqa: E402
@@ -207,31 +207,7 @@ def train_one(args, run: Run, threads: int, devices: DevicePool | None = None) -
             return train_one(argparse.Namespace(**{**vars(args), "device": device}), run, threads)
     folder = args.runs / run.key
     if not (folder / "checkpoint.pt").is_file():
-        if lock_is_held(folder / ".lock"):
-            raise SystemExit(f"{folder} is being trained by another process")
-        cmd = command(args, run, folder)
-        if (folder / "last.pt").is_file():
-            cmd = [
-                sys.executable,
-                "-m",
-                "elasticnet",
-                "train",
-                "--resume",
-                str(folder),
-                "--device",
-                args.device,
-                "--quiet",
-            ]
-        elif folder.exists():
-            shutil.rmtree(folder)  # stopped before its first save: nothing to continue
-        folder.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-        with open(folder / "train.log", "a") as log:
-            finished = subprocess.run(cmd, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        if finished.returncode != 0:
-            raise SystemExit(f"training {folder} failed (exit {finished.returncode}); see {folder}/train.log")
-        wall = time.perf_counter() - start
+        wall = train_or_resume(command(args, run, folder), folder, threads, folder / "train.log", args.device)
     else:
         wall = float("nan")
     keep(args, run, folder, wall, threads)
