@@ -46,7 +46,12 @@ class DataConfig:
     )
     augment_strength: float = opt(1.0, "scales every augmentation's magnitude (0: none)")
     patch_size: list[int] = opt(factory=lambda: [0, 0], help="train on random HxW patches (0x0: whole images)")
-    patch_lesion_fraction: float = opt(0.5, "share of patches centred near a lesion")
+    patch_lesion_fraction: float = opt(
+        0.5, "share of patches centred near a lesion (drawn from the images that have one, however few)"
+    )
+    patch_tissue_threshold: float = opt(
+        0.0, "other patches centre on pixels above this share of the image's maximum (0: anywhere)"
+    )
     cache: Literal["auto", "memory", "disk"] = opt(
         "auto", "keep decoded images in memory (auto: when they fit) or decode from disk on access"
     )
@@ -332,6 +337,7 @@ RANGES = [
     ("data", "augment_strength", 0.0, 10.0, True),
     ("data", "synthetic_count", 3, 10**6, True),
     ("data", "patch_lesion_fraction", 0.0, 1.0, True),
+    ("data", "patch_tissue_threshold", 0.0, 1.0, True),
     ("data", "split_seed", 0, 2**32 - 1, True),
     ("model", "base_width", 1, 1024, True),
     ("model", "channel_multiple", 0, 256, True),

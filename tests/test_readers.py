@@ -13,7 +13,7 @@ import torch
 from elasticnet.config import DataConfig
 from elasticnet.data.build import build_datasets, dataset_kind, load_all
 from elasticnet.data.cvc import SEQUENCE_STARTS, find_cvc, sequence_of
-from elasticnet.data.dataset import PatchDataset
+from elasticnet.data.dataset import PatchDataset, SegmentationDataset
 from elasticnet.data.imageio import read_image
 from elasticnet.data.mias import find_mias, parse_info, patient_of
 from elasticnet.data.records import decode, load_records
@@ -264,6 +264,41 @@ def test_patches_have_the_patch_size_and_find_lesions():
         assert image.shape == (3, 16, 16) and mask.shape == (1, 16, 16)
         hits += int(mask.sum() > 0)
     assert hits == len(split.train)
+
+
+def _films(count: int, lesion_films: int) -> SegmentationDataset:
+    """64x64 grey 'films': tissue (bright) on the left half, black background on the right; the first
+    ``lesion_films`` hold a 6x6 lesion at rows/cols 40-45 of the tissue."""
+    images, masks = [], []
+    for k in range(count):
+        image = np.zeros((64, 64), np.uint8)
+        image[:, :32] = 120
+        mask = np.zeros((64, 64), np.uint8)
+        if k < lesion_films:
+            mask[40:46, 10:16] = 255
+        images.append(image)
+        masks.append(mask)
+    return SegmentationDataset(images, masks, [f"f{k}" for k in range(count)], [0.0], [1.0])
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 1.0])
+def test_lesion_patches_make_up_their_share_however_rare_the_lesion_films(fraction):
+    # 1 film of 20 has a lesion: lesion-centred patches must still be `fraction` of all patches
+    patches = PatchDataset(_films(20, 1), [16, 16], lesion_fraction=fraction)
+    keys = [(i, 1000 * epoch + i) for epoch in range(20) for i in range(20)]  # one seed per item, as in training
+    hits = [float(patches[key][1].sum() > 0) for key in keys]
+    assert abs(np.mean(hits) - fraction) < 0.06
+    again = [float(patches[key][1].sum() > 0) for key in keys]
+    assert again == hits  # a crop is a function of (index, seed)
+
+
+def test_other_patches_centre_on_tissue_when_asked():
+    films = _films(10, 0)
+    anywhere = PatchDataset(films, [16, 16], lesion_fraction=0.5)
+    tissue = PatchDataset(films, [16, 16], lesion_fraction=0.5, tissue_threshold=0.1)
+    share = lambda ds: np.mean([float(ds[(i, 100 * s + i)][0].max() > 0) for i in range(10) for s in range(30)])
+    assert share(tissue) == 1.0  # centred on tissue (jittered by a quarter patch): always holds some
+    assert share(anywhere) < 0.8  # a patch anywhere often holds background only
 
 
 def test_sliding_window_equals_whole_image_when_the_window_covers_it(tiny_elastic):

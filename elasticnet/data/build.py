@@ -108,7 +108,7 @@ def build_datasets(cfg: DataConfig, in_channels: int, seed: int) -> Split:
     pipeline = augment.build(augmentation_kind(cfg), seed, cfg.augment_strength)
     train: Dataset = full.subset(index["train"], pipeline)
     if any(cfg.patch_size):
-        train = PatchDataset(train, cfg.patch_size, cfg.patch_lesion_fraction)
+        train = PatchDataset(train, cfg.patch_size, cfg.patch_lesion_fraction, cfg.patch_tissue_threshold)
     rows = [{"name": n, "group": g, "split": p} for n, g, p in zip(full.names, full.groups, parts)]
     return Split(
         train=train,

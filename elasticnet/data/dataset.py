@@ -92,26 +92,44 @@ class _Subset(Sequence):
 class PatchDataset(Dataset):
     """Random ``patch`` (H, W) crops of a :class:`SegmentationDataset`, for images too large to train whole.
 
-    With probability ``lesion_fraction`` a crop is centred near a random foreground pixel, so that
-    lesions (often < 1 % of a mammogram) are seen often enough. A crop is a function of the item's seed
+    With probability ``lesion_fraction`` an item is replaced by a crop centred near a random foreground pixel
+    of a random image that has one (image-level oversampling), so lesions (often < 1 % of a mammogram, on a
+    sixth of the films) make up that share of the patches whatever their prevalence. Other crops keep the
+    item's image; with ``tissue_threshold`` > 0 they are centred on a pixel brighter than that share of the
+    image's maximum (the breast, not the film's black background). A crop is a function of the item's seed
     (``(index, seed)`` keys); a bare index draws one from torch's global RNG.
     """
 
-    def __init__(self, base: SegmentationDataset, patch: Sequence[int], lesion_fraction: float = 0.5):
+    def __init__(
+        self,
+        base: SegmentationDataset,
+        patch: Sequence[int],
+        lesion_fraction: float = 0.5,
+        tissue_threshold: float = 0.0,
+    ):
         self.base, self.patch, self.lesion_fraction = base, (int(patch[0]), int(patch[1])), lesion_fraction
+        self.tissue_threshold = tissue_threshold
         self.names = base.names
+        # Read once: which images hold a lesion (masks are small next to the images, even decoded lazily).
+        self.lesion_items = [i for i in range(len(base)) if np.any(np.asarray(base.masks[i]) > 127)]
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         i, seed = split_key(key)
+        rng = np.random.default_rng([seed if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))), 1])
+        on_lesion = bool(self.lesion_items) and rng.random() < self.lesion_fraction
+        if on_lesion:
+            i = self.lesion_items[int(rng.integers(len(self.lesion_items)))]
         image, mask = augment.apply(self.base.pipeline, self.base.images[i], self.base.masks[i], seed)
         ph, pw = self.patch
         h, w = mask.shape[:2]
-        rng = np.random.default_rng([seed if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))), 1])
-        ys, xs = np.nonzero(mask > 127) if rng.random() < self.lesion_fraction else ((), ())
-        if len(ys):
+        ys, xs = np.nonzero(mask > 127) if on_lesion else ((), ())
+        if not len(ys) and self.tissue_threshold > 0:
+            grey = image if image.ndim == 2 else image.max(axis=2)
+            ys, xs = np.nonzero(grey > self.tissue_threshold * max(int(grey.max()), 1))
+        if len(ys):  # centred near the chosen pixel, jittered by up to a quarter patch
             k = rng.integers(len(ys))
             top = int(np.clip(ys[k] - ph // 2 + rng.integers(-ph // 4, ph // 4 + 1), 0, h - ph))
             left = int(np.clip(xs[k] - pw // 2 + rng.integers(-pw // 4, pw // 4 + 1), 0, w - pw))
