@@ -146,7 +146,7 @@ def test_subnet_table_leaves_as_trained_statistics(tiny_elastic):
     after = bn_state(tiny_elastic)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert len(rows) == len(DEPTHS) * len(WIDTHS) == len(stats)
-    assert {r["calib_batches"] for r in rows} == {2}
+    assert {r.calib_batches for r in rows} == {2}
 
 
 # --- metrics and losses --------------------------------------------------------------------------------

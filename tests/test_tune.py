@@ -16,6 +16,7 @@ optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
 
 from elasticnet.errors import UserError  # noqa: E402
+from elasticnet.subnet_row import SubnetRow  # noqa: E402
 from elasticnet.tune.objective import final_values  # noqa: E402
 from elasticnet.tune.space import check_space  # noqa: E402
 from elasticnet.tune.worker import TuneSettings, open_study, run_worker  # noqa: E402
@@ -142,7 +143,9 @@ def test_multi_objective_and_objective_choice(tmp_path):
 
 
 def test_final_values():
-    rows = [{"dice": "0.5", "mflops": "10"}, {"dice": "0.7", "mflops": "30"}, {"dice": "0.9", "mflops": "80"}]
+    base = dict(depth=3, width=1.0, channels="8-16-32", params=1, iou=0.0, dice_bn_as_trained=0.0)
+    base |= dict(calib_batches=1, val_images=4)
+    rows = [SubnetRow(dice=d, mflops=m, **base) for d, m in ((0.5, 10.0), (0.7, 30.0), (0.9, 80.0))]
     assert final_values(rows, "smallest", False) == [0.5]
     assert final_values(rows, "largest", True) == [0.9, 80.0]
     assert final_values(rows, "mean", True) == [pytest.approx(0.7), pytest.approx(40.0)]

@@ -78,13 +78,14 @@ def choose_for_budget(checkpoint: Path, budgets: dict[str, float], args: argpars
     from elasticnet.checkpoint import load_checkpoint
     from elasticnet.deploy.budget import MEASURED, choose
     from elasticnet.deploy.profile import profile_checkpoint
+    from elasticnet.subnet_row import as_dicts, rows_from
 
     if MEASURED & set(budgets):
         runtime = "torch" if args.target == "torch" else "onnxruntime"
         print(f"profiling every sub-net with {runtime} on this machine ...")
         rows = profile_checkpoint(checkpoint, runtime=runtime, threads=args.threads)
     else:  # FLOPs and params need no measurement
-        rows = [dict(r) for r in load_checkpoint(checkpoint).get("subnets", [])]
+        rows = as_dicts(rows_from(load_checkpoint(checkpoint).get("subnets", []), str(checkpoint)))
     choice = choose(rows, budgets)
     print(choice.message)
     return choice.row["depth"], choice.row["width"]

@@ -58,8 +58,8 @@ def describe_bundle(folder: Path, d: Description) -> None:
 
 def describe_checkpoint(path: Path | None, as_json: bool) -> int:
     from elasticnet.checkpoint import load_checkpoint, resolve_checkpoint
-    from elasticnet.reporting import text_table
-    from elasticnet.training.tables import table_columns
+    from elasticnet.subnet_row import rows_from
+    from elasticnet.training.tables import show
 
     checkpoint = resolve_checkpoint(path)
     ckpt = load_checkpoint(checkpoint)
@@ -101,5 +101,5 @@ def describe_checkpoint(path: Path | None, as_json: bool) -> int:
     )
     if ckpt.get("subnets"):
         say("\nsub-nets (validation, BN re-estimated per sub-net):")
-        say(text_table(ckpt["subnets"], table_columns(ckpt["subnets"])))
+        say(show(rows_from(ckpt["subnets"], str(checkpoint))))
     return 0

@@ -15,6 +15,7 @@ from elasticnet.export.onnx_export import export_onnx
 from elasticnet.export.torch_export import save_unet
 from elasticnet.models.complexity import count_flops, count_params
 from elasticnet.models.subnet import SubNet
+from elasticnet.subnet_row import SubnetRow, find_row, rows_from
 
 RUNTIMES = ("onnxruntime", "torch")
 COLUMNS = ["depth", "width", "params", "mflops", "dice", "latency_ms", "p90_ms", "peak_mb", "pareto"]
@@ -29,6 +30,11 @@ def check_input_size(size: Sequence[int], max_depth: int) -> tuple[int, int]:
             f"{max_depth}; use e.g. --input-size {fix[0]}x{fix[1]}"
         )
     return int(size[0]), int(size[1])
+
+
+def _stored_dice(stored: list[SubnetRow], subnet: SubNet) -> float:
+    row = find_row(stored, subnet.depth, subnet.width)
+    return row.dice if row else float("nan")
 
 
 def profile_checkpoint(
@@ -50,7 +56,7 @@ def profile_checkpoint(
     ckpt = load_checkpoint(checkpoint)
     cfg, model = model_from_checkpoint(ckpt)
     size = check_input_size(input_size or cfg.data.image_size, cfg.model.max_depth)
-    stored = {(r["depth"], r["width"]): r for r in ckpt.get("subnets", [])}
+    stored = rows_from(ckpt.get("subnets", []), str(checkpoint))
     batches = [1] + ([batch] if batch > 1 else [])
     rows = []
     chosen = list(subnets) if subnets is not None else cfg.model.subnets()
@@ -68,7 +74,7 @@ def profile_checkpoint(
                 "width": subnet.width,
                 "params": count_params(static.config),
                 "mflops": round(count_flops(static.config, size) / 1e6, 1),
-                "dice": stored.get((subnet.depth, subnet.width), {}).get("dice", float("nan")),
+                "dice": _stored_dice(stored, subnet),
                 "latency_ms": round(m["b1_median_ms"], 3),
                 "p90_ms": round(m["b1_p90_ms"], 3),
                 "peak_mb": round(m.get("peak_mb", float("nan")), 1),

@@ -23,6 +23,7 @@ from elasticnet.export.torch_export import save_unet
 from elasticnet.files import atomic_write_text, respect_umask
 from elasticnet.models.subnet import SubNet
 from elasticnet.site.bundle import MODEL_FILES, Description, InputSpec, OutputSpec, SubnetRef, sha256, write_description
+from elasticnet.subnet_row import SubnetRow, find_row, rows_from
 
 TARGETS = {"cpu": "onnx", "onnx": "onnx", "torch": "torch"}
 ONNX_TOLERANCE = 1e-4
@@ -68,7 +69,7 @@ def export_subnet(
     subnet = model.check_subnet(SubNet(depth, max(cfg.model.widths) if width is None else float(width)))
     static = cut_subnet(ckpt, subnet)
     image_size = (cfg.data.image_size[0], cfg.data.image_size[1])
-    row = next((r for r in ckpt.get("subnets", []) if r["depth"] == subnet.depth and r["width"] == subnet.width), {})
+    row = find_row(rows_from(ckpt.get("subnets", []), str(checkpoint)), subnet.depth, subnet.width)
     suffix = "-int8" if options.int8 else ""
     out = Path(out) if out else checkpoint.parent / f"export-{subnet.key}-{target}{suffix}"
 
@@ -129,14 +130,14 @@ def export_subnet(
                 size_rule=f"H and W divisible by {2 ** (subnet.depth - 1)}; trained at {image_size[0]}x{image_size[1]}",
             ),
             output=OutputSpec(threshold=cfg.train.threshold),
-            metrics={k: row[k] for k in ("dice", "iou", "dice_bn_as_trained", "val_images") if k in row}
+            metrics=_validation_metrics(row)
             | {
                 "split": "validation",
                 "bn": "re-estimated for this sub-net" if subnet.key in ckpt.get("bn_stats", {}) else "as trained",
             },
             int8=int8 or None,
-            params=row.get("params"),
-            mflops=row.get("mflops"),
+            params=row.params if row else None,
+            mflops=row.mflops if row else None,
             latency=latency or None,
             check=check,
             source_checkpoint={"path": str(checkpoint), "sha256": sha256(checkpoint)},
@@ -151,14 +152,22 @@ def export_subnet(
     summary = f"exported {subnet} ({'-'.join(map(str, static.config.channels))} channels) to {out}/{model_path.name}"
     if check:
         summary += f"; ONNX Runtime matches PyTorch (max abs diff {check['max_abs_diff_vs_torch']:.1e})"
-    if "dice" in row:
-        summary += f"; validation Dice {row['dice']:.4f}"
+    if row:
+        summary += f"; validation Dice {row.dice:.4f}"
     if int8:
         summary += f"; int8 Dice {int8['dice_int8']:.4f} vs fp32 {int8['dice_fp32']:.4f} on {int8['val_images']} images"
     if latency:
         summary += f"; {latency['batch1_median_ms']:.1f} ms per image here"
     echo(summary)
     return out
+
+
+def _validation_metrics(row: SubnetRow | None) -> dict[str, Any]:
+    """What the bundle's model.json copies from the run's sub-net table (nothing for a run without one)."""
+    if row is None:
+        return {}
+    keys = ("dice", "iou", "dice_bn_as_trained", "val_images")
+    return {k: v for k, v in row.to_dict().items() if k in keys}
 
 
 def _quantize(model_path: Path, cfg, options: ExportOptions, echo: Callable[[str], None]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.subnet import SubNet
 from elasticnet.models.surgery import extract
 from elasticnet.sliding_window import sliding_window
+from elasticnet.subnet_row import SubnetRow
 from elasticnet.training import distributed
 from elasticnet.training.calibration import bn_state, calibrate_bn, inference_layout, load_bn_state, spread_order
 from elasticnet.training.detection import FP_RATES, DetectionTally
@@ -101,10 +102,23 @@ def evaluate_calibrated(
         load_bn_state(model, saved)
 
 
-def detection_columns(result: dict, prefix: str = "") -> dict[str, float]:
-    """The lesion-level detection metrics of an :func:`evaluate` result as table columns (none without)."""
-    keys = [f"sensitivity_at_{rate:g}fp" for rate in FP_RATES] + ["fp_rate_normal"]
-    return {prefix + k: round(result[k], 4) for k in keys if k in result}
+def _lesion_fields(result: dict, prefix: str = "") -> dict[str, float]:
+    """The lesion and lesion-level detection metrics of an :func:`evaluate` result, as :class:`SubnetRow`
+    fields (none where the result has none)."""
+    names = {"dice_lesion": "dice_lesion", "fp_area": "fp_area", "fp_rate_normal": "fp_rate"}
+    names |= {f"sensitivity_at_{rate:g}fp": f"sens_{rate:g}".replace(".", "") for rate in FP_RATES}
+    return {prefix + field: result[key] for key, field in names.items() if key in result}
+
+
+def _test_fields(test: dict, raw_test: dict) -> dict[str, float]:
+    return {
+        "test_dice": test["dice"],
+        "test_iou": test["iou"],
+        "test_dice_bn_as_trained": raw_test["dice"],
+        "test_iou_bn_as_trained": raw_test["iou"],
+        **_lesion_fields(test, "test_"),
+        "test_images": test["images"],
+    }
 
 
 def static_bn_buffers(static: nn.Module) -> dict[str, torch.Tensor]:
@@ -127,9 +141,9 @@ def subnet_table(
     progress: Callable[[str], None] = lambda s: None,
     pool: Callable[[], None] | None = None,
     detection: bool = False,
-) -> tuple[list[dict], dict[str, dict[str, torch.Tensor]]]:
+) -> tuple[list[SubnetRow], dict[str, dict[str, torch.Tensor]]]:
     """Calibrate and evaluate every configured sub-net on the validation (and test) images (with
-    ``detection`` also the lesion-level detection columns of :func:`detection_columns`).
+    ``detection`` also the lesion-level detection columns).
 
     Returns the table (one row per sub-net, smallest first) and, per sub-net key, the calibrated BN
     buffers of its static U-Net, so that export reproduces exactly the evaluated model without data.
@@ -151,36 +165,26 @@ def subnet_table(
             cal = evaluate_subnet(model, subnet, val_loader, device, threshold, tile, detection)
             static = extract(model, subnet)
             calibrated[subnet.key] = static_bn_buffers(static)
+            test = (
+                evaluate_subnet(model, subnet, test_loader, device, threshold, tile, detection)
+                if test_loader is not None
+                else None
+            )
             cfg = static.config
-            row = {
-                "depth": subnet.depth,
-                "width": subnet.width,
-                "channels": "-".join(map(str, cfg.channels)),
-                "params": count_params(cfg),
-                "mflops": round(count_flops(cfg, image_size) / 1e6, 1),
-                "dice": round(cal["dice"], 4),
-                "iou": round(cal["iou"], 4),
-                "dice_bn_as_trained": round(raw["dice"], 4),
-            }
-            if "dice_lesion" in cal:
-                row |= {"dice_lesion": round(cal["dice_lesion"], 4), "fp_area": round(cal["fp_area"], 5)}
-            row |= detection_columns(cal)
-            if test_loader is not None:
-                test = evaluate_subnet(model, subnet, test_loader, device, threshold, tile, detection)
-                row |= {
-                    "test_dice": round(test["dice"], 4),
-                    "test_iou": round(test["iou"], 4),
-                    "test_dice_bn_as_trained": round(raw_test["dice"], 4),
-                    "test_iou_bn_as_trained": round(raw_test["iou"], 4),
-                }
-                if "dice_lesion" in test:
-                    row |= {
-                        "test_dice_lesion": round(test["dice_lesion"], 4),
-                        "test_fp_area": round(test["fp_area"], 5),
-                    }
-                row |= detection_columns(test, "test_")
-                row["test_images"] = test["images"]
-            row |= {"calib_batches": used, "val_images": cal["images"]}
+            row = SubnetRow(
+                depth=subnet.depth,
+                width=subnet.width,
+                channels="-".join(map(str, cfg.channels)),
+                params=count_params(cfg),
+                mflops=count_flops(cfg, image_size) / 1e6,
+                dice=cal["dice"],
+                iou=cal["iou"],
+                dice_bn_as_trained=raw["dice"],
+                **_lesion_fields(cal),
+                **(_test_fields(test, raw_test) if test is not None and raw_test is not None else {}),
+                calib_batches=used,
+                val_images=cal["images"],
+            )
             rows.append(row)
     finally:
         load_bn_state(model, as_trained)

@@ -14,12 +14,12 @@ from elasticnet.checkpoint import (
 )
 from elasticnet.config import eval_batch_size
 from elasticnet.data import build_datasets
-from elasticnet.reporting import text_table
 from elasticnet.run_files import SPLIT_NAME
 from elasticnet.runtime import select_device
+from elasticnet.subnet_row import as_dicts
 from elasticnet.training.evaluate import evaluation_setup, subnet_table
 from elasticnet.training.run_dir import check_same_split, run_lock
-from elasticnet.training.tables import table_columns, write_table
+from elasticnet.training.tables import show, write_table
 
 
 def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], None] = print) -> Path:
@@ -52,6 +52,8 @@ def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], No
             detection=t_cfg.lesion_detection,
         )
         write_table(run_dir, cfg, rows)
-        save_checkpoint(checkpoint, cfg, model.cpu(), **(saved_state(ckpt) | {"subnets": rows, "bn_stats": bn_stats}))
-    echo(text_table(rows, table_columns(rows)))
+        save_checkpoint(
+            checkpoint, cfg, model.cpu(), **(saved_state(ckpt) | {"subnets": as_dicts(rows), "bn_stats": bn_stats})
+        )
+    echo(show(rows))
     return run_dir

@@ -19,9 +19,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from elasticnet.config import RunConfig, save_yaml
 from elasticnet.errors import UserError
 from elasticnet.files import exclusive_lock
-from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, RUN_OUTPUTS, STATE_NAME
+from elasticnet.reporting import write_csv
+from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, RUN_OUTPUTS, SPLIT_NAME, STATE_NAME
 
 
 def run_dir_for(out: str) -> Path:
@@ -103,3 +105,20 @@ def check_same_split(rows: list[dict], path: Path) -> None:
         raise UserError(
             f"the data differ from those the run started with (see {path}); resume needs the same images and split"
         )
+
+
+def open_run_dir(run_dir: Path, cfg: RunConfig, split_rows: list[dict], resuming: bool) -> str | None:
+    """Start the run folder (config.yaml, split.csv; refused if it holds another run's files), or check a
+    resumed one still sees the same split. Returns the refusal's message (None: go on), so that under
+    torchrun rank 0 can pass it to every rank."""
+    try:
+        if resuming:
+            remove_stale_temporaries(run_dir)
+            check_same_split(split_rows, run_dir / SPLIT_NAME)
+        else:
+            check_new_run_dir(run_dir)
+            save_yaml(cfg, run_dir / CONFIG_NAME)
+            write_csv(split_rows, run_dir / SPLIT_NAME)
+    except UserError as e:
+        return str(e)
+    return None

@@ -8,6 +8,7 @@ The loop (:mod:`elasticnet.training.trainer`) only uses these objects; a new tra
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +18,13 @@ from torch.utils.data import DataLoader
 from elasticnet.checkpoint import load_checkpoint
 from elasticnet.config import RunConfig, eval_batch_size
 from elasticnet.models.elastic_unet import ElasticUNet
+from elasticnet.models.subnet import SubNet
 from elasticnet.run_files import STATE_NAME
 from elasticnet.training import distributed
-from elasticnet.training.evaluate import calibration_batches, evaluation_setup
+from elasticnet.training.evaluate import calibration_batches, evaluate_calibrated, evaluation_setup
 from elasticnet.training.inactive import InactiveWeightFreezer
 from elasticnet.training.order import EpochSampler
-from elasticnet.training.precision import Precision
+from elasticnet.training.precision import Precision, amp_note
 from elasticnet.training.recipe import Recipe
 from elasticnet.training.schedule import build_optimizer, cosine_with_warmup
 from elasticnet.training.state import TrainingState
@@ -64,6 +66,38 @@ class Training:
     def epoch_end_step(self) -> int:
         """The step at which the current epoch ends (the last epoch may be cut short by ``max_steps``)."""
         return min((len(self.state.log) + 1) * self.steps_per_epoch, self.total_steps)
+
+    def describe(self) -> str:
+        """The line a run starts with: where, on what, how."""
+        cfg = self.cfg
+        return (
+            f"run folder {self.run_dir} | device {self.device}"
+            f"{f' x {self.d.world} processes' if self.d.enabled else ''} | "
+            f"precision {amp_note(cfg.train.amp, self.precision.used, self.device)} | "
+            f"{len(self.train_loader.dataset)} train / {len(self.val_loader.dataset)} val images "
+            f"at {cfg.data.image_size[0]}x{cfg.data.image_size[1]} | {self.total_steps} steps | "
+            f"strategy {cfg.train.strategy}{' + distill' if cfg.train.distill else ''} | "
+            f"sub-nets {len(self.recipe.sampler.choices)}"
+        )
+
+    def quick_look(self, pool: Callable[[], None] | None) -> dict[SubNet, float]:
+        """Validation Dice of the largest and the smallest sub-net (once when they coincide), BN re-estimated
+        on a few batches: the shared statistics mix all sub-nets and say little about any one."""
+        sampler = self.recipe.sampler
+        return {
+            s: evaluate_calibrated(
+                self.model,
+                s,
+                self.calib_loader,
+                self.val_loader,
+                self.device,
+                self.quick_batches,
+                self.cfg.train.threshold,
+                self.cfg.data.tile,
+                pool,
+            )["dice"]
+            for s in dict.fromkeys((sampler.largest, sampler.smallest))
+        }
 
 
 def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d: distributed.Dist) -> Training:

@@ -10,6 +10,7 @@ use the global ones). Everything is stored as tensors and plain values, so ``wei
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from elasticnet.models.elastic_unet import ElasticUNet
+from elasticnet.subnet_row import SubnetRow, as_dicts
 
 
 @dataclass
@@ -77,7 +79,12 @@ class TrainingState:
         }
 
     def final_payload(
-        self, optimizer: torch.optim.Optimizer, scheduler: Any, precision: Any, rows: list[dict], bn_stats: dict
+        self,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        precision: Any,
+        rows: Sequence[SubnetRow],
+        bn_stats: dict,
     ) -> dict[str, Any]:
         """The checkpoint entries (besides config and model) of the finished run: what ``eval``, ``export``,
         ``info`` and the paper scripts read (the sub-net table, calibrated BN statistics, time and compute)."""
@@ -86,7 +93,7 @@ class TrainingState:
             "scheduler": scheduler.state_dict(),
             "step": self.step,
             "epoch": len(self.log),
-            "subnets": rows,
+            "subnets": as_dicts(rows),
             "bn_stats": bn_stats,
             "log": self.log,
             "train_seconds": round(self.train_seconds, 4),

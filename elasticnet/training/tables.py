@@ -1,7 +1,5 @@
-"""The per-sub-net table of a run: its columns, and the files it is written to (subnets.csv, subnets.md).
-
-Torch-free: ``elasticnet info`` shows a checkpoint's table with these columns without the training code.
-"""
+"""The per-sub-net table of a run (rows: :class:`elasticnet.subnet_row.SubnetRow`) on the terminal and in the
+run's files (subnets.csv, subnets.md). Torch-free, like the row type."""
 
 from __future__ import annotations
 
@@ -9,40 +7,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from elasticnet.config import RunConfig
-from elasticnet.reporting import markdown_table, write_csv
+from elasticnet.reporting import markdown_table, text_table, write_csv
 from elasticnet.run_files import TABLE_MD_NAME, TABLE_NAME
-
-TABLE_COLUMNS = [
-    "depth",
-    "width",
-    "channels",
-    "params",
-    "mflops",
-    "dice",
-    "iou",
-    "dice_bn_as_trained",
-    "dice_lesion",
-    "fp_area",
-    "sensitivity_at_1fp",
-    "fp_rate_normal",
-    "test_dice",
-    "test_iou",
-    "test_dice_bn_as_trained",
-    "test_iou_bn_as_trained",
-    "test_dice_lesion",
-    "test_fp_area",
-    "test_sensitivity_at_1fp",
-    "test_fp_rate_normal",
-]
+from elasticnet.subnet_row import SubnetRow, as_dicts
 
 
-def table_columns(rows: Sequence[dict]) -> list[str]:
-    """The columns of the sub-net table worth showing: those present in ``rows``."""
-    return [c for c in TABLE_COLUMNS if rows and c in rows[0]]
+def show(rows: Sequence[SubnetRow]) -> str:
+    """The table for the terminal: the shown columns the run measured."""
+    return text_table(as_dicts(rows), SubnetRow.shown_columns(rows))
 
 
-def write_table(run_dir: Path, cfg: RunConfig, rows: list[dict]) -> None:
+def write_table(run_dir: Path, cfg: RunConfig, table: Sequence[SubnetRow]) -> None:
     """The sub-net table of a run: subnets.csv and subnets.md."""
+    rows = as_dicts(table)
     write_csv(rows, run_dir / TABLE_NAME)
     (run_dir / TABLE_MD_NAME).write_text(
         f"Validation ({rows[0]['val_images']} images"
@@ -59,5 +36,5 @@ def write_table(run_dir: Path, cfg: RunConfig, rows: list[dict]) -> None:
             else ""
         )
         + "\n\n"
-        + markdown_table(rows, table_columns(rows))
+        + markdown_table(rows, SubnetRow.shown_columns(table))
     )

@@ -23,29 +23,19 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from elasticnet.checkpoint import save_checkpoint
-from elasticnet.config import RunConfig, eval_batch_size, load_yaml, resolve_for_device, save_yaml
+from elasticnet.config import RunConfig, load_yaml, resolve_for_device
 from elasticnet.data import build_datasets
 from elasticnet.errors import UserError
-from elasticnet.reporting import plot_training_curve, text_table, write_csv
-from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, CURVE_NAME, LOG_NAME, SPLIT_NAME
+from elasticnet.reporting import write_csv
+from elasticnet.run_files import CONFIG_NAME, LOG_NAME
 from elasticnet.runtime import backend_settings, seed_everything
 from elasticnet.training import distributed
-from elasticnet.training.evaluate import evaluate_calibrated, subnet_table
-from elasticnet.training.precision import amp_note
+from elasticnet.training.persist import bn_pool, finish, kept_state, save_state
 from elasticnet.training.recipe import sampler_for
-from elasticnet.training.run_dir import (
-    check_new_run_dir,
-    check_same_split,
-    remove_stale_temporaries,
-    resumable_run,
-    run_dir_for,
-    run_lock,
-)
+from elasticnet.training.run_dir import open_run_dir, resumable_run, run_dir_for, run_lock
 from elasticnet.training.setup import Training, build_training, restore
 from elasticnet.training.signals import StopRequest, TrainingInterrupted
 from elasticnet.training.step import NonFiniteLoss, train_step
-from elasticnet.training.tables import table_columns, write_table
 
 EpochCallback = Callable[[dict], None]
 
@@ -96,18 +86,7 @@ def _run(
         split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
         run_dir = Path(distributed.broadcast_object(str(resume_dir or run_dir_for(t_cfg.out)), d))
         with run_lock(run_dir) if d.main else nullcontext():
-            problem = None
-            if d.main:
-                try:
-                    if resume_dir is None:
-                        check_new_run_dir(run_dir)
-                        save_yaml(cfg, run_dir / CONFIG_NAME)
-                        write_csv(split.rows, run_dir / SPLIT_NAME)
-                    else:
-                        remove_stale_temporaries(run_dir)
-                        check_same_split(split.rows, run_dir / SPLIT_NAME)
-                except UserError as e:
-                    problem = str(e)
+            problem = open_run_dir(run_dir, cfg, split.rows, resume_dir is not None) if d.main else None
             problem = distributed.broadcast_object(problem, d)  # every rank stops on rank 0's refusal
             if problem is not None:
                 raise UserError(problem)
@@ -132,29 +111,6 @@ def _silent(line: str) -> None:
     pass
 
 
-def kept_state(state_path: Path) -> str:
-    """The end of a non-finite-loss message: where the last good state is, if one was saved yet."""
-    if state_path.exists():
-        return f"kept the last good training state in {state_path}"
-    return "no training state had been saved yet (the run stopped before its first save)"
-
-
-def save_state(tr: Training) -> None:
-    """Write ``last.pt`` (rank 0), after checking the weights are still numbers."""
-    if not all(bool(torch.isfinite(p).all()) for p in tr.model.parameters()):
-        raise NonFiniteLoss(
-            f"the weights became non-finite before step {tr.state.step}; {kept_state(tr.state_path)}. "
-            "Lower --lr, or check the data"
-        )
-    if tr.d.main:
-        save_checkpoint(
-            tr.state_path,
-            tr.cfg,
-            tr.model,
-            **tr.state.payload(tr.optimizer, tr.scheduler, tr.precision, tr.recipe.teacher),
-        )
-
-
 def fit(
     tr: Training, stop: StopRequest, echo: Callable[[str], None], progress: bool, on_epoch: EpochCallback | None
 ) -> Path:
@@ -162,15 +118,7 @@ def fit(
     note = restore(tr)
     if note:
         echo(note)
-    cfg = tr.cfg
-    echo(
-        f"run folder {tr.run_dir} | device {tr.device}{f' x {tr.d.world} processes' if tr.d.enabled else ''} | "
-        f"precision {amp_note(cfg.train.amp, tr.precision.used, tr.device)} | "
-        f"{len(tr.train_loader.dataset)} train / {len(tr.val_loader.dataset)} val images "
-        f"at {cfg.data.image_size[0]}x{cfg.data.image_size[1]} | {tr.total_steps} steps | "
-        f"strategy {cfg.train.strategy}{' + distill' if cfg.train.distill else ''} | "
-        f"sub-nets {len(tr.recipe.sampler.choices)}"
-    )
+    echo(tr.describe())
     while len(tr.state.log) < tr.epochs:
         run_epoch(tr, stop, progress)
         end_epoch(tr, stop, echo, on_epoch)
@@ -247,22 +195,8 @@ def one_step(tr: Training, images: torch.Tensor, masks: torch.Tensor, stop: Stop
 
 def end_epoch(tr: Training, stop: StopRequest, echo: Callable[[str], None], on_epoch: EpochCallback | None) -> None:
     """The epoch's log row (with a quick look at the largest and smallest sub-net), the saved state."""
-    epoch, sampler, t = len(tr.state.log) + 1, tr.recipe.sampler, tr.cfg.train
-    # BN re-estimated on a few batches: the shared statistics mix all sub-nets and say little about any one
-    quick = {
-        s: evaluate_calibrated(
-            tr.model,
-            s,
-            tr.calib_loader,
-            tr.val_loader,
-            tr.device,
-            tr.quick_batches,
-            t.threshold,
-            tr.cfg.data.tile,
-            bn_pool(tr),
-        )["dice"]
-        for s in dict.fromkeys((sampler.largest, sampler.smallest))
-    }  # one evaluation when they coincide
+    epoch, sampler = len(tr.state.log) + 1, tr.recipe.sampler
+    quick = tr.quick_look(bn_pool(tr))
     row = tr.state.end_epoch(epoch, quick[sampler.largest], quick[sampler.smallest], tr.scheduler.get_last_lr()[0])
     if tr.d.main:
         write_csv(tr.state.log, tr.run_dir / LOG_NAME)
@@ -276,61 +210,3 @@ def end_epoch(tr: Training, stop: StopRequest, echo: Callable[[str], None], on_e
         raise _interrupted(stop, f"after epoch {epoch}", tr.run_dir)
     if on_epoch is not None:
         on_epoch(row)
-
-
-def bn_pool(tr: Training) -> Callable[[], None] | None:
-    """After BN calibration in data-parallel training: average the statistics over the processes."""
-    return (lambda: distributed.pool_bn_statistics(tr.model, tr.d)) if tr.d.enabled else None
-
-
-def finish(tr: Training, echo: Callable[[str], None]) -> Path:
-    """The per-sub-net table (unless ``--no-final-table``), the checkpoint, and the run's summary."""
-    cfg, state, model = tr.cfg, tr.state, tr.model
-    model.to(memory_format=torch.contiguous_format)  # the checkpoint and the table use the plain layout
-    rows, bn_stats = [], {}
-    if cfg.train.final_table:
-        echo(
-            f"calibrating BatchNorm ({tr.calib_batches} batches of {eval_batch_size(cfg)}) and evaluating "
-            f"{len(tr.recipe.sampler.choices)} sub-nets ..."
-        )
-        rows, bn_stats = subnet_table(
-            model,
-            tr.calib_loader,
-            tr.val_loader,
-            tr.device,
-            tuple(cfg.data.image_size),
-            tr.calib_batches,
-            cfg.train.threshold,
-            tr.test_loader,
-            cfg.data.tile,
-            pool=bn_pool(tr),
-            detection=cfg.train.lesion_detection,
-        )
-    if not tr.d.main:
-        return tr.run_dir
-    plot_training_curve(state.log, tr.run_dir / CURVE_NAME)
-    if rows:
-        write_table(tr.run_dir, cfg, rows)
-    save_checkpoint(
-        tr.run_dir / CHECKPOINT_NAME,
-        cfg,
-        model,
-        **state.final_payload(tr.optimizer, tr.scheduler, tr.precision, rows, bn_stats),
-    )
-    tr.state_path.unlink(missing_ok=True)  # checkpoint.pt supersedes it
-    if rows:
-        echo(
-            "\nper-sub-net validation results (mean over images of per-image Dice/IoU at threshold "
-            f"{cfg.train.threshold}, BN re-estimated per sub-net):\n" + text_table(rows, table_columns(rows))
-        )
-        echo(
-            f"\ntrained in {state.train_seconds:.0f} s ({tr.precision.name}); wrote {tr.run_dir}/ (checkpoint.pt, "
-            "config.yaml, log.csv, subnets.csv, subnets.md, split.csv, curve.png)"
-        )
-    else:
-        echo(
-            f"\ntrained in {state.train_seconds:.0f} s ({tr.precision.name}); no sub-net table (--no-final-table): "
-            f"`elasticnet eval --checkpoint {tr.run_dir} --recalibrate` makes it; wrote {tr.run_dir}/ (checkpoint.pt, "
-            "config.yaml, log.csv, split.csv, curve.png)"
-        )
-    return tr.run_dir

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from elasticnet.errors import UserError
+from elasticnet.subnet_row import SubnetRow
 
 OBJECTIVES = ("smallest", "mean", "largest")
 
@@ -21,13 +22,13 @@ def check_objective(name: str) -> str:
     return name
 
 
-def final_values(rows: Sequence[dict], objective: str, multi: bool) -> list[float]:
+def final_values(rows: Sequence[SubnetRow], objective: str, multi: bool) -> list[float]:
     """[Dice] or [Dice, MFLOPs] from a run's sub-net table (rows smallest first)."""
     chosen = {"smallest": rows[:1], "largest": rows[-1:], "mean": list(rows)}[objective]
-    dice = sum(float(r["dice"]) for r in chosen) / len(chosen)
+    dice = sum(r.dice for r in chosen) / len(chosen)
     if not multi:
         return [dice]
-    return [dice, sum(float(r["mflops"]) for r in chosen) / len(chosen)]
+    return [dice, sum(r.mflops for r in chosen) / len(chosen)]
 
 
 def intermediate_value(log_row: dict, objective: str) -> float:

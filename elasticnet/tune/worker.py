@@ -15,7 +15,6 @@ configuration that cannot train counts; a dead worker's trial does not, its retr
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from elasticnet.config import build_config
 from elasticnet.errors import UserError
 from elasticnet.files import exclusive_lock, lock_is_held
 from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, TABLE_NAME
+from elasticnet.subnet_row import read_table
 from elasticnet.tune.objective import check_objective, final_values, intermediate_value
 from elasticnet.tune.space import load_space, suggest
 from elasticnet.tune.storage import open_storage
@@ -210,7 +210,7 @@ def _run_trial(
             else:
                 cfg = build_config(s.config, {**s.overrides, **params, "out": str(run_dir)}, s.profile)
                 train(cfg, echo=quiet, progress=progress, on_epoch=report)
-        values = final_values(_table(run_dir), s.objective, s.multi)
+        values = final_values(read_table(run_dir / TABLE_NAME), s.objective, s.multi)
     except optuna.TrialPruned as e:
         study.tell(trial, state=TrialState.PRUNED)
         echo(f"trial {trial.number}: {e}")
@@ -227,11 +227,6 @@ def _run_trial(
         raise
     study.tell(trial, values)
     echo(f"trial {trial.number}: {s.objective} Dice {values[0]:.4f}" + (f", {values[1]:.0f} MFLOPs" if s.multi else ""))
-
-
-def _table(run_dir: Path) -> list[dict]:
-    with open(run_dir / TABLE_NAME, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _short(value: Any) -> str:
