@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from elasticnet import shapes
 from elasticnet.errors import UserError
 from elasticnet.models.config import ElasticUNetConfig
 from elasticnet.options import choices, opt
+from elasticnet.shapes import check_size
 
 
 @dataclass
@@ -370,16 +372,8 @@ def check_ranges(cfg: RunConfig) -> None:
 def validate(cfg: RunConfig) -> RunConfig:
     """Cross-field checks that no single dataclass can make."""
     check_ranges(cfg)
-    size = cfg.data.image_size
-    if len(size) != 2 or min(size) <= 0:
-        raise UserError(f"image_size must be HxW, got {size}")
-    stride = 2 ** (cfg.model.max_depth - 1)
-    if size[0] % stride or size[1] % stride:
-        fix = [-(-s // stride) * stride for s in size]
-        raise UserError(
-            f"image_size {size[0]}x{size[1]} is not divisible by {stride} (= 2**(max depth - 1) for depth "
-            f"{cfg.model.max_depth}); use e.g. --image-size {fix[0]}x{fix[1]}"
-        )
+    size = check_size(cfg.data.image_size, cfg.model.max_depth, "image_size", "use e.g. --image-size {}")
+    stride = shapes.stride(cfg.model.max_depth)
     same = cfg.model.same_channel_widths()
     if same:
         a, b = same[0]

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "elasticnet"
 # lowest first; a package may import from its own layer's modules only if it is that package
 LAYERS = [
     {"elasticnet", "errors"},
-    {"options", "hardware", "files", "runtime", "run_files", "subnet_row"},
+    {"options", "hardware", "files", "runtime", "run_files", "subnet_row", "shapes"},
     {"models"},
     {"config", "reporting"},
     {"data"},

@@ -119,7 +119,7 @@ def test_subnet_key_round_trip():
 
 @pytest.mark.parametrize("size", [(15, 16), (16, 20), (12, 8)])
 def test_input_not_divisible_gives_clear_error(tiny_elastic, size):
-    with pytest.raises(UserError, match=r"not divisible by 8 .*pad by"):
+    with pytest.raises(UserError, match=r"not divisible by 8 .*pad it, e.g. to"):
         tiny_elastic(torch.randn(1, 3, *size), SubNet(4, 1.0))
 
 
@@ -198,3 +198,22 @@ def test_deterministic_upsampling_is_bilinear(shape):
     (ga,) = torch.autograd.grad(reference, x, g)
     (gb,) = torch.autograd.grad(mine, x, g)
     torch.testing.assert_close(ga, gb, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("size, depth", [((30, 33), 2), ((17, 24), 4), ((16, 20), 4), ((0, 16), 3)])
+def test_one_size_rule_everywhere_names_the_nearest_size(size, depth):
+    from elasticnet.config import RunConfig, validate
+    from elasticnet.shapes import check_size, stride
+
+    s = stride(depth)
+    fixed = f"{size[0] + (-size[0] % s)}x{size[1] + (-size[1] % s)}"
+    with pytest.raises(UserError, match="positive" if 0 in size else fixed):
+        check_size(size, depth)
+    cfg = RunConfig()
+    cfg.model.depths, cfg.data.image_size = [depth], list(size)
+    with pytest.raises(UserError, match="positive" if 0 in size else f"--image-size {fixed}"):
+        validate(cfg)
+    if 0 not in size:
+        model = UNet(UNetConfig(channels=[4 * 2**i for i in range(depth)]))
+        with pytest.raises(UserError, match=f"e.g. to {fixed}"):
+            model(torch.zeros(1, 3, *size))

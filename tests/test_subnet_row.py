@@ -19,10 +19,8 @@ def row(depth: int = 3, width: float = 1.0, dice: float = 0.71234567, **extra) -
 
 def test_columns_are_rounded_ordered_and_unmeasured_ones_left_out():
     d = row().to_dict()
-    assert list(d) == ["depth", "width", "channels", "params", "mflops", "dice", "iou", "dice_bn_as_trained"] + [
-        "calib_batches",
-        "val_images",
-    ]
+    core = ["depth", "width", "channels", "params", "mflops", "dice", "iou", "dice_bn_as_trained"]
+    assert list(d) == [*core, "calib_batches", "val_images"]
     assert d["mflops"] == 12.3 and d["dice"] == 0.7123 and d["iou"] == 0.6123
     full = row(dice_lesion=0.2, fp_area=0.0123456, sens_05=0.1, sens_1=0.5, sens_2=0.6, fp_rate=0.25).to_dict()
     assert full["fp_area"] == 0.01235 and full["sensitivity_at_0.5fp"] == 0.1 and full["fp_rate_normal"] == 0.25

@@ -15,21 +15,11 @@ from elasticnet.export.onnx_export import export_onnx
 from elasticnet.export.torch_export import save_unet
 from elasticnet.models.complexity import count_flops, count_params
 from elasticnet.models.subnet import SubNet
+from elasticnet.shapes import check_size
 from elasticnet.subnet_row import SubnetRow, find_row, rows_from
 
 RUNTIMES = ("onnxruntime", "torch")
 COLUMNS = ["depth", "width", "params", "mflops", "dice", "latency_ms", "p90_ms", "peak_mb", "pareto"]
-
-
-def check_input_size(size: Sequence[int], max_depth: int) -> tuple[int, int]:
-    stride = 2 ** (max_depth - 1)
-    if len(size) != 2 or size[0] % stride or size[1] % stride or min(size) <= 0:
-        fix = [-(-max(1, s) // stride) * stride for s in list(size)[:2]]
-        raise UserError(
-            f"input size {'x'.join(map(str, size))} must be HxW divisible by {stride} for depth "
-            f"{max_depth}; use e.g. --input-size {fix[0]}x{fix[1]}"
-        )
-    return int(size[0]), int(size[1])
 
 
 def _stored_dice(stored: list[SubnetRow], subnet: SubNet) -> float:
@@ -55,7 +45,7 @@ def profile_checkpoint(
         raise UserError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
     ckpt = load_checkpoint(checkpoint)
     cfg, model = model_from_checkpoint(ckpt)
-    size = check_input_size(input_size or cfg.data.image_size, cfg.model.max_depth)
+    size = check_size(input_size or cfg.data.image_size, cfg.model.max_depth)
     stored = rows_from(ckpt.get("subnets", []), str(checkpoint))
     batches = [1] + ([batch] if batch > 1 else [])
     rows = []

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from elasticnet import __version__
+from elasticnet import __version__, shapes
 from elasticnet.checkpoint import cut_subnet, load_checkpoint, model_from_checkpoint
 from elasticnet.errors import UserError
 from elasticnet.export.measure import machine, measure
@@ -22,6 +22,7 @@ from elasticnet.export.onnx_export import check_onnx, export_onnx, onnx_session
 from elasticnet.export.torch_export import save_unet
 from elasticnet.files import atomic_write_text, respect_umask
 from elasticnet.models.subnet import SubNet
+from elasticnet.models.unet import UNet
 from elasticnet.site.bundle import MODEL_FILES, Description, InputSpec, OutputSpec, SubnetRef, sha256, write_description
 from elasticnet.subnet_row import SubnetRow, find_row, rows_from
 
@@ -68,7 +69,6 @@ def export_subnet(
     cfg, model = model_from_checkpoint(ckpt)
     subnet = model.check_subnet(SubNet(depth, max(cfg.model.widths) if width is None else float(width)))
     static = cut_subnet(ckpt, subnet)
-    image_size = (cfg.data.image_size[0], cfg.data.image_size[1])
     row = find_row(rows_from(ckpt.get("subnets", []), str(checkpoint)), subnet.depth, subnet.width)
     suffix = "-int8" if options.int8 else ""
     out = Path(out) if out else checkpoint.parent / f"export-{subnet.key}-{target}{suffix}"
@@ -80,86 +80,120 @@ def export_subnet(
     respect_umask(tmp, directory=True)
     try:
         model_path = tmp / MODEL_FILES[kind]
-        check: dict[str, Any] = {}
-        int8: dict[str, Any] = {}
-        if kind == "onnx":
-            export_onnx(static, model_path, image_size)
-            diff = check_onnx(static, model_path, image_size)
-            if diff > ONNX_TOLERANCE:
-                raise UserError(
-                    f"ONNX Runtime output differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE}); "
-                    "the export is not trustworthy, nothing was written"
-                )
-            check = {"runtime": "onnxruntime", "max_abs_diff_vs_torch": diff, "tolerance": ONNX_TOLERANCE}
-            if options.int8:
-                int8 = _quantize(model_path, cfg, options, echo)
-        else:
-            save_unet(static, model_path)
-        latency = {}
-        if options.latency:
-            runtime = "onnxruntime" if kind == "onnx" else "torch"
-            m = measure(runtime, model_path, (cfg.model.in_channels, *image_size), [1], options.threads)
-            latency = {
-                "batch1_median_ms": round(m["b1_median_ms"], 3),
-                "batch1_p90_ms": round(m["b1_p90_ms"], 3),
-                "peak_mb": round(m.get("peak_mb", float("nan")), 1),
-                "input_size": list(image_size),
-                "threads": options.threads or "default",
-                "machine": machine(),
-                "runtime": runtime,
-            }
-        tile = list(cfg.data.tile) if cfg.data.tile else None
-        description = Description(
-            elasticnet_version=__version__,
-            exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            model_file=model_path.name,
-            model_sha256=sha256(model_path),
-            target=target,
-            runtime="onnxruntime" if kind == "onnx" else "torch",
-            precision="int8" if int8 else "fp32",
-            subnet=SubnetRef(subnet.depth, subnet.width, subnet.key),
-            channels=static.config.channels,
-            input=InputSpec(
-                height=image_size[0],
-                width=image_size[1],
-                channels=cfg.model.in_channels,
-                color="RGB" if cfg.model.in_channels == 3 else "grey",
-                mean=cfg.data.mean,
-                std=cfg.data.std,
-                tile=tile,
-                size_rule=f"H and W divisible by {2 ** (subnet.depth - 1)}; trained at {image_size[0]}x{image_size[1]}",
-            ),
-            output=OutputSpec(threshold=cfg.train.threshold),
-            metrics=_validation_metrics(row)
-            | {
-                "split": "validation",
-                "bn": "re-estimated for this sub-net" if subnet.key in ckpt.get("bn_stats", {}) else "as trained",
-            },
-            int8=int8 or None,
-            params=row.params if row else None,
-            mflops=row.mflops if row else None,
-            latency=latency or None,
-            check=check,
-            source_checkpoint={"path": str(checkpoint), "sha256": sha256(checkpoint)},
-            training_config=cfg.to_dict(),
-        )
+        check, int8 = _write_model(static, model_path, cfg, options, echo)
+        latency = _latency(model_path, kind, cfg, options) if options.latency else {}
+        calibrated = subnet.key in ckpt.get("bn_stats", {})
+        parts = _Parts(static, subnet, row, check, int8, latency, calibrated)
+        description = _describe(parts, model_path, cfg, target, checkpoint)
         write_description(tmp, description)
         atomic_write_text(tmp / "README.md", bundle_readme(description))
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    summary = f"exported {subnet} ({'-'.join(map(str, static.config.channels))} channels) to {out}/{model_path.name}"
-    if check:
-        summary += f"; ONNX Runtime matches PyTorch (max abs diff {check['max_abs_diff_vs_torch']:.1e})"
-    if row:
-        summary += f"; validation Dice {row.dice:.4f}"
-    if int8:
-        summary += f"; int8 Dice {int8['dice_int8']:.4f} vs fp32 {int8['dice_fp32']:.4f} on {int8['val_images']} images"
-    if latency:
-        summary += f"; {latency['batch1_median_ms']:.1f} ms per image here"
-    echo(summary)
+    echo(_summary(parts, out / model_path.name))
     return out
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What an export measured and wrote, for the description and the summary line."""
+
+    static: UNet
+    subnet: SubNet
+    row: SubnetRow | None  # the sub-net's row of the run's table (None: trained without one)
+    check: dict[str, Any]  # ONNX Runtime vs PyTorch (ONNX targets)
+    int8: dict[str, Any]  # the int8 record (--int8)
+    latency: dict[str, Any]  # measured here (unless --no-latency)
+    calibrated: bool  # BN statistics re-estimated for this sub-net
+
+
+def _write_model(
+    static: UNet, model_path: Path, cfg, options: ExportOptions, echo: Callable[[str], None]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write the model file; an ONNX one only once ONNX Runtime reproduces PyTorch. Returns (check, int8)."""
+    if TARGETS[options.target] != "onnx":
+        save_unet(static, model_path)
+        return {}, {}
+    image_size = (cfg.data.image_size[0], cfg.data.image_size[1])
+    export_onnx(static, model_path, image_size)
+    diff = check_onnx(static, model_path, image_size)
+    if diff > ONNX_TOLERANCE:
+        raise UserError(
+            f"ONNX Runtime output differs from PyTorch by {diff:.2e} (> {ONNX_TOLERANCE}); "
+            "the export is not trustworthy, nothing was written"
+        )
+    check = {"runtime": "onnxruntime", "max_abs_diff_vs_torch": diff, "tolerance": ONNX_TOLERANCE}
+    return check, (_quantize(model_path, cfg, options, echo) if options.int8 else {})
+
+
+def _latency(model_path: Path, kind: str, cfg, options: ExportOptions) -> dict[str, Any]:
+    """Batch-1 latency and peak memory of the written model on this machine."""
+    runtime = "onnxruntime" if kind == "onnx" else "torch"
+    image_size = [cfg.data.image_size[0], cfg.data.image_size[1]]
+    m = measure(runtime, model_path, (cfg.model.in_channels, *image_size), [1], options.threads)
+    return {
+        "batch1_median_ms": round(m["b1_median_ms"], 3),
+        "batch1_p90_ms": round(m["b1_p90_ms"], 3),
+        "peak_mb": round(m.get("peak_mb", float("nan")), 1),
+        "input_size": image_size,
+        "threads": options.threads or "default",
+        "machine": machine(),
+        "runtime": runtime,
+    }
+
+
+def _describe(parts: _Parts, model_path: Path, cfg, target: str, checkpoint: Path) -> Description:
+    """The bundle's model.json: what a site needs to run, check and trust the model."""
+    height, width = cfg.data.image_size[0], cfg.data.image_size[1]
+    onnx = TARGETS[target] == "onnx"
+    row = parts.row
+    return Description(
+        elasticnet_version=__version__,
+        exported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        model_file=model_path.name,
+        model_sha256=sha256(model_path),
+        target=target,
+        runtime="onnxruntime" if onnx else "torch",
+        precision="int8" if parts.int8 else "fp32",
+        subnet=SubnetRef(parts.subnet.depth, parts.subnet.width, parts.subnet.key),
+        channels=parts.static.config.channels,
+        input=InputSpec(
+            height=height,
+            width=width,
+            channels=cfg.model.in_channels,
+            color="RGB" if cfg.model.in_channels == 3 else "grey",
+            mean=cfg.data.mean,
+            std=cfg.data.std,
+            tile=list(cfg.data.tile) if cfg.data.tile else None,
+            size_rule=f"{shapes.size_rule(parts.subnet.depth)}; trained at {height}x{width}",
+        ),
+        output=OutputSpec(threshold=cfg.train.threshold),
+        metrics=_validation_metrics(row)
+        | {"split": "validation", "bn": "re-estimated for this sub-net" if parts.calibrated else "as trained"},
+        int8=parts.int8 or None,
+        params=row.params if row else None,
+        mflops=row.mflops if row else None,
+        latency=parts.latency or None,
+        check=parts.check,
+        source_checkpoint={"path": str(checkpoint), "sha256": sha256(checkpoint)},
+        training_config=cfg.to_dict(),
+    )
+
+
+def _summary(parts: _Parts, model_file: Path) -> str:
+    """The line that tells the user what was exported and how far to trust it."""
+    text = f"exported {parts.subnet} ({'-'.join(map(str, parts.static.config.channels))} channels) to {model_file}"
+    if parts.check:
+        text += f"; ONNX Runtime matches PyTorch (max abs diff {parts.check['max_abs_diff_vs_torch']:.1e})"
+    if parts.row:
+        text += f"; validation Dice {parts.row.dice:.4f}"
+    if parts.int8:
+        i8 = parts.int8
+        text += f"; int8 Dice {i8['dice_int8']:.4f} vs fp32 {i8['dice_fp32']:.4f} on {i8['val_images']} images"
+    if parts.latency:
+        text += f"; {parts.latency['batch1_median_ms']:.1f} ms per image here"
+    return text
 
 
 def _validation_metrics(row: SubnetRow | None) -> dict[str, Any]:

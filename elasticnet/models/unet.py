@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elasticnet.errors import UserError
+from elasticnet.shapes import check_size
 
 
 @dataclass
@@ -57,15 +58,7 @@ def check_input_size(x: torch.Tensor, depth: int, in_channels: int) -> None:
             f"expected a batch of shape (N, {in_channels}, H, W), got {tuple(x.shape)}; "
             f"convert images to {in_channels} channel(s) and add a batch dimension"
         )
-    stride = 2 ** (depth - 1)
-    h, w = x.shape[-2:]
-    if h % stride or w % stride:
-        ph, pw = -h % stride, -w % stride
-        raise UserError(
-            f"input size {h}x{w} is not divisible by {stride} (= 2**(depth-1) for depth {depth}); "
-            f"resize to a multiple of {stride} or pad by {ph} rows and {pw} columns, "
-            f"e.g. to {h + ph}x{w + pw}"
-        )
+    check_size(tuple(x.shape[-2:]), depth, "input size", "resize or pad it, e.g. to {}")
 
 
 def upsample2x(x: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
