@@ -14,7 +14,6 @@ the final table are not counted). Prints the CPU's flags, each run, and the medi
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from elasticnet import hardware  # noqa: E402
+from elasticnet.reporting import read_csv  # noqa: E402
 
 FLAGS = (
     "--config experiments/cvc_clinicdb.yaml --profile cpu --split random --strategy sandwich --widths 0.25,0.5,0.75,1"
@@ -52,8 +52,7 @@ def images_per_s(checkout: Path, data: str, flags: str, steps: int, out: Path, e
     done = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"training in {checkout} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    with open(out / "log.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(out / "log.csv")
     seconds = sum(float(r["seconds"]) for r in rows)
     images = sum(float(r["images_per_s"]) * float(r["seconds"]) for r in rows)
     return images / seconds

@@ -11,14 +11,32 @@ from pathlib import Path
 from elasticnet.files import atomic_write, atomic_write_text
 
 
-def write_csv(rows: Sequence[dict], path: Path) -> Path:
+def write_csv(rows: Sequence[dict], path: Path, columns: Sequence[str] | None = None) -> Path:
+    """``rows`` as CSV (atomically); the columns are ``columns`` or the first row's keys."""
     buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
+    if rows or columns:
+        writer = csv.DictWriter(buf, fieldnames=list(columns or rows[0].keys()))
         writer.writeheader()
         # a value that is not a number (no lesion to measure) is a blank cell, not "nan"
         writer.writerows({k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in rows)
     return atomic_write_text(path, buf.getvalue())
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file as dicts of strings (parse them where their meaning is known)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Write a matplotlib figure as PNG (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
@@ -69,10 +87,4 @@ def plot_training_curve(log: Sequence[dict], path: Path) -> Path:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-
-    def save(p: Path) -> None:
-        fig.savefig(p, dpi=100, format="png")
-
-    atomic_write(path, save)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -20,7 +20,6 @@ validation Dice vs epochs, and the per-epoch validation curves) and convergence.
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import subprocess
 import sys
@@ -30,17 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from elasticnet.files import atomic_write_text  # noqa: E402
-from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
+from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv  # noqa: E402
 
 SHAPES = {"individual-d5-w1": (5, 1.0), "individual-d3-w0.25": (3, 0.25)}
 SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "wall_seconds.json")
 OUT = ROOT / "results" / "cvc_clinicdb" / "converged"
 MARGIN = 1.0  # Dice points: doubling E must add less than this
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 BASE_LR = 0.002  # the profile's learning rate: its runs keep the folder names they were committed under
@@ -215,8 +209,7 @@ def plot(rows: list[dict], curves: dict, path: Path) -> None:
     right.legend(fontsize=7, ncol=2)
     fig.suptitle("Individual U-Nets, CVC-ClinicDB cpu profile (64x96, base 16), random split fold 0, seed 0")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

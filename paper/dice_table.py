@@ -28,7 +28,6 @@ COMMANDS.md (the commands, package version, git commit, hardware).
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -50,7 +49,7 @@ from elasticnet.config import build_config  # noqa: E402
 from elasticnet.export.measure import machine  # noqa: E402
 from elasticnet.files import atomic_write_text, lock_is_held  # noqa: E402
 from elasticnet.models.subnet import level_channels  # noqa: E402
-from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
+from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv  # noqa: E402
 from elasticnet.runtime import DevicePool, with_device  # noqa: E402
 
 CONFIG = "experiments/cvc_clinicdb.yaml"
@@ -283,11 +282,6 @@ def run_all(jobs: list[Job], workers: int, threads: int) -> None:
 # ---- collecting the results ----
 
 
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def run_record(job: Job) -> dict:
     log = read_csv(job.folder / "log.csv")
     wall = (
@@ -477,8 +471,7 @@ def plot(
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 # ---- writing ----

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from runner import train_or_resume  # noqa: E402
 
-from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
+from elasticnet.reporting import markdown_table, save_figure, write_csv  # noqa: E402
 
 CONFIG = ROOT / "experiments" / "mammography.yaml"
 SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "split.csv")
@@ -178,8 +178,7 @@ def plot_froc(tallies: dict, path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, title="(depth, width)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main() -> None:

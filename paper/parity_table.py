@@ -43,7 +43,7 @@ from runner import train_or_resume  # noqa: E402
 from elasticnet import __version__  # noqa: E402
 from elasticnet.config import build_config  # noqa: E402
 from elasticnet.files import atomic_write_text  # noqa: E402
-from elasticnet.reporting import markdown_table  # noqa: E402
+from elasticnet.reporting import markdown_table, save_figure  # noqa: E402
 from elasticnet.runtime import DevicePool  # noqa: E402
 from elasticnet.training.compute import subnet_flops  # noqa: E402
 from elasticnet.training.recipe import epochs_within  # noqa: E402
@@ -342,8 +342,7 @@ def plot_gaps(gaps: pd.DataFrame, path: Path) -> None:
         ax.set_ylabel("test Dice, elastic - individual (points, mean of seeds)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write(args, runs: list[Run], budget: dict[str, float]) -> None:

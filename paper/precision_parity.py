@@ -19,7 +19,6 @@ verdict), COMMANDS.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from elasticnet import hardware  # noqa: E402
 from elasticnet.files import atomic_write_text  # noqa: E402
-from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
+from elasticnet.reporting import markdown_table, read_csv, write_csv  # noqa: E402
 
 PRECISIONS = {"bf16": "bf16", "fp32": "none"}
 
@@ -66,11 +65,6 @@ def command(data: str, seed: int, amp: str, out: Path) -> list[str]:
         str(out),
         "--quiet",
     ]
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def collect(runs: Path, seeds: list[int]) -> list[dict]:

@@ -18,7 +18,6 @@ seconds_per_epoch.png.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -33,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from elasticnet.config import build_config  # noqa: E402
 from elasticnet.export.measure import machine  # noqa: E402
-from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
+from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv  # noqa: E402
 
 
 def command_for(n: int, args, extra: list[str], out: Path, batch: int) -> list[str]:
@@ -59,8 +58,7 @@ def command_for(n: int, args, extra: list[str], out: Path, batch: int) -> list[s
 
 
 def read_log(run: Path) -> list[dict]:
-    with open(run / "log.csv", newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    return [{k: float(v) for k, v in row.items()} for row in read_csv(run / "log.csv")]
 
 
 def main() -> None:
@@ -147,8 +145,7 @@ def _plot(rows: list[dict], path: Path, name: str) -> None:
     ax.set_ylabel("training seconds per epoch")
     ax.set_title(f"{name} ({rows[0]['device']})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from elasticnet.data.imageio import read_image, resize_image, to_channels
-from elasticnet.errors import UserError
+from elasticnet.errors import UserError, listing
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,7 @@ class Record:
 
 
 def problem_report(root: Path | str, problems: Sequence[str]) -> str:
-    shown = "\n  ".join(problems[:50])
-    more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-    return f"data set {root} has {len(problems)} problem(s); fix or remove these files:\n  {shown}{more}"
+    return f"data set {root} has {len(problems)} problem(s); fix or remove these files:\n{listing(list(problems))}"
 
 
 class DataProblems(UserError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from elasticnet.files import atomic_write
+from elasticnet.reporting import save_figure
 
 
 def pareto_front(rows: Sequence[dict], cost: str = "latency_ms", gain: str = "dice") -> list[bool]:
@@ -45,11 +45,4 @@ def plot_pareto(rows: Sequence[dict], path: Path, title: str, cost: str = "laten
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-
-    def write(tmp: Path) -> None:
-        fig.savefig(tmp, dpi=120, format="png")
-
-    try:
-        return atomic_write(path, write)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path, dpi=120)

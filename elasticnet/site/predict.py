@@ -16,8 +16,6 @@ into a data set's root would otherwise replace its ground-truth ``masks/``). Wit
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,8 +25,9 @@ import cv2
 import numpy as np
 
 from elasticnet.data.imageio import IMAGE_SUFFIXES, read_image
-from elasticnet.errors import UserError
-from elasticnet.files import atomic_write_bytes, atomic_write_text
+from elasticnet.errors import UserError, listing
+from elasticnet.files import atomic_write_bytes
+from elasticnet.reporting import write_csv
 from elasticnet.site.model import SiteModel
 
 COLUMNS = [
@@ -199,20 +198,15 @@ def predict_files(
     if rows:
         write_rows(rows, out / "predictions.csv")
     if problems:
-        shown = "\n  ".join(problems[:50]) + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else "")
         raise UserError(
             f"{len(problems)} of {len(files)} image(s) could not be predicted"
-            f"{f' (the other {len(rows)} were written to {out}/)' if rows else ''}:\n  {shown}"
+            f"{f' (the other {len(rows)} were written to {out}/)' if rows else ''}:\n{listing(problems)}"
         )
     return rows
 
 
 def write_rows(rows: list[dict], path: Path) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+    write_csv(rows, path, COLUMNS)
 
 
 def _progress(files: list[Path], echo: Callable[[str], None]) -> Iterable[Path]:

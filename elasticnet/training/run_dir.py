@@ -11,7 +11,6 @@ against a second training on the same node.)
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import os
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 from elasticnet.config import RunConfig, save_yaml
 from elasticnet.errors import UserError
 from elasticnet.files import exclusive_lock
-from elasticnet.reporting import write_csv
+from elasticnet.reporting import read_csv, write_csv
 from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, RUN_OUTPUTS, SPLIT_NAME, STATE_NAME
 
 
@@ -99,9 +98,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 def check_same_split(rows: list[dict], path: Path) -> None:
     """Refuse to resume on data that differs from what the run started with."""
-    with open(path, newline="") as f:
-        saved = list(csv.DictReader(f))
-    if saved != [{k: str(v) for k, v in r.items()} for r in rows]:
+    if read_csv(path) != [{k: str(v) for k, v in r.items()} for r in rows]:
         raise UserError(
             f"the data differ from those the run started with (see {path}); resume needs the same images and split"
         )

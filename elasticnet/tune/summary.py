@@ -13,8 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from elasticnet.files import atomic_write
-from elasticnet.reporting import write_csv
+from elasticnet.reporting import save_figure, write_csv
 
 
 def trial_rows(study) -> list[dict[str, Any]]:
@@ -90,11 +89,7 @@ def _figure():
 
 
 def _save(fig, path: Path) -> None:
-    plt = _figure()
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def _bar(importances: dict[str, float], path: Path, title: str) -> None:
