@@ -386,13 +386,18 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError(
             f"num_classes must be 1 (binary segmentation: lesion vs background), got {cfg.model.num_classes}"
         )
-    d = cfg.data
-    if d.val_fraction <= 0 or d.val_fraction >= 1 or d.test_fraction < 0 or d.val_fraction + d.test_fraction >= 1:
+    data = cfg.data
+    if (
+        data.val_fraction <= 0
+        or data.val_fraction >= 1
+        or data.test_fraction < 0
+        or data.val_fraction + data.test_fraction >= 1
+    ):
         raise UserError(
             f"val_fraction must lie in (0, 1) and test_fraction in [0, 1) with room left for training, "
-            f"got {d.val_fraction} and {d.test_fraction}"
+            f"got {data.val_fraction} and {data.test_fraction}"
         )
-    patch = d.patch_size
+    patch = data.patch_size
     if len(patch) != 2 or (
         any(patch)
         and (min(patch) <= 0 or patch[0] > size[0] or patch[1] > size[1] or patch[0] % stride or patch[1] % stride)

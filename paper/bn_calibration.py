@@ -24,18 +24,16 @@ import statistics
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
+from checkout import ROOT
+from torch.utils.data import DataLoader
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-
-from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from elasticnet.data import build_datasets  # noqa: E402
-from elasticnet.reporting import markdown_table, write_csv  # noqa: E402
-from elasticnet.training.calibration import bn_state, calibrate_bn, load_bn_state  # noqa: E402
-from elasticnet.training.evaluate import evaluate_subnet  # noqa: E402
+from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint
+from elasticnet.data import build_datasets
+from elasticnet.reporting import markdown_table, write_csv
+from elasticnet.training.calibration import bn_state, calibrate_bn, load_bn_state
+from elasticnet.training.evaluate import evaluate_subnet
 
 WAYS = ("as_trained", "first16", "spread16", "all", "augmented16")
 

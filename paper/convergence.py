@@ -25,11 +25,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from checkout import ROOT
 
-from elasticnet.files import atomic_write_text  # noqa: E402
-from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv  # noqa: E402
+from elasticnet.files import atomic_write_text
+from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv
 
 SHAPES = {"individual-d5-w1": (5, 1.0), "individual-d3-w0.25": (3, 0.25)}
 SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "wall_seconds.json")

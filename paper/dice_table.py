@@ -31,35 +31,40 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import pandas as pd
+from dice_tables import (
+    DEPTHS,
+    TABLE2_METHODS,
+    TARGET_POINTS,
+    WIDTHS,
+    Points,
+    best_elastic,
+    grid,
+    plot,
+    ratio_text,
+    shortfall_text,
+    table1,
+    table2,
+    time_ratios,
+)
+from runner import ROOT, WALL_NAME, git_commit, hardware_text, run_logged, run_pool, train_command, train_or_resume
 
-from elasticnet import __version__  # noqa: E402
-from elasticnet.config import build_config  # noqa: E402
-from elasticnet.export.measure import machine  # noqa: E402
-from elasticnet.files import atomic_write_text, lock_is_held  # noqa: E402
-from elasticnet.models.subnet import level_channels  # noqa: E402
-from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv  # noqa: E402
-from elasticnet.runtime import DevicePool, with_device  # noqa: E402
+from elasticnet import __version__
+from elasticnet.config import build_config
+from elasticnet.files import atomic_write_text
+from elasticnet.models.subnet import level_channels
+from elasticnet.reporting import markdown_table, read_csv, write_csv
+from elasticnet.runtime import DevicePool, with_device
 
 CONFIG = "experiments/cvc_clinicdb.yaml"
-DEPTHS = (3, 4, 5)
-WIDTHS = (0.25, 0.5, 0.75, 1.0)
 # Individually trained U-Nets: Table 1 needs full width at every depth, Table 2 adds these shapes.
 INDIVIDUAL = {"1": [(3, 1.0), (4, 1.0), (5, 1.0)], "2": [(3, 0.25), (3, 1.0), (4, 0.5), (4, 1.0), (5, 0.25), (5, 1.0)]}
-# The originating study (5-level U-Net on CVC-ClinicDB, random split): Dice in %.
-STUDY = {3: (66.6, 60.0), 4: (74.3, 77.9), 5: (87.2, 88.13)}
-TARGET_POINTS = 1.0  # every sub-net within 1 Dice point of the individual U-Net of its shape
 
 
 @dataclass(frozen=True)
@@ -145,29 +150,15 @@ def plan(args, base_width: int) -> list[Job]:
                 if args.only and t.name not in args.only:
                     continue
                 folder = Path(args.runs) / args.name / split / f"seed{seed}" / t.name
-                command = [
-                    sys.executable,
-                    "-m",
-                    "elasticnet",
-                    "train",
-                    "--config",
-                    args.config,
-                    "--profile",
-                    args.profile,
-                    "--data",
-                    args.data,
+                flags = [
                     *split_flags(split),
                     "--seed",
                     str(seed),
                     *t.flags,
                     *(["--epochs", str(args.epochs)] if args.epochs else []),
                     *(["--lr", f"{args.lr:g}"] if args.lr else []),
-                    "--device",
-                    args.device,
-                    "--out",
-                    str(folder),
-                    "--quiet",
                 ]
+                command = train_command(args.config, args.profile, args.data, flags, args.device, folder)
                 jobs.append(Job(split, seed, t, folder, args.device, command))
     return jobs
 
@@ -186,41 +177,9 @@ def run_job(job: Job, threads: int, say, devices: DevicePool | None = None) -> N
             return run_job(
                 dataclasses.replace(job, device=device, command=with_device(job.command, device)), threads, say
             )
-    if lock_is_held(job.folder / ".lock"):
-        raise SystemExit(f"{job.folder} is being trained by another process; wait for it or stop it")
-    command = job.command
-    if (job.folder / "last.pt").is_file():
-        command = [
-            sys.executable,
-            "-m",
-            "elasticnet",
-            "train",
-            "--resume",
-            str(job.folder),
-            "--device",
-            job.device,
-            "--quiet",
-        ]
-    elif job.folder.exists():
-        shutil.rmtree(job.folder)  # stopped before its first save: nothing to continue
-    job.folder.mkdir(parents=True, exist_ok=True)
-    wall_file = job.folder / "wall_seconds.json"
-    before = json.loads(wall_file.read_text())["wall_seconds"] if wall_file.exists() else 0.0
     say(f"start {job.split}/seed{job.seed}/{job.training.name}")
-    start = time.perf_counter()
-    with open(job.folder / "train.log", "a") as log:
-        done = subprocess.run(command, env=child_env(threads), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    wall = before + time.perf_counter() - start
-    atomic_write_text(wall_file, json.dumps({"wall_seconds": round(wall, 1), "threads": threads}))
-    if done.returncode != 0:
-        tail = (job.folder / "train.log").read_text().strip().splitlines()[-3:]
-        raise SystemExit(f"training {job.folder} failed (exit {done.returncode}):\n  " + "\n  ".join(tail))
+    wall = train_or_resume(job.command, job.folder, threads, job.folder / "train.log", job.device)
     say(f"done  {job.split}/seed{job.seed}/{job.training.name} in {wall:.0f} s")
-
-
-def child_env(threads: int) -> dict[str, str]:
-    """The environment of a training or evaluation subprocess: this checkout's package, ``threads`` threads."""
-    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
 
 
 def recalibrate_job(job: Job, threads: int, say) -> None:
@@ -229,32 +188,10 @@ def recalibrate_job(job: Job, threads: int, say) -> None:
     if marker.exists():
         return
     start = time.perf_counter()
-    with open(job.folder / "train.log", "a") as log:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "elasticnet",
-                "eval",
-                "--checkpoint",
-                str(job.folder),
-                "--recalibrate",
-                "--device",
-                job.device,
-            ],
-            env=child_env(threads),
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    if done.returncode != 0:
-        raise SystemExit(f"recalibrating {job.folder} failed (exit {done.returncode}); see {job.folder}/train.log")
-    atomic_write_text(
-        marker,
-        json.dumps(
-            {"elasticnet": __version__, "commit": git_commit(), "seconds": round(time.perf_counter() - start, 1)}
-        ),
-    )
+    command = [sys.executable, "-m", "elasticnet", "eval", "--checkpoint", str(job.folder), "--recalibrate"]
+    run_logged([*command, "--device", job.device], threads, job.folder / "train.log", f"recalibrating {job.folder}")
+    record = {"elasticnet": __version__, "commit": git_commit(), "seconds": round(time.perf_counter() - start, 1)}
+    atomic_write_text(marker, json.dumps(record))
     say(f"done  recalibrating {job.split}/seed{job.seed}/{job.training.name}")
 
 
@@ -266,17 +203,8 @@ def run_all(jobs: list[Job], workers: int, threads: int) -> None:
         f"({workers} at a time, {threads} thread(s) each)",
         flush=True,
     )
-    start, count = time.perf_counter(), [0]
-
-    def say(line: str) -> None:
-        if line.startswith("done"):
-            count[0] += 1
-        print(f"[{time.perf_counter() - start:7.0f} s  {count[0]}/{len(todo)}] {line}", flush=True)
-
     devices = DevicePool(todo[0].device if todo else "cpu", workers)
-    with ThreadPoolExecutor(workers) as pool:
-        for future in [pool.submit(run_job, j, threads, say, devices) for j in todo]:
-            future.result()
+    run_pool(todo, workers, lambda job, say: run_job(job, threads, say, devices))
 
 
 # ---- collecting the results ----
@@ -284,11 +212,7 @@ def run_all(jobs: list[Job], workers: int, threads: int) -> None:
 
 def run_record(job: Job) -> dict:
     log = read_csv(job.folder / "log.csv")
-    wall = (
-        json.loads((job.folder / "wall_seconds.json").read_text())
-        if (job.folder / "wall_seconds.json").exists()
-        else {}
-    )
+    wall = json.loads((job.folder / WALL_NAME).read_text()) if (job.folder / WALL_NAME).exists() else {}
     return {
         "split": job.split,
         "seed": job.seed,
@@ -328,166 +252,7 @@ def summary_rows(jobs: list[Job]) -> tuple[list[dict], list[dict], list[dict]]:
     return test, val, records
 
 
-def stats(rows: list[dict], **where) -> tuple[float, float, int]:
-    """Mean and sd (over seeds) of Dice in points for the rows matching ``where``."""
-    values = [100 * r["dice"] for r in rows if all(r[k] == v for k, v in where.items())]
-    if not values:
-        return float("nan"), float("nan"), 0
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
-
-
-def fmt(mean: float, sd: float, n: int) -> str:
-    return "" if n == 0 else f"{mean:.1f} ± {sd:.1f}"
-
-
-def best_elastic(val: list[dict], split: str) -> str:
-    """The elastic method (with or without +calib) of highest mean validation Dice over the grid."""
-    methods = sorted(
-        {r["method"] for r in val if r["split"] == split and not r["method"].startswith(("individual", "uniform"))}
-    )
-    if not methods:
-        return ""
-    return max(methods, key=lambda m: stats(val, split=split, method=m)[0])
-
-
-def table1(test: list[dict], split: str) -> list[dict]:
-    rows = []
-    for depth in DEPTHS:
-        row = {"depth": depth}
-        for method in ("individual", "uniform", "uniform+calib"):
-            row[method] = fmt(*stats(test, split=split, method=method, depth=depth, width=1.0))
-        ind, uni = (
-            stats(test, split=split, method="individual", depth=depth, width=1.0)[0],
-            stats(test, split=split, method="uniform", depth=depth, width=1.0)[0],
-        )
-        row["uniform - individual"] = f"{uni - ind:+.1f}"
-        row["study individual"], row["study elastic"] = STUDY[depth]
-        rows.append(row)
-    return rows
-
-
-TABLE2_METHODS = (
-    "individual",
-    "sandwich",
-    "sandwich+calib",
-    "sandwich+distill",
-    "sandwich+distill+calib",
-    "sandwich+distill+privbn",
-    "sandwich+distill+privbn+calib",
-)
-
-
-def table2(test: list[dict], split: str) -> list[dict]:
-    rows = []
-    for depth in DEPTHS:
-        row = {"depth": depth}
-        for method in TABLE2_METHODS:
-            row[method] = fmt(*stats(test, split=split, method=method, depth=depth, width=1.0))
-        rows.append(row)
-    return rows
-
-
-def grid(test: list[dict], split: str, method: str) -> list[dict]:
-    rows = []
-    for depth in DEPTHS:
-        for width in WIDTHS:
-            ours = stats(test, split=split, method=method, depth=depth, width=width)
-            ind = stats(test, split=split, method="individual", depth=depth, width=width)
-            row = {
-                "split": split,
-                "method": method,
-                "depth": depth,
-                "width": width,
-                "elastic": fmt(*ours),
-                "individual": fmt(*ind),
-                "difference": "",
-                "target met": "",
-            }
-            if ind[2]:
-                row["difference"] = f"{ours[0] - ind[0]:+.1f}"
-                row["target met"] = "yes" if ours[0] - ind[0] >= -TARGET_POINTS else "no"
-            rows.append(row)
-    return rows
-
-
-def time_ratios(records: list[dict], split: str, elastic: str, replaced: list[str]) -> dict:
-    """Training (and wall) seconds of one elastic run vs the individual runs it replaces, mean over seeds."""
-    train, wall = [], []
-    for seed in sorted({r["seed"] for r in records if r["split"] == split}):
-        mine = {r["run"]: r for r in records if r["split"] == split and r["seed"] == seed}
-        if elastic not in mine or not all(name in mine for name in replaced):
-            continue
-        train.append(mine[elastic]["train_seconds"] / sum(mine[n]["train_seconds"] for n in replaced))
-        if all(isinstance(mine[n]["wall_seconds"], float) for n in [elastic, *replaced]):
-            wall.append(mine[elastic]["wall_seconds"] / sum(mine[n]["wall_seconds"] for n in replaced))
-    return {
-        "train": statistics.mean(train) if train else float("nan"),
-        "wall": statistics.mean(wall) if wall else float("nan"),
-        "seeds": len(train),
-    }
-
-
-# ---- figures ----
-
-
-def plot(
-    test: list[dict], splits: list[str], methods: list[str], shapes: list[tuple[int, float]], path: Path, title: str
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        1,
-        len(splits),
-        figsize=(max(6, 0.9 * len(shapes) * len(methods) / 2) * len(splits) / 1.6, 4),
-        squeeze=False,
-        sharey=True,
-    )
-    step = 0.8 / len(methods)
-    for ax, split in zip(axes[0], splits):
-        for i, method in enumerate(methods):
-            xs, ys, es = [], [], []
-            for j, (depth, width) in enumerate(shapes):
-                mean, sd, n = stats(test, split=split, method=method, depth=depth, width=width)
-                if n:
-                    xs.append(j - 0.4 + step * (i + 0.5))
-                    ys.append(mean)
-                    es.append(sd)
-            ax.bar(
-                xs,
-                ys,
-                step,
-                yerr=es,
-                capsize=2,
-                label=method,
-                color="0.6" if method.startswith("individual") else plt.get_cmap("tab10")(i % 10),
-            )
-        ax.set_xticks(range(len(shapes)), [f"d{d}\nw{w:g}" for d, w in shapes])
-        ax.set_title(f"{split} split", fontsize=9)
-        ax.set_ylabel("test Dice (%), mean ± sd over seeds")
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=120)
-
-
 # ---- writing ----
-
-
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        return commit + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
@@ -496,6 +261,7 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(test, out / "summary.csv")
     write_csv(records, out / "runs.csv")
+    points, val_frame, record_frame = Points(pd.DataFrame(test)), pd.DataFrame(val), pd.DataFrame(records)
     (out / "splits").mkdir(exist_ok=True)
     for split in args.splits:
         first = next((j for j in done if j.split == split), None)
@@ -504,7 +270,7 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
     md: dict[str, str] = {}
     chosen: dict[str, str] = {}
     if args.table in ("1", "all"):
-        rows = [{"split": s} | r for s in args.splits for r in table1(test, s)]
+        rows = [{"split": s} | r for s in args.splits for r in table1(points, s)]
         write_csv(rows, out / "table1.csv")
         md["table1"] = (
             "# Table 1: the originating study's experiment\n\nTest Dice (%), mean ± sd over seeds "
@@ -513,7 +279,7 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
             "(random split, full resolution) for reference.\n\n" + markdown_table(rows)
         )
         plot(
-            test,
+            points,
             args.splits,
             ["individual", "uniform", "uniform+calib"],
             [(d, 1.0) for d in DEPTHS],
@@ -521,7 +287,7 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
             f"Table 1, CVC-ClinicDB, {args.name}: individual vs uniform depth dropout",
         )
     if args.table in ("2", "all"):
-        rows = [{"split": s} | r for s in args.splits for r in table2(test, s)]
+        rows = [{"split": s} | r for s in args.splits for r in table2(points, s)]
         write_csv(rows, out / "table2.csv")
         md["table2"] = (
             "# Table 2: our elastic trainings, full width\n\nTest Dice (%), mean ± sd over seeds. Every elastic "
@@ -529,8 +295,8 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
             "row's depth at width 1; `+calib`: BN statistics re-estimated per sub-net on 16 training batches; "
             "`privbn`: BatchNorm per depth.\n\n" + markdown_table(rows)
         )
-        chosen.update({s: best_elastic(val, s) for s in args.splits})
-        grids = [row for s in args.splits for row in grid(test, s, chosen[s])]
+        chosen.update({s: best_elastic(val_frame, s) for s in args.splits})
+        grids = [row for s in args.splits for row in grid(points, s, chosen[s])]
         write_csv(grids, out / "grid.csv")
         md["grid"] = (
             "# Table 2, the whole grid from one elastic training\n\nThe elastic training and evaluation chosen "
@@ -540,7 +306,7 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
         shapes = [(d, w) for d in DEPTHS for w in WIDTHS]
         methods = sorted(set(chosen.values()))
         plot(
-            test,
+            points,
             args.splits,
             ["individual", *methods],
             shapes,
@@ -548,14 +314,14 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
             f"One elastic training vs individual U-Nets, CVC-ClinicDB, {args.name}",
         )
         plot(
-            test,
+            points,
             args.splits,
             list(TABLE2_METHODS),
             [(d, 1.0) for d in DEPTHS],
             out / "table2.png",
             f"Table 2, CVC-ClinicDB, {args.name}: elastic trainings at full width",
         )
-    md["targets"] = targets_text(args, test, records, chosen)
+    md["targets"] = targets_text(args, points, record_frame, chosen)
     hardware = hardware_text(args.device)
     for name, text in md.items():
         (out / f"{name}.md").write_text(text)
@@ -581,23 +347,11 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
     )
 
 
-def targets_text(args, test: list[dict], records: list[dict], chosen: dict[str, str]) -> str:
+def targets_text(args, points: Points, records: pd.DataFrame, chosen: dict[str, str]) -> str:
     lines = ["# Targets"]
     for split in args.splits:
         if chosen.get(split):
-            cells = [r for r in grid(test, split, chosen[split]) if r["target met"]]
-            met = [r for r in cells if r["target met"] == "yes"]
-            worst = min(cells, key=lambda r: float(r["difference"]), default=None)
-            lines.append(
-                f"- {split}: `{chosen[split]}` within {TARGET_POINTS:g} Dice point of (or above) the "
-                f"individual U-Net at {len(met)} of {len(cells)} shapes"
-                + (
-                    f"; largest shortfall {worst['difference']} points at depth {worst['depth']} width "
-                    f"{worst['width']:g}"
-                    if worst is not None and float(worst["difference"]) < 0
-                    else ""
-                )
-            )
+            lines.append(shortfall_text(points, split, chosen[split]))
         if args.table in ("1", "all"):
             ratio = time_ratios(records, split, "uniform", [individual_name(d, 1.0) for d in DEPTHS])
             lines.append(
@@ -612,26 +366,6 @@ def targets_text(args, test: list[dict], records: list[dict], chosen: dict[str, 
                     f"trained here (it replaces 12): " + ratio_text(ratio)
                 )
     return "\n".join(lines) + "\n"
-
-
-def ratio_text(ratio: dict) -> str:
-    if not ratio["seeds"]:
-        return "not available (runs missing)"
-    return (
-        f"{ratio['train']:.2f} (training seconds), {ratio['wall']:.2f} (wall, with evaluation), "
-        f"mean over {ratio['seeds']} seed(s)"
-    )
-
-
-def hardware_text(device: str) -> str:
-    import torch
-
-    text = (
-        f"Hardware: {machine()}; {platform.platform()}; Python {platform.python_version()}; torch {torch.__version__}"
-    )
-    if device != "cpu" and torch.cuda.is_available():
-        text += f"; GPU {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
-    return text + "."
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -701,9 +435,7 @@ def main(argv: list[str] | None = None) -> None:
                 j for j in jobs if j.training.elastic and finished(j) and not (j.folder / "recalibrated.json").exists()
             ]
             print(f"recalibrating {len(todo)} runs", flush=True)
-            with ThreadPoolExecutor(args.jobs) as pool:
-                for future in [pool.submit(recalibrate_job, j, threads, print) for j in todo]:
-                    future.result()
+            run_pool(todo, args.jobs, lambda job, say: recalibrate_job(job, threads, say))
     out = Path(args.out) if args.out else ROOT / "results" / "cvc_clinicdb" / args.name
     write_results(args, jobs, out, time.perf_counter() - start)
     print((out / "tables.md").read_text())

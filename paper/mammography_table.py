@@ -28,12 +28,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from checkout import ROOT
+from runner import train_command, train_or_resume
 
-from runner import train_or_resume  # noqa: E402
-
-from elasticnet.reporting import markdown_table, save_figure, write_csv  # noqa: E402
+from elasticnet.reporting import markdown_table, save_figure, write_csv
 
 CONFIG = ROOT / "experiments" / "mammography.yaml"
 SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "split.csv")
@@ -51,36 +49,16 @@ COLUMNS = [
 ]
 
 
-def train_command(args, fold: int, folder: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "elasticnet",
-        "train",
-        "--config",
-        str(args.config),
-        "--profile",
-        args.profile,
-        "--data",
-        args.data,
-        "--fold",
-        str(fold),
-        "--seed",
-        str(args.seed),
-        *shlex.split(args.flags),
-        "--device",
-        args.device,
-        "--out",
-        str(folder),
-        "--quiet",
-    ]
+def fold_command(args, fold: int, folder: Path) -> list[str]:
+    flags = ["--fold", str(fold), "--seed", str(args.seed), *shlex.split(args.flags)]
+    return train_command(args.config, args.profile, args.data, flags, args.device, folder)
 
 
 def train_fold(args, fold: int) -> None:
     folder = args.runs / args.name / f"fold{fold}"
     if (folder / "checkpoint.pt").is_file():
         return
-    command = train_command(args, fold, folder)
+    command = fold_command(args, fold, folder)
     print(f"training fold {fold}: {' '.join(command[1:])}", flush=True)
     seconds = train_or_resume(command, folder, args.threads, folder.parent / f"fold{fold}.log", args.device)
     print(f"fold {fold} trained in {seconds:.0f} s", flush=True)
@@ -231,7 +209,7 @@ def main() -> None:
         "# Commands\n\n    python paper/mammography_table.py "
         + " ".join(shlex.quote(a) for a in sys.argv[1:])
         + "\n\nTrainings:\n\n"
-        + "\n".join("    " + " ".join(train_command(args, k, args.runs / args.name / f"fold{k}")[1:]) for k in folds)
+        + "\n".join("    " + " ".join(fold_command(args, k, args.runs / args.name / f"fold{k}")[1:]) for k in folds)
         + f"\n\n{hardware_text(args.device)}\n"
     )
     print(markdown_table(pooled, COLUMNS))

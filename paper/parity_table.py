@@ -34,19 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from checkout import ROOT
+from runner import train_command, train_or_resume
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from runner import train_or_resume  # noqa: E402
-
-from elasticnet import __version__  # noqa: E402
-from elasticnet.config import build_config  # noqa: E402
-from elasticnet.files import atomic_write_text  # noqa: E402
-from elasticnet.reporting import markdown_table, save_figure  # noqa: E402
-from elasticnet.runtime import DevicePool  # noqa: E402
-from elasticnet.training.compute import subnet_flops  # noqa: E402
-from elasticnet.training.recipe import epochs_within  # noqa: E402
+from elasticnet import __version__
+from elasticnet.config import build_config
+from elasticnet.files import atomic_write_text
+from elasticnet.reporting import markdown_table, save_figure
+from elasticnet.runtime import DevicePool
+from elasticnet.training.compute import subnet_flops
+from elasticnet.training.recipe import epochs_within
 
 CONFIG = ROOT / "experiments" / "cvc_clinicdb.yaml"
 DEPTHS, WIDTHS = (3, 4, 5), (0.25, 0.5, 0.75, 1.0)
@@ -166,29 +163,8 @@ def plan(args) -> tuple[list[Run], dict]:
 
 
 def command(args, run: Run, folder: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "elasticnet",
-        "train",
-        "--config",
-        str(args.config),
-        "--profile",
-        args.profile,
-        "--data",
-        args.data,
-        *split_flags(run.split),
-        "--seed",
-        str(run.seed),
-        *run.flags,
-        "--epochs",
-        str(run.epochs),
-        "--device",
-        args.device,
-        "--out",
-        str(folder),
-        "--quiet",
-    ]
+    flags = [*split_flags(run.split), "--seed", str(run.seed), *run.flags, "--epochs", str(run.epochs)]
+    return train_command(args.config, args.profile, args.data, flags, args.device, folder)
 
 
 def committed(args, run: Run) -> Path:

@@ -25,12 +25,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from checkout import ROOT
 
-from elasticnet import hardware  # noqa: E402
-from elasticnet.files import atomic_write_text  # noqa: E402
-from elasticnet.reporting import markdown_table, read_csv, write_csv  # noqa: E402
+from elasticnet import hardware
+from elasticnet.files import atomic_write_text
+from elasticnet.reporting import markdown_table, read_csv, write_csv
 
 PRECISIONS = {"bf16": "bf16", "fp32": "none"}
 

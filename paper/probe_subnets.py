@@ -13,17 +13,12 @@ sub-nets at 8 epochs were of this kind, see README Results).
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint  # noqa: E402
-from elasticnet.data import build_datasets  # noqa: E402
-from elasticnet.training.sampler import parse_subnets  # noqa: E402
+from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from elasticnet.data import build_datasets
+from elasticnet.training.sampler import parse_subnets
 
 
 @torch.no_grad()

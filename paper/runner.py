@@ -1,40 +1,132 @@
-"""Running one training of a paper script: a new run, or the resumption of one that was stopped.
+"""Running the trainings of a paper script: the command, a new run or the resumption of a stopped one, many
+at a time, and the record of where and how they ran.
 
-Shared by the scripts that queue many trainings (``parity_table.py``, ``mammography_table.py``), so that an
-interrupted campaign continues the same way everywhere.
+Shared by the scripts that queue many trainings (``dice_table.py``, ``parity_table.py``,
+``mammography_table.py``), so that an interrupted campaign continues the same way everywhere.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from checkout import ROOT
 
-from elasticnet.files import lock_is_held  # noqa: E402
-from elasticnet.run_files import LOCK_NAME, STATE_NAME  # noqa: E402
+from elasticnet.files import atomic_write_text, lock_is_held
+from elasticnet.run_files import LOCK_NAME, STATE_NAME
+
+WALL_NAME = "wall_seconds.json"  # wall seconds of a run, summed over its attempts
+Job = TypeVar("Job")
+
+
+def train_command(
+    config: str | Path, profile: str, data: str, flags: Sequence[str], device: str, out: Path
+) -> list[str]:
+    """The ``elasticnet train`` command of one run: an experiment config and profile, the run's flags."""
+    return [
+        sys.executable,
+        "-m",
+        "elasticnet",
+        "train",
+        "--config",
+        str(config),
+        "--profile",
+        profile,
+        "--data",
+        str(data),
+        *flags,
+        "--device",
+        device,
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+
+
+def child_env(threads: int) -> dict[str, str]:
+    """The environment of a training or evaluation subprocess: this checkout's package, ``threads`` threads."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+
+
+def run_logged(command: list[str], threads: int, log: Path, what: str) -> None:
+    """Run ``command`` with its output appended to ``log``; a failure stops the script with the log's end."""
+    with open(log, "a") as out:
+        done = subprocess.run(command, env=child_env(threads), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise SystemExit(f"{what} failed (exit {done.returncode}); the end of {log}:\n  " + "\n  ".join(tail))
 
 
 def train_or_resume(command: list[str], folder: Path, threads: int, log: Path, device: str = "auto") -> float:
     """Run ``command`` (an ``elasticnet train`` that writes ``folder``) with ``threads`` threads, its output
     appended to ``log``; a folder with a saved training state is resumed instead, and one stopped before its
-    first save (made by the script, holding nothing to continue) is started again. Returns the wall seconds."""
+    first save (made by the script, holding nothing to continue) is started again. Returns the run's wall
+    seconds summed over its attempts (also kept in ``folder/wall_seconds.json``)."""
     if lock_is_held(folder / LOCK_NAME):
-        raise SystemExit(f"{folder} is being trained by another process")
+        raise SystemExit(f"{folder} is being trained by another process; wait for it or stop it")
     if (folder / STATE_NAME).is_file():
         command = [sys.executable, "-m", "elasticnet", "train", "--resume", str(folder), "--device", device, "--quiet"]
     elif folder.exists():
         shutil.rmtree(folder)  # stopped before its first save: nothing to continue
     folder.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    wall_file = folder / WALL_NAME
+    before = json.loads(wall_file.read_text())["wall_seconds"] if wall_file.exists() else 0.0
     start = time.perf_counter()
-    with open(log, "a") as out:
-        done = subprocess.run(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise SystemExit(f"training {folder} failed (exit {done.returncode}); see {log}")
-    return time.perf_counter() - start
+    try:
+        run_logged(command, threads, log, f"training {folder}")
+    finally:
+        wall = before + time.perf_counter() - start
+        atomic_write_text(wall_file, json.dumps({"wall_seconds": round(wall, 1), "threads": threads}))
+    return wall
+
+
+def run_pool(jobs: Sequence[Job], workers: int, run: Callable[[Job, Callable[[str], None]], None]) -> None:
+    """``run(job, say)`` for every job, ``workers`` at a time, in the given order; ``say`` prints a progress
+    line (elapsed time, jobs done). The first failure stops the script once the running jobs end."""
+    start, count = time.perf_counter(), [0]
+
+    def say(line: str) -> None:
+        if line.startswith("done"):
+            count[0] += 1
+        print(f"[{time.perf_counter() - start:7.0f} s  {count[0]}/{len(jobs)}] {line}", flush=True)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for future in [pool.submit(run, job, say) for job in jobs]:
+            future.result()
+
+
+def git_commit() -> str:
+    """The checkout's commit (and whether it has uncommitted changes), for the record of a result."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        return commit + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def hardware_text(device: str) -> str:
+    """One line naming the machine the results were made on."""
+    import torch
+
+    from elasticnet.export.measure import machine
+
+    text = (
+        f"Hardware: {machine()}; {platform.platform()}; Python {platform.python_version()}; torch {torch.__version__}"
+    )
+    if device != "cpu" and torch.cuda.is_available():
+        text += f"; GPU {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
+    return text + "."

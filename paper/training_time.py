@@ -27,12 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from checkout import ROOT
 
-from elasticnet.config import build_config  # noqa: E402
-from elasticnet.export.measure import machine  # noqa: E402
-from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv  # noqa: E402
+from elasticnet.config import build_config
+from elasticnet.export.measure import machine
+from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv
 
 
 def command_for(n: int, args, extra: list[str], out: Path, batch: int) -> list[str]:

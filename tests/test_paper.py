@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import dice_table
+import dice_tables
+import pandas as pd
 import pytest
 from helpers import write_fake_cvc
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("dice_table", ROOT / "paper" / "dice_table.py")
-dice_table = importlib.util.module_from_spec(spec)
-sys.modules["dice_table"] = dice_table  # dataclasses look their module up
-spec.loader.exec_module(dice_table)
 
 
 def rows(method, depth, width, dices, split="grouped"):
@@ -48,11 +46,12 @@ def test_grid_compares_with_individual_and_applies_the_one_point_target():
         + rows("individual", 5, 1.0, [0.80, 0.80, 0.80])
         + rows("sandwich+calib", 5, 1.0, [0.70, 0.71, 0.72])
     )
-    grid = {(r["depth"], r["width"]): r for r in dice_table.grid(test, "grouped", "sandwich+calib")}
+    points = dice_tables.Points(pd.DataFrame(test))
+    grid = {(r["depth"], r["width"]): r for r in dice_tables.grid(points, "grouped", "sandwich+calib")}
     assert grid[(3, 0.25)]["difference"] == "-1.0" and grid[(3, 0.25)]["target met"] == "yes"
     assert grid[(5, 1.0)]["difference"] == "-9.0" and grid[(5, 1.0)]["target met"] == "no"
     assert grid[(4, 0.5)]["individual"] == "" and grid[(4, 0.5)]["target met"] == ""
-    mean, sd, n = dice_table.stats(test, split="grouped", method="individual", depth=3, width=0.25)
+    mean, sd, n = points.get("grouped", "individual", 3, 0.25)
     assert (round(mean, 6), round(sd, 6), n) == (62.0, 2.0, 3)
 
 
@@ -63,7 +62,7 @@ def test_the_elastic_method_is_chosen_on_validation_not_test():
         + rows("uniform+calib", 5, 1.0, [0.9, 0.9])
         + rows("individual", 5, 1.0, [0.95, 0.95])
     )
-    assert dice_table.best_elastic(val, "grouped") == "sandwich+distill+calib"
+    assert dice_tables.best_elastic(pd.DataFrame(val), "grouped") == "sandwich+distill+calib"
 
 
 def test_time_ratio_uses_the_same_seed_and_split():
@@ -71,9 +70,10 @@ def test_time_ratio_uses_the_same_seed_and_split():
         {"split": "random", "seed": 0, "run": name, "train_seconds": t, "wall_seconds": float(t + 10)}
         for name, t in [("uniform", 30.0), ("a", 20.0), ("b", 40.0)]
     ]
-    ratio = dice_table.time_ratios(records, "random", "uniform", ["a", "b"])
+    records = pd.DataFrame(records)
+    ratio = dice_tables.time_ratios(records, "random", "uniform", ["a", "b"])
     assert ratio["train"] == pytest.approx(0.5) and ratio["wall"] == pytest.approx(40 / 80) and ratio["seeds"] == 1
-    assert math.isnan(dice_table.time_ratios(records, "grouped", "uniform", ["a", "b"])["train"])
+    assert math.isnan(dice_tables.time_ratios(records, "grouped", "uniform", ["a", "b"])["train"])
 
 
 TINY = """

@@ -83,14 +83,14 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         from elasticnet.export.export import load_exported
 
-        predict, d = load_exported(args.model)
-        cfg = RunConfig.from_dict(d.training_config, source=f"{args.model}/model.json")
+        predict, bundle = load_exported(args.model)
+        cfg = RunConfig.from_dict(bundle.training_config, source=f"{args.model}/model.json")
         loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset)
         detection = cfg.train.lesion_detection if args.lesion_detection is None else args.lesion_detection
-        result = evaluate(predict, loader, cpu, d.output.threshold, cfg.data.tile, detection)
-        print(f"{args.model} ({d.runtime}, depth {d.subnet.depth}, width {d.subnet.width:g}) on {what}:")
+        result = evaluate(predict, loader, cpu, bundle.output.threshold, cfg.data.tile, detection)
+        print(f"{args.model} ({bundle.runtime}, depth {bundle.subnet.depth}, width {bundle.subnet.width:g}) on {what}:")
         print(
-            f"Dice {result['dice']:.4f}  IoU {result['iou']:.4f}  (per-image mean at threshold {d.output.threshold})"
+            f"Dice {result['dice']:.4f}  IoU {result['iou']:.4f}  (per-image mean at threshold {bundle.output.threshold})"
             + (
                 f"; Dice on images with a lesion {result['dice_lesion']:.4f}, false-positive area on images without "
                 f"{result['fp_area']:.5f}"

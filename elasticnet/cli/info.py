@@ -33,26 +33,29 @@ def run(args: argparse.Namespace) -> int:
     if path is not None and (path.name == "model.json" or (path / "model.json").exists()):
         from elasticnet.site.bundle import read_description
 
-        folder, d = read_description(path)  # checked and typed: nothing below can meet a missing field
+        folder, desc = read_description(path)  # checked and typed: nothing below can meet a missing field
         if args.json:
-            say(json.dumps(d.to_dict(), indent=2))
+            say(json.dumps(desc.to_dict(), indent=2))
             return 0
-        describe_bundle(folder, d)
+        describe_bundle(folder, desc)
         return 0
     return describe_checkpoint(path, args.json)
 
 
-def describe_bundle(folder: Path, d: Description) -> None:
-    say(f"export bundle {folder}: {d.model_file} for {d.runtime} (elasticnet {d.elasticnet_version}, {d.exported_at})")
+def describe_bundle(folder: Path, desc: Description) -> None:
     say(
-        f"sub-net depth {d.subnet.depth}, width {d.subnet.width:g}, channels {d.channels}, "
-        f"{d.params} params, {d.mflops} MFLOPs"
+        f"export bundle {folder}: {desc.model_file} for {desc.runtime} "
+        f"(elasticnet {desc.elasticnet_version}, {desc.exported_at})"
     )
-    i = d.input
+    say(
+        f"sub-net depth {desc.subnet.depth}, width {desc.subnet.width:g}, channels {desc.channels}, "
+        f"{desc.params} params, {desc.mflops} MFLOPs"
+    )
+    i = desc.input
     say(f"input {i.layout} {i.channels}x{i.height}x{i.width} {i.color}, {i.normalisation}, mean {i.mean}, std {i.std}")
-    say(f"output {d.output.name} -> {d.output.activation} > {d.output.threshold}")
-    say(f"validation: {d.metrics}")
-    source = d.source_checkpoint
+    say(f"output {desc.output.name} -> {desc.output.activation} > {desc.output.threshold}")
+    say(f"validation: {desc.metrics}")
+    source = desc.source_checkpoint
     say(f"source: {source.get('path')} (sha256 {str(source.get('sha256', ''))[:16]}...)")
 
 

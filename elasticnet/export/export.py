@@ -256,15 +256,15 @@ def _quantize(model_path: Path, cfg, options: ExportOptions, echo: Callable[[str
     }
 
 
-def bundle_readme(d: Description) -> str:
+def bundle_readme(desc: Description) -> str:
     """The bundle's README.md: what the model is and how to run it."""
-    spec, sub = d.input, d.subnet
-    dice = d.metrics.get("dice")
+    spec, sub = desc.input, desc.subnet
+    dice = desc.metrics.get("dice")
     lines = [
-        f"# Lesion segmentation model: U-Net depth {sub.depth}, width {sub.width:g} ({d.precision})",
+        f"# Lesion segmentation model: U-Net depth {sub.depth}, width {sub.width:g} ({desc.precision})",
         "",
-        f"Cut from an elastic U-Net by elasticnet {d.elasticnet_version} on {d.exported_at}. "
-        + (f"Validation Dice {dice:.4f} ({d.metrics.get('val_images', '?')} images)." if dice is not None else ""),
+        f"Cut from an elastic U-Net by elasticnet {desc.elasticnet_version} on {desc.exported_at}. "
+        + (f"Validation Dice {dice:.4f} ({desc.metrics.get('val_images', '?')} images)." if dice is not None else ""),
         "Everything about it is in `model.json` (input size, normalisation, threshold, training config, hashes).",
         "",
         "## Run it (no PyTorch needed)",
@@ -282,7 +282,7 @@ def bundle_readme(d: Description) -> str:
         f"Input `image`: float32 NCHW, {spec.channels} channel(s) ({spec.color}), resized to "
         f"{spec.height}x{spec.width} (HxW) with area interpolation, x = (pixel / 255 - mean) / std with "
         f"mean {spec.mean} and std {spec.std}. Output `logits`: N x 1 x H x W; lesion where "
-        f"sigmoid(logits) > {d.output.threshold}."
+        f"sigmoid(logits) > {desc.output.threshold}."
         + (
             f" Trained on {spec.tile[0]}x{spec.tile[1]} patches: predict by overlapping windows of that "
             "size (`elasticnet predict` does)."
@@ -290,15 +290,15 @@ def bundle_readme(d: Description) -> str:
             else ""
         ),
     ]
-    if d.latency:
-        lat = d.latency
+    if desc.latency:
+        lat = desc.latency
         lines += [
             "",
             f"Measured where it was exported ({lat['machine']}, {lat['runtime']}, threads {lat['threads']}): "
             f"{lat['batch1_median_ms']:.1f} ms per image (median, batch 1), peak memory {lat['peak_mb']:.0f} MB.",
         ]
-    if d.int8:
-        q = d.int8
+    if desc.int8:
+        q = desc.int8
         lines += [
             "",
             f"int8: validation Dice {q['dice_int8']:.4f} vs {q['dice_fp32']:.4f} for fp32 "

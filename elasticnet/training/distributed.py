@@ -90,23 +90,23 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
-def broadcast_object(value, d: Dist):
+def broadcast_object(value, dist: Dist):
     """Rank 0's ``value`` on every rank."""
-    if not d.enabled:
+    if not dist.enabled:
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
-def average_gradients(model: nn.Module, d: Dist) -> None:
+def average_gradients(model: nn.Module, dist: Dist) -> None:
     """Average every existing gradient over the ranks, in one flat all-reduce."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not d.enabled or not grads:
+    if not dist.enabled or not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
-    flat /= d.world
+    flat /= dist.world
     offset = 0
     for g in grads:
         n = g.numel()
@@ -114,26 +114,26 @@ def average_gradients(model: nn.Module, d: Dist) -> None:
         offset += n
 
 
-def reduce_step(loss: float, stop: bool, d: Dist, device: torch.device) -> tuple[float, bool]:
+def reduce_step(loss: float, stop: bool, dist: Dist, device: torch.device) -> tuple[float, bool]:
     """(mean loss over ranks, any rank asked to stop)."""
-    if not d.enabled:
+    if not dist.enabled:
         return loss, stop
     t = torch.tensor([loss, float(stop)], dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return float(t[0]) / d.world, bool(t[1] > 0)
+    return float(t[0]) / dist.world, bool(t[1] > 0)
 
 
 @torch.no_grad()
-def pool_bn_statistics(model: nn.Module, d: Dist) -> None:
+def pool_bn_statistics(model: nn.Module, dist: Dist) -> None:
     """Replace each BN layer's running mean/var by the pooled statistics of all ranks (equal counts)."""
-    if not d.enabled:
+    if not dist.enabled:
         return
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
             mean, var = m.running_mean, m.running_var
             packed = torch.stack([mean, var, mean * mean]).double()
             dist.all_reduce(packed)
-            packed /= d.world
+            packed /= dist.world
             mean.copy_(packed[0])
             var.copy_(packed[1] + packed[2] - packed[0] * packed[0])  # pooled variance
 

@@ -195,24 +195,24 @@ def subnet_table(
 
 
 def evaluation_setup(
-    split, cfg: RunConfig, batch_size: int, d: distributed.Dist | None = None
+    split, cfg: RunConfig, batch_size: int, dist: distributed.Dist | None = None
 ) -> tuple[DataLoader, DataLoader, DataLoader | None, int]:
     """(calibration, validation, test loaders, calibration batches) of a run whose per-process training batch
     is ``batch_size``: evaluation runs in batches of :func:`eval_batch_size`, and BN calibration sees as many
     images as ``calib_batches`` training batches, whatever that evaluation batch is."""
     t = cfg.train
     eval_batch = eval_batch_size(cfg)
-    loaders = evaluation_loaders(split, eval_batch, t.seed, d, t.calib_batches * batch_size)
+    loaders = evaluation_loaders(split, eval_batch, t.seed, dist, t.calib_batches * batch_size)
     return (*loaders, calibration_batches(t.calib_batches, batch_size, eval_batch))
 
 
 def evaluation_loaders(
-    split, batch_size: int, seed: int, d: distributed.Dist | None = None, calib_images: int | None = None
+    split, batch_size: int, seed: int, dist: distributed.Dist | None = None, calib_images: int | None = None
 ) -> tuple[DataLoader, DataLoader, DataLoader | None]:
     """(calibration, validation, test) loaders. BN calibration sees training images without augmentation,
     in a fixed seeded order spread over the whole set, at most ``calib_images`` of them per process; each
     data-parallel rank calibrates on its share (the statistics are pooled)."""
-    rank, world = (d.rank, d.world) if d is not None else (0, 1)
+    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
     train_images = split.train.base if isinstance(split.train, PatchDataset) else split.train
     share = spread_order(len(train_images), seed)[rank::world][:calib_images]
     calib = DataLoader(train_images.subset(share), batch_size=batch_size, shuffle=False)

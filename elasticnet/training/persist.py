@@ -33,7 +33,7 @@ def save_state(tr: Training) -> None:
             f"the weights became non-finite before step {tr.state.step}; {kept_state(tr.state_path)}. "
             "Lower --lr, or check the data"
         )
-    if tr.d.main:
+    if tr.dist.main:
         save_checkpoint(
             tr.state_path,
             tr.cfg,
@@ -44,7 +44,7 @@ def save_state(tr: Training) -> None:
 
 def bn_pool(tr: Training) -> Callable[[], None] | None:
     """After BN calibration in data-parallel training: average the statistics over the processes."""
-    return (lambda: distributed.pool_bn_statistics(tr.model, tr.d)) if tr.d.enabled else None
+    return (lambda: distributed.pool_bn_statistics(tr.model, tr.dist)) if tr.dist.enabled else None
 
 
 def finish(tr: Training, echo: Callable[[str], None]) -> Path:
@@ -70,7 +70,7 @@ def finish(tr: Training, echo: Callable[[str], None]) -> Path:
             pool=bn_pool(tr),
             detection=cfg.train.lesion_detection,
         )
-    if not tr.d.main:
+    if not tr.dist.main:
         return tr.run_dir
     plot_training_curve(state.log, tr.run_dir / CURVE_NAME)
     if rows:

@@ -37,7 +37,7 @@ class Training:
     cfg: RunConfig
     run_dir: Path
     device: torch.device
-    d: distributed.Dist
+    dist: distributed.Dist
     model: ElasticUNet
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -72,7 +72,7 @@ class Training:
         cfg = self.cfg
         return (
             f"run folder {self.run_dir} | device {self.device}"
-            f"{f' x {self.d.world} processes' if self.d.enabled else ''} | "
+            f"{f' x {self.dist.world} processes' if self.dist.enabled else ''} | "
             f"precision {amp_note(cfg.train.amp, self.precision.used, self.device)} | "
             f"{len(self.train_loader.dataset)} train / {len(self.val_loader.dataset)} val images "
             f"at {cfg.data.image_size[0]}x{cfg.data.image_size[1]} | {self.total_steps} steps | "
@@ -100,7 +100,7 @@ class Training:
         }
 
 
-def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d: distributed.Dist) -> Training:
+def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, dist: distributed.Dist) -> Training:
     """The objects of a run on ``split``; restored from ``run_dir``'s saved state if it has one."""
     t = cfg.train
     model = ElasticUNet(cfg.model).to(device)
@@ -108,8 +108,8 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
     model.deterministic = t.deterministic
     memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)
-    distributed.set_sync_bn(model, t.sync_bn and d.enabled)
-    order = EpochSampler(len(split.train), t.seed, d.rank, d.world)
+    distributed.set_sync_bn(model, t.sync_bn and dist.enabled)
+    order = EpochSampler(len(split.train), t.seed, dist.rank, dist.world)
     batch_size = min(t.batch_size, order.per_process())
     # pinned host memory on GPUs, so the non_blocking copies of a batch overlap with the previous step
     train_loader = DataLoader(
@@ -120,7 +120,7 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
         num_workers=cfg.data.num_workers,
         pin_memory=device.type == "cuda",
     )
-    calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, batch_size, d)
+    calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, batch_size, dist)
 
     steps_per_epoch = order.per_process() // batch_size
     total_steps = t.epochs * steps_per_epoch
@@ -134,7 +134,7 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
         cfg=cfg,
         run_dir=run_dir,
         device=device,
-        d=d,
+        dist=dist,
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -153,7 +153,7 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
         total_steps=total_steps,
         epochs=math.ceil(total_steps / steps_per_epoch),
         memory_format=memory_format,
-        state=TrainingState(world=d.world, steps_per_epoch=steps_per_epoch, batch_size=batch_size),
+        state=TrainingState(world=dist.world, steps_per_epoch=steps_per_epoch, batch_size=batch_size),
     )
     return training
 
@@ -166,5 +166,5 @@ def restore(training: Training) -> str | None:
     state.restore(
         load_checkpoint(tr.state_path), tr.model, tr.optimizer, tr.scheduler, tr.precision.scaler, tr.recipe.teacher
     )
-    note = state.adapt(tr.d.world, tr.steps_per_epoch, tr.batch_size, tr.scheduler)
+    note = state.adapt(tr.dist.world, tr.steps_per_epoch, tr.batch_size, tr.scheduler)
     return f"resuming {tr.run_dir} at step {state.step}/{tr.total_steps} (epoch {len(state.log) + 1}){note}"

@@ -88,7 +88,7 @@ def train_step(
     masks: torch.Tensor,
     subnets: Sequence[SubNet],
     options: StepOptions | None = None,
-    d: distributed.Dist | None = None,
+    dist: distributed.Dist | None = None,
     weights: Sequence[float] | None = None,
     teacher: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -100,7 +100,7 @@ def train_step(
     """
     options = options or StepOptions()
     optimizer.zero_grad(set_to_none=True)
-    enabled = d is not None and d.enabled
+    enabled = dist is not None and dist.enabled
     loss = forward_backward(
         model,
         images,
@@ -116,7 +116,7 @@ def train_step(
         task=options.task,
     )
     if enabled:
-        distributed.average_gradients(model, d)
+        distributed.average_gradients(model, dist)
     with freezer.step(subnets) if freezer is not None else nullcontext():
         precision.step(optimizer, model.parameters() if options.grad_clip else None, options.grad_clip)
     return loss

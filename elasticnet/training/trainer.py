@@ -77,22 +77,22 @@ def _run(
     on_epoch: EpochCallback | None = None,
 ) -> Path:
     t_cfg = cfg.train
-    d, device = distributed.init(t_cfg.device)  # one process, or one rank of a torchrun launch
+    dist, device = distributed.init(t_cfg.device)  # one process, or one rank of a torchrun launch
     try:
         cfg = resolve_for_device(cfg, device.type)
         seed_everything(t_cfg.seed)
         # Everything that can refuse the config or the data runs before any file is written.
         sampler_for(cfg)  # refuses bad sampling options (the run's own sampler comes with its Recipe)
         split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
-        run_dir = Path(distributed.broadcast_object(str(resume_dir or run_dir_for(t_cfg.out)), d))
-        with run_lock(run_dir) if d.main else nullcontext():
-            problem = open_run_dir(run_dir, cfg, split.rows, resume_dir is not None) if d.main else None
-            problem = distributed.broadcast_object(problem, d)  # every rank stops on rank 0's refusal
+        run_dir = Path(distributed.broadcast_object(str(resume_dir or run_dir_for(t_cfg.out)), dist))
+        with run_lock(run_dir) if dist.main else nullcontext():
+            problem = open_run_dir(run_dir, cfg, split.rows, resume_dir is not None) if dist.main else None
+            problem = distributed.broadcast_object(problem, dist)  # every rank stops on rank 0's refusal
             if problem is not None:
                 raise UserError(problem)
             with StopRequest() as stop, backend_settings(t_cfg.deterministic):
-                training = build_training(cfg, split, run_dir, device, d)
-                return fit(training, stop, echo if d.main else _silent, progress and d.main, on_epoch)
+                training = build_training(cfg, split, run_dir, device, dist)
+                return fit(training, stop, echo if dist.main else _silent, progress and dist.main, on_epoch)
     finally:
         distributed.shutdown()
 
@@ -173,11 +173,11 @@ def one_step(tr: Training, images: torch.Tensor, masks: torch.Tensor, stop: Stop
             masks,
             plan.subnets,
             plan.options,
-            tr.d,
+            tr.dist,
             plan.weights,
             tr.recipe.teacher_probabilities(plan, images, tr.precision),
         )
-        loss, stopping = distributed.reduce_step(float(loss), bool(stop), tr.d, tr.device)  # one read per step
+        loss, stopping = distributed.reduce_step(float(loss), bool(stop), tr.dist, tr.device)  # one read per step
         if not math.isfinite(loss):
             raise NonFiniteLoss(
                 f"the loss became {loss} at step {state.step + 1}; lower --lr or check the data for broken images"
@@ -187,9 +187,9 @@ def one_step(tr: Training, images: torch.Tensor, masks: torch.Tensor, stop: Stop
     tr.recipe.after_step(tr.model)
     tr.scheduler.step()
     state.step += 1
-    state.train_flops += tr.recipe.step_flops(plan, images.shape[0] * tr.d.world)
+    state.train_flops += tr.recipe.step_flops(plan, images.shape[0] * tr.dist.world)
     state.epoch_losses.append(loss)
-    state.epoch_images += images.shape[0] * tr.d.world
+    state.epoch_images += images.shape[0] * tr.dist.world
     return loss, stopping
 
 
@@ -198,14 +198,14 @@ def end_epoch(tr: Training, stop: StopRequest, echo: Callable[[str], None], on_e
     epoch, sampler = len(tr.state.log) + 1, tr.recipe.sampler
     quick = tr.quick_look(bn_pool(tr))
     row = tr.state.end_epoch(epoch, quick[sampler.largest], quick[sampler.smallest], tr.scheduler.get_last_lr()[0])
-    if tr.d.main:
+    if tr.dist.main:
         write_csv(tr.state.log, tr.run_dir / LOG_NAME)
     save_state(tr)
     echo(
         f"epoch {epoch}/{tr.epochs}  loss {row['train_loss']:.4f}  val Dice largest {row['val_dice_largest']:.3f} "
         f"smallest {row['val_dice_smallest']:.3f}  ({row['seconds']:.1f} s, {row['images_per_s']:.1f} img/s)"
     )
-    _, stopping = distributed.reduce_step(0.0, bool(stop), tr.d, tr.device)
+    _, stopping = distributed.reduce_step(0.0, bool(stop), tr.dist, tr.device)
     if stopping:
         raise _interrupted(stop, f"after epoch {epoch}", tr.run_dir)
     if on_epoch is not None:
