@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from elasticnet.cli.arguments import hxw
 from elasticnet.export.measure import machine, timings
-from elasticnet.export.onnx_export import export_onnx
+from elasticnet.export.onnx_export import OPSET, export_onnx
 from elasticnet.export.quantize import quantize_int8
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, count_flops, extract
 from elasticnet.reporting import text_table
@@ -70,12 +71,12 @@ def conv_peak(size: tuple[int, int], repeats: int) -> list[dict]:
         flops = 2 * channels * channels * 9 * h * w
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "conv.onnx"
-            torch.onnx.export(
-                conv, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"], output_names=["logits"]
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(conv, (x,), str(path), dynamo=True, opset_version=OPSET, verbose=False)
             session = onnx_session(path)
-            xn = x.numpy()
-            ort_ms = timings(lambda: session.run(None, {"image": xn}), 3, repeats)["median_ms"]
+            feed = {session.get_inputs()[0].name: x.numpy()}
+            ort_ms = timings(lambda: session.run(None, feed), 3, repeats)["median_ms"]
         with torch.no_grad():
             eager_ms = timings(lambda: conv(x), 3, repeats)["median_ms"]
             xl, convl = x.to(memory_format=torch.channels_last), conv.to(memory_format=torch.channels_last)

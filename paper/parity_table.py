@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 from checkout import ROOT
-from runner import train_command, train_or_resume
+from runner import git_commit, hardware_text, train_command, train_or_resume
 
 from elasticnet import __version__
 from elasticnet.config import build_config
@@ -204,6 +204,9 @@ def keep(args, run: Run, folder: Path, wall: float, threads: int) -> None:
         "wall_seconds": None if wall != wall else round(wall, 1),
         "threads": threads,
         "elasticnet": __version__,
+        "commit": git_commit(),
+        "hardware": hardware_text(args.device),
+        "command": " ".join(command(args, run, folder)[1:]),
     }
     atomic_write_text(folder / "record.json", json.dumps(record, indent=1))
     target = committed(args, run)
@@ -372,6 +375,27 @@ def md(frame: pd.DataFrame) -> str:
     return markdown_table(frame.to_dict("records")) if not frame.empty else "(none yet)"
 
 
+def write_commands(args, argv: list[str] | None) -> None:
+    """COMMANDS.md: every invocation that trained here (kept across invocations), and each committed run's
+    own command, commit and hardware (from its record.json)."""
+    path = args.out / "COMMANDS.md"
+    invocation = "    python paper/parity_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    before = path.read_text().split("\n\nTrainings")[0].splitlines()[2:] if path.exists() else []
+    invocations = list(dict.fromkeys([line for line in before if line.strip()] + [invocation]))
+    trainings = []
+    for record_file in sorted((args.out / "runs").glob("*/seed*/*/record.json")):
+        record = json.loads(record_file.read_text())
+        if "command" in record:
+            trainings.append(f"    {record['command']}\n      (commit {record['commit']}; {record['hardware']})")
+    atomic_write_text(
+        path,
+        "# Commands\n\n"
+        + "\n".join(invocations)
+        + "\n\nTrainings (each committed run's own command, from its record.json; runs recorded before\n"
+        "record.json held the command are listed in the git history of this file):\n\n" + "\n".join(trainings) + "\n",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True)
@@ -419,14 +443,7 @@ def main(argv: list[str] | None = None) -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             for future in [pool.submit(train_one, args, r, threads, devices) for r in todo]:
                 future.result()
-        atomic_write_text(
-            args.out / "COMMANDS.md",
-            "# Commands\n\n    python paper/parity_table.py "
-            + " ".join(sys.argv[1:] if argv is None else argv)
-            + "\n\nTrainings:\n\n"
-            + "\n".join("    " + " ".join(command(args, r, args.runs / r.key)[1:]) for r in runs)
-            + "\n",
-        )
+        write_commands(args, argv)
     write(args, runs, budget)
     print((args.out / "tables.md").read_text())
 

@@ -113,6 +113,7 @@ def test_pareto_front():
     assert pareto_front(TABLE) == [True, False, True, True, True]
 
 
+@pytest.mark.slow  # exports every sub-net to ONNX (PyTorch's exporter: seconds each)
 def test_budget_on_a_real_profile(run):
     rows = profile_checkpoint(run / "checkpoint.pt", repeats=3, **QUIET)
     assert len(rows) == 4 and all(r["latency_ms"] > 0 and r["peak_mb"] > 0 for r in rows)
@@ -141,6 +142,7 @@ def test_profile_refuses_an_output_it_cannot_use_before_measuring(run, tmp_path,
         assert "cannot write" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # exports every sub-net to ONNX (PyTorch's exporter: seconds each)
 def test_profile_and_budget_export_commands(run, tmp_path, capsys):
     assert main(["profile", "--checkpoint", str(run), "--repeats", "3", "--batch", "2", "--out", str(tmp_path)]) == 0
     with open(tmp_path / "profile-onnxruntime.csv") as f:
@@ -170,6 +172,9 @@ def test_bundle_holds_model_description_and_readme(bundle):
     assert d["precision"] == "fp32" and d["latency"]["batch1_median_ms"] > 0 and d["latency"]["machine"]
     assert d["input"]["tile"] is None and d["model_sha256"]
     assert "elasticnet predict --model" in (bundle / "README.md").read_text()
+    # one self-contained model file (weights inside, as the hash covers), nothing else left next to it
+    assert sorted(p.name for p in bundle.iterdir()) == ["README.md", "model.json", "model.onnx"]
+    assert [p.name for p in bundle.parent.iterdir() if ".tmp" in p.name or p.name.startswith(f".{bundle.name}")] == []
 
 
 def test_predict_equals_the_pytorch_sub_net(run, bundle, tmp_path):

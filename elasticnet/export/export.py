@@ -18,12 +18,13 @@ from elasticnet import __version__, shapes
 from elasticnet.checkpoint import cut_subnet, load_checkpoint, model_from_checkpoint
 from elasticnet.errors import UserError
 from elasticnet.export.measure import machine, measure
-from elasticnet.export.onnx_export import check_onnx, export_onnx, onnx_session
+from elasticnet.export.onnx_export import check_onnx, export_onnx
 from elasticnet.export.torch_export import save_unet
 from elasticnet.files import atomic_write_text, respect_umask
 from elasticnet.models.subnet import SubNet
 from elasticnet.models.unet import UNet
 from elasticnet.site.bundle import MODEL_FILES, Description, InputSpec, OutputSpec, SubnetRef, sha256, write_description
+from elasticnet.site.model import onnx_predict, onnx_session
 from elasticnet.subnet_row import SubnetRow, find_row, rows_from
 
 TARGETS = {"cpu": "onnx", "onnx": "onnx", "torch": "torch"}
@@ -207,7 +208,6 @@ def _validation_metrics(row: SubnetRow | None) -> dict[str, Any]:
 def _quantize(model_path: Path, cfg, options: ExportOptions, echo: Callable[[str], None]) -> dict[str, Any]:
     """Replace the fp32 ONNX model at ``model_path`` by its int8 version if it keeps the Dice; returns the
     int8 record for model.json. Refuses (UserError, nothing written) when the Dice drops too much."""
-    import numpy as np
     from torch.utils.data import DataLoader
 
     from elasticnet.data import build_datasets
@@ -227,13 +227,9 @@ def _quantize(model_path: Path, cfg, options: ExportOptions, echo: Callable[[str
     val = DataLoader(split.val, batch_size=8)
     dice = {}
     for name, path in (("fp32", model_path), ("int8", int8_path)):
-        session = onnx_session(path)
+        run = onnx_predict(onnx_session(path))
         result = evaluate(
-            lambda x, s=session: torch.from_numpy(s.run(["logits"], {"image": x.numpy().astype(np.float32)})[0]),
-            val,
-            torch.device("cpu"),
-            cfg.train.threshold,
-            tile,
+            lambda x, run=run: torch.from_numpy(run(x.numpy())), val, torch.device("cpu"), cfg.train.threshold, tile
         )
         dice[name] = result["dice"]
     drop = 100 * (dice["fp32"] - dice["int8"])
@@ -356,10 +352,10 @@ def load_exported(bundle: str | Path):
     folder, description = read_description(bundle)
     model_file = folder / description.model_file
     if description.runtime == "onnxruntime":
-        session = onnx_session(model_file)
+        run = onnx_predict(onnx_session(model_file))
 
         def predict(x: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(session.run(["logits"], {"image": x.cpu().numpy().astype("float32")})[0])
+            return torch.from_numpy(run(x.cpu().numpy()))
     else:
         from elasticnet.export.torch_export import load_unet
 

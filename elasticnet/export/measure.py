@@ -60,10 +60,9 @@ def timings(fn: Callable[[], object], warmup: int, repeats: int) -> dict[str, fl
 
 def _runner(runtime: str, model: Path, threads: int) -> Callable[[np.ndarray], object]:
     if runtime == "onnxruntime":
-        from elasticnet.site.model import onnx_session
+        from elasticnet.site.model import onnx_predict, onnx_session
 
-        session = onnx_session(model, threads)
-        return lambda x: session.run(["logits"], {"image": x})
+        return onnx_predict(onnx_session(model, threads))
     import torch
 
     from elasticnet.export.torch_export import load_unet

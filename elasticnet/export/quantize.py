@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from elasticnet.files import atomic_write
+from elasticnet.site.bundle import INPUT_NAME
 
 
 def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray]) -> Path:
@@ -39,7 +40,7 @@ def quantize_int8(fp32: Path, out: Path, calibration: Iterable[np.ndarray]) -> P
 
         def get_next(self):
             x = next(self.batches, None)
-            return None if x is None else {"image": np.ascontiguousarray(x, dtype=np.float32)}
+            return None if x is None else {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)}
 
     with tempfile.TemporaryDirectory(prefix="elasticnet-int8-") as tmp:
         pre = Path(tmp) / "pre.onnx"

@@ -44,6 +44,10 @@ def description_hash(description: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+# The ONNX model's input and output names: the contract between export and every site runtime.
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What the model takes: size, channels, normalisation, tiling."""
@@ -54,7 +58,7 @@ class InputSpec:
     mean: list[float]
     std: list[float]
     tile: list[int] | None = None  # sliding-window size of a model trained on patches
-    name: str = "image"
+    name: str = INPUT_NAME
     layout: str = "NCHW"
     dtype: str = "float32"
     color: str = ""
@@ -66,7 +70,7 @@ class InputSpec:
 @dataclass(frozen=True)
 class OutputSpec:
     threshold: float
-    name: str = "logits"
+    name: str = OUTPUT_NAME
     activation: str = "sigmoid"
 
 

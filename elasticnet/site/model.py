@@ -9,6 +9,7 @@ size (bilinear) before the stored threshold is applied, so masks line up with th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,7 @@ import numpy as np
 
 from elasticnet.data.imageio import resize_image, to_channels
 from elasticnet.errors import UserError
-from elasticnet.site.bundle import Description, read_description
+from elasticnet.site.bundle import INPUT_NAME, OUTPUT_NAME, Description, read_description
 from elasticnet.site.tiling import sliding_window_np
 
 
@@ -32,6 +33,11 @@ def onnx_session(path: Path, threads: int = 0):
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types
         raise UserError(f"{path} is not a loadable ONNX model ({str(e)[:200]}); re-export it") from None
+
+
+def onnx_predict(session) -> Callable[[np.ndarray], np.ndarray]:
+    """Logits (N, 1, H, W) of prepared float32 images (N, C, H, W) by an exported model's session."""
+    return lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
 def tile_of(description: Description) -> tuple[int, int] | None:
@@ -53,6 +59,7 @@ class SiteModel:
                 "(elasticnet export --target cpu)"
             )
         self.session = onnx_session(self.folder / self.description.model_file, threads)
+        self.predict = onnx_predict(self.session)
         spec = self.description.input
         self.size = (int(spec.height), int(spec.width))
         self.channels = int(spec.channels)
@@ -75,7 +82,7 @@ class SiteModel:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Logits (N, 1, h, w) of prepared images (N, C, h, w), one plain forward pass."""
-        return self.session.run(["logits"], {"image": x})[0]
+        return self.predict(x)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Logits of prepared images, by sliding windows for models trained on patches."""
