@@ -211,7 +211,7 @@ def test_numeric_options_out_of_range_are_refused_before_anything_is_written(tmp
     "argv",
     [
         ["eval", "--checkpoint", "x", "--batch-size", "0"],
-        ["profile", "--repeats", "0"],
+        ["measure", "--repeats", "0"],
         ["export", "--depth", "3", "--int8", "--calib-images", "0"],
     ],
 )

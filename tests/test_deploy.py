@@ -126,25 +126,26 @@ def test_budget_on_a_real_profile(run):
 def test_profile_refuses_an_output_it_cannot_use_before_measuring(run, tmp_path, capsys):
     """A file as --out, an unwritable folder, or results that exist: one clear error at once, nothing replaced."""
     (tmp_path / "file").write_text("mine")
-    assert main(["profile", "--checkpoint", str(run), "--out", str(tmp_path / "file")]) == 2
+    assert main(["measure", "--checkpoint", str(run), "--out", str(tmp_path / "file")]) == 2
+    assert main(["profile", "--checkpoint", str(run), "--out", str(tmp_path / "file")]) == 2  # the old name
     assert "is a file" in capsys.readouterr().err and (tmp_path / "file").read_text() == "mine"
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "profile-torch.csv").write_text("a site's own notes")
-    assert main(["profile", "--checkpoint", str(run), "--runtime", "torch", "--out", str(mine)]) == 2
+    assert main(["measure", "--checkpoint", str(run), "--runtime", "torch", "--out", str(mine)]) == 2
     err = capsys.readouterr().err
     assert "exists already" in err and "--overwrite" in err and "profiling" not in err
     assert (mine / "profile-torch.csv").read_text() == "a site's own notes"
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        assert main(["profile", "--checkpoint", str(run), "--out", str(locked)]) == 2
+        assert main(["measure", "--checkpoint", str(run), "--out", str(locked)]) == 2
         assert "cannot write" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # exports every sub-net to ONNX (PyTorch's exporter: seconds each)
 def test_profile_and_budget_export_commands(run, tmp_path, capsys):
-    assert main(["profile", "--checkpoint", str(run), "--repeats", "3", "--batch", "2", "--out", str(tmp_path)]) == 0
+    assert main(["measure", "--checkpoint", str(run), "--repeats", "3", "--batch", "2", "--out", str(tmp_path)]) == 0
     with open(tmp_path / "profile-onnxruntime.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4 and {"latency_ms", "p90_ms", "peak_mb", "dice", "pareto", "b2_ms"} <= set(rows[0])

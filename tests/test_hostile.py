@@ -215,7 +215,7 @@ def checkpoint_cases(ws: dict[str, Path]) -> list[Case]:
             "eval": ["eval", "--checkpoint", str(path)],
             "export": ["export", "--checkpoint", str(path), "--depth", "2", "--out", str(out / "export")],
             "info": ["info", str(path)],
-            "profile": ["profile", "--checkpoint", str(path), "--repeats", "1", "--out", str(out / "profile")],
+            "profile": ["measure", "--checkpoint", str(path), "--repeats", "1", "--out", str(out / "profile")],
             "resume": ["train", "--resume", str(path)],
         }
         for command, argv in commands.items():
@@ -362,7 +362,7 @@ def filesystem_cases(ws: dict[str, Path]) -> list[Case]:
         ),
         Case(
             "profile --out an existing file",
-            ["profile", "--checkpoint", str(ws["run"]), "--out", str(notes)],
+            ["measure", "--checkpoint", str(ws["run"]), "--out", str(notes)],
             protect=[notes],
         ),
         Case(

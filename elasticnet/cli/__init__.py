@@ -1,4 +1,4 @@
-"""The ``elasticnet`` command: train, export, eval, info, profile, predict, tune.
+"""The ``elasticnet`` command: train, export, eval, info, measure, predict, tune.
 
 User errors (:class:`elasticnet.errors.UserError`) print one line and exit with status 2; a training
 stopped by SIGINT/SIGTERM saves its state, prints how to resume, and exits with 128 + the signal number.
@@ -11,7 +11,7 @@ import os
 import sys
 
 from elasticnet import __version__
-from elasticnet.cli import evaluate, export, info, predict, profile, train, tune
+from elasticnet.cli import evaluate, export, info, measure, predict, train, tune
 from elasticnet.errors import UserError
 from elasticnet.training.signals import TrainingInterrupted
 
@@ -20,7 +20,7 @@ COMMANDS = {
     "export": export,
     "eval": evaluate,
     "info": info,
-    "profile": profile,
+    "measure": measure,
     "predict": predict,
     "tune": tune,
 }
@@ -40,11 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+ALIASES = {"profile": "measure"}  # the names commands had before
 SITE_COMMANDS = {"predict"}  # run with `pip install elasticnet[site]`; the others need the training install
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.command = ALIASES.get(args.command, args.command)
     if args.command not in SITE_COMMANDS:
         import importlib.util
 

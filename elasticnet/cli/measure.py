@@ -1,5 +1,7 @@
-"""``elasticnet profile``: measure every sub-net of a checkpoint on this machine (latency, memory, FLOPs,
-stored Dice), write a CSV and a Pareto plot (Dice vs latency), print the table."""
+"""``elasticnet measure``: measure every sub-net of a checkpoint on this machine (latency, memory, FLOPs,
+stored Dice), write a CSV and a Pareto plot (Dice vs latency), print the table.
+
+Called ``profile`` before 0.2 (still accepted); renamed because ``--profile`` names a config preset."""
 
 from __future__ import annotations
 
@@ -9,7 +11,12 @@ from elasticnet.cli.arguments import at_least, hxw
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("profile", help="measure every sub-net on this machine; CSV + Pareto plot", description=__doc__)
+    p = sub.add_parser(
+        "measure",
+        aliases=["profile"],
+        help="measure every sub-net on this machine; CSV + Pareto plot",
+        description=__doc__,
+    )
     p.add_argument("--checkpoint", help="checkpoint file or run folder (default: the newest run under runs/)")
     p.add_argument(
         "--input-size", type=hxw, metavar="HxW", help="input size to measure at (default: the training size)"
