@@ -44,7 +44,7 @@ class DataConfig:
     mean: list[float] = opt(factory=lambda: [0.485, 0.456, 0.406], help="normalisation after /255")
     std: list[float] = opt(factory=lambda: [0.229, 0.224, 0.225], help="normalisation after /255 (per channel)")
     augment: Literal["auto", "endoscopy", "mammography", "none"] = opt(
-        "auto", "augmentation pipeline; auto: mammography for mini-MIAS, else endoscopy"
+        "auto", "augmentation pipeline; auto: mammography for mini-MIAS and 1-channel data, else endoscopy"
     )
     augment_strength: float = opt(1.0, "scales every augmentation's magnitude (0: none)")
     patch_size: list[int] = opt(factory=lambda: [0, 0], help="train on random HxW patches (0x0: whole images)")

@@ -146,3 +146,43 @@ def test_a_folder_of_dicom_films_trains_evaluates_and_predicts(tmp_path):
     out = tmp_path / "pred"
     assert main(["predict", "--model", str(tmp_path / "bundle"), str(data / "images"), "--out", str(out)]) == 0
     assert len(list((out / "masks").glob("*.png"))) == 8
+
+
+@pytest.mark.slow
+def test_converted_films_at_2048x1280_train_on_patches_and_predict_whole(tmp_path):
+    """The generic images/ + masks/ path at the size of CBIS-DDSM / INbreast conversions (2048x1280, 16-bit
+    grey PNG): trained on patches, evaluated by sliding windows, predicted whole by the site runtime."""
+    import warnings
+
+    import cv2
+
+    from elasticnet.cli import main
+
+    data = tmp_path / "films"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        film = np.zeros((2048, 1280), np.uint16)
+        cv2.ellipse(film, (0, 1024), (900, 1000), 0, -90, 90, 30000, -1)  # the breast against a black background
+        film = (film + rng.integers(0, 2000, film.shape)).astype(np.uint16)
+        mask = np.zeros((2048, 1280), np.uint8)
+        cv2.circle(mask, (300 + 100 * i, 900 + 50 * i), 60, 255, -1)
+        film[mask > 0] += 15000
+        cv2.imwrite(str(data / "images" / f"film{i}.png"), film)
+        cv2.imwrite(str(data / "masks" / f"film{i}.png"), mask)
+    run = tmp_path / "run"
+    common = ["--base-width", "4", "--depths", "2,3", "--widths", "0.5,1", "--in-channels", "1", "--quiet"]
+    flags = ["--image-size", "2048x1280", "--patch-size", "256x256", "--patch-tissue-threshold", "0.1"]
+    flags += ["--batch-size", "2", "--calib-batches", "1", "--mean", "0.2", "--std", "0.25", "--val-fraction", "0.25"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", ".*grayscale.*")  # no colour jitter on grey films (the grey pipeline)
+        assert main(["train", "--data", str(data), *common, *flags, "--max-steps", "2", "--out", str(run)]) == 0
+    assert (run / "subnets.csv").is_file()
+    assert main(["eval", "--checkpoint", str(run), "--data", str(data), "--lesion-detection"]) == 0
+    bundle = tmp_path / "bundle"
+    assert main(["export", "--checkpoint", str(run), "--depth", "3", "--out", str(bundle)]) == 0
+    out = tmp_path / "pred"
+    assert main(["predict", "--model", str(bundle), str(data / "images"), "--out", str(out)]) == 0
+    masks = sorted((out / "masks").glob("*.png"))
+    assert len(masks) == 4 and all(cv2.imread(str(m), cv2.IMREAD_UNCHANGED).shape == (2048, 1280) for m in masks)

@@ -56,10 +56,12 @@ def find_records(cfg: DataConfig) -> list[Record]:
     return find_samples(cfg.data)
 
 
-def augmentation_kind(cfg: DataConfig) -> str:
+def augmentation_kind(cfg: DataConfig, in_channels: int = 3) -> str:
+    """The pipeline ``auto`` means: the grey one (no colour jitter) for mini-MIAS and any 1-channel data
+    (converted mammograms), the endoscopy one for colour frames."""
     if cfg.augment != "auto":
         return cfg.augment
-    return "mammography" if dataset_kind(cfg) == "mini-mias" else "endoscopy"
+    return "mammography" if dataset_kind(cfg) == "mini-mias" or in_channels == 1 else "endoscopy"
 
 
 def _fits_in_memory(records: list[Record], in_channels: int, size: tuple[int, int]) -> bool:
@@ -105,7 +107,7 @@ def build_datasets(cfg: DataConfig, in_channels: int, seed: int) -> Split:
         full.groups, cfg.split, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.folds, cfg.fold
     )
     index = {p: [i for i, q in enumerate(parts) if q == p] for p in ("train", "val", "test")}
-    pipeline = augment.build(augmentation_kind(cfg), seed, cfg.augment_strength)
+    pipeline = augment.build(augmentation_kind(cfg, in_channels), seed, cfg.augment_strength)
     train: Dataset = full.subset(index["train"], pipeline)
     if any(cfg.patch_size):
         train = PatchDataset(train, cfg.patch_size, cfg.patch_lesion_fraction, cfg.patch_tissue_threshold)
