@@ -103,12 +103,7 @@ class Training:
 def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, dist: distributed.Dist) -> Training:
     """The objects of a run on ``split``; restored from ``run_dir``'s saved state if it has one."""
     t = cfg.train
-    model = ElasticUNet(cfg.model).to(device)
-    model.grad_checkpoint = t.grad_checkpoint
-    model.deterministic = t.deterministic
-    memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    distributed.set_sync_bn(model, t.sync_bn and dist.enabled)
+    model, memory_format = build_model(cfg, device, dist)
     order = EpochSampler(len(split.train), t.seed, dist.rank, dist.world)
     batch_size = min(t.batch_size, order.per_process())
     # pinned host memory on GPUs, so the non_blocking copies of a batch overlap with the previous step
@@ -123,14 +118,9 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
     calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, batch_size, dist)
 
     steps_per_epoch = order.per_process() // batch_size
-    total_steps = t.epochs * steps_per_epoch
-    if t.max_steps:
-        total_steps = min(total_steps, t.max_steps)
-    optimizer = build_optimizer(t.optimizer, model.parameters(), t.lr, t.weight_decay)
-    # warm-up: one epoch, or 1/20 of a shorter run
-    warmup = min(steps_per_epoch, max(1, total_steps // 20))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, warmup, t.lr_floor))
-    training = Training(
+    total_steps = min(t.epochs * steps_per_epoch, t.max_steps or t.epochs * steps_per_epoch)
+    optimizer, scheduler = build_schedule(cfg, model, steps_per_epoch, total_steps)
+    return Training(
         cfg=cfg,
         run_dir=run_dir,
         device=device,
@@ -155,7 +145,30 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
         memory_format=memory_format,
         state=TrainingState(world=dist.world, steps_per_epoch=steps_per_epoch, batch_size=batch_size),
     )
-    return training
+
+
+def build_model(
+    cfg: RunConfig, device: torch.device, dist: distributed.Dist
+) -> tuple[ElasticUNet, torch.memory_format]:
+    """The elastic model on ``device`` in the run's memory layout (sync-BN in data-parallel runs if asked)."""
+    t = cfg.train
+    model = ElasticUNet(cfg.model).to(device)
+    model.grad_checkpoint = t.grad_checkpoint
+    model.deterministic = t.deterministic
+    memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    distributed.set_sync_bn(model, t.sync_bn and dist.enabled)
+    return model, memory_format
+
+
+def build_schedule(
+    cfg: RunConfig, model: ElasticUNet, steps_per_epoch: int, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimiser and the cosine schedule with warm-up (one epoch, or 1/20 of a shorter run)."""
+    t = cfg.train
+    optimizer = build_optimizer(t.optimizer, model.parameters(), t.lr, t.weight_decay)
+    warmup = min(steps_per_epoch, max(1, total_steps // 20))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, warmup, t.lr_floor))
 
 
 def restore(training: Training) -> str | None:
