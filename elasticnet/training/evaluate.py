@@ -154,41 +154,42 @@ def subnet_table(
     try:
         for subnet in model.config.subnets():
             progress(f"evaluating {subnet}")
+
+            def on(loader: DataLoader | None, lesions: bool = False, subnet: SubNet = subnet) -> dict | None:
+                return (
+                    evaluate_subnet(model, subnet, loader, device, threshold, tile, lesions)
+                    if loader is not None
+                    else None
+                )
+
             load_bn_state(model, as_trained)
-            raw = evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
-            raw_test = (
-                evaluate_subnet(model, subnet, test_loader, device, threshold, tile)
-                if test_loader is not None
-                else None
-            )
+            raw, raw_test = on(val_loader), on(test_loader)  # with the BN statistics as trained
             used = calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches, pool)
-            cal = evaluate_subnet(model, subnet, val_loader, device, threshold, tile, detection)
             static = extract(model, subnet)
             calibrated[subnet.key] = static_bn_buffers(static)
-            test = (
-                evaluate_subnet(model, subnet, test_loader, device, threshold, tile, detection)
-                if test_loader is not None
-                else None
-            )
-            cfg = static.config
-            row = SubnetRow(
-                depth=subnet.depth,
-                width=subnet.width,
-                channels="-".join(map(str, cfg.channels)),
-                params=count_params(cfg),
-                mflops=count_flops(cfg, image_size) / 1e6,
-                dice=cal["dice"],
-                iou=cal["iou"],
-                dice_bn_as_trained=raw["dice"],
-                **_lesion_fields(cal),
-                **(_test_fields(test, raw_test) if test is not None and raw_test is not None else {}),
-                calib_batches=used,
-                val_images=cal["images"],
-            )
-            rows.append(row)
+            cal, test = on(val_loader, detection), on(test_loader, detection)
+            rows.append(_row(static.config, subnet, image_size, raw, cal, raw_test, test, used))
     finally:
         load_bn_state(model, as_trained)
     return rows, calibrated
+
+
+def _row(cfg, subnet: SubNet, image_size, raw: dict, cal: dict, raw_test, test, used: int) -> SubnetRow:
+    """The table row of one sub-net (static U-Net config ``cfg``) from its evaluations."""
+    return SubnetRow(
+        depth=subnet.depth,
+        width=subnet.width,
+        channels="-".join(map(str, cfg.channels)),
+        params=count_params(cfg),
+        mflops=count_flops(cfg, image_size) / 1e6,
+        dice=cal["dice"],
+        iou=cal["iou"],
+        dice_bn_as_trained=raw["dice"],
+        **_lesion_fields(cal),
+        **(_test_fields(test, raw_test) if test is not None and raw_test is not None else {}),
+        calib_batches=used,
+        val_images=cal["images"],
+    )
 
 
 # ---- the loaders of a run's evaluation ----
