@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,7 +58,9 @@ class DataConfig:
     cache: Literal["auto", "memory", "disk"] = opt(
         "auto", "keep decoded images in memory (auto: when they fit) or decode from disk on access"
     )
-    num_workers: int = opt(0, "loader processes; 0 leaves both cores to the model on small machines")
+    num_workers: int = opt(
+        -1, "loader processes; -1 (auto): none on a CPU (its cores train), min(4, cores / 2) with a GPU"
+    )
 
     @property
     def tile(self) -> tuple[int, int] | None:
@@ -335,7 +338,7 @@ RANGES = [
     ("train", "weight_smallest", 0.0, 100.0, True),
     ("train", "weight_random", 0.0, 100.0, True),
     ("train", "pos_weight", 0.0, 1000.0, False),
-    ("data", "num_workers", 0, 256, True),
+    ("data", "num_workers", -1, 256, True),
     ("data", "augment_strength", 0.0, 10.0, True),
     ("data", "synthetic_count", 3, 10**6, True),
     ("data", "patch_lesion_fraction", 0.0, 1.0, True),
@@ -520,10 +523,13 @@ def save_yaml(cfg: RunConfig, path: Path) -> None:
 
 def resolve_for_device(cfg: RunConfig, device_type: str) -> RunConfig:
     """Fill in what a run must record as used: the training device's channel multiple (``channel_multiple:
-    0``), so that the extracted sub-nets keep it, and the data folder as an absolute path, so that ``eval``
-    and ``--resume`` work from any directory."""
+    0``), so that the extracted sub-nets keep it, the loader processes (``num_workers: -1``), and the data
+    folder as an absolute path, so that ``eval`` and ``--resume`` work from any directory."""
     if cfg.data.data != "synthetic" and not Path(cfg.data.data).is_absolute():
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data=str(Path(cfg.data.data).resolve())))
+    if cfg.data.num_workers == -1:  # a GPU waits for a loader in series with it; a CPU trains on every core
+        workers = 0 if device_type == "cpu" else min(4, max(1, (os.cpu_count() or 2) // 2))
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_workers=workers))
     if cfg.model.channel_multiple == 0:
         from elasticnet.hardware import fast_channel_multiple
 

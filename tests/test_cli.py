@@ -176,7 +176,7 @@ def test_module_entry_point_runs():
         ("--lr", "-1", "lr must be > 0"),
         ("--lr", "nan", "lr must be > 0"),
         ("--weight-decay", "-1", "weight_decay"),
-        ("--num-workers", "-1", "num_workers"),
+        ("--num-workers", "-2", "num_workers"),
         ("--seed", "-1", "seed must be >= 0"),
         ("--base-width", "100000", "base_width"),
         ("--max-steps", "-1", "max_steps"),

@@ -107,3 +107,14 @@ def test_the_readme_lists_every_config_key_as_the_code_defines_it(tmp_path):
     copy = tmp_path / "README.md"
     copy.write_text(readme.read_text())
     assert not update_readme(copy), "README.md's config keys are stale: run `python -m elasticnet.config README.md`"
+
+
+def test_loader_processes_follow_the_device_and_are_recorded():
+    from elasticnet.config import RunConfig, resolve_for_device
+
+    cfg = RunConfig()
+    assert cfg.data.num_workers == -1  # auto
+    assert resolve_for_device(cfg, "cpu").data.num_workers == 0  # the CPU's cores train
+    assert 1 <= resolve_for_device(cfg, "cuda").data.num_workers <= 4  # a GPU should not wait for augmentation
+    cfg.data.num_workers = 3
+    assert resolve_for_device(cfg, "cuda").data.num_workers == 3  # as given

@@ -37,7 +37,7 @@ BAD_NUMBERS = {
     "--max-steps": ["-1"],
     "--calib-batches": ["0"],
     "--threshold": ["2", "0", "nan"],
-    "--num-workers": ["-1"],
+    "--num-workers": ["-2"],
     "--val-fraction": ["1.5", "-0.1"],
     "--channel-multiple": ["-1"],
     "--image-size": ["0x0", "abc", "99999x32", "32"],
