@@ -174,7 +174,9 @@ def train_command(args, out: Path, *extra: str) -> list[str]:
 
 
 def train_cli(args, out: Path, *extra: str) -> None:
-    subprocess.run(train_command(args, out, *extra), check=True, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(train_command(args, out, *extra), cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:  # the reason, not only the exit status, goes into the part's record
+        raise RuntimeError(f"training {out} failed (exit {done.returncode}): {done.stderr.strip()[-600:]}")
 
 
 def determinism(args) -> dict:
@@ -281,6 +283,8 @@ def main() -> None:
     p.add_argument("--budget-s", type=float, default=420.0)
     p.add_argument("--tiny", action="store_true", help="tiny sizes, for trying the script on a CPU")
     args = p.parse_args()
+    if (args.out / "runs").exists():  # the parts' trainings would find the last check's runs and refuse them
+        raise SystemExit(f"{args.out} holds an earlier check (runs/); give a new --out, or remove it first")
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     summary = {
