@@ -134,6 +134,11 @@ OPTIONAL = {
 }
 
 
+# What `elasticnet info --json` shows of a checkpoint: its identity and what a person compares runs by.
+DESCRIBED_KEYS = ("format", "format_version", "elasticnet_version", "config", "step", "epoch", "train_seconds")
+DESCRIBED_KEYS += ("train_tflops", "precision", "subnets")
+
+
 def check_structure(ckpt: dict[str, Any], path: Path) -> None:
     problems = [f"{key} is missing" for key in REQUIRED if key not in ckpt]
     for key, kind in {**REQUIRED, **OPTIONAL}.items():

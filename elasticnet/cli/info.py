@@ -60,33 +60,14 @@ def describe_bundle(folder: Path, desc: Description) -> None:
 
 
 def describe_checkpoint(path: Path | None, as_json: bool) -> int:
-    from elasticnet.checkpoint import load_checkpoint, resolve_checkpoint
+    from elasticnet.checkpoint import DESCRIBED_KEYS, load_checkpoint, resolve_checkpoint
     from elasticnet.subnet_row import rows_from
     from elasticnet.training.tables import show
 
     checkpoint = resolve_checkpoint(path)
     ckpt = load_checkpoint(checkpoint)
     if as_json:
-        say(
-            json.dumps(
-                {
-                    k: ckpt.get(k)
-                    for k in (
-                        "format",
-                        "format_version",
-                        "elasticnet_version",
-                        "config",
-                        "step",
-                        "epoch",
-                        "train_seconds",
-                        "train_tflops",
-                        "precision",
-                        "subnets",
-                    )
-                },
-                indent=2,
-            )
-        )
+        say(json.dumps({k: ckpt.get(k) for k in DESCRIBED_KEYS}, indent=2))
         return 0
     cfg = ckpt["config"]
     say(f"checkpoint {checkpoint} (elasticnet {ckpt.get('elasticnet_version')}, format {ckpt.get('format_version')})")
