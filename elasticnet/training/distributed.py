@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
+import torch.distributed as torch_dist
 from torch import nn
 
 from elasticnet.errors import UserError
@@ -60,8 +60,8 @@ def init(device_name: str) -> tuple[Dist, torch.device]:
     device = rank_device(device_name, local, int(os.environ.get("LOCAL_WORLD_SIZE", local + 1)))
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Dist(rank, world, local), device
 
 
@@ -86,8 +86,8 @@ def rank_device(device_name: str, local_rank: int, local_world: int) -> torch.de
 
 
 def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
 
 
 def broadcast_object(value, dist: Dist):
@@ -95,7 +95,7 @@ def broadcast_object(value, dist: Dist):
     if not dist.enabled:
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    torch_dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
@@ -105,7 +105,7 @@ def average_gradients(model: nn.Module, dist: Dist) -> None:
     if not dist.enabled or not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
+    torch_dist.all_reduce(flat)
     flat /= dist.world
     offset = 0
     for g in grads:
@@ -119,7 +119,7 @@ def reduce_step(loss: float, stop: bool, dist: Dist, device: torch.device) -> tu
     if not dist.enabled:
         return loss, stop
     t = torch.tensor([loss, float(stop)], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
+    torch_dist.all_reduce(t)
     return float(t[0]) / dist.world, bool(t[1] > 0)
 
 
@@ -132,7 +132,7 @@ def pool_bn_statistics(model: nn.Module, dist: Dist) -> None:
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
             mean, var = m.running_mean, m.running_var
             packed = torch.stack([mean, var, mean * mean]).double()
-            dist.all_reduce(packed)
+            torch_dist.all_reduce(packed)
             packed /= dist.world
             mean.copy_(packed[0])
             var.copy_(packed[1] + packed[2] - packed[0] * packed[0])  # pooled variance
