@@ -22,10 +22,10 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 from checkout import ROOT
+from runner import train_command
 
 from elasticnet import hardware
 from elasticnet.files import atomic_write_text
@@ -35,35 +35,9 @@ PRECISIONS = {"bf16": "bf16", "fp32": "none"}
 
 
 def command(data: str, seed: int, amp: str, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "elasticnet",
-        "train",
-        "--config",
-        "experiments/cvc_clinicdb.yaml",
-        "--profile",
-        "cpu",
-        "--data",
-        data,
-        "--split",
-        "random",
-        "--folds",
-        "5",
-        "--fold",
-        "0",
-        "--strategy",
-        "sandwich",
-        "--widths",
-        "0.25,0.5,0.75,1",
-        "--seed",
-        str(seed),
-        "--amp",
-        amp,
-        "--out",
-        str(out),
-        "--quiet",
-    ]
+    flags = ["--split", "random", "--folds", "5", "--fold", "0", "--strategy", "sandwich"]
+    flags += ["--widths", "0.25,0.5,0.75,1", "--seed", str(seed), "--amp", amp]
+    return train_command("experiments/cvc_clinicdb.yaml", "cpu", data, flags, "auto", out)
 
 
 def collect(runs: Path, seeds: list[int]) -> list[dict]:
