@@ -12,12 +12,14 @@ parts are skipped once ``--budget-s`` is spent):
    achieved TFLOP/s from the model's FLOPs (3 x forward per image per sub-net) and the share of ``--peak-tflops``
    (the device's bf16 peak; H200: 989 dense), peak memory, and host-device synchronisations per step (CUDA's
    sync debug mode counts them).
-3. ``determinism``: two runs of 10 steps with one seed, with and without ``--deterministic``: do the weights
+3. ``batches``: training batches per second, augmented per image in loader processes (pinned memory) and per
+   batch on the device (``augment_on: device``), and the share of the fastest step's time a batch takes.
+4. ``determinism``: two runs of 10 steps with one seed, with and without ``--deterministic``: do the weights
    match bit for bit, and what does determinism cost?
-4. ``resume``: 6 steps on the device, then the last 4 resumed on the CPU from the saved state: equal weights
+5. ``resume``: 6 steps on the device, then the last 4 resumed on the CPU from the saved state: equal weights
    to 1e-5 relative? (different devices: not bit-exact by design)
-5. ``export``: the depth-4 sub-net of a device-trained run exported to ONNX and checked with ONNX Runtime.
-6. ``tests``: the ``cuda``-marked tests (``pytest -m cuda``).
+6. ``export``: the depth-4 sub-net of a device-trained run exported to ONNX and checked with ONNX Runtime.
+7. ``tests``: the ``cuda``-marked tests (``pytest -m cuda``).
 """
 
 from __future__ import annotations
@@ -256,6 +258,53 @@ def export(args) -> dict:
     return {"returncode": done.returncode, "output": done.stdout[-600:] + done.stderr[-600:]}
 
 
+def batches(args) -> dict:
+    """Training batches per second at the ``steps`` part's size, both augmentation paths, against the fastest
+    training step measured there: the share of a step a batch takes (target < 5 %)."""
+    from torch.utils.data import DataLoader
+
+    from elasticnet.data import augment
+    from elasticnet.data.dataset import SegmentationDataset
+    from elasticnet.data.device_batches import DeviceBatches
+    from elasticnet.data.synthetic import synthetic_polyp_set
+    from elasticnet.training.order import EpochSampler
+
+    size, batch, count = ((64, 64), 4, 32) if args.tiny else ((288, 384), 16, 256)
+    images, masks = synthetic_polyp_set(count, *size, seed=0)
+    names = [f"s{i}" for i in range(count)]
+    pipeline = augment.build("endoscopy", seed=0)
+    data = SegmentationDataset(images, masks, names, [0.5] * 3, [0.25] * 3, pipeline)
+    device = torch.device(args.device)
+    order = EpochSampler(count, seed=0)
+    workers = 0 if args.tiny else 4
+    paths = {
+        f"loader ({workers} workers{', pinned' if device.type == 'cuda' else ''})": DataLoader(
+            data, batch_size=batch, sampler=order, drop_last=True, num_workers=workers, pin_memory=device.type == "cuda"
+        ),
+        "device": DeviceBatches(data, order, batch, device, augment.spec("endoscopy")),
+    }
+    rates = {}
+    for name, source in paths.items():
+        for _ in source:  # warm-up: worker start, first kernels
+            break
+        n, start = 0, time.perf_counter()
+        for _ in range(2):
+            for x, y in source:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                n += x.shape[0]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates[name] = round(n / (time.perf_counter() - start), 1)
+    result: dict = {"size": size, "batch": batch, "images_per_s": rates}
+    steps_file = args.out / "steps.json"
+    if steps_file.exists() and json.loads(steps_file.read_text()).get("rows"):
+        fastest = max(r["images_per_s"] for r in json.loads(steps_file.read_text())["rows"])
+        result["fastest_step_images_per_s"] = fastest
+        result["batch_share_of_step_percent"] = {k: round(100 * fastest / v, 2) for k, v in rates.items()}
+    print(result, flush=True)
+    return result
+
+
 def cuda_tests(args) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests"], cwd=ROOT, capture_output=True, text=True
@@ -266,6 +315,7 @@ def cuda_tests(args) -> dict:
 PARTS = {
     "sync_bn": sync_bn,
     "steps": step_runs,
+    "batches": batches,
     "determinism": determinism,
     "resume": resume,
     "export": export,

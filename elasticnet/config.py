@@ -48,6 +48,12 @@ class DataConfig:
         "auto", "augmentation pipeline; auto: mammography for mini-MIAS and 1-channel data, else endoscopy"
     )
     augment_strength: float = opt(1.0, "scales every augmentation's magnitude (0: none)")
+    augment_on: Literal["auto", "loader", "device"] = opt(
+        "auto",
+        "where training images are augmented: loader (per image, albumentations, in the loader processes) or "
+        "device (per batch, torch, on the training device; whole images only); auto: device on a GPU for whole "
+        "images, else loader",
+    )
     patch_size: list[int] = opt(factory=lambda: [0, 0], help="train on random HxW patches (0x0: whole images)")
     patch_lesion_fraction: float = opt(
         0.5, "share of patches centred near a lesion (drawn from the images that have one, however few)"
@@ -431,6 +437,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError("checkpoint_every must be >= 0 (0: save the training state at epoch ends only)")
     if len(cfg.data.mean) != cfg.model.in_channels or len(cfg.data.std) != cfg.model.in_channels:
         raise UserError(f"mean and std need {cfg.model.in_channels} value(s), one per input channel")
+    if data.augment_on == "device" and any(patch):
+        raise UserError("augment_on device augments whole images; with patch_size use --augment-on loader (or auto)")
     return cfg
 
 
@@ -523,13 +531,17 @@ def save_yaml(cfg: RunConfig, path: Path) -> None:
 
 def resolve_for_device(cfg: RunConfig, device_type: str) -> RunConfig:
     """Fill in what a run must record as used: the training device's channel multiple (``channel_multiple:
-    0``), so that the extracted sub-nets keep it, the loader processes (``num_workers: -1``), and the data
+    0``), so that the extracted sub-nets keep it, the loader processes (``num_workers: -1``), where images
+    are augmented (``augment_on: auto``), and the data
     folder as an absolute path, so that ``eval`` and ``--resume`` work from any directory."""
     if cfg.data.data != "synthetic" and not Path(cfg.data.data).is_absolute():
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data=str(Path(cfg.data.data).resolve())))
     if cfg.data.num_workers == -1:  # a GPU waits for a loader in series with it; a CPU trains on every core
         workers = 0 if device_type == "cpu" else min(4, max(1, (os.cpu_count() or 2) // 2))
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_workers=workers))
+    if cfg.data.augment_on == "auto":  # a GPU should not wait for per-image augmentation on the host
+        where = "device" if device_type == "cuda" and not any(cfg.data.patch_size) else "loader"
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augment_on=where))
     if cfg.model.channel_multiple == 0:
         from elasticnet.hardware import fast_channel_multiple
 

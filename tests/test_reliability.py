@@ -83,8 +83,8 @@ PARITY_RECIPE = {
 
 @pytest.mark.parametrize(
     "variant",
-    [{}, {"patch_size": "16x16", "strategy": "sandwich", "distill": True}, PARITY_RECIPE],
-    ids=["whole-images", "patches-sandwich-distill", "phases-ema-teacher-sgd-clip"],
+    [{}, {"patch_size": "16x16", "strategy": "sandwich", "distill": True}, PARITY_RECIPE, {"augment_on": "device"}],
+    ids=["whole-images", "patches-sandwich-distill", "phases-ema-teacher-sgd-clip", "augmented-on-device"],
 )
 def test_resume_after_signals_equals_an_uninterrupted_run(tmp_path, monkeypatch, variant):
     settings = {**BASE, **variant}

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from elasticnet.checkpoint import load_checkpoint
 from elasticnet.config import RunConfig, eval_batch_size
+from elasticnet.data import augment
+from elasticnet.data.build import augmentation_kind
+from elasticnet.data.device_batches import DeviceBatches
 from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.subnet import SubNet
 from elasticnet.run_files import STATE_NAME
@@ -45,7 +48,7 @@ class Training:
     freezer: InactiveWeightFreezer | None
     recipe: Recipe
     order: EpochSampler  # the data order: a function of (seed, epoch, position), so resume repeats it
-    train_loader: DataLoader
+    train_loader: DataLoader | DeviceBatches
     calib_loader: DataLoader
     val_loader: DataLoader
     test_loader: DataLoader | None
@@ -106,15 +109,7 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
     model, memory_format = build_model(cfg, device, dist)
     order = EpochSampler(len(split.train), t.seed, dist.rank, dist.world)
     batch_size = min(t.batch_size, order.per_process())
-    # pinned host memory on GPUs, so the non_blocking copies of a batch overlap with the previous step
-    train_loader = DataLoader(
-        split.train,
-        batch_size=batch_size,
-        sampler=order,
-        drop_last=True,
-        num_workers=cfg.data.num_workers,
-        pin_memory=device.type == "cuda",
-    )
+    train_loader = training_batches(cfg, split.train, order, batch_size, device)
     calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, batch_size, dist)
 
     steps_per_epoch = order.per_process() // batch_size
@@ -144,6 +139,24 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
         epochs=math.ceil(total_steps / steps_per_epoch),
         memory_format=memory_format,
         state=TrainingState(world=dist.world, steps_per_epoch=steps_per_epoch, batch_size=batch_size),
+    )
+
+
+def training_batches(
+    cfg: RunConfig, train: Dataset, order: EpochSampler, batch_size: int, device: torch.device
+) -> DataLoader | DeviceBatches:
+    """The training batches in ``order``: augmented per batch on ``device`` (``augment_on: device``), or per
+    image in a loader, with pinned host memory on GPUs so that a batch's copy overlaps the previous step."""
+    if cfg.data.augment_on == "device":
+        kind = augmentation_kind(cfg.data, cfg.model.in_channels)
+        return DeviceBatches(train, order, batch_size, device, augment.spec(kind, cfg.data.augment_strength))
+    return DataLoader(
+        train,
+        batch_size=batch_size,
+        sampler=order,
+        drop_last=True,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
     )
 
 
