@@ -14,12 +14,15 @@ parts are skipped once ``--budget-s`` is spent):
    sync debug mode counts them).
 3. ``batches``: training batches per second, augmented per image in loader processes (pinned memory) and per
    batch on the device (``augment_on: device``), and the share of the fastest step's time a batch takes.
-4. ``determinism``: two runs of 10 steps with one seed, with and without ``--deterministic``: do the weights
+4. ``projection``: the ``paper`` Dice table's training time on this device, from its planned TFLOPs
+   (``results/cvc_clinicdb/paper/plan.csv``, written by ``paper/dice_table.py --profile paper --plan``) and the
+   best TFLOP/s of ``steps`` (a lower bound: evaluation, loading and small sub-nets' lower rate left out).
+5. ``determinism``: two runs of 10 steps with one seed, with and without ``--deterministic``: do the weights
    match bit for bit, and what does determinism cost?
-5. ``resume``: 6 steps on the device, then the last 4 resumed on the CPU from the saved state: equal weights
+6. ``resume``: 6 steps on the device, then the last 4 resumed on the CPU from the saved state: equal weights
    to 1e-5 relative? (different devices: not bit-exact by design)
-6. ``export``: the depth-4 sub-net of a device-trained run exported to ONNX and checked with ONNX Runtime.
-7. ``tests``: the ``cuda``-marked tests (``pytest -m cuda``).
+7. ``export``: the depth-4 sub-net of a device-trained run exported to ONNX and checked with ONNX Runtime.
+8. ``tests``: the ``cuda``-marked tests (``pytest -m cuda``).
 """
 
 from __future__ import annotations
@@ -305,6 +308,35 @@ def batches(args) -> dict:
     return result
 
 
+PLAN = ROOT / "results" / "cvc_clinicdb" / "paper" / "plan.csv"  # python paper/dice_table.py --profile paper --plan
+
+
+def projection(args) -> dict:
+    """The ``paper`` Dice table's training time on this device, projected: its planned TFLOPs (every training of
+    Tables 1 and 2, 3 seeds, 2 splits, counted from the recipes) over the best TFLOP/s the ``steps`` part
+    measured. Evaluation and data loading are not in it, and small sub-nets run below the measured rate, so it
+    is a lower bound on the time."""
+    import csv
+
+    rows = json.loads((args.out / "steps.json").read_text())["rows"]
+    best = max(rows, key=lambda r: r["tflops"])
+    with PLAN.open() as f:
+        plan = list(csv.DictReader(f))
+    total = sum(float(r["tflops"]) for r in plan)
+    hours = total / best["tflops"] / 3600
+    result = {
+        "plan": str(PLAN.relative_to(ROOT)),
+        "trainings": len(plan),
+        "planned_tflops": round(total),
+        "measured_best": best,
+        "projected_hours": round(hours, 2),
+        "target_hours": 1.5,
+        "met": hours <= 1.5,
+    }
+    print(result, flush=True)
+    return result
+
+
 def cuda_tests(args) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests"], cwd=ROOT, capture_output=True, text=True
@@ -316,6 +348,7 @@ PARTS = {
     "sync_bn": sync_bn,
     "steps": step_runs,
     "batches": batches,
+    "projection": projection,
     "determinism": determinism,
     "resume": resume,
     "export": export,

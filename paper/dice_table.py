@@ -53,7 +53,17 @@ from dice_tables import (
     table2,
     time_ratios,
 )
-from runner import ROOT, WALL_NAME, git_commit, hardware_text, run_logged, run_pool, train_command, train_or_resume
+from runner import (
+    ROOT,
+    WALL_NAME,
+    git_commit,
+    hardware_text,
+    planned_tflops,
+    run_logged,
+    run_pool,
+    train_command,
+    train_or_resume,
+)
 
 from elasticnet import __version__
 from elasticnet.config import build_config
@@ -368,6 +378,17 @@ def targets_text(args, points: Points, records: pd.DataFrame, chosen: dict[str, 
     return "\n".join(lines) + "\n"
 
 
+def write_plan(jobs: list[Job], path: Path) -> None:
+    """Every training's planned steps and TFLOPs (on a GPU), and the table's total."""
+    rows = []
+    for job in jobs:
+        steps, tflops = planned_tflops(job.command, "cuda")
+        rows.append({"split": job.split, "seed": job.seed, "name": job.training.name, "steps": steps, "tflops": tflops})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_csv([{**r, "tflops": round(r["tflops"], 2)} for r in rows], path)
+    print(f"{len(rows)} trainings, {sum(r['tflops'] for r in rows):.0f} TFLOPs in all; wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="the CVC-ClinicDB folder (PNG or official TIFF layout)")
@@ -404,6 +425,12 @@ def main(argv: list[str] | None = None) -> None:
         "for runs evaluated by an older version), then write the tables",
     )
     p.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="write the trainings' planned steps and TFLOPs (counted from the recipe, for a GPU's channel "
+        "multiple) to OUT/plan.csv and stop: `benchmarks/gpu_check.py` projects the table's time from it",
+    )
     p.add_argument("--report-only", action="store_true", help="write the tables from the finished runs; train nothing")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -424,6 +451,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.dry_run:
         print("\n".join(" ".join(j.command) for j in jobs))
         return
+    out = Path(args.out) if args.out else ROOT / "results" / "cvc_clinicdb" / args.name
+    if args.plan:
+        write_plan(jobs, out / "plan.csv")
+        return
     start = time.perf_counter()
     if not args.report_only:
         cores = os.cpu_count() or 1
@@ -436,7 +467,6 @@ def main(argv: list[str] | None = None) -> None:
             ]
             print(f"recalibrating {len(todo)} runs", flush=True)
             run_pool(todo, args.jobs, lambda job, say: recalibrate_job(job, threads, say))
-    out = Path(args.out) if args.out else ROOT / "results" / "cvc_clinicdb" / args.name
     write_results(args, jobs, out, time.perf_counter() - start)
     print((out / "tables.md").read_text())
     print(f"wrote {out}/")

@@ -52,6 +52,26 @@ def train_command(
     ]
 
 
+def planned_tflops(command: Sequence[str], device_type: str = "cuda") -> tuple[int, float]:
+    """(optimiser steps, training TFLOPs) a training command will run on a ``device_type``, counted from its
+    config and recipe before it starts (:func:`elasticnet.training.recipe.planned_flops`; the data folder is
+    listed, nothing decoded). For projecting a table's time from a measured TFLOP/s."""
+    from elasticnet.cli import build_parser
+    from elasticnet.config import build_config, leaf_keys, resolve_for_device
+    from elasticnet.data.build import split_sizes
+    from elasticnet.training.recipe import planned_flops
+
+    args = build_parser().parse_args(list(command[3:]))  # after: python -m elasticnet
+    overrides = {k: getattr(args, k) for k in leaf_keys() if hasattr(args, k)}
+    cfg = resolve_for_device(build_config(args.config, overrides, args.profile), device_type)
+    train = split_sizes(cfg.data)["train"]
+    batch = min(cfg.train.batch_size, train)
+    steps = train // batch
+    total = min(cfg.train.epochs * steps, cfg.train.max_steps or cfg.train.epochs * steps)
+    size = cfg.data.tile or tuple(cfg.data.image_size)
+    return total, planned_flops(cfg, steps, batch, -(-total // steps), size) / 1e12
+
+
 def child_env(threads: int) -> dict[str, str]:
     """The environment of a training or evaluation subprocess: this checkout's package, ``threads`` threads."""
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}

@@ -148,3 +148,19 @@ def test_a_mias_circle_far_outside_the_film_is_a_listed_problem():
     assert draw_circles((64, 64), [(32, 32, 10)]).max() == 255
     with pytest.raises(ValueError, match="lies far outside the 64x64 film"):
         draw_circles((64, 64), [(32, 32, 1e12)])
+
+
+@pytest.mark.parametrize(
+    "split", [{"split": "random"}, {"split": "grouped", "folds": 5, "fold": 2}, {"test_fraction": 0.25}]
+)
+@pytest.mark.parametrize("source", ["synthetic", "folder"])
+def test_split_sizes_from_the_listing_equal_the_loaded_split(tmp_path, split, source):
+    from helpers import write_fake_cvc
+
+    from elasticnet.data.build import split_sizes
+
+    data = "synthetic" if source == "synthetic" else str(write_fake_cvc(tmp_path / "cvc"))
+    cfg = DataConfig(data=data, image_size=[32, 32], synthetic_count=20, **split)
+    loaded = build_datasets(cfg, 3, 0)
+    expected = {"train": len(loaded.train), "val": len(loaded.val), "test": len(loaded.test or [])}
+    assert split_sizes(cfg) == expected

@@ -363,3 +363,20 @@ def test_probe_subnets_reports_dead_channels_and_logits(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [line for line in done.stdout.splitlines() if "dead channels per block" in line]
     assert len(lines) == 2 and "d2-w0.5" in lines[0] and "pixels above threshold" in lines[1]
+
+
+def test_planned_compute_is_what_the_training_counts(tmp_path):
+    from runner import planned_tflops
+
+    from elasticnet.checkpoint import load_checkpoint
+    from elasticnet.cli import main as cli
+
+    out = tmp_path / "run"
+    flags = "--base-width 16 --depths 3,4 --widths 0.5,1 --image-size 64x64 --synthetic-count 40 --batch-size 4"
+    command = [sys.executable, "-m", "elasticnet", "train", *flags.split(), "--strategy", "sandwich"]
+    command += ["--distill", "--epochs", "2", "--calib-batches", "1", "--device", "cpu", "--out", str(out), "--quiet"]
+    assert cli(command[3:]) == 0
+    steps, tflops = planned_tflops(command, "cpu")
+    counted = load_checkpoint(out / "checkpoint.pt")
+    assert steps == counted["step"]
+    assert tflops == pytest.approx(counted["train_tflops"], rel=1e-3, abs=1e-4) and tflops > 0.01

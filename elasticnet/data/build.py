@@ -99,6 +99,21 @@ def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
     return SegmentationDataset(images, masks, names, cfg.mean, cfg.std, groups=groups)
 
 
+def split_sizes(cfg: DataConfig) -> dict[str, int]:
+    """Images in each part of the split (train, val, test) from the file listing alone, nothing decoded: for
+    planning a run's steps before it starts."""
+    if cfg.data == "synthetic":
+        groups = [f"synthetic-{i:05d}" for i in range(cfg.synthetic_count)]
+    else:
+        try:
+            records = find_records(cfg)
+        except DataProblems as e:  # the pairs found are what a run would train on, once the listing is fixed
+            records = e.records
+        groups = [r.group for r in records]
+    parts = assign_split(groups, cfg.split, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.folds, cfg.fold)
+    return {p: parts.count(p) for p in ("train", "val", "test")}
+
+
 def build_datasets(cfg: DataConfig, in_channels: int, seed: int) -> Split:
     """Split as configured (by ``cfg.split_seed``, so every training seed sees the same test images);
     augmentation (seeded by ``seed``) and patches on the training part only."""
