@@ -27,13 +27,16 @@ def _discs(n: int, h: int = 40, w: int = 56, seed: int = 0) -> tuple[torch.Tenso
     """uint8 masks of one random disc each, and images that are the mask in every channel."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
-    masks = np.stack(
-        [
-            ((yy - rng.integers(h // 4, h - h // 4)) ** 2 + (xx - rng.integers(w // 4, w - w // 4)) ** 2)
-            < (min(h, w) // 5) ** 2
-            for _ in range(n)
-        ]
-    ).astype(np.uint8)[:, None] * 255
+    masks = (
+        np.stack(
+            [
+                ((yy - rng.integers(h // 4, h - h // 4)) ** 2 + (xx - rng.integers(w // 4, w - w // 4)) ** 2)
+                < (min(h, w) // 5) ** 2
+                for _ in range(n)
+            ]
+        ).astype(np.uint8)[:, None]
+        * 255
+    )
     return torch.from_numpy(np.repeat(masks, 3, axis=1)), torch.from_numpy(masks)
 
 

@@ -92,55 +92,82 @@ def _hue_saturation_value(x: torch.Tensor, hue: torch.Tensor, sat: torch.Tensor,
     h = (h + hue) % 1.0
     s = (s + sat).clamp(0, 1)
     v = (maxc + val).clamp(0, 1)
-    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1) + h * 6) % 6
+    n = 5 - 2 * torch.arange(3, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)  # 5, 3, 1: no host copy
+    k = (n + h * 6) % 6
     return v - v * s * torch.minimum(k, 4 - k).clamp(0, 1)
+
+
+def upload(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on ``device`` without waiting for the device: on a GPU through pinned memory with a
+    non-blocking copy (a plain copy from pageable memory would wait for every step queued before it)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+# the columns of the per-item parameters sent to the device in one copy per batch
+THETA = slice(0, 6)
+CONTRAST_COL, BRIGHTNESS_COL, HSV_COL, HUE_COL, SATURATION_COL, VALUE_COL, GAMMA_COL = range(6, 13)
+
+
+def item_parameters(sp: AugmentSpec, u: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(B, 13) float32: each item's sampling matrix (6), contrast, brightness, HSV on/off, hue (turns),
+    saturation and value offsets (0-1 units) and gamma exponent, from its uniform draws ``u``."""
+    on = u[:, INTENSITY] < sp.intensity_p
+    gamma_on = u[:, GAMMA_ON] < sp.gamma_p
+    columns = [
+        sampling_grids(sp, u, height, width).reshape(len(u), 6),
+        np.where(on, 1 + _between(u[:, CONTRAST], sp.contrast), 1.0)[:, None],
+        np.where(on, _between(u[:, BRIGHTNESS], sp.brightness), 0.0)[:, None],
+        (u[:, HSV] < sp.hsv_p).astype(np.float64)[:, None],
+        (_between(u[:, HUE], sp.hue) / 180.0)[:, None],  # OpenCV hue units: 180 per turn
+        (_between(u[:, SATURATION], sp.saturation) / 255.0)[:, None],
+        (_between(u[:, VALUE], sp.value) / 255.0)[:, None],
+        np.where(gamma_on, 1 + _between(u[:, GAMMA], sp.gamma / 100), 1.0)[:, None],
+    ]
+    return np.concatenate(columns, axis=1).astype(np.float32)
 
 
 class BatchAugment:
     """Augment and normalise a batch on its device: uint8 ``(B, C, H, W)`` images and ``(B, 1, H, W)`` 0/255
-    masks in, float normalised images and {0, 1} masks out. ``spec`` None: normalise only."""
+    masks in, float normalised images and {0, 1} masks out. ``spec`` None: normalise only.
+
+    The per-item parameters are drawn on the host and sent in one non-blocking copy; which optional transforms
+    run at all is decided on the host too, so a batch never makes the host wait for the device."""
 
     def __init__(self, spec: AugmentSpec | None, mean: Sequence[float], std: Sequence[float]):
-        self.spec, self.mean, self.std = spec, tuple(mean), tuple(std)
+        self.spec = spec
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
 
     def __call__(
         self, images: torch.Tensor, masks: torch.Tensor, seeds: Sequence[int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        device, channels = images.device, images.shape[1]
+        device = images.device
+        if self.mean.device != device:  # moved once, not per batch
+            self.mean, self.std = self.mean.to(device), self.std.to(device)
         x = images.float() / 255.0
         m = masks.float() / 255.0
         sp = self.spec
         if sp is not None:
-            u = draws(seeds)
-            theta = torch.from_numpy(sampling_grids(sp, u, x.shape[2], x.shape[3])).float().to(device)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            params = item_parameters(sp, draws(seeds), x.shape[2], x.shape[3])
+            p = upload(params, device)
+            grid = F.affine_grid(p[:, THETA].reshape(-1, 2, 3), list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             m = F.grid_sample(m, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-            x = self._intensity(x, sp, u, channels)
-        mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
-        return (x - mean) / std, (m > 0.5).float()
+            x = self._intensity(x, p, params)
+        return (x - self.mean) / self.std, (m > 0.5).float()
 
     @staticmethod
-    def _intensity(x: torch.Tensor, sp: AugmentSpec, u: np.ndarray, channels: int) -> torch.Tensor:
-        def per_item(values: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(values).float().to(x.device).view(-1, 1, 1, 1)
+    def _intensity(x: torch.Tensor, p: torch.Tensor, params: np.ndarray) -> torch.Tensor:
+        def column(i: int) -> torch.Tensor:
+            return p[:, i].view(-1, 1, 1, 1)
 
-        on = u[:, INTENSITY] < sp.intensity_p
-        contrast = per_item(np.where(on, 1 + _between(u[:, CONTRAST], sp.contrast), 1.0))
-        brightness = per_item(np.where(on, _between(u[:, BRIGHTNESS], sp.brightness), 0.0))
-        x = (x * contrast + brightness).clamp(0, 1)
-        hsv = u[:, HSV] < sp.hsv_p
-        if channels == 3 and hsv.any():
-            shifted = _hue_saturation_value(
-                x,
-                per_item(_between(u[:, HUE], sp.hue) / 180.0),  # OpenCV hue units: 180 per turn
-                per_item(_between(u[:, SATURATION], sp.saturation) / 255.0),
-                per_item(_between(u[:, VALUE], sp.value) / 255.0),
-            )
-            x = torch.where(per_item(hsv.astype(np.float32)) > 0, shifted, x)
-        gamma_on = u[:, GAMMA_ON] < sp.gamma_p
-        if sp.gamma_p > 0 and gamma_on.any():
-            exponent = per_item(np.where(gamma_on, 1 + _between(u[:, GAMMA], sp.gamma / 100), 1.0))
-            x = x.clamp_min(0) ** exponent
+        x = (x * column(CONTRAST_COL) + column(BRIGHTNESS_COL)).clamp(0, 1)
+        if x.shape[1] == 3 and params[:, HSV_COL].any():
+            shifted = _hue_saturation_value(x, column(HUE_COL), column(SATURATION_COL), column(VALUE_COL))
+            x = torch.where(column(HSV_COL) > 0, shifted, x)
+        if (params[:, GAMMA_COL] != 1).any():
+            x = x.clamp_min(0) ** column(GAMMA_COL)
         return x

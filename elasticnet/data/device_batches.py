@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from elasticnet.data.augment import AugmentSpec
-from elasticnet.data.batch_augment import BatchAugment
+from elasticnet.data.batch_augment import BatchAugment, upload
 from elasticnet.data.dataset import SegmentationDataset
 from elasticnet.errors import UserError
 
@@ -75,7 +75,7 @@ class DeviceBatches:
         keys = iter(self.sampler)
         for _ in range(len(self)):
             batch = [next(keys) for _ in range(self.batch_size)]
-            index = torch.tensor([i for i, _ in batch], device=self.images.device)
+            index = upload(np.array([i for i, _ in batch], dtype=np.int64), self.images.device)
             yield self.augment(
                 self.images.index_select(0, index), self.masks.index_select(0, index), [s for _, s in batch]
             )
