@@ -316,14 +316,16 @@ def plot_gaps(gaps: pd.DataFrame, path: Path) -> None:
         methods = sorted(mine.method.unique())
         step = 0.8 / max(1, len(methods))
         for i, method in enumerate(methods):
-            m = mine[mine.method == method].set_index(["depth", "width"]).gap
+            rows = mine[mine.method == method].set_index(["depth", "width"])
+            m, sd = rows.gap, rows.gap_sd.fillna(0.0)  # the spread over seeds (none with one seed)
             xs = [j - 0.4 + step * (i + 0.5) for j, s in enumerate(shapes) if s in m.index]
-            ax.bar(xs, [m[s] for s in shapes if s in m.index], step, label=method)
+            kept = [s for s in shapes if s in m.index]
+            ax.bar(xs, [m[s] for s in kept], step, yerr=[sd[s] for s in kept], capsize=2, label=method)
         ax.axhline(TARGET, color="red", lw=0.8, ls="--")
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xticks(range(len(shapes)), [f"d{d}\nw{w:g}" for d, w in shapes], fontsize=7)
         ax.set_title(f"{split}", fontsize=9)
-        ax.set_ylabel("test Dice, elastic - individual (points, mean of seeds)")
+        ax.set_ylabel("test Dice, elastic - individual\n(points, mean ± sd over seeds)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
