@@ -331,6 +331,17 @@ def plot_gaps(gaps: pd.DataFrame, path: Path) -> None:
     save_figure(fig, path, dpi=110)
 
 
+def ablation_seeds(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows the recipe ablation compares: per split, the seeds every elastic recipe has (a recipe run on
+    more seeds must not be compared on their mean with others' single seed); all seeds where none is shared."""
+    kept = []
+    for _, rows in frame.groupby("split"):
+        elastic = rows[rows.method != "individual"]
+        common = set.intersection(*(set(g.seed) for _, g in elastic.groupby("method"))) if len(elastic) else set()
+        kept.append(rows[rows.seed.isin(common)] if common else rows)
+    return pd.concat(kept) if kept else frame
+
+
 def write(args, runs: list[Run], budget: dict[str, float]) -> None:
     frame = collect(args, runs)
     if frame.empty:
@@ -342,8 +353,9 @@ def write(args, runs: list[Run], budget: dict[str, float]) -> None:
     )
     goal = targets(frame, budget)
     goal.to_csv(args.out / "targets.csv", index=False)
-    val = paired_gaps(frame, "val_dice")
-    elastic = frame[frame.method != "individual"].assign(full=lambda f: f.width == 1.0)
+    compared = ablation_seeds(frame)
+    val = paired_gaps(compared, "val_dice")
+    elastic = compared[compared.method != "individual"].assign(full=lambda f: f.width == 1.0)
     ablation = (
         elastic.groupby(["split", "method"])
         .agg(
@@ -351,6 +363,7 @@ def write(args, runs: list[Run], budget: dict[str, float]) -> None:
             val_dice_full_width=("val_dice", lambda x: round(100 * x[elastic.loc[x.index, "full"]].mean(), 2)),
             train_tflops=("train_tflops", "first"),
             epochs=("epochs", "first"),
+            seeds=("seed", lambda x: ",".join(map(str, sorted(set(x))))),
         )
         .reset_index()
     )
@@ -372,7 +385,7 @@ def write(args, runs: list[Run], budget: dict[str, float]) -> None:
             + md(test)
             + "\n\n## Targets\n\n"
             + md(goal)
-            + "\n\n## Recipes on validation Dice (choose here, never on test)\n\n"
+            + "\n\n## Recipes on validation Dice (choose here, never on test; on the seeds every recipe has)\n\n"
             + md(ablation)
             + "\n"
         ),
