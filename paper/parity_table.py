@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
     args.shape_list = [(d, w) for d in DEPTHS for w in WIDTHS] if args.shapes == "all" else TABLE_SHAPES
     args.out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile
     args.out.mkdir(parents=True, exist_ok=True)
-    runs, budget = plan(args)
+    runs, _ = plan(args)
     if args.dry_run:
         for run in runs:
             print(f"{run.key}: {run.epochs} epochs")
@@ -465,8 +465,40 @@ def main(argv: list[str] | None = None) -> None:
             for future in [pool.submit(train_one, args, r, threads, devices) for r in todo]:
                 future.result()
         write_commands(args, argv)
-    write(args, runs, budget)
+    # the tables cover every committed run, not only this invocation's: a run of one split or seed must not
+    # drop the others from summary.csv, gaps.csv and the README's figures
+    report = with_committed(args)
+    write(report, *plan(report))
     print((args.out / "tables.md").read_text())
+
+
+def with_committed(args) -> argparse.Namespace:
+    """``args`` widened to every split, seed, arm, comparison and individual shape committed under
+    ``args.out/runs`` (runs of arms this version no longer defines are left out, with a note)."""
+    splits, seeds, arms = list(args.splits), list(args.seeds), list(args.arms)
+    comparisons, shapes = list(args.comparisons), list(args.shape_list)
+    for folder in sorted((args.out / "runs").glob("*/seed*/*")):
+        if not done(folder):
+            continue
+        split, seed, name = folder.parts[-3], int(folder.parts[-2][4:]), folder.parts[-1]
+        if "@" in name:
+            arm, comparison = name.rsplit("@", 1)
+            if arm not in ARMS:
+                print(f"note: {folder} is a run of an arm this version does not define; left out of the tables")
+                continue
+            arms += [arm] if arm not in arms else []
+            comparisons += [comparison] if comparison not in comparisons else []
+        elif name.startswith("individual-d"):
+            depth, width = name[len("individual-d") :].split("-w")
+            shapes += [(int(depth), float(width))] if (int(depth), float(width)) not in shapes else []
+        else:
+            continue
+        splits += [split] if split not in splits else []
+        seeds += [seed] if seed not in seeds else []
+    return argparse.Namespace(
+        **{**vars(args), "splits": splits, "seeds": sorted(seeds), "arms": arms, "comparisons": comparisons}
+        | {"shape_list": shapes}
+    )
 
 
 if __name__ == "__main__":

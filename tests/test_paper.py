@@ -224,6 +224,11 @@ def test_parity_protocol_end_to_end_continues_from_committed_results(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert not runs.exists() or not any(runs.rglob("checkpoint.pt"))  # nothing retrained
     assert (out / "tables.md").read_text() == tables
+    # a report asked for another arm and seed still covers every committed run
+    narrow = [*command, "--report-only", "--arms", "sandwich", "--seeds", "1"]
+    third = subprocess.run(narrow, capture_output=True, text=True, cwd=ROOT)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert (out / "tables.md").read_text() == tables
 
 
 def test_parallel_jobs_spread_over_the_visible_gpus(monkeypatch):
