@@ -57,17 +57,15 @@ def planned_tflops(command: Sequence[str], device_type: str = "cuda") -> tuple[i
     config and recipe before it starts (:func:`elasticnet.training.recipe.planned_flops`; the data folder is
     listed, nothing decoded). For projecting a table's time from a measured TFLOP/s."""
     from elasticnet.cli import build_parser
-    from elasticnet.config import build_config, leaf_keys, resolve_for_device
+    from elasticnet.cli.train import config_overrides
+    from elasticnet.config import build_config, resolve_for_device
     from elasticnet.data.build import split_sizes
     from elasticnet.training.recipe import planned_flops
+    from elasticnet.training.setup import step_counts
 
     args = build_parser().parse_args(list(command[3:]))  # after: python -m elasticnet
-    overrides = {k: getattr(args, k) for k in leaf_keys() if hasattr(args, k)}
-    cfg = resolve_for_device(build_config(args.config, overrides, args.profile), device_type)
-    train = split_sizes(cfg.data)["train"]
-    batch = min(cfg.train.batch_size, train)
-    steps = train // batch
-    total = min(cfg.train.epochs * steps, cfg.train.max_steps or cfg.train.epochs * steps)
+    cfg = resolve_for_device(build_config(args.config, config_overrides(args), args.profile), device_type)
+    batch, steps, total = step_counts(cfg, split_sizes(cfg.data)["train"])
     size = cfg.data.tile or tuple(cfg.data.image_size)
     return total, planned_flops(cfg, steps, batch, -(-total // steps), size) / 1e12
 

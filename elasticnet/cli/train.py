@@ -46,11 +46,16 @@ def add_config_flags(p: argparse.ArgumentParser, title: str) -> None:
             )
 
 
+def config_overrides(args: argparse.Namespace) -> dict:
+    """The config keys given as flags (absent flags are not in the namespace)."""
+    return {k: getattr(args, k) for k in leaf_keys() if hasattr(args, k)}
+
+
 def run(args: argparse.Namespace) -> int:
     from elasticnet.errors import UserError
     from elasticnet.training.trainer import resume, train
 
-    overrides = {k: getattr(args, k) for k in leaf_keys() if hasattr(args, k)}
+    overrides = config_overrides(args)
     progress = not args.quiet and sys.stderr.isatty()
     if args.resume:
         others = (

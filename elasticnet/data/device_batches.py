@@ -22,13 +22,18 @@ from elasticnet.errors import UserError
 DEVICE_SHARE = 0.25  # of the device's free memory the images may take (the rest is the training's)
 
 
+def image_layout(dataset: SegmentationDataset) -> tuple[int, int, int]:
+    """(channels, height, width) of the set's images (all resized alike; read from the first)."""
+    first = np.asarray(dataset.images[0])
+    return (1 if first.ndim == 2 else first.shape[2]), first.shape[0], first.shape[1]
+
+
 def stacked_bytes(dataset: SegmentationDataset) -> int:
     """Bytes of the set's images and masks as uint8 (what :class:`DeviceBatches` puts on the device)."""
     if not len(dataset):
         return 0
-    first = np.asarray(dataset.images[0])
-    channels = 1 if first.ndim == 2 else first.shape[2]
-    return len(dataset) * first.shape[0] * first.shape[1] * (channels + 1)
+    channels, height, width = image_layout(dataset)
+    return len(dataset) * height * width * (channels + 1)
 
 
 def check_fits(dataset: SegmentationDataset, device: torch.device) -> None:
@@ -57,8 +62,7 @@ class DeviceBatches:
     ):
         check_fits(dataset, device)
         self.dataset, self.sampler, self.batch_size = dataset, sampler, batch_size
-        first = np.asarray(dataset.images[0])
-        (height, width), channels = first.shape[:2], 1 if first.ndim == 2 else first.shape[2]
+        channels, height, width = image_layout(dataset)
         # filled one image at a time: a set decoded from disk never has to fit in host memory at once
         self.images = torch.empty((len(dataset), channels, height, width), dtype=torch.uint8, device=device)
         self.masks = torch.empty((len(dataset), 1, height, width), dtype=torch.uint8, device=device)

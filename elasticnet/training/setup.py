@@ -108,12 +108,10 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
     t = cfg.train
     model, memory_format = build_model(cfg, device, dist)
     order = EpochSampler(len(split.train), t.seed, dist.rank, dist.world)
-    batch_size = min(t.batch_size, order.per_process())
+    batch_size, steps_per_epoch, total_steps = step_counts(cfg, order.per_process())
     train_loader = training_batches(cfg, split.train, order, batch_size, device)
     calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, batch_size, dist)
 
-    steps_per_epoch = order.per_process() // batch_size
-    total_steps = min(t.epochs * steps_per_epoch, t.max_steps or t.epochs * steps_per_epoch)
     optimizer, scheduler = build_schedule(cfg, model, steps_per_epoch, total_steps)
     return Training(
         cfg=cfg,
@@ -140,6 +138,15 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
         memory_format=memory_format,
         state=TrainingState(world=dist.world, steps_per_epoch=steps_per_epoch, batch_size=batch_size),
     )
+
+
+def step_counts(cfg: RunConfig, images_per_process: int) -> tuple[int, int, int]:
+    """(batch size, optimiser steps per epoch, total steps) of a run whose process sees that many images an
+    epoch: whole batches only, ``max_steps`` a cap."""
+    t = cfg.train
+    batch_size = min(t.batch_size, images_per_process)
+    steps_per_epoch = images_per_process // batch_size
+    return batch_size, steps_per_epoch, min(t.epochs * steps_per_epoch, t.max_steps or t.epochs * steps_per_epoch)
 
 
 def training_batches(
