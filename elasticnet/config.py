@@ -61,6 +61,11 @@ class DataConfig:
     patch_tissue_threshold: float = opt(
         0.0, "other patches centre on pixels above this share of the image's maximum (0: anywhere)"
     )
+    patch_hard_fraction: float = opt(
+        0.0,
+        "share of patches centred on the last epoch's false positives (hard negatives: where the largest "
+        "sub-net marked a lesion on a training image that has none there); 0: off",
+    )
     cache: Literal["auto", "memory", "disk"] = opt(
         "auto", "keep decoded images in memory (auto: when they fit) or decode from disk on access"
     )
@@ -349,6 +354,7 @@ RANGES = [
     ("data", "synthetic_count", 3, 10**6, True),
     ("data", "patch_lesion_fraction", 0.0, 1.0, True),
     ("data", "patch_tissue_threshold", 0.0, 1.0, True),
+    ("data", "patch_hard_fraction", 0.0, 1.0, True),
     ("data", "split_seed", 0, 2**32 - 1, True),
     ("model", "base_width", 1, 1024, True),
     ("model", "channel_multiple", 0, 256, True),
@@ -439,6 +445,13 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError(f"mean and std need {cfg.model.in_channels} value(s), one per input channel")
     if data.augment_on == "device" and any(patch):
         raise UserError("augment_on device augments whole images; with patch_size use --augment-on loader (or auto)")
+    if data.patch_hard_fraction > 0 and not any(patch):
+        raise UserError("patch_hard_fraction centres patches on hard negatives; give --patch-size HxW too")
+    if data.patch_lesion_fraction + data.patch_hard_fraction > 1:
+        raise UserError(
+            f"patch_lesion_fraction + patch_hard_fraction is {data.patch_lesion_fraction + data.patch_hard_fraction:g}"
+            ", more than all patches; lower one of them so they sum to <= 1"
+        )
     return cfg
 
 

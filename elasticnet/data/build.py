@@ -125,7 +125,9 @@ def build_datasets(cfg: DataConfig, in_channels: int, seed: int) -> Split:
     pipeline = augment.build(augmentation_kind(cfg, in_channels), seed, cfg.augment_strength)
     train: Dataset = full.subset(index["train"], pipeline)
     if any(cfg.patch_size):
-        train = PatchDataset(train, cfg.patch_size, cfg.patch_lesion_fraction, cfg.patch_tissue_threshold)
+        train = PatchDataset(
+            train, cfg.patch_size, cfg.patch_lesion_fraction, cfg.patch_tissue_threshold, cfg.patch_hard_fraction
+        )
     rows = [{"name": n, "group": g, "split": p} for n, g, p in zip(full.names, full.groups, parts)]
     return Split(
         train=train,

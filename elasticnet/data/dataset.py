@@ -96,9 +96,14 @@ class PatchDataset(Dataset):
     of a random image that has one (image-level oversampling), so lesions (often < 1 % of a mammogram, on a
     sixth of the films) make up that share of the patches whatever their prevalence. Other crops keep the
     item's image; with ``tissue_threshold`` > 0 they are centred on a pixel brighter than that share of the
-    image's maximum (the breast, not the film's black background). A crop is a function of the item's seed
-    (``(index, seed)`` keys); a bare index draws one from torch's global RNG.
+    image's maximum (the breast, not the film's black background). With probability ``hard_fraction`` a
+    crop is centred on a hard negative instead: a pixel of a random image of :attr:`hard_negatives` (set
+    between epochs by :mod:`elasticnet.training.hard_negatives`: where the model marked a lesion that is
+    not there), followed through the image's augmentation. A crop is a function of the item's seed and the
+    hard negatives (``(index, seed)`` keys); a bare index draws one from torch's global RNG.
     """
+
+    HARD = 128  # the hard-negative pixels' value in the mask the augmentation carries (lesion: 255)
 
     def __init__(
         self,
@@ -106,9 +111,11 @@ class PatchDataset(Dataset):
         patch: Sequence[int],
         lesion_fraction: float = 0.5,
         tissue_threshold: float = 0.0,
+        hard_fraction: float = 0.0,
     ):
         self.base, self.patch, self.lesion_fraction = base, (int(patch[0]), int(patch[1])), lesion_fraction
-        self.tissue_threshold = tissue_threshold
+        self.tissue_threshold, self.hard_fraction = tissue_threshold, hard_fraction
+        self.hard_negatives: dict[int, np.ndarray] = {}  # image index -> bool (H, W) map; none before mining
         self.names = base.names
         # Read once: which images hold a lesion (masks are small next to the images, even decoded lazily).
         self.lesion_items = [i for i in range(len(base)) if np.any(np.asarray(base.masks[i]) > 127)]
@@ -119,13 +126,25 @@ class PatchDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         i, seed = split_key(key)
         rng = np.random.default_rng([seed if seed is not None else int(torch.randint(0, 2**31 - 1, (1,))), 1])
-        on_lesion = bool(self.lesion_items) and rng.random() < self.lesion_fraction
+        hard = sorted(self.hard_negatives) if self.hard_fraction > 0 else []
+        u = rng.random() if self.lesion_items or hard else 1.0  # no draw when neither exists (as before mining)
+        on_lesion = bool(self.lesion_items) and u < self.lesion_fraction
+        on_hard = bool(hard) and self.lesion_fraction <= u < self.lesion_fraction + self.hard_fraction
         if on_lesion:
             i = self.lesion_items[int(rng.integers(len(self.lesion_items)))]
-        image, mask = augment.apply(self.base.pipeline, self.base.images[i], self.base.masks[i], seed)
+        elif on_hard:
+            i = hard[int(rng.integers(len(hard)))]
+        mask = self.base.masks[i]
+        if on_hard:  # the hard pixels ride along in the mask, so the augmentation moves them with the image
+            carried = np.where(self.hard_negatives[i], self.HARD, 0)
+            mask = np.where(np.asarray(mask) > 127, 255, carried).astype(np.uint8)
+        image, mask = augment.apply(self.base.pipeline, self.base.images[i], mask, seed)
         ph, pw = self.patch
         h, w = mask.shape[:2]
         ys, xs = np.nonzero(mask > 127) if on_lesion else ((), ())
+        if on_hard:
+            ys, xs = np.nonzero((mask > self.HARD // 2) & (mask <= (self.HARD + 255) // 2))
+            mask = np.where(mask > (self.HARD + 255) // 2, 255, 0).astype(np.uint8)
         if not len(ys) and self.tissue_threshold > 0:
             grey = image if image.ndim == 2 else image.max(axis=2)
             ys, xs = np.nonzero(grey > self.tissue_threshold * max(int(grey.max()), 1))

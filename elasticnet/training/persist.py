@@ -39,7 +39,7 @@ def save_state(tr: Training) -> None:
             tr.state_path,
             tr.cfg,
             tr.model,
-            **tr.state.payload(tr.optimizer, tr.scheduler, tr.precision, tr.recipe.teacher),
+            **tr.state.payload(tr.optimizer, tr.scheduler, tr.precision, tr.recipe.teacher, tr.miner),
         )
 
 

@@ -19,12 +19,14 @@ from elasticnet.checkpoint import load_checkpoint
 from elasticnet.config import RunConfig, eval_batch_size
 from elasticnet.data import augment
 from elasticnet.data.build import augmentation_kind
+from elasticnet.data.dataset import PatchDataset
 from elasticnet.data.device_batches import DeviceBatches
 from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.subnet import SubNet
 from elasticnet.run_files import STATE_NAME
 from elasticnet.training import distributed
 from elasticnet.training.evaluate import calibration_batches, evaluate_calibrated, evaluation_setup
+from elasticnet.training.hard_negatives import HardNegativeMiner
 from elasticnet.training.inactive import InactiveWeightFreezer
 from elasticnet.training.order import EpochSampler
 from elasticnet.training.precision import Precision, amp_note
@@ -60,6 +62,7 @@ class Training:
     epochs: int
     memory_format: torch.memory_format
     state: TrainingState
+    miner: HardNegativeMiner | None = None  # patch training with patch_hard_fraction > 0
 
     @property
     def state_path(self) -> Path:
@@ -113,6 +116,10 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
     calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, batch_size, dist)
 
     optimizer, scheduler = build_schedule(cfg, model, steps_per_epoch, total_steps)
+    recipe = Recipe(cfg, model, total_steps, cfg.data.tile or tuple(cfg.data.image_size))  # a patch or the image
+    miner = None
+    if cfg.data.patch_hard_fraction > 0 and isinstance(split.train, PatchDataset):
+        miner = HardNegativeMiner(split.train, recipe.sampler.largest, t.threshold, eval_batch_size(cfg))
     return Training(
         cfg=cfg,
         run_dir=run_dir,
@@ -123,7 +130,7 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
         scheduler=scheduler,
         precision=Precision.for_device(t.amp, device),
         freezer=InactiveWeightFreezer(model, optimizer) if t.inactive_weights == "freeze" else None,
-        recipe=Recipe(cfg, model, total_steps, cfg.data.tile or tuple(cfg.data.image_size)),  # a patch or the image
+        recipe=recipe,
         order=order,
         train_loader=train_loader,
         calib_loader=calib_loader,
@@ -137,6 +144,7 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
         epochs=math.ceil(total_steps / steps_per_epoch),
         memory_format=memory_format,
         state=TrainingState(world=dist.world, steps_per_epoch=steps_per_epoch, batch_size=batch_size),
+        miner=miner,
     )
 
 
@@ -197,7 +205,13 @@ def restore(training: Training) -> str | None:
     if not tr.state_path.exists():
         return None
     state.restore(
-        load_checkpoint(tr.state_path), tr.model, tr.optimizer, tr.scheduler, tr.precision.scaler, tr.recipe.teacher
+        load_checkpoint(tr.state_path),
+        tr.model,
+        tr.optimizer,
+        tr.scheduler,
+        tr.precision.scaler,
+        tr.recipe.teacher,
+        tr.miner,
     )
     note = state.adapt(tr.dist.world, tr.steps_per_epoch, tr.batch_size, tr.scheduler)
     return f"resuming {tr.run_dir} at step {state.step}/{tr.total_steps} (epoch {len(state.log) + 1}){note}"

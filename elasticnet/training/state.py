@@ -57,15 +57,22 @@ class TrainingState:
         return row
 
     def payload(
-        self, optimizer: torch.optim.Optimizer, scheduler: Any, precision: Any = None, teacher: Any = None
+        self,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        precision: Any = None,
+        teacher: Any = None,
+        miner: Any = None,
     ) -> dict[str, Any]:
         """The checkpoint entries (besides config and model) of this state; with fp16 also the loss
-        scaler's state (an fp16 run resumed without it would restart the scale)."""
+        scaler's state (an fp16 run resumed without it would restart the scale), with an EMA teacher or a
+        hard-negative miner theirs."""
         scaler = getattr(precision, "scaler", None)
         return {
             "precision": getattr(precision, "name", "fp32"),
             **({"scaler": scaler.state_dict()} if scaler is not None else {}),
             **({"ema_teacher": teacher.state_dict()} if teacher is not None else {}),
+            **({"hard_negatives": miner.state_dict()} if miner is not None else {}),
             "train_flops": self.train_flops,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -109,6 +116,7 @@ class TrainingState:
         scheduler: Any,
         scaler: Any = None,
         teacher: Any = None,
+        miner: Any = None,
     ) -> None:
         """Load a checkpoint written from :meth:`payload` into this state and the training objects."""
         model.load_state_dict(ckpt["model"])  # copies into the parameters, on their device
@@ -118,6 +126,8 @@ class TrainingState:
             scaler.load_state_dict(ckpt["scaler"])
         if teacher is not None and "ema_teacher" in ckpt:
             teacher.load_state_dict(ckpt["ema_teacher"])
+        if miner is not None and "hard_negatives" in ckpt:
+            miner.load_state_dict(ckpt["hard_negatives"])
         self.train_flops = float(ckpt.get("train_flops", 0.0))
         self.step = int(ckpt["step"])
         self.log = list(ckpt["log"])

@@ -200,13 +200,24 @@ def end_epoch(tr: Training, stop: StopRequest, echo: Callable[[str], None], on_e
     row = tr.state.end_epoch(epoch, quick[sampler.largest], quick[sampler.smallest], tr.scheduler.get_last_lr()[0])
     if tr.dist.main:
         write_csv(tr.state.log, tr.run_dir / LOG_NAME)
+    mined = mine_hard_negatives(tr) if tr.miner is not None and epoch < tr.epochs else ""
     save_state(tr)
     echo(
         f"epoch {epoch}/{tr.epochs}  loss {row['train_loss']:.4f}  val Dice largest {row['val_dice_largest']:.3f} "
         f"smallest {row['val_dice_smallest']:.3f}  ({row['seconds']:.1f} s, {row['images_per_s']:.1f} img/s)"
+        + (f"  {mined}" if mined else "")
     )
     _, stopping = distributed.reduce_step(0.0, bool(stop), tr.dist, tr.device)
     if stopping:
         raise _interrupted(stop, f"after epoch {epoch}", tr.run_dir)
     if on_epoch is not None:
         on_epoch(row)
+
+
+def mine_hard_negatives(tr: Training) -> str:
+    """The next epoch's hard negatives (saved with the state that follows); their time counts as training
+    time (not their FLOPs: ``train_tflops`` counts training passes)."""
+    started = time.perf_counter()
+    note = tr.miner.update(tr.model, tr.calib_loader, tr.quick_batches, tr.device, bn_pool(tr))
+    tr.state.train_seconds += time.perf_counter() - started
+    return note
