@@ -264,6 +264,7 @@ def export(args) -> dict:
 def batches(args) -> dict:
     """Training batches per second at the ``steps`` part's size, both augmentation paths, against the fastest
     training step measured there: the share of a step a batch takes (target < 5 %)."""
+    from loader import batches_per_second  # benchmarks/loader.py: the same timing as its own figures
     from torch.utils.data import DataLoader
 
     from elasticnet.data import augment
@@ -290,14 +291,7 @@ def batches(args) -> dict:
     for name, source in paths.items():
         for _ in source:  # warm-up: worker start, first kernels
             break
-        n, start = 0, time.perf_counter()
-        for _ in range(2):
-            for x, y in source:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                n += x.shape[0]
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        rates[name] = round(n / (time.perf_counter() - start), 1)
+        rates[name] = round(batches_per_second(source, device), 1)
     result: dict = {"size": size, "batch": batch, "images_per_s": rates}
     steps_file = args.out / "steps.json"
     if steps_file.exists() and json.loads(steps_file.read_text()).get("rows"):
