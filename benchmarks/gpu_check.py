@@ -312,7 +312,10 @@ def projection(args) -> dict:
     is a lower bound on the time."""
     import csv
 
-    rows = json.loads((args.out / "steps.json").read_text())["rows"]
+    steps = args.out / "steps.json"
+    if not steps.is_file():
+        raise SystemExit(f"projection needs the steps part's figures ({steps}); run --parts steps,projection")
+    rows = json.loads(steps.read_text())["rows"]
     best = max(rows, key=lambda r: r["tflops"])
     with PLAN.open() as f:
         plan = list(csv.DictReader(f))
