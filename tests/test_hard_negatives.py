@@ -47,9 +47,10 @@ def _films(count: int, visible_lesion: bool = False, seed: int = 0) -> Segmentat
 BRIGHT = 130 / 255  # above any augmented tissue (40 -> <= 100), below any augmented spot (255 -> >= 165)
 
 
-def _spots(films: SegmentationDataset) -> dict[int, np.ndarray]:
-    """The bright spots as hard negatives (as if the model had marked them)."""
-    return {i: np.asarray(films.images[i]) == 255 for i in range(len(films))}
+def _spots(films: SegmentationDataset, stride: int = 1) -> dict[int, np.ndarray]:
+    """The bright spots as hard negatives (as if the model had marked them), on a grid of ``stride`` pixels."""
+    maps = {i: (np.asarray(films.images[i]) == 255) & (np.asarray(films.masks[i]) == 0) for i in range(len(films))}
+    return {i: m.reshape(64 // stride, stride, 64 // stride, stride).any(axis=(1, 3)) for i, m in maps.items()}
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (13, 7), (1, 1)])
@@ -66,12 +67,12 @@ def test_maps_of_several_sizes_are_refused():
         pack({0: np.zeros((4, 4), bool), 1: np.zeros((4, 5), bool)})
 
 
-@pytest.mark.parametrize("pipeline", [None, "mammography"])
-def test_hard_patches_hold_the_hard_negative_and_no_false_lesion(pipeline):
+@pytest.mark.parametrize("pipeline, stride", [(None, 1), ("mammography", 1), ("mammography", 4)])
+def test_hard_patches_hold_the_hard_negative_and_no_false_lesion(pipeline, stride):
     films = _films(12)
     base = films.subset(range(12), augment.build(pipeline, 0) if pipeline else None)
     patches = PatchDataset(base, [16, 16], lesion_fraction=0.0, hard_fraction=1.0)
-    patches.hard_negatives = _spots(films)
+    patches.hard_negatives, patches.hard_stride = _spots(films, stride), stride
     for seed in range(60):
         image, target = patches[(seed % 12, seed)]
         # centred on the spot (jittered by a quarter patch): the patch shows it, the augmentation moved it along
@@ -108,11 +109,11 @@ class _Bright(nn.Module):
 
 def test_false_positive_maps_are_marks_outside_lesions():
     films = _films(6, visible_lesion=True)
-    for tile in [(32, 32), None]:
-        maps = false_positive_maps(_Bright(), SubNet(3, 1.0), films, torch.device("cpu"), 0.5, tile, 4)
+    for tile, stride in [((32, 32), 1), (None, 1), ((32, 32), 4)]:
+        maps = false_positive_maps(_Bright(), SubNet(3, 1.0), films, torch.device("cpu"), 0.5, tile, 4, stride)
         assert sorted(maps) == list(range(6))
-        for i, fp in maps.items():  # the spots; the lesions are marked too, but rightly
-            assert np.array_equal(fp, _spots(films)[i] & (np.asarray(films.masks[i]) == 0))
+        for i, fp in maps.items():  # the spots (their cells); the lesions are marked too, but rightly
+            assert np.array_equal(fp, _spots(films, stride)[i])
     blank = SegmentationDataset([np.zeros((64, 64), np.uint8)], [np.zeros((64, 64), np.uint8)], ["b"], [0.0], [1.0])
     assert false_positive_maps(_Bright(), SubNet(3, 1.0), blank, torch.device("cpu"), 0.5, None, 1) == {}
 

@@ -115,7 +115,10 @@ class PatchDataset(Dataset):
     ):
         self.base, self.patch, self.lesion_fraction = base, (int(patch[0]), int(patch[1])), lesion_fraction
         self.tissue_threshold, self.hard_fraction = tissue_threshold, hard_fraction
-        self.hard_negatives: dict[int, np.ndarray] = {}  # image index -> bool (H, W) map; none before mining
+        # image index -> bool map of hard negatives, one cell per hard_stride x hard_stride pixels (none before
+        # the first mining; a coarse grid keeps thousands of large films' maps small)
+        self.hard_negatives: dict[int, np.ndarray] = {}
+        self.hard_stride = 1
         self.names = base.names
         # Read once: which images hold a lesion (masks are small next to the images, even decoded lazily).
         self.lesion_items = [i for i in range(len(base)) if np.any(np.asarray(base.masks[i]) > 127)]
@@ -136,8 +139,10 @@ class PatchDataset(Dataset):
             i = hard[int(rng.integers(len(hard)))]
         mask = self.base.masks[i]
         if on_hard:  # the hard pixels ride along in the mask, so the augmentation moves them with the image
-            carried = np.where(self.hard_negatives[i], self.HARD, 0)
-            mask = np.where(np.asarray(mask) > 127, 255, carried).astype(np.uint8)
+            mask = np.asarray(mask)
+            cells, k = self.hard_negatives[i], self.hard_stride
+            hard_pixels = np.repeat(np.repeat(cells, k, axis=0), k, axis=1)[: mask.shape[0], : mask.shape[1]]
+            mask = np.where(mask > 127, 255, np.where(hard_pixels, self.HARD, 0)).astype(np.uint8)
         image, mask = augment.apply(self.base.pipeline, self.base.images[i], mask, seed)
         ph, pw = self.patch
         h, w = mask.shape[:2]
