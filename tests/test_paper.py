@@ -12,6 +12,7 @@ from pathlib import Path
 import dice_table
 import dice_tables
 import pandas as pd
+import parity_table
 import pytest
 from helpers import write_fake_cvc
 
@@ -385,3 +386,21 @@ def test_planned_compute_is_what_the_training_counts(tmp_path):
     counted = load_checkpoint(out / "checkpoint.pt")
     assert steps == counted["step"]
     assert tflops == pytest.approx(counted["train_tflops"], rel=1e-3, abs=1e-4) and tflops > 0.01
+
+
+@pytest.mark.parametrize("arm", sorted(parity_table.ARMS))
+def test_every_parity_arm_is_a_valid_training_config(arm):
+    """A recipe arm is a list of train flags: a typo there would only show hours into a campaign."""
+    from elasticnet.cli import build_parser
+    from elasticnet.cli.train import config_overrides
+    from elasticnet.config import build_config
+    from elasticnet.training.recipe import sampler_for
+
+    args = build_parser().parse_args(["train", *parity_table.ARMS[arm], "--epochs", "1"])
+    cfg = build_config(None, config_overrides(args))
+    sampler = sampler_for(cfg)  # refuses sub-nets outside the grid and bad sampling options
+    assert sampler.largest in sampler.choices
+    if "--always-subnets" in parity_table.ARMS[arm]:  # the last one given is the one used
+        flags = parity_table.ARMS[arm]
+        last = len(flags) - 1 - flags[::-1].index("--always-subnets")
+        assert cfg.train.always_subnets == flags[last + 1].split(",")
