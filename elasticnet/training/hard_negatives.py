@@ -13,6 +13,7 @@ them. The maps are saved with the training state (packed bits), so a resumed run
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
@@ -36,15 +37,18 @@ def false_positive_maps(
     tile: tuple[int, int] | None,
     batch_size: int,
     stride: int = 1,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> dict[int, np.ndarray]:
     """``{image index: bool map}`` of the pixels ``subnet`` marks (probability > ``threshold``) where the
     image's mask has no lesion, one cell per ``stride`` x ``stride`` pixels (a cell holds one if any of its
     pixels does); images without such a pixel are left out. The model is used as it is (put it in eval mode
-    with the statistics wanted)."""
+    with the statistics wanted; ``autocast``: the training's precision). Windows do not overlap (a 256x256 image
+    in 128x128 tiles: 4 windows where evaluation blends 9): a hard negative need not be blended to be found."""
     maps, start = {}, 0
     for x, masks in DataLoader(images, batch_size=batch_size, shuffle=False):
         x = inference_layout(x.to(device))
-        logits = sliding_window(lambda t: model(t, subnet), x, tile) if tile else model(x, subnet)
+        with autocast():
+            logits = sliding_window(lambda t: model(t, subnet), x, tile, overlap=0.0) if tile else model(x, subnet)
         wrong = ((torch.sigmoid(logits.float()) > threshold) & (masks.to(device) < 0.5)).float()
         if stride > 1:
             wrong = F.max_pool2d(wrong, stride, ceil_mode=True)
@@ -93,9 +97,10 @@ class HardNegativeMiner:
         calib_batches: int,
         device: torch.device,
         pool: Callable[[], None] | None = None,
+        autocast: Callable[[], AbstractContextManager] = nullcontext,
     ) -> str:
-        """Mine with the model as it stands (BN re-estimated for the sub-net, restored afterwards); returns
-        a line for the log."""
+        """Mine with the model as it stands (BN re-estimated for the sub-net, restored afterwards; in the
+        training's precision, ``autocast``); returns a line for the log."""
         saved, was_training = bn_state(model), model.training
         try:
             calibrate_bn(model, self.subnet, (x for x, _ in calib_loader), calib_batches, pool)
@@ -109,6 +114,7 @@ class HardNegativeMiner:
                 self.patches.patch,
                 self.batch_size,
                 self.patches.hard_stride,
+                autocast,
             )
         finally:
             load_bn_state(model, saved)

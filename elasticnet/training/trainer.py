@@ -218,6 +218,6 @@ def mine_hard_negatives(tr: Training) -> str:
     """The next epoch's hard negatives (saved with the state that follows); their time counts as training
     time (not their FLOPs: ``train_tflops`` counts training passes)."""
     started = time.perf_counter()
-    note = tr.miner.update(tr.model, tr.calib_loader, tr.quick_batches, tr.device, bn_pool(tr))
+    note = tr.miner.update(tr.model, tr.calib_loader, tr.quick_batches, tr.device, bn_pool(tr), tr.precision.autocast)
     tr.state.train_seconds += time.perf_counter() - started
     return note
