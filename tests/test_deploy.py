@@ -534,3 +534,15 @@ def test_an_export_cleans_up_after_a_killed_one(run, tmp_path):
         run / "checkpoint.pt", 3, 0.5, "torch", out, echo=lambda s: None, options=ExportOptions(latency=False)
     )
     assert not any(f.exists() for f in stale) and alive.exists() and (out / "model.json").is_file()
+
+
+def test_export_notes_a_subnet_the_recipe_never_trained(tmp_path):
+    settings = {"base_width": "4", "depths": "2,3", "widths": "0.5,1", "image_size": "32x32", "synthetic_count": "24"}
+    settings |= {"batch_size": "8", "calib_batches": "1", "epochs": "1", "strategy": "sandwich", "num_random": "0"}
+    run = train(build_config(None, {**settings, "out": str(tmp_path / "r")}), progress=False, **QUIET)
+    said: list[str] = []
+    export_subnet(run / "checkpoint.pt", 3, 0.5, "torch", tmp_path / "b1", echo=said.append)
+    assert any("d3-w0.5 was never trained directly" in line and "d3-w1" in line for line in said)
+    said.clear()
+    export_subnet(run / "checkpoint.pt", 3, 1.0, "torch", tmp_path / "b2", echo=said.append)  # the largest
+    assert not any("never trained" in line for line in said)

@@ -185,3 +185,12 @@ def test_a_run_records_its_training_compute(tmp_path):
     forward = subnet_flops(cfg.model, (32, 32))[SubNet(3, 1.0)]
     assert ckpt["train_tflops"] == pytest.approx(round(4 * 8 * 3 * forward / 1e12, 4))
     assert ckpt["log"][-1]["train_tflops"] == ckpt["train_tflops"]
+
+
+def test_a_sandwich_without_random_draws_trains_only_its_listed_subnets():
+    listed = SubNetSampler((2, 3, 4), (0.5, 1.0), "sandwich", 0, 0, always=parse_subnets(["d3-w1"]))
+    assert set(listed.trained) == {SubNet(4, 1.0), SubNet(2, 0.5), SubNet(3, 1.0)}
+    assert {s for step in range(100) for s in listed.sample(step)} == set(listed.trained)
+    drawing = SubNetSampler((2, 3, 4), (0.5, 1.0), "sandwich", 1, 0, always=parse_subnets(["d3-w1"]))
+    assert drawing.trained == drawing.choices
+    assert {s for step in range(200) for s in drawing.sample(step)} == set(drawing.choices)

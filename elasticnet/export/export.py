@@ -26,6 +26,7 @@ from elasticnet.models.unet import UNet
 from elasticnet.site.bundle import MODEL_FILES, Description, InputSpec, OutputSpec, SubnetRef, sha256, write_description
 from elasticnet.site.model import onnx_predict, onnx_session
 from elasticnet.subnet_row import SubnetRow, find_row, rows_from
+from elasticnet.training.recipe import sampler_for
 
 TARGETS = {"cpu": "onnx", "onnx": "onnx", "torch": "torch"}
 ONNX_TOLERANCE = 1e-4
@@ -71,6 +72,13 @@ def export_subnet(
     subnet = model.check_subnet(SubNet(depth, max(cfg.model.widths) if width is None else float(width)))
     static = cut_subnet(ckpt, subnet)
     row = find_row(rows_from(ckpt.get("subnets", []), str(checkpoint)), subnet.depth, subnet.width)
+    trained = sampler_for(cfg).trained
+    if subnet not in trained:
+        echo(
+            f"note: {subnet.key} was never trained directly (the run's sandwich has --num-random 0 and trains "
+            f"{', '.join(s.key for s in trained)}); it works only through the weights it shares: check its "
+            "validation Dice in the bundle's model.json before deploying it"
+        )
     suffix = "-int8" if options.int8 else ""
     out = Path(out) if out else checkpoint.parent / f"export-{subnet.key}-{target}{suffix}"
 

@@ -92,6 +92,15 @@ class SubNetSampler:
     def smallest(self) -> SubNet:
         return SubNet(min(self.depths), min(self.widths))
 
+    @property
+    def trained(self) -> list[SubNet]:
+        """The sub-nets the steps run: every choice, except in a sandwich without random draws
+        (``num_random`` 0), which runs only the largest, the smallest and ``always``; the others then work
+        only through the weights they share."""
+        if self.strategy == "uniform" or self.num_random > 0:
+            return self.choices
+        return [s for s in self.choices if s in {self.largest, self.smallest, *self.always}]
+
     def _phase_step(self, fraction: float) -> int:
         return steps_of(fraction, self.total_steps)
 
