@@ -14,7 +14,8 @@ sub-net 1-4 test Dice points and a plain U-Net 2 (``paper/bn_calibration.py``, r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -56,6 +57,26 @@ def load_bn_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, value in state.items():
             buffers[name].copy_(value)
+
+
+@contextmanager
+def calibrated(
+    model: ElasticUNet,
+    subnet: SubNet,
+    batches: Iterable[torch.Tensor],
+    num_batches: int,
+    pool: Callable[[], None] | None = None,
+) -> Iterator[ElasticUNet]:
+    """``model`` in eval mode with its BN statistics re-estimated for ``subnet`` (:func:`calibrate_bn`);
+    its own statistics and mode are restored on leaving."""
+    saved, was_training = bn_state(model), model.training
+    try:
+        calibrate_bn(model, subnet, batches, num_batches, pool)
+        model.eval()
+        yield model
+    finally:
+        load_bn_state(model, saved)
+        model.train(was_training)
 
 
 @torch.no_grad()

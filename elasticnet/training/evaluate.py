@@ -17,7 +17,14 @@ from elasticnet.models.surgery import extract
 from elasticnet.sliding_window import sliding_window
 from elasticnet.subnet_row import SubnetRow
 from elasticnet.training import distributed
-from elasticnet.training.calibration import bn_state, calibrate_bn, inference_layout, load_bn_state, spread_order
+from elasticnet.training.calibration import (
+    bn_state,
+    calibrate_bn,
+    calibrated,
+    inference_layout,
+    load_bn_state,
+    spread_order,
+)
 from elasticnet.training.detection import FP_RATES, DetectionTally
 from elasticnet.training.metrics import dice_iou_per_image
 
@@ -94,12 +101,8 @@ def evaluate_calibrated(
 ) -> dict[str, float]:
     """Evaluate ``subnet`` with BN statistics re-estimated on ``calib_batches`` batches; the model's own
     statistics are restored afterwards."""
-    saved = bn_state(model)
-    try:
-        calibrate_bn(model, subnet, (images for images, _ in calib_loader), calib_batches, pool)
+    with calibrated(model, subnet, (images for images, _ in calib_loader), calib_batches, pool):
         return evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
-    finally:
-        load_bn_state(model, saved)
 
 
 def _lesion_fields(result: dict, prefix: str = "") -> dict[str, float]:

@@ -24,7 +24,7 @@ from elasticnet.data.dataset import PatchDataset, SegmentationDataset
 from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.subnet import SubNet
 from elasticnet.sliding_window import sliding_window
-from elasticnet.training.calibration import bn_state, calibrate_bn, inference_layout, load_bn_state
+from elasticnet.training.calibration import calibrated, inference_layout
 
 
 @torch.no_grad()
@@ -101,10 +101,7 @@ class HardNegativeMiner:
     ) -> str:
         """Mine with the model as it stands (BN re-estimated for the sub-net, restored afterwards; in the
         training's precision, ``autocast``); returns a line for the log."""
-        saved, was_training = bn_state(model), model.training
-        try:
-            calibrate_bn(model, self.subnet, (x for x, _ in calib_loader), calib_batches, pool)
-            model.eval()
+        with calibrated(model, self.subnet, (x for x, _ in calib_loader), calib_batches, pool):
             maps = false_positive_maps(
                 model,
                 self.subnet,
@@ -116,9 +113,6 @@ class HardNegativeMiner:
                 self.patches.hard_stride,
                 autocast,
             )
-        finally:
-            load_bn_state(model, saved)
-            model.train(was_training)
         self.patches.hard_negatives = maps
         share = sum(float(m.mean()) for m in maps.values()) / max(1, len(self.images))
         return f"hard negatives: {len(maps)} of {len(self.images)} training images, {100 * share:.1f} % of their area"
