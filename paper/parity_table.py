@@ -53,7 +53,15 @@ COMPUTE_SHARE = 0.5  # equal compute: at most this share of the 12 individual tr
 TARGET = -1.0  # Dice points: worst paired gap allowed
 SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "record.json")
 # The elastic recipes (flags on top of the profile), from the weight-sharing literature (issue 13, part 2).
-SLIM = ("--strategy", "sandwich", "--always-subnets", "d4-w1,d3-w1", "--weight-smallest", "0.5")
+
+
+def slim(always: str = "d4-w1,d3-w1") -> tuple[str, ...]:
+    """The slimmable rule: the largest, the smallest and ``always`` every step (by default every deployed
+    full-width depth)."""
+    return ("--strategy", "sandwich", "--always-subnets", always, "--weight-smallest", "0.5")
+
+
+SLIM = slim()
 ARMS: dict[str, tuple[str, ...]] = {
     "uniform": ("--depths", "3,4,5", "--widths", "1", "--strategy", "uniform"),  # the originating study
     "sandwich": (*GRID, "--strategy", "sandwich"),  # the earlier tables' method
@@ -69,11 +77,9 @@ ARMS: dict[str, tuple[str, ...]] = {
     # 1688 MFLOPs at 64x96), so the same epochs; the other six grid shapes are trained only through sharing
     "slimmable+junction+table": (
         *GRID,
-        *SLIM,
+        *slim("d4-w1,d3-w1,d4-w0.5,d5-w0.25"),
         "--junction",
         "private",
-        "--always-subnets",
-        "d4-w1,d3-w1,d4-w0.5,d5-w0.25",
         "--num-random",
         "0",
     ),
