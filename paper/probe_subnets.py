@@ -28,7 +28,7 @@ def probe(model, subnet, images: torch.Tensor, threshold: float) -> dict:
     def hook(module, inputs, output):
         blocks.append((float((output.amax(dim=(0, 2, 3)) <= 0).float().mean()), float(output.mean())))
 
-    for block in [*model.encoder, *model.decoder, *model.junctions.values()]:
+    for block in [*model.encoder, *model.decoder, *model.junctions.values(), *model.bottlenecks.values()]:
         hooks.append(block.register_forward_hook(hook))
     try:
         model.train()

@@ -153,14 +153,25 @@ def test_static_unet_any_channels():
     assert model(torch.randn(1, 1, 8, 12)).shape == (1, 2, 8, 12)
 
 
-def test_private_junctions_extract_to_the_same_plain_unet_and_train_only_with_their_depth():
-    """junction "private": each depth but the largest has its own first decoder block; the cut sub-net is
-    an ordinary U-Net equal to the elastic model (eval and batch statistics), and a depth's step touches only
-    its own junction."""
-    config = ElasticUNetConfig(base_width=8, depths=[2, 3, 4], widths=[0.5, 1.0], junction="private")
+@pytest.mark.parametrize(
+    "private, module, shared_block",
+    [
+        ({"junction": "private"}, "junctions", "decoder.1"),  # depth 3's bottleneck feeds its junction
+        ({"bottleneck": "private"}, "bottlenecks", "encoder.2"),  # depth 3's last encoder level is its own
+        ({"junction": "private", "bottleneck": "private"}, "bottlenecks", "encoder.2"),
+    ],
+)
+@pytest.mark.parametrize("bn_mode", ["shared", "per_depth"])
+def test_private_blocks_extract_to_the_same_plain_unet_and_train_only_with_their_depth(
+    private, module, shared_block, bn_mode
+):
+    """A private junction (first decoder block) or bottleneck (last encoder block) per depth but the largest:
+    the cut sub-net is an ordinary U-Net equal to the elastic model (eval and batch statistics), and a depth's
+    step touches only its own private block, never the shared one it replaces."""
+    config = ElasticUNetConfig(base_width=8, depths=[2, 3, 4], widths=[0.5, 1.0], bn_mode=bn_mode, **private)
     model = ElasticUNet(config)
     randomise_bn(model, seed=2)
-    assert sorted(model.junctions) == ["2", "3"]
+    assert sorted(getattr(model, module)) == ["2", "3"]
     x = torch.randn(2, 3, 16, 16)
     for subnet in config.subnets():
         static = extract(model, subnet)
@@ -173,14 +184,14 @@ def test_private_junctions_extract_to_the_same_plain_unet_and_train_only_with_th
     model.zero_grad()
     model(x, SubNet(3, 1.0)).square().mean().backward()
     touched = {
-        n.split(".")[1] for n, p in model.named_parameters() if n.startswith("junctions.") and p.grad is not None
+        n.split(".")[1] for n, p in model.named_parameters() if n.startswith(f"{module}.") and p.grad is not None
     }
     assert touched == {"3"}
-    assert model.decoder[1].conv1.weight.grad is None  # depth 3's bottleneck goes to its junction, not decoder.1
-    shared = ElasticUNet(ElasticUNetConfig(base_width=8, depths=[2, 3, 4], widths=[0.5, 1.0]))
-    assert len(shared.junctions) == 0 and sum(p.numel() for p in model.parameters()) > sum(
-        p.numel() for p in shared.parameters()
-    )
+    assert model.get_submodule(shared_block).conv1.weight.grad is None
+    assert model.get_submodule("encoder.1").conv1.weight.grad is not None  # the levels above stay shared
+    shared = ElasticUNet(ElasticUNetConfig(base_width=8, depths=[2, 3, 4], widths=[0.5, 1.0], bn_mode=bn_mode))
+    assert len(shared.junctions) == len(shared.bottlenecks) == 0
+    assert sum(p.numel() for p in model.parameters()) > sum(p.numel() for p in shared.parameters())
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 1, 1), (2, 3, 4, 6), (1, 5, 7, 3)])

@@ -42,6 +42,7 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
         {"bn_mode": "per_depth"},
         {"bn_mode": "per_width"},
         {"junction": "private", "strategy": "sandwich"},
+        {"bottleneck": "private", "junction": "private", "inactive_weights": "freeze"},
         {"inactive_weights": "optimizer"},
         {"grad_checkpoint": True},
         {"amp": "bf16"},

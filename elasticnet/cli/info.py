@@ -73,7 +73,8 @@ def describe_checkpoint(path: Path | None, as_json: bool) -> int:
     say(f"checkpoint {checkpoint} (elasticnet {ckpt.get('elasticnet_version')}, format {ckpt.get('format_version')})")
     say(
         f"model: base width {cfg['model']['base_width']}, depths {cfg['model']['depths']}, widths {cfg['model']['widths']}, "
-        f"BN {cfg['model']['bn_mode']}, junction {cfg['model'].get('junction', 'shared')}"
+        f"BN {cfg['model']['bn_mode']}, junction {cfg['model'].get('junction', 'shared')}, "
+        f"bottleneck {cfg['model'].get('bottleneck', 'shared')}"
     )
     say(f"data: {cfg['data']['data']} at {cfg['data']['image_size'][0]}x{cfg['data']['image_size'][1]}")
     t = cfg["train"]

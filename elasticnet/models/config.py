@@ -35,6 +35,11 @@ class ElasticUNetConfig:
         "the decoder block that takes a depth's bottleneck: shared by the depths that reach it, or private to "
         "each depth (the exported sub-net is the same plain U-Net either way)",
     )
+    bottleneck: Literal["shared", "private"] = opt(
+        "shared",
+        "the encoder block that is a depth's bottleneck: shared with the deeper depths (an inner encoder level "
+        "there), or private to each depth but the largest (the exported sub-net is the same plain U-Net)",
+    )
     bn_mode: BnMode = opt(
         "shared",
         "BatchNorm: shared by all sub-nets, or private (statistics and affine) per depth, per width (switchable BN) or per sub-net",

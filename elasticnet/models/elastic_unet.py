@@ -83,6 +83,15 @@ class ElasticUNet(nn.Module):
                 if config.junction == "private" and d < config.max_depth
             }
         )
+        # bottleneck "private": every depth but the largest gets its own last encoder block, so a shallow
+        # sub-net's bottleneck need not double as the deeper sub-nets' inner encoder level
+        self.bottlenecks = nn.ModuleDict(
+            {
+                str(d): ElasticDoubleConv([ch[d - 2]], ch[d - 1], num_bn)
+                for d in config.depths
+                if config.bottleneck == "private" and d < config.max_depth
+            }
+        )
         self.head = ElasticConv2d([ch[0]], config.num_classes, 1, bias=True)
 
     def check_subnet(self, subnet: SubNet) -> SubNet:
@@ -111,11 +120,19 @@ class ElasticUNet(nn.Module):
         ch = self.config.channels(subnet)
         for level in range(subnet.depth):
             active_in = (self.config.in_channels,) if level == 0 else (ch[level - 1],)
-            yield f"encoder.{level}", self.encoder[level], active_in, ch[level]
+            name = self.encoder_name(subnet.depth, level)
+            yield name, self.get_submodule(name), active_in, ch[level]
         for level in range(subnet.depth - 2, -1, -1):
             name = self.decoder_name(subnet.depth, level)
             yield name, self.get_submodule(name), (ch[level], ch[level + 1]), ch[level]
         yield "head", self.head, (ch[0],), self.config.num_classes
+
+    def encoder_name(self, depth: int, level: int) -> str:
+        """The module a depth-``depth`` sub-net runs at encoder ``level``: its private bottleneck at its last
+        level (bottleneck "private"), else the shared ``encoder.{level}``."""
+        if level == depth - 1 and str(depth) in self.bottlenecks:
+            return f"bottlenecks.{depth}"
+        return f"encoder.{level}"
 
     def decoder_name(self, depth: int, level: int) -> str:
         """The module a depth-``depth`` sub-net runs at decoder ``level``: its private junction at the level

@@ -37,6 +37,16 @@ def _copy_bn(src: ElasticBatchNorm2d, dst: nn.BatchNorm2d) -> None:
     dst.momentum, dst.eps = src.momentum, src.eps
 
 
+def static_name(name: str, depth: int) -> str:
+    """The static U-Net's module for the elastic module ``name`` run by a depth-``depth`` sub-net: a private
+    junction is its first decoder block, a private bottleneck its last encoder block."""
+    if name.startswith("junctions."):
+        return f"decoder.{depth - 2}"
+    if name.startswith("bottlenecks."):
+        return f"encoder.{depth - 1}"
+    return name
+
+
 @torch.no_grad()
 def extract(model: ElasticUNet, subnet: SubNet) -> UNet:
     """A static U-Net whose output equals ``model(x, subnet)`` (in eval mode), with copied weights.
@@ -47,8 +57,7 @@ def extract(model: ElasticUNet, subnet: SubNet) -> UNet:
     static = UNet(subnet_config(model, subnet)).to(next(model.parameters()).device)
     bn_index = model.bn_index(subnet)
     for name, block, active_in, active_out in model.blocks(subnet):
-        # a private junction is the static net's first decoder block
-        target = static.get_submodule(f"decoder.{subnet.depth - 2}" if name.startswith("junctions.") else name)
+        target = static.get_submodule(static_name(name, subnet.depth))
         if isinstance(block, ElasticDoubleConv):
             assert isinstance(target, DoubleConv)
             _copy_conv(block.conv1, target.conv1, active_in, active_out)
