@@ -30,7 +30,17 @@ from checkout import ROOT
 from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv
 
-SHAPES = {"individual-d5-w1": (5, 1.0), "individual-d3-w0.25": (3, 0.25)}
+# E is chosen on the largest and the smallest shape (the protocol); the other table shapes get their own
+# convergence point too (E per shape), from the same rule
+PROTOCOL_SHAPES = {"individual-d5-w1": (5, 1.0), "individual-d3-w0.25": (3, 0.25)}
+SHAPES = {
+    **PROTOCOL_SHAPES,
+    "individual-d4-w1": (4, 1.0),
+    "individual-d3-w1": (3, 1.0),
+    "individual-d4-w0.5": (4, 0.5),
+    "individual-d5-w0.25": (5, 0.25),
+}
+PROFILE_E = 64  # the converged profile's E: its parity runs (random split, seed 0) are that count's points
 SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "wall_seconds.json")
 OUT = ROOT / "results" / "cvc_clinicdb" / "converged"
 MARGIN = 1.0  # Dice points: doubling E must add less than this
@@ -48,7 +58,11 @@ def run_folder(runs: Path, epochs: int, name: str, lr: float = BASE_LR) -> Path:
 
 
 def committed(epochs: int, name: str, lr: float = BASE_LR) -> Path:
-    return OUT / "convergence-runs" / (f"e{epochs}" if lr == BASE_LR else f"lr{lr:g}-e{epochs}") / name
+    own = OUT / "convergence-runs" / (f"e{epochs}" if lr == BASE_LR else f"lr{lr:g}-e{epochs}") / name
+    parity = OUT / "runs" / "random" / "seed0" / name  # the same training, run by paper/parity_table.py
+    if not finished(own) and epochs == PROFILE_E and lr == BASE_LR and finished(parity):
+        return parity
+    return own
 
 
 def finished(folder: Path) -> bool:
@@ -98,7 +112,7 @@ def keep(args, epochs: int, lr: float) -> None:
     """Copy the small files of finished runs into results/ (committed; never checkpoints)."""
     for name in SHAPES:
         src = run_folder(args.runs, epochs, name, lr)
-        if finished(src):
+        if finished(src) and not finished(committed(epochs, name, lr)):
             dst = committed(epochs, name, lr)
             dst.mkdir(parents=True, exist_ok=True)
             for file in SMALL_FILES:
@@ -154,25 +168,32 @@ def best_lr(rows: list[dict], depth: int, width: float) -> float:
     return max(at, key=lambda lr: at[lr])
 
 
-def choose(rows: list[dict]) -> tuple[int | None, dict[tuple[int, float], float], list[str]]:
-    """(E, each shape's learning rate, the lines that show why): each shape trains at the learning rate that
-    validates best (the same sweep for every shape), and E is the smallest epoch count whose doubling adds
-    < MARGIN validation points for every shape at its rate (None: not yet shown)."""
-    lines, ok, rates = [], {}, {}
+def choose(rows: list[dict]) -> tuple[int | None, dict[tuple[int, float], float], list[str], dict]:
+    """(E, each shape's learning rate, the lines that show why, each shape's own E): each shape trains at the
+    learning rate that validates best (the same sweep for every shape); a shape's own E is the smallest epoch
+    count whose doubling adds < MARGIN validation points at its rate (None: not yet shown), and the protocol's
+    E is the smallest such count for both PROTOCOL_SHAPES."""
+    lines, ok, rates, own = [], {}, {}, {}
     val = {(r["lr"], r["depth"], r["width"], r["epochs"]): r["val_dice"] for r in rows}
     for depth, width in SHAPES.values():
+        if not any((r["depth"], r["width"]) == (depth, width) for r in rows):
+            continue
         lr = rates[(depth, width)] = best_lr(rows, depth, width)
+        own[(depth, width)] = None
         for (r, d, w, e), v in sorted(val.items()):
             if (r, d, w) != (lr, depth, width) or (r, d, w, 2 * e) not in val:
                 continue
             gain = val[(r, d, w, 2 * e)] - v
-            ok.setdefault(e, []).append(gain < MARGIN)
+            if (d, w) in PROTOCOL_SHAPES.values():
+                ok.setdefault(e, []).append(gain < MARGIN)
+            if gain < MARGIN and own[(d, w)] is None:
+                own[(d, w)] = e
             lines.append(
                 f"- ({d},{w:g}) at lr {lr:g}: {e} -> {2 * e} epochs: validation Dice {v:.1f} -> "
                 f"{val[(r, d, w, 2 * e)]:.1f} ({gain:+.1f}; {'< 1 point' if gain < MARGIN else 'not converged'})"
             )
-    done = sorted(e for e, flags in ok.items() if len(flags) == len(SHAPES) and all(flags))
-    return (done[0] if done else None), rates, lines
+    done = sorted(e for e, flags in ok.items() if len(flags) == len(PROTOCOL_SHAPES) and all(flags))
+    return (done[0] if done else None), rates, lines, own
 
 
 def plot(rows: list[dict], curves: dict, path: Path) -> None:
@@ -219,10 +240,16 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--lr", default=f"{BASE_LR:g}", help="comma-separated learning rates to train (a sweep)")
-    p.add_argument("--shapes", default=",".join(SHAPES), help="which of the two individual nets to train")
+    p.add_argument(
+        "--shapes", default=",".join(PROTOCOL_SHAPES), help=f"which individual nets to train, of {','.join(SHAPES)}"
+    )
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
-    args.shapes = [s for s in args.shapes.split(",") if s in SHAPES]
+    args.shapes = [s for s in args.shapes.split(",") if s]
+    if set(args.shapes) - set(SHAPES):
+        raise SystemExit(
+            f"--shapes takes names of {', '.join(SHAPES)}; got {', '.join(set(args.shapes) - set(SHAPES))}"
+        )
     epoch_counts = sorted(int(e) for e in args.epochs.split(","))
     if not args.report_only and not Path(args.data or "/nonexistent").is_dir():
         raise SystemExit("--data must name the CVC-ClinicDB folder (or use --report-only)")
@@ -237,13 +264,22 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     write_csv(rows, OUT / "convergence.csv")
     plot(rows, curves, OUT / "convergence.png")
-    chosen, rates, lines = choose(rows)
+    chosen, rates, lines, own = choose(rows)
+    tried = {
+        (r["depth"], r["width"]): max(x["epochs"] for x in rows if (x["depth"], x["width"]) == (r["depth"], r["width"]))
+        for r in rows
+    }
+    per_shape = [
+        {"depth": d, "width": w, "lr": rates[(d, w)], "own_e": e or "", "longest_tried": tried[(d, w)]}
+        for (d, w), e in own.items()
+    ]
+    write_csv(per_shape, OUT / "convergence_epochs.csv")
     lines.append(
         "- learning rates (best validation Dice of the sweep): "
         + ", ".join(f"({d},{w:g}) {lr:g}" for (d, w), lr in rates.items())
     )
     verdict = (
-        f"E = {chosen}: doubling it adds < {MARGIN:g} validation Dice point to both shapes."
+        f"E = {chosen}: doubling it adds < {MARGIN:g} validation Dice point to (5,1) and (3,0.25)."
         if chosen
         else f"E not determined yet: no epoch count so far whose doubling adds < {MARGIN:g} point to both shapes "
         "(train longer: add the next doubling to --epochs)."
@@ -254,7 +290,9 @@ def main() -> None:
         + markdown_table(rows)
         + "\n\n"
         + "\n".join(lines)
-        + f"\n\n{verdict}\n",
+        + f"\n\n{verdict}\n\n"
+        + "Each shape's own E (the smallest count whose doubling adds < 1 validation point; empty: still climbing "
+        "at the longest training tried), `convergence_epochs.csv`:\n\n" + markdown_table(per_shape) + "\n",
     )
     print(markdown_table(rows))
     print("\n".join(lines))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import convergence
 import dice_table
 import dice_tables
 import pandas as pd
@@ -404,3 +405,27 @@ def test_every_parity_arm_is_a_valid_training_config(arm):
         flags = parity_table.ARMS[arm]
         last = len(flags) - 1 - flags[::-1].index("--always-subnets")
         assert cfg.train.always_subnets == flags[last + 1].split(",")
+
+
+def test_convergence_chooses_e_on_the_protocol_shapes_and_an_own_e_per_shape():
+    """E: the smallest count whose doubling adds < 1 validation point to both (5,1) and (3,0.25); every other
+    shape gets its own E by the same rule, left empty while it still climbs."""
+
+    def row(d, w, e, v, lr=0.002):
+        return {"lr": lr, "depth": d, "width": w, "epochs": e, "val_dice": v}
+
+    rows = [
+        *(row(5, 1.0, e, v) for e, v in [(32, 80.0), (64, 85.0), (128, 85.5), (256, 85.6)]),
+        *(row(3, 0.25, e, v) for e, v in [(32, 55.0), (64, 65.0), (128, 69.0), (256, 69.5)]),
+        *(row(4, 0.5, e, v) for e, v in [(64, 80.0), (128, 80.9)]),
+        *(row(5, 0.25, e, v) for e, v in [(64, 72.0), (128, 75.0)]),
+        row(3, 0.25, 64, 70.0, lr=0.02),  # a faster rate that validates worse at the longest common count
+        row(3, 0.25, 128, 60.0, lr=0.02),
+    ]
+    chosen, rates, _, own = convergence.choose(rows)
+    assert chosen == 128  # (3,0.25) gains 4 points from 64 to 128 epochs, so 64 is not enough for both
+    assert rates[(3, 0.25)] == 0.002
+    assert own == {(5, 1.0): 64, (3, 0.25): 128, (4, 0.5): 64, (5, 0.25): None}
+    # (4,0.5) and (5,0.25) do not take part in E: without the protocol shapes' 256 runs E is not shown
+    chosen, _, _, own = convergence.choose([r for r in rows if r["epochs"] < 256])
+    assert chosen is None and own[(4, 0.5)] == 64
