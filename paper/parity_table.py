@@ -52,6 +52,7 @@ TABLE_SHAPES = [(3, 0.25), (3, 1.0), (4, 0.5), (4, 1.0), (5, 0.25), (5, 1.0)]
 COMPUTE_SHARE = 0.5  # equal compute: at most this share of the 12 individual trainings' FLOPs
 TARGET = -1.0  # Dice points: worst paired gap allowed
 SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "record.json")
+INDIVIDUAL, OWN_E = "individual", "individual@own-e"  # the individual nets at the profile's E, at their own E
 # The elastic recipes (flags on top of the profile), from the weight-sharing literature (issue 13, part 2).
 
 
@@ -121,7 +122,7 @@ class Run:
     split: str
     seed: int
     name: str  # folder name
-    method: str  # "individual" or "<arm>@<comparison>"
+    method: str  # "individual", "individual@own-e" or "<arm>@<comparison>"
     flags: tuple[str, ...]
     epochs: int
     shape: tuple[int, float] | None = None
@@ -182,18 +183,29 @@ def plan(args) -> tuple[list[Run], dict]:
                         epochs = epochs_within(cfg, steps, batch, COMPUTE_SHARE * budget[split], size)
                     runs.append(Run(split, seed, f"{arm}@{comparison}", f"{arm}@{comparison}", ARMS[arm], epochs))
             for depth, width in sorted(args.shape_list, key=lambda s: (-s[0] * s[1], -s[0])):  # largest first
-                runs.append(
-                    Run(
-                        split,
-                        seed,
-                        f"individual-d{depth}-w{width:g}",
-                        "individual",
-                        ("--depths", str(depth), "--widths", "1", "--base-width", str(round(base_width * width))),
-                        E,
-                        (depth, width),
-                    )
-                )
+                flags = ("--depths", str(depth), "--widths", "1", "--base-width", str(round(base_width * width)))
+                name = f"individual-d{depth}-w{width:g}"
+                runs.append(Run(split, seed, name, INDIVIDUAL, flags, E, (depth, width)))
+                own = args.own_epochs.get((depth, width), E)
+                if own > E:  # a shape still climbing at E: trained again to its own convergence point
+                    runs.append(Run(split, seed, f"{name}-e{own}", OWN_E, flags, own, (depth, width)))
     return runs, budget
+
+
+def own_epochs(out: Path) -> dict[tuple[int, float], int]:
+    """Each shape's own E from ``paper/convergence.py`` (``convergence_epochs.csv``): the smallest epoch count
+    whose doubling adds < 1 validation point, or, for a shape still climbing, the longest training tried."""
+    path = out / "convergence_epochs.csv"
+    if not path.is_file():
+        raise SystemExit(
+            f"--individual-e own needs {path}: run paper/convergence.py --shapes ... first (it writes each "
+            "shape's own E)"
+        )
+    table = pd.read_csv(path)
+    return {
+        (int(r.depth), float(r.width)): int(r.own_e if pd.notna(r.own_e) else r.longest_tried)
+        for r in table.itertuples()
+    }
 
 
 def command(args, run: Run, folder: Path) -> list[str]:
@@ -265,7 +277,7 @@ def collect(args, runs: list[Run]) -> pd.DataFrame:
         record = json.loads((folder / "record.json").read_text())
         table = pd.read_csv(folder / "subnets.csv")
         for _, r in table.iterrows():
-            suffix = "_bn_as_trained" if run.method == "individual" else ""  # individual nets: their own BN
+            suffix = "_bn_as_trained" if is_individual(run.method) else ""  # individual nets: their own BN
             depth, width = run.shape or (int(r["depth"]), float(r["width"]))
             rows.append(
                 {
@@ -285,14 +297,27 @@ def collect(args, runs: list[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_gaps(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+def is_individual(method: pd.Series | str):
+    return method.str.startswith(INDIVIDUAL) if isinstance(method, pd.Series) else method.startswith(INDIVIDUAL)
+
+
+def paired_gaps(frame: pd.DataFrame, column: str, reference: str = INDIVIDUAL) -> pd.DataFrame:
     """Per split, elastic method and shape: the mean over seeds of (elastic - individual), in Dice points, and
-    its spread over seeds (``gap_sd``, sample standard deviation; blank with one seed)."""
+    its spread over seeds (``gap_sd``, sample standard deviation; blank with one seed). ``reference`` OWN_E:
+    against the individual nets at their own E where a shape has one, else at the profile's E; equal-compute
+    methods only (their budget counts the individual nets at the profile's E, so it stays a lower bound)."""
     columns = ["split", "method", "depth", "width", "elastic", "individual", "gap", "gap_sd", "seeds"]
-    if frame.empty or not (frame.method == "individual").any() or (frame.method == "individual").all():
+    if frame.empty or not (frame.method == INDIVIDUAL).any() or is_individual(frame.method).all():
         return pd.DataFrame(columns=columns)
-    ind = frame[frame.method == "individual"].set_index(["split", "depth", "width", "seed"])[column]
-    ela = frame[frame.method != "individual"].copy()
+    key = ["split", "depth", "width", "seed"]
+    ind = frame[frame.method == INDIVIDUAL].set_index(key)[column]
+    ela = frame[~is_individual(frame.method)].copy()
+    if reference == OWN_E:
+        if not (frame.method == OWN_E).any():
+            return pd.DataFrame(columns=columns)
+        own = frame[frame.method == OWN_E].set_index(key)[column]
+        ind = pd.concat([ind.drop(own.index, errors="ignore"), own])
+        ela = ela[ela.method.str.endswith("@compute")]
     ela["individual"] = [ind.get((s, d, w, k)) for s, d, w, k in zip(ela.split, ela.depth, ela.width, ela.seed)]
     ela = ela.dropna(subset=["individual"])
     ela["gap"] = 100 * (ela[column] - ela["individual"])
@@ -310,9 +335,17 @@ def paired_gaps(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def targets(frame: pd.DataFrame, budget: dict[str, float]) -> pd.DataFrame:
-    gaps = paired_gaps(frame, "dice")
     rows = []
-    for (split, method), group in gaps.groupby(["split", "method"]):
+    for reference in (INDIVIDUAL, OWN_E):
+        rows += target_rows(frame, budget, reference)
+    return pd.DataFrame(
+        rows, columns=["split", "method", "comparison", "worst_gap", "mean_gap", "compute_ratio", "met"]
+    )
+
+
+def target_rows(frame: pd.DataFrame, budget: dict[str, float], reference: str) -> list[dict]:
+    rows = []
+    for (split, method), group in paired_gaps(frame, "dice", reference).groupby(["split", "method"]):
         tflops = frame[(frame.split == split) & (frame.method == method)].groupby("seed").train_tflops.first().mean()
         ratio = tflops * 1e12 / budget[split] if split in budget else float("nan")
         comparison = method.split("@")[-1]
@@ -321,16 +354,16 @@ def targets(frame: pd.DataFrame, budget: dict[str, float]) -> pd.DataFrame:
             {
                 "split": split,
                 "method": method,
-                "comparison": "equal " + comparison,
+                "comparison": "equal "
+                + comparison
+                + (", individual nets at their own E" if reference == OWN_E else ""),
                 "worst_gap": round(group.gap.min(), 2),
                 "mean_gap": round(group.gap.mean(), 2),
                 "compute_ratio": round(ratio, 3),
                 "met": bool(met),
             }
         )
-    return pd.DataFrame(
-        rows, columns=["split", "method", "comparison", "worst_gap", "mean_gap", "compute_ratio", "met"]
-    )
+    return rows
 
 
 def plot_gaps(gaps: pd.DataFrame, path: Path) -> None:
@@ -367,7 +400,7 @@ def ablation_seeds(frame: pd.DataFrame) -> pd.DataFrame:
     more seeds must not be compared on their mean with others' single seed); all seeds where none is shared."""
     kept = []
     for _, rows in frame.groupby("split"):
-        elastic = rows[rows.method != "individual"]
+        elastic = rows[~is_individual(rows.method)]
         common = set.intersection(*(set(g.seed) for _, g in elastic.groupby("method"))) if len(elastic) else set()
         kept.append(rows[rows.seed.isin(common)] if common else rows)
     return pd.concat(kept) if kept else frame
@@ -386,7 +419,7 @@ def write(args, runs: list[Run], budget: dict[str, float]) -> None:
     goal.to_csv(args.out / "targets.csv", index=False)
     compared = ablation_seeds(frame)
     val = paired_gaps(compared, "val_dice")
-    elastic = compared[compared.method != "individual"].assign(full=lambda f: f.width == 1.0)
+    elastic = compared[~is_individual(compared.method)].assign(full=lambda f: f.width == 1.0)
     ablation = (
         elastic.groupby(["split", "method"])
         .agg(
@@ -406,6 +439,10 @@ def write(args, runs: list[Run], budget: dict[str, float]) -> None:
     test.to_csv(args.out / "gaps.csv", index=False)
     if not test.empty:  # no elastic run has its individual counterparts yet: nothing to plot
         plot_gaps(test, args.out / "gaps.png")
+    own = paired_gaps(frame, "dice", OWN_E).round(2)
+    if not own.empty:
+        own.to_csv(args.out / "gaps_own_e.csv", index=False)
+        plot_gaps(own, args.out / "gaps_own_e.png")
     atomic_write_text(
         args.out / "tables.md",
         (
@@ -414,6 +451,13 @@ def write(args, runs: list[Run], budget: dict[str, float]) -> None:
             f"standard deviation over seeds). Target: worst gap "
             f">= {TARGET:g} at equal compute (elastic training FLOPs <= {COMPUTE_SHARE:g} x the 12 individual trainings').\n\n"
             + md(test)
+            + (
+                "\n\n## Against the individual nets at their own E\n\nThe shapes still climbing at the profile's E "
+                "trained again to their own convergence point (`convergence_epochs.csv`; `individual` is then that "
+                "run), equal-compute recipes only:\n\n" + md(own)
+                if not own.empty
+                else ""
+            )
             + "\n\n## Targets\n\n"
             + md(goal)
             + "\n\n## Recipes on validation Dice (choose here, never on test; on the seeds every recipe has)\n\n"
@@ -458,6 +502,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--arms", default="slimmable")
     p.add_argument("--comparisons", default="compute,epochs")
     p.add_argument("--shapes", default="all", choices=["all", "table"])
+    p.add_argument(
+        "--individual-e",
+        default="profile",
+        choices=["profile", "own"],
+        help="own: also train the shapes still climbing at the profile's E to their own E (convergence_epochs.csv)",
+    )
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -483,6 +533,7 @@ def main(argv: list[str] | None = None) -> None:
     args.shape_list = [(d, w) for d in DEPTHS for w in WIDTHS] if args.shapes == "all" else TABLE_SHAPES
     args.out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile
     args.out.mkdir(parents=True, exist_ok=True)
+    args.own_epochs = own_epochs(args.out) if args.individual_e == "own" else {}
     runs, _ = plan(args)
     if args.dry_run:
         for run in runs:
@@ -490,7 +541,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.report_only:
         threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-        todo = sorted(runs, key=lambda r: (r.seed, r.method == "individual", -r.epochs))
+        todo = sorted(runs, key=lambda r: (r.seed, is_individual(r.method), -r.epochs))
         devices = DevicePool(args.device, args.jobs)
         with ThreadPoolExecutor(args.jobs) as pool:
             for future in [pool.submit(train_one, args, r, threads, devices) for r in todo]:
@@ -507,7 +558,7 @@ def with_committed(args) -> argparse.Namespace:
     """``args`` widened to every split, seed, arm, comparison and individual shape committed under
     ``args.out/runs`` (runs of arms this version no longer defines are left out, with a note)."""
     splits, seeds, arms = list(args.splits), list(args.seeds), list(args.arms)
-    comparisons, shapes = list(args.comparisons), list(args.shape_list)
+    comparisons, shapes, own = list(args.comparisons), list(args.shape_list), dict(args.own_epochs)
     for folder in sorted((args.out / "runs").glob("*/seed*/*")):
         if not done(folder):
             continue
@@ -520,15 +571,17 @@ def with_committed(args) -> argparse.Namespace:
             arms += [arm] if arm not in arms else []
             comparisons += [comparison] if comparison not in comparisons else []
         elif name.startswith("individual-d"):
-            depth, width = name[len("individual-d") :].split("-w")
+            depth, width = name[len("individual-d") :].split("-e")[0].split("-w")
             shapes += [(int(depth), float(width))] if (int(depth), float(width)) not in shapes else []
+            if "-e" in name and not own:  # runs at their own E: report them (their E from convergence_epochs.csv)
+                own = own_epochs(args.out)
         else:
             continue
         splits += [split] if split not in splits else []
         seeds += [seed] if seed not in seeds else []
     return argparse.Namespace(
         **{**vars(args), "splits": splits, "seeds": sorted(seeds), "arms": arms, "comparisons": comparisons}
-        | {"shape_list": shapes}
+        | {"shape_list": shapes, "own_epochs": own}
     )
 
 

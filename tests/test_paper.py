@@ -429,3 +429,38 @@ def test_convergence_chooses_e_on_the_protocol_shapes_and_an_own_e_per_shape():
     # (4,0.5) and (5,0.25) do not take part in E: without the protocol shapes' 256 runs E is not shown
     chosen, _, _, own = convergence.choose([r for r in rows if r["epochs"] < 256])
     assert chosen is None and own[(4, 0.5)] == 64
+
+
+def test_parity_gaps_against_individual_nets_at_their_own_e(tmp_path):
+    """--individual-e own: a shape still climbing at the profile's E is trained again for its own E and the
+    equal-compute recipes are also compared with that run (the other shapes keep their E-epoch nets); the
+    targets get a row per comparison, and the compute ratio still counts the budget at the profile's E."""
+    (tmp_path / "convergence_epochs.csv").write_text(
+        "depth,width,lr,own_e,longest_tried\n5,1.0,0.002,64,128\n3,0.25,0.002,,256\n4,0.5,0.002,128,256\n"
+    )
+    own = parity_table.own_epochs(tmp_path)
+    assert own == {(5, 1.0): 64, (3, 0.25): 256, (4, 0.5): 128}
+    frame = pd.DataFrame(
+        rows("individual", 3, 0.25, [0.60, 0.60], "random")
+        + rows("individual@own-e", 3, 0.25, [0.70, 0.72], "random")
+        + rows("individual", 5, 1.0, [0.80, 0.80], "random")
+        + rows("arm@compute", 3, 0.25, [0.65, 0.65], "random")
+        + rows("arm@compute", 5, 1.0, [0.81, 0.79], "random")
+        + rows("arm@epochs", 3, 0.25, [0.66, 0.66], "random")
+    ).assign(train_tflops=1.0)
+    at_e = parity_table.paired_gaps(frame, "dice").set_index(["method", "depth"])
+    assert at_e.loc[("arm@compute", 3), "gap"] == pytest.approx(5.0)
+    assert "individual@own-e" not in set(at_e.index.get_level_values(0))
+    at_own = parity_table.paired_gaps(frame, "dice", parity_table.OWN_E).set_index(["method", "depth"])
+    assert at_own.loc[("arm@compute", 3), "gap"] == pytest.approx(-6.0)  # 65 against 70 and 72
+    assert at_own.loc[("arm@compute", 5), "gap"] == pytest.approx(0.0)  # (5,1) converged at E: its own net
+    assert set(at_own.index.get_level_values(0)) == {"arm@compute"}  # equal epochs has no own-E comparison
+    goals = parity_table.targets(frame, {"random": 4e12})
+    assert sorted(goals.comparison) == [
+        "equal compute",
+        "equal compute, individual nets at their own E",
+        "equal epochs",
+    ]
+    assert (goals.compute_ratio == 0.25).all()
+    with pytest.raises(SystemExit, match="paper/convergence.py"):
+        parity_table.own_epochs(tmp_path / "nowhere")
