@@ -462,5 +462,5 @@ def test_parity_gaps_against_individual_nets_at_their_own_e(tmp_path):
         "equal epochs",
     ]
     assert (goals.compute_ratio == 0.25).all()
-    with pytest.raises(SystemExit, match="paper/convergence.py"):
+    with pytest.raises(SystemExit, match=r"paper/convergence\.py"):
         parity_table.own_epochs(tmp_path / "nowhere")
