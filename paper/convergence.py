@@ -8,7 +8,10 @@ The largest and the smallest individual U-Net of the grid, (5,1) and (3,0.25), t
 ``cpu`` profile (64x96, base 16; random split, fold 0, seed 0) for each epoch count: separate trainings, since
 the cosine schedule depends on the length. The trainings are ``paper/dice_table.py --epochs N --only ...``
 runs (``runs/convergence/cpu-eN/...``). E is the smallest count whose doubling adds < 1 validation Dice point
-to both shapes (validation only: the test images stay unseen).
+to both shapes (validation only: the test images stay unseen). ``--shapes`` also takes the four other table
+shapes ((4,1), (3,1), (4,0.5), (5,0.25)), whose 64-epoch points are the parity campaign's seed-0 runs; each
+shape gets its own E by the same rule (``convergence_epochs.csv``, read by ``paper/parity_table.py
+--individual-e own``).
 
 Each finished run's small files (config.yaml, log.csv, subnets.csv, wall_seconds.json; no checkpoint) are
 copied to ``results/cvc_clinicdb/converged/convergence-runs/eN/<run>/`` and read from there when the run
