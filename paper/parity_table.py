@@ -192,10 +192,9 @@ def plan(args) -> tuple[list[Run], dict]:
     return runs, budget
 
 
-def own_epochs(out: Path) -> dict[tuple[int, float], int]:
+def own_epochs(path: Path) -> dict[tuple[int, float], int]:
     """Each shape's own E from ``paper/convergence.py`` (``convergence_epochs.csv``): the smallest epoch count
     whose doubling adds < 1 validation point, or, for a shape still climbing, the longest training tried."""
-    path = out / "convergence_epochs.csv"
     if not path.is_file():
         raise SystemExit(
             f"--individual-e own needs {path}: run paper/convergence.py --shapes ... first (it writes each "
@@ -506,7 +505,13 @@ def main(argv: list[str] | None = None) -> None:
         "--individual-e",
         default="profile",
         choices=["profile", "own"],
-        help="own: also train the shapes still climbing at the profile's E to their own E (convergence_epochs.csv)",
+        help="own: also train the shapes still climbing at the profile's E to their own E (--own-e-table)",
+    )
+    p.add_argument(
+        "--own-e-table",
+        type=Path,
+        default=ROOT / "results" / "cvc_clinicdb" / "converged" / "convergence_epochs.csv",
+        help="each shape's own E, written by paper/convergence.py",
     )
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)
@@ -533,7 +538,7 @@ def main(argv: list[str] | None = None) -> None:
     args.shape_list = [(d, w) for d in DEPTHS for w in WIDTHS] if args.shapes == "all" else TABLE_SHAPES
     args.out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile
     args.out.mkdir(parents=True, exist_ok=True)
-    args.own_epochs = own_epochs(args.out) if args.individual_e == "own" else {}
+    args.own_epochs = own_epochs(args.own_e_table) if args.individual_e == "own" else {}
     runs, _ = plan(args)
     if args.dry_run:
         for run in runs:
@@ -574,7 +579,7 @@ def with_committed(args) -> argparse.Namespace:
             depth, width = name[len("individual-d") :].split("-e")[0].split("-w")
             shapes += [(int(depth), float(width))] if (int(depth), float(width)) not in shapes else []
             if "-e" in name and not own:  # runs at their own E: report them (their E from convergence_epochs.csv)
-                own = own_epochs(args.out)
+                own = own_epochs(args.own_e_table)
         else:
             continue
         splits += [split] if split not in splits else []

@@ -438,7 +438,7 @@ def test_parity_gaps_against_individual_nets_at_their_own_e(tmp_path):
     (tmp_path / "convergence_epochs.csv").write_text(
         "depth,width,lr,own_e,longest_tried\n5,1.0,0.002,64,128\n3,0.25,0.002,,256\n4,0.5,0.002,128,256\n"
     )
-    own = parity_table.own_epochs(tmp_path)
+    own = parity_table.own_epochs(tmp_path / "convergence_epochs.csv")
     assert own == {(5, 1.0): 64, (3, 0.25): 256, (4, 0.5): 128}
     frame = pd.DataFrame(
         rows("individual", 3, 0.25, [0.60, 0.60], "random")
@@ -463,4 +463,4 @@ def test_parity_gaps_against_individual_nets_at_their_own_e(tmp_path):
     ]
     assert (goals.compute_ratio == 0.25).all()
     with pytest.raises(SystemExit, match=r"paper/convergence\.py"):
-        parity_table.own_epochs(tmp_path / "nowhere")
+        parity_table.own_epochs(tmp_path / "nowhere.csv")
