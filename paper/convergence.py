@@ -268,10 +268,10 @@ def main() -> None:
     write_csv(rows, OUT / "convergence.csv")
     plot(rows, curves, OUT / "convergence.png")
     chosen, rates, lines, own = choose(rows)
-    tried = {
-        (r["depth"], r["width"]): max(x["epochs"] for x in rows if (x["depth"], x["width"]) == (r["depth"], r["width"]))
-        for r in rows
-    }
+    tried: dict[tuple[int, float], int] = {}  # each shape's longest training
+    for r in rows:
+        shape = (r["depth"], r["width"])
+        tried[shape] = max(tried.get(shape, 0), r["epochs"])
     per_shape = [
         {"depth": d, "width": w, "lr": rates[(d, w)], "own_e": e or "", "longest_tried": tried[(d, w)]}
         for (d, w), e in own.items()
