@@ -31,6 +31,11 @@ class DataConfig:
         "auto", "the reader; auto: recognised by the folder's files"
     )
     image_size: list[int] = opt(factory=lambda: [96, 128], help="H, W every image is resized to (--image-size HxW)")
+    crop: Literal["none", "foreground"] = opt(
+        "none",
+        "before resizing, crop each image to the box of its largest bright region (foreground: a mammogram's "
+        "breast; the aspect is not kept) or not (none); evaluation and a site's predict crop the same way",
+    )
     synthetic_count: int = opt(480, "frames in the built-in synthetic set")
     synthetic_seed: int = opt(0, "the synthetic set's own seed (independent of the training seed)")
     split: Literal["random", "grouped"] = opt("random", "random: by image; grouped: by video sequence / patient")

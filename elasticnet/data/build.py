@@ -15,7 +15,7 @@ from elasticnet.data.cvc import find_cvc, is_official_layout
 from elasticnet.data.dataset import PatchDataset, SegmentationDataset
 from elasticnet.data.folder import find_samples
 from elasticnet.data.mias import find_mias
-from elasticnet.data.records import DataProblems, LazyArrays, Record, check_records, load_records
+from elasticnet.data.records import DataProblems, LazyArrays, Record, check_records, load_records, prepared
 from elasticnet.data.splits import assign_split
 from elasticnet.data.synthetic import synthetic_polyp_set
 from elasticnet.errors import UserError
@@ -74,13 +74,17 @@ def _fits_in_memory(records: list[Record], in_channels: int, size: tuple[int, in
 
 
 def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
-    """Every image of the data set, checked and resized to ``cfg.image_size``; decoded into memory
-    when it fits (``cache``), else decoded on access after a full check."""
+    """Every image of the data set, checked, cropped (``cfg.crop``) and resized to ``cfg.image_size``; decoded
+    into memory when it fits (``cache``), else decoded on access after a full check."""
     size = (cfg.image_size[0], cfg.image_size[1])
     if cfg.data == "synthetic":
         images, masks = synthetic_polyp_set(cfg.synthetic_count, *size, seed=cfg.synthetic_seed)
         if in_channels == 1:
             images = [im.mean(axis=2).astype(np.uint8) for im in images]
+        if cfg.crop != "none":  # cropped as a site's predict would crop them
+            images, masks = (
+                list(part) for part in zip(*(prepared(i, m, size, cfg.crop) for i, m in zip(images, masks)))
+            )
         names = [f"synthetic-{i:05d}" for i in range(len(images))]
         return SegmentationDataset(images, masks, names, cfg.mean, cfg.std, groups=names)
     try:
@@ -92,10 +96,11 @@ def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
     names, groups = [r.name for r in records], [r.group for r in records]
     in_memory = cfg.cache == "memory" or (cfg.cache == "auto" and _fits_in_memory(records, in_channels, size))
     if in_memory:
-        images, masks = load_records(records, in_channels, size, root=cfg.data, known=listed)
+        images, masks = load_records(records, in_channels, size, root=cfg.data, known=listed, crop=cfg.crop)
     else:
         check_records(records, in_channels, cfg.data, known=listed)
-        images, masks = LazyArrays(records, in_channels, size, 0), LazyArrays(records, in_channels, size, 1)
+        images = LazyArrays(records, in_channels, size, 0, cfg.crop)
+        masks = LazyArrays(records, in_channels, size, 1, cfg.crop)
     return SegmentationDataset(images, masks, names, cfg.mean, cfg.std, groups=groups)
 
 

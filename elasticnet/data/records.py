@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from elasticnet.data.imageio import read_image, resize_image, to_channels
+from elasticnet.data.roi import cut, region_box
 from elasticnet.errors import UserError, listing
 
 
@@ -94,6 +95,13 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
+def prepared(image: np.ndarray, mask: np.ndarray, size: tuple[int, int], crop: str = "none"):
+    """A decoded pair cropped to its region of interest (``crop``, :mod:`elasticnet.data.roi`; found on the
+    image) and resized to ``size`` (H, W)."""
+    box = region_box(image, crop)
+    return resize_image(cut(image, box), size), resize_mask(cut(mask, box), size)
+
+
 def check_records(records: Sequence[Record], in_channels: int, root: Path | str, known: Sequence[str] = ()) -> None:
     """Decode every record once, raising one error that lists every problem, ``known`` ones (from listing the
     folder) first; nothing is kept."""
@@ -108,10 +116,15 @@ def check_records(records: Sequence[Record], in_channels: int, root: Path | str,
 
 
 def load_records(
-    records: Sequence[Record], in_channels: int, size: tuple[int, int], root: Path | str = "", known: Sequence[str] = ()
+    records: Sequence[Record],
+    in_channels: int,
+    size: tuple[int, int],
+    root: Path | str = "",
+    known: Sequence[str] = (),
+    crop: str = "none",
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Decode, check and resize every record to ``size`` (H, W); report all problems at once, ``known`` ones
-    (from listing the folder) first."""
+    """Decode, check, crop (``crop``) and resize every record to ``size`` (H, W); report all problems at once,
+    ``known`` ones (from listing the folder) first."""
     images, masks, problems = [], [], list(known)
     for record in records:
         try:
@@ -119,8 +132,9 @@ def load_records(
         except ValueError as e:
             problems.append(str(e))
             continue
-        images.append(resize_image(image, size))
-        masks.append(resize_mask(mask, size))
+        image, mask = prepared(image, mask, size, crop)
+        images.append(image)
+        masks.append(mask)
     if problems:
         raise UserError(problem_report(root, problems))
     return images, masks
@@ -129,8 +143,11 @@ def load_records(
 class LazyArrays(Sequence):
     """Images (or masks) decoded on access, for data sets too large to hold in memory."""
 
-    def __init__(self, records: Sequence[Record], in_channels: int, size: tuple[int, int], part: int):
+    def __init__(
+        self, records: Sequence[Record], in_channels: int, size: tuple[int, int], part: int, crop: str = "none"
+    ):
         self.records, self.in_channels, self.size, self.part = list(records), in_channels, size, part
+        self.crop = crop
 
     def __len__(self) -> int:
         return len(self.records)
@@ -140,4 +157,4 @@ class LazyArrays(Sequence):
             pair = decode(self.records[i], self.in_channels)
         except ValueError as e:  # a file that went bad after the start-up check (disk error, ...)
             raise UserError(f"reading a training file failed: {e}") from None
-        return resize_image(pair[0], self.size) if self.part == 0 else resize_mask(pair[1], self.size)
+        return prepared(*pair, self.size, self.crop)[self.part]

@@ -2,7 +2,9 @@
 
 Pre-processing repeats what training did, from what ``model.json`` records: grey/RGB conversion to the
 model's channels, resizing to the trained input size with area averaging, scaling to [0, 1] and
-normalising by the stored mean and std. Models trained on patches predict by sliding windows of the
+normalising by the stored mean and std. Models trained on crops of the image's region of interest
+(``crop``, :mod:`elasticnet.data.roi`) are given the same crop, and their map is pasted back into the whole
+image (zero outside the crop). Models trained on patches predict by sliding windows of the
 patch size (:mod:`elasticnet.site.tiling`). The probability map is resized back to the original image
 size (bilinear) before the stored threshold is applied, so masks line up with the input image.
 """
@@ -16,6 +18,7 @@ import cv2
 import numpy as np
 
 from elasticnet.data.imageio import resize_image, to_channels
+from elasticnet.data.roi import Box, cut, paste, region_box
 from elasticnet.errors import UserError
 from elasticnet.site.bundle import INPUT_NAME, OUTPUT_NAME, Description, read_description
 from elasticnet.site.tiling import sliding_window_np
@@ -67,14 +70,24 @@ class SiteModel:
         self.std = np.asarray(spec.std, np.float32)
         self.threshold = float(self.description.output.threshold)
         self.tile = tile_of(self.description)
+        self.crop = spec.crop
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
-        """uint8 (H, W[, C]) -> float32 (1, C, h, w) at the trained size, normalised as in training."""
+    def converted(self, image: np.ndarray) -> np.ndarray:
+        """uint8 (H, W[, C]) with the model's channels."""
         try:
-            image = to_channels(image, self.channels)
+            return to_channels(image, self.channels)
         except ValueError as e:
             raise UserError(f"image {e}") from None
-        x = resize_image(image, self.size).astype(np.float32) / 255.0
+
+    def region(self, image: np.ndarray) -> tuple[np.ndarray, Box]:
+        """(the image with the model's channels, the box of it the model sees), as in training."""
+        image = self.converted(image)
+        return image, region_box(image, self.crop)
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """uint8 (H, W[, C]) -> float32 (1, C, h, w) at the trained size, normalised as in training (the
+        caller crops: :meth:`region`)."""
+        x = resize_image(self.converted(image), self.size).astype(np.float32) / 255.0
         if x.ndim == 2:
             x = x[..., None]
         x = (x - self.mean) / self.std
@@ -96,8 +109,10 @@ class SiteModel:
         return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR) if prob.shape != (h, w) else prob
 
     def probability(self, image: np.ndarray) -> np.ndarray:
-        """Lesion probability (H, W) float32 at the size of ``image``."""
-        return self.probability_map(self.logits(self.prepare(image))[0, 0], image.shape[:2])
+        """Lesion probability (H, W) float32 at the size of ``image`` (0 outside the cropped region)."""
+        image, box = self.region(image)
+        part = cut(image, box)
+        return paste(self.probability_map(self.logits(self.prepare(part))[0, 0], part.shape[:2]), box, image.shape)
 
     def mask(self, image: np.ndarray) -> np.ndarray:
         """0/255 uint8 mask (H, W) at the size of ``image``."""

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from elasticnet.data.imageio import IMAGE_SUFFIXES, read_image
+from elasticnet.data.roi import cut, paste
 from elasticnet.errors import UserError, listing
 from elasticnet.files import atomic_write_bytes
 from elasticnet.reporting import write_csv
@@ -88,12 +89,14 @@ def png_bytes(image: np.ndarray) -> bytes:
 def predict_image(model: SiteModel, image: np.ndarray) -> tuple[np.ndarray, dict]:
     """(mask, statistics) for one decoded image."""
     start = time.perf_counter()
-    x = model.prepare(image)
+    image, box = model.region(image)
+    part = cut(image, box)
+    x = model.prepare(part)
     t0 = time.perf_counter()
     logits = model.logits(x)[0, 0]
     model_s = time.perf_counter() - t0
     h, w = image.shape[:2]
-    prob = model.probability_map(logits, (h, w))
+    prob = paste(model.probability_map(logits, part.shape[:2]), box, (h, w))
     mask = np.where(prob > model.threshold, 255, 0).astype(np.uint8)
     pixels = int(np.count_nonzero(mask))
     lesions = cv2.connectedComponents(mask)[0] - 1
