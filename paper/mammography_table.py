@@ -12,7 +12,8 @@ fold's test films (or its validation films with ``--evaluate-on val``) at the le
 
 Writes ``results/mammography/<name>/``: ``table.csv`` and ``table.md`` (fold, depth, width,
 sensitivity_at_0.5fp, sensitivity_at_1fp, sensitivity_at_2fp, dice_lesion, fp_rate_normal; fold ``pooled``
-pools the candidates of all evaluated folds), ``froc.png`` (pooled FROC per sub-net), ``COMMANDS.md`` with
+pools the candidates of all evaluated folds), ``diagnosis.csv`` (pooled, per sub-net: where masses are lost;
+:func:`diagnosis_rows`), ``froc.png`` (pooled FROC per sub-net), ``COMMANDS.md`` with
 the hardware, and every fold's small files (``runs/fold<k>/``: config, log, sub-net table; no checkpoints).
 A fold whose small files are committed there and whose checkpoint is gone is not trained again, but it can
 only join the table while its checkpoint exists (the evaluation needs the weights): keep ``--runs``.
@@ -136,6 +137,29 @@ def pooled_rows(per_fold: dict[int, dict]) -> tuple[list[dict], dict]:
     return rows, tallies
 
 
+DIAGNOSIS = [
+    "depth",
+    "width",
+    "lesions",
+    "sensitivity_at_1fp",
+    "sensitivity_at_1fp_thresholded",
+    "lesions_detectable",
+    "lesions_covered",
+]
+
+
+def diagnosis_rows(tallies: dict) -> list[dict]:
+    """Per sub-net, pooled: where masses are lost (see :mod:`elasticnet.training.detection`): never touched by a
+    candidate (1 - covered), swallowed by one centred elsewhere (covered - detectable), or ranked below 1 false
+    positive per film (detectable - sensitivity); and the sensitivity at 1 FP when the segmentation threshold
+    itself traces the curve."""
+    out = []
+    for (depth, width), tally in sorted(tallies.items()):
+        s = tally.summary()
+        out.append({"depth": depth, "width": width} | {k: round(s[k], 4) for k in DIAGNOSIS[2:]})
+    return out
+
+
 def plot_froc(tallies: dict, path: Path, title: str) -> None:
     import matplotlib
 
@@ -202,6 +226,7 @@ def main() -> None:
         + markdown_table(rows, COLUMNS)
         + "\n"
     )
+    write_csv(diagnosis_rows(tallies), args.out / "diagnosis.csv")
     plot_froc(tallies, args.out / "froc.png", f"mini-MIAS masses, {args.name}, pooled over folds {args.folds}")
     from dice_table import hardware_text
 
@@ -213,7 +238,7 @@ def main() -> None:
         + f"\n\n{hardware_text(args.device)}\n"
     )
     print(markdown_table(pooled, COLUMNS))
-    print(f"wrote {args.out}/ (table.csv, table.md, froc.png, COMMANDS.md, runs/)")
+    print(f"wrote {args.out}/ (table.csv, table.md, diagnosis.csv, froc.png, COMMANDS.md, runs/)")
 
 
 if __name__ == "__main__":

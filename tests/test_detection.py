@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from elasticnet.training.detection import DetectionTally, sensitivity_at
+from elasticnet.training.detection import DetectionTally, sensitivity_at, threshold_counts
 
 
 def film(lesions=(), blobs=(), size=64) -> tuple[np.ndarray, np.ndarray]:
@@ -57,6 +57,34 @@ def test_sensitivity_at_fp_rates_pools_films_and_normal_film_rate():
     strict = DetectionTally()
     strict.add(*film(lesions=[(20, 20, 6)], blobs=[(50, 50, 4, 0.9)]))  # only a false positive
     assert strict.summary()["sensitivity_at_1fp"] == 0.0 and np.isnan(strict.summary()["fp_rate_normal"])
+
+
+def test_lesions_are_told_apart_as_detected_swallowed_or_unseen_and_pooled_by_merge():
+    a = DetectionTally()
+    # lesion 1 detected; lesion 2 inside a large blob centred elsewhere (swallowed); lesion 3 not touched
+    a.add(*film(lesions=[(12, 12, 4), (40, 20, 4), (50, 52, 4)], blobs=[(12, 12, 3, 0.9), (40, 30, 12, 0.95)]))
+    s = a.summary()
+    assert (a.lesions, a.covered) == (3, 2)
+    assert s["lesions_detectable"] == pytest.approx(1 / 3) and s["lesions_covered"] == pytest.approx(2 / 3)
+    b = DetectionTally()
+    b.add(*film(lesions=[(30, 30, 5)], blobs=[(30, 30, 4, 0.8)]))
+    pooled = a.merge(b).summary()
+    assert pooled["lesions_detectable"] == 0.5 and pooled["lesions_covered"] == 0.75
+
+
+def test_threshold_counts_split_a_blob_that_swallows_a_lesion_at_a_higher_threshold():
+    prob, mask = film(lesions=[(32, 20, 5)], blobs=[(32, 34, 14, 0.4), (32, 20, 4, 0.9)])
+    # at 0.1 one merged component centred off the lesion: a miss and a false positive; at 0.5 the lesion's own
+    # peak stands alone; at 0.95 nothing is left
+    assert threshold_counts(prob, mask, [0.1, 0.5, 0.95]) == [(0.1, 0, 1, 1), (0.5, 1, 0, 1), (0.95, 0, 0, 1)]
+    assert threshold_counts(*film(), [0.5]) == [(0.5, 0, 0, 0)]
+    tally = DetectionTally()
+    tally.add(prob, mask)
+    tally.add(*film())  # a normal film
+    curve = dict((t, (fp, sens)) for t, fp, sens in tally.threshold_froc())
+    assert curve[0.1] == (0.5, 0.0) and curve[0.5] == (0.0, 1.0) and curve[0.95] == (0.0, 0.0)
+    assert tally.summary()["sensitivity_at_1fp_thresholded"] == 1.0
+    assert tally.summary()["sensitivity_at_1fp"] == 0.0  # the fixed candidates at 0.1 lose it
 
 
 def test_a_film_without_candidates_or_lesions_counts_only_as_a_film():

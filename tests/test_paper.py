@@ -329,6 +329,13 @@ def test_mammography_table_end_to_end_on_generated_films(tmp_path):
     assert all(0 <= float(r["sensitivity_at_1fp"]) <= 1 for r in rows)
     for name in ("table.md", "froc.png", "COMMANDS.md", "runs/fold0/config.yaml", "runs/fold1/subnets.csv"):
         assert (out / name).is_file(), name
+    with open(out / "diagnosis.csv", newline="") as f:
+        diagnosis = {(r["depth"], r["width"]): r for r in csv.DictReader(f)}
+    assert len(diagnosis) == 4
+    for r in pooled:  # the pooled table's figures, and the lost masses' shares in order
+        d = diagnosis[(r["depth"], r["width"])]
+        assert d["lesions"] == r["lesions"] and d["sensitivity_at_1fp"] == r["sensitivity_at_1fp"]
+        assert float(d["sensitivity_at_1fp"]) <= float(d["lesions_detectable"]) <= float(d["lesions_covered"]) <= 1
 
 
 def test_the_small_files_of_committed_runs_are_not_ignored_by_git():

@@ -8,6 +8,12 @@ already detected is neither a hit nor a false positive; any other candidate is a
 Sweeping a threshold over the candidates' scores gives the FROC curve: sensitivity (the share of lesions
 detected) against false positives per film. ``sensitivity_at(curve, 1.0)`` is the sensitivity at <= 1 false
 positive per film, the operating point mammography CAD systems are compared at.
+
+Two checks of where lesions are lost: ``lesions_detectable`` (the share some candidate detects at any
+false-positive rate, the ceiling of the curve) and ``lesions_covered`` (the share any candidate touches: the
+difference was swallowed by a candidate centred elsewhere, e.g. a mass inside a marked region of dense
+tissue); and a second FROC traced by the segmentation threshold itself (the candidates are the components of
+``probability > t`` for each t of SWEEP, ``threshold_froc``), which splits such merged regions.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import numpy as np
 
 CANDIDATE_THRESHOLD = 0.1  # probabilities above this form candidates; the FROC sweep scores them
 FP_RATES = (0.5, 1.0, 2.0)  # false positives per film at which sensitivity is reported
+# segmentation thresholds of the second FROC (candidates: the components of probability > t, for each t)
+SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
 
 @dataclass
@@ -30,10 +38,14 @@ class DetectionTally:
     scores: list[float] = field(default_factory=list)
     hits: list[int] = field(default_factory=list)  # global lesion id a candidate detects, -1: a false positive
     lesions: int = 0
+    covered: int = 0  # lesions with a candidate pixel on them (detected, or inside a candidate centred elsewhere)
     films: int = 0
     normal_films: int = 0
     normal_films_flagged: int = 0  # normal films with a candidate scoring above the operating threshold
     operating_threshold: float = 0.5
+    # per SWEEP threshold: lesions detected and false positives when the candidates are the components of
+    # probability > t (the FROC traced by the segmentation threshold)
+    sweep: list[list[int]] = field(default_factory=lambda: [[0, 0] for _ in SWEEP])
 
     def add(self, prob: np.ndarray, mask: np.ndarray) -> None:
         """One film: ``prob`` (H, W) probabilities, ``mask`` (H, W) with lesions > 0.5."""
@@ -51,6 +63,11 @@ class DetectionTally:
                 self.scores.append(float(peaks[k]))
                 self.hits.append(offset + inside - 1 if inside else -1)
                 scores.append(float(peaks[k]))
+        for counts, (_, found, fp, _) in zip(self.sweep, threshold_counts(prob, mask, SWEEP)):
+            counts[0] += found
+            counts[1] += fp
+        if count and n > 1:  # label 0 is the background of both
+            self.covered += int(np.count_nonzero(np.bincount(lesion_labels[labels > 0], minlength=count + 1)[1:]))
         self.lesions += count
         self.films += 1
         if count == 0:
@@ -64,11 +81,18 @@ class DetectionTally:
             scores=self.scores + other.scores,
             hits=self.hits + [h + self.lesions if h >= 0 else -1 for h in other.hits],
             lesions=self.lesions + other.lesions,
+            covered=self.covered + other.covered,
             films=self.films + other.films,
             normal_films=self.normal_films + other.normal_films,
             normal_films_flagged=self.normal_films_flagged + other.normal_films_flagged,
             operating_threshold=self.operating_threshold,
+            sweep=[[a[0] + b[0], a[1] + b[1]] for a, b in zip(self.sweep, other.sweep)],
         )
+
+    def threshold_froc(self) -> list[tuple[float, float, float]]:
+        """(segmentation threshold, false positives per film, sensitivity) for each SWEEP threshold."""
+        films, lesions = max(1, self.films), max(1, self.lesions)
+        return [(t, fp / films, found / lesions) for t, (found, fp) in zip(SWEEP, self.sweep)]
 
     def froc(self) -> list[tuple[float, float, float]]:
         """(score threshold, false positives per film, sensitivity), from the strictest threshold down."""
@@ -96,7 +120,39 @@ class DetectionTally:
         }
         out["fp_rate_normal"] = self.normal_films_flagged / self.normal_films if self.normal_films else float("nan")
         out["lesions"] = self.lesions
+        # the share of lesions any candidate touches: detected at some false-positive rate, or swallowed by a
+        # candidate centred elsewhere (e.g. a mass inside a marked region of dense tissue)
+        out["lesions_covered"] = self.covered / self.lesions if self.lesions else float("nan")
+        out["sensitivity_at_1fp_thresholded"] = (
+            sensitivity_at(self.threshold_froc(), 1.0) if self.lesions else float("nan")
+        )
+        out["lesions_detectable"] = (
+            len({h for h in self.hits if h >= 0}) / self.lesions if self.lesions else float("nan")
+        )
         return out
+
+
+def threshold_counts(
+    prob: np.ndarray, mask: np.ndarray, thresholds: Iterable[float]
+) -> list[tuple[float, int, int, int]]:
+    """(threshold t, lesions detected, false positives, lesions) of one film when the candidates are the
+    components of ``probability > t`` itself, for each t: the FROC traced by the segmentation threshold
+    instead of by the scores of fixed candidates (a check that the candidate threshold is not what loses
+    lesions)."""
+    lesion_labels, count = _components(mask > 0.5)
+    out = []
+    for t in thresholds:
+        labels, n = _components(prob > t)
+        found, fp = set(), 0
+        if n > 1:
+            for row, col in _centroids(labels, n)[1:]:
+                inside = int(lesion_labels[int(np.rint(row)), int(np.rint(col))])
+                if inside:
+                    found.add(inside)
+                else:
+                    fp += 1
+        out.append((float(t), len(found), fp, count - 1))
+    return out
 
 
 def sensitivity_at(curve: Iterable[tuple[float, float, float]], fp_per_film: float) -> float:
