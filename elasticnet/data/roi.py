@@ -2,7 +2,7 @@
 
 On a mammogram that is the breast. Most of a film is black background (with bright labels and markers in it),
 so resizing the whole film to the working size spends most pixels on nothing: on mini-MIAS the breast's box is
-a median 941 x 492 of the 1024 x 1024 film. Cropping to the box before resizing to the working size (aspect
+a median 977 x 530 of the 1024 x 1024 film. Cropping to the box before resizing to the working size (aspect
 not kept) about doubles the resolution across the breast at the same cost. Training, evaluation and a site's
 ``predict`` all crop the same way (torch-free: numpy and OpenCV), and a site's mask is pasted back into the
 full film.
