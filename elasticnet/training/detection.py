@@ -63,7 +63,7 @@ class DetectionTally:
                 self.scores.append(float(peaks[k]))
                 self.hits.append(offset + inside - 1 if inside else -1)
                 scores.append(float(peaks[k]))
-        for counts, (_, found, fp, _) in zip(self.sweep, threshold_counts(prob, mask, SWEEP)):
+        for counts, (_, found, fp, _) in zip(self.sweep, _threshold_counts(prob, lesion_labels, count + 1, SWEEP)):
             counts[0] += found
             counts[1] += fp
         if count and n > 1:  # label 0 is the background of both
@@ -139,7 +139,13 @@ def threshold_counts(
     components of ``probability > t`` itself, for each t: the FROC traced by the segmentation threshold
     instead of by the scores of fixed candidates (a check that the candidate threshold is not what loses
     lesions)."""
-    lesion_labels, count = _components(mask > 0.5)
+    return _threshold_counts(prob, *_components(mask > 0.5), thresholds)
+
+
+def _threshold_counts(
+    prob: np.ndarray, lesion_labels: np.ndarray, count: int, thresholds: Iterable[float]
+) -> list[tuple[float, int, int, int]]:
+    """:func:`threshold_counts` with the film's lesions labelled already (``count`` includes label 0)."""
     out = []
     for t in thresholds:
         labels, n = _components(prob > t)
