@@ -109,6 +109,25 @@ ARMS: dict[str, tuple[str, ...]] = {
         "--num-random",
         "0",
     ),
+    # in-place distillation (US-Nets, BigNAS) from the live largest sub-net from half-time on: it runs every
+    # step anyway, so the teacher costs nothing and the epochs stay 106; per-pixel BCE to its probabilities
+    "slimmable+junction+table+kd": (
+        *GRID,
+        *slim("d4-w1,d3-w1,d4-w0.5,d5-w0.25"),
+        "--junction",
+        "private",
+        "--num-random",
+        "0",
+        "--distill",
+        "--distill-teacher",
+        "live",
+        "--distill-loss",
+        "bce",
+        "--distill-start",
+        "0.5",
+        "--ramp",
+        "0.05",
+    ),
     "slimmable+pwbn": (*GRID, *SLIM, "--bn-mode", "per_width"),  # switchable BN (slimmable networks)
     "slimmable+warm": (*GRID, *SLIM, "--shrink-start", "0.3", "--width-start", "0.45", "--ramp", "0.05"),
     "slimmable+ema": (
