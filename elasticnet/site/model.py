@@ -12,6 +12,7 @@ size (bilinear) before the stored threshold is applied, so masks line up with th
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -22,6 +23,21 @@ from elasticnet.data.roi import Box, cut, paste, region_box
 from elasticnet.errors import UserError
 from elasticnet.site.bundle import INPUT_NAME, OUTPUT_NAME, Description, read_description
 from elasticnet.site.tiling import sliding_window_np
+
+
+@dataclass(frozen=True)
+class Framed:
+    """An image as the model sees it: the prepared input of the region the model looks at, and where its map
+    goes back (:meth:`SiteModel.frame`, :meth:`SiteModel.unframe`)."""
+
+    x: np.ndarray  # float32 (1, C, h, w), the model's input
+    box: Box  # the region of the image, (top, bottom, left, right)
+    size: tuple[int, int]  # the whole image's (H, W)
+
+    @property
+    def region_size(self) -> tuple[int, int]:
+        top, bottom, left, right = self.box
+        return bottom - top, right - left
 
 
 def onnx_session(path: Path, threads: int = 0):
@@ -108,11 +124,20 @@ class SiteModel:
         h, w = size
         return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR) if prob.shape != (h, w) else prob
 
+    def frame(self, image: np.ndarray) -> Framed:
+        """``image`` cut to its region and prepared for the model."""
+        image, box = self.region(image)
+        return Framed(self.prepare(cut(image, box)), box, image.shape[:2])
+
+    def unframe(self, framed: Framed, logits: np.ndarray) -> np.ndarray:
+        """The (h, w) ``logits`` of ``framed`` as a probability map (H, W) of the whole image (0 outside the
+        region)."""
+        return paste(self.probability_map(logits, framed.region_size), framed.box, framed.size)
+
     def probability(self, image: np.ndarray) -> np.ndarray:
         """Lesion probability (H, W) float32 at the size of ``image`` (0 outside the cropped region)."""
-        image, box = self.region(image)
-        part = cut(image, box)
-        return paste(self.probability_map(self.logits(self.prepare(part))[0, 0], part.shape[:2]), box, image.shape)
+        framed = self.frame(image)
+        return self.unframe(framed, self.logits(framed.x)[0, 0])
 
     def mask(self, image: np.ndarray) -> np.ndarray:
         """0/255 uint8 mask (H, W) at the size of ``image``."""

@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 
 from elasticnet.data.imageio import IMAGE_SUFFIXES, read_image
-from elasticnet.data.roi import cut, paste
 from elasticnet.errors import UserError, listing
 from elasticnet.files import atomic_write_bytes
 from elasticnet.reporting import write_csv
@@ -89,14 +88,12 @@ def png_bytes(image: np.ndarray) -> bytes:
 def predict_image(model: SiteModel, image: np.ndarray) -> tuple[np.ndarray, dict]:
     """(mask, statistics) for one decoded image."""
     start = time.perf_counter()
-    image, box = model.region(image)
-    part = cut(image, box)
-    x = model.prepare(part)
+    framed = model.frame(image)
     t0 = time.perf_counter()
-    logits = model.logits(x)[0, 0]
+    logits = model.logits(framed.x)[0, 0]
     model_s = time.perf_counter() - t0
-    h, w = image.shape[:2]
-    prob = paste(model.probability_map(logits, part.shape[:2]), box, (h, w))
+    h, w = framed.size
+    prob = model.unframe(framed, logits)
     mask = np.where(prob > model.threshold, 255, 0).astype(np.uint8)
     pixels = int(np.count_nonzero(mask))
     lesions = cv2.connectedComponents(mask)[0] - 1
