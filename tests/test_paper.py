@@ -12,6 +12,7 @@ from pathlib import Path
 import convergence
 import dice_table
 import dice_tables
+import mammography_epochs
 import pandas as pd
 import parity_table
 import pytest
@@ -471,3 +472,60 @@ def test_parity_gaps_against_individual_nets_at_their_own_e(tmp_path):
     assert (goals.compute_ratio == 0.25).all()
     with pytest.raises(SystemExit, match=r"paper/convergence\.py"):
         parity_table.own_epochs(tmp_path / "nowhere.csv")
+
+
+def write_table(folder: Path, films: int, lesions: int, sens: dict) -> Path:
+    """A table.csv as paper/mammography_table.py writes it: one fold row and the pooled rows."""
+    folder.mkdir(parents=True)
+    rows = [
+        {
+            "fold": fold,
+            "depth": d,
+            "width": w,
+            "films": films,
+            "lesions": lesions,
+            "sensitivity_at_0.5fp": s / 2,
+            "sensitivity_at_1fp": s,
+            "sensitivity_at_2fp": min(1, 2 * s),
+            "dice_lesion": s / 3,
+            "fp_rate_normal": 0.9,
+        }
+        for fold in ("0", "pooled")
+        for (d, w), s in sens.items()
+    ]
+    pd.DataFrame(rows).to_csv(folder / "table.csv", index=False)
+    return folder
+
+
+def test_mammography_epochs_curve_reads_the_pooled_rows_per_subnet(tmp_path):
+    a = write_table(tmp_path / "e20", 100, 21, {(5, 1.0): 0.4, (3, 0.5): 0.2})
+    b = write_table(tmp_path / "e40", 100, 21, {(5, 1.0): 0.5, (3, 0.5): 0.3})
+    mammography_epochs.main([f"40={b}", f"20={a}", "--out", str(tmp_path / "out")])
+    got = pd.read_csv(tmp_path / "out" / "epochs.csv")
+    assert list(got.columns) == list(mammography_epochs.COLUMNS)
+    # ordered by sub-net, then epochs; only the pooled rows
+    assert got[["epochs", "depth", "width", "sensitivity_at_1fp"]].values.tolist() == [
+        [20, 3, 0.5, 0.2],
+        [40, 3, 0.5, 0.3],
+        [20, 5, 1.0, 0.4],
+        [40, 5, 1.0, 0.5],
+    ]
+    assert (tmp_path / "out" / "epochs.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("bad", ["x=folder", "0=folder", "40", "=folder"])
+def test_mammography_epochs_names_the_form_of_a_point(bad):
+    with pytest.raises(SystemExit, match="EPOCHS=FOLDER"):
+        mammography_epochs.parse_point(bad)
+
+
+def test_mammography_epochs_refuses_tables_of_different_films(tmp_path):
+    a = write_table(tmp_path / "e20", 250, 52, {(5, 1.0): 0.4})
+    b = write_table(tmp_path / "e40", 100, 21, {(5, 1.0): 0.5})
+    with pytest.raises(SystemExit, match="same folds"):
+        mammography_epochs.main([f"20={a}", f"40={b}", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="once"):
+        mammography_epochs.main([f"20={a}", f"20={a}", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="does not exist"):
+        mammography_epochs.main([f"20={tmp_path / 'missing'}", "--out", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # nothing written for a refused curve
