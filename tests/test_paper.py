@@ -13,7 +13,9 @@ import convergence
 import dice_table
 import dice_tables
 import mammography_epochs
+import numpy as np
 import pandas as pd
+import parity_bootstrap
 import parity_table
 import pytest
 from helpers import write_fake_cvc
@@ -529,3 +531,51 @@ def test_mammography_epochs_refuses_tables_of_different_films(tmp_path):
     with pytest.raises(SystemExit, match="does not exist"):
         mammography_epochs.main([f"20={tmp_path / 'missing'}", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()  # nothing written for a refused curve
+
+
+def test_paired_bootstrap_gap_is_the_mean_difference_with_an_interval_around_it():
+    rng = np.random.default_rng(1)
+    individual = [rng.uniform(0.5, 1, 200) for _ in range(3)]
+    elastic = [i + rng.normal(-0.01, 0.05, 200) for i in individual]
+    row = parity_bootstrap.paired_gap(elastic, individual, resamples=2000)
+    expected = np.mean([e - i for e, i in zip(elastic, individual)]) * 100
+    assert row["images"] == 200 and row["gap"] == pytest.approx(expected, abs=0.01)
+    assert row["ci_low"] < row["gap"] < row["ci_high"]
+    # ~1 point per-image spread over 200 images and 3 seeds: the interval is about +-0.4 points
+    assert 0.4 < row["ci_high"] - row["ci_low"] < 1.6
+    # a constant difference leaves nothing to resample; its side of the target is certain
+    assert parity_bootstrap.paired_gap([i - 0.02 for i in individual], individual, 500) | {"gap": 0} == {
+        "images": 200,
+        "gap": 0,
+        "ci_low": -2.0,
+        "ci_high": -2.0,
+        "share_below_target": 1.0,
+    }
+    assert parity_bootstrap.paired_gap([i + 0.02 for i in individual], individual, 500)["share_below_target"] == 0
+
+
+def test_paired_bootstrap_re_evaluates_what_the_run_reported(tmp_path):
+    """Image by image, the re-evaluated checkpoint gives the run's own test Dice (elastic: calibrated BN;
+    individual: the BN it trained), on the run's test images."""
+    from elasticnet.config import build_config
+    from elasticnet.training.trainer import train
+
+    settings = {"base_width": "4", "depths": "2,3", "widths": "0.5,1", "image_size": "32x32", "synthetic_count": "30"}
+    settings |= {"batch_size": "8", "calib_batches": "1", "max_steps": "3", "test_fraction": "0.2"}
+    run = train(build_config(None, {**settings, "out": str(tmp_path / "r")}), echo=lambda s: None, progress=False)
+    table = {(int(r["depth"]), float(r["width"])): r for r in pd.read_csv(run / "subnets.csv").to_dict("records")}
+    split = pd.read_csv(run / "split.csv")
+    for subnet in [(2, 0.5), (3, 1.0)]:
+        names, dice = parity_bootstrap.test_dice(run, subnet, None)
+        assert names == split[split["split"] == "test"]["name"].tolist() and len(dice) == table[subnet]["test_images"]
+        assert dice.mean() == pytest.approx(table[subnet]["test_dice"], abs=1e-4)
+    single = train(
+        build_config(None, {**settings, "depths": "3", "widths": "1", "out": str(tmp_path / "i")}),
+        echo=lambda s: None,
+        progress=False,
+    )
+    row = pd.read_csv(single / "subnets.csv").iloc[0]
+    _, dice = parity_bootstrap.test_dice(single, None, None)
+    assert dice.mean() == pytest.approx(row["test_dice_bn_as_trained"], abs=1e-4)
+    with pytest.raises(SystemExit, match="--runs"):
+        parity_bootstrap.test_dice(tmp_path / "missing", None, None)

@@ -37,6 +37,7 @@ def evaluate(
     threshold: float = 0.5,
     tile: tuple[int, int] | None = None,
     detection: bool = False,
+    per_image: bool = False,
 ) -> dict[str, float]:
     """Mean per-image Dice and IoU at ``threshold``; ``predict`` maps images to logits.
 
@@ -45,7 +46,8 @@ def evaluate(
     and ``fp_area`` (mean predicted area fraction over images without one). With ``detection`` it also
     holds the lesion-level detection metrics (:mod:`elasticnet.training.detection`): sensitivity at 0.5 / 1 /
     2 false positives per film, the share of normal films with a false positive, and ``tally`` (the
-    candidates, for a FROC curve).
+    candidates, for a FROC curve). With ``per_image`` it also holds ``dice_per_image``, the list the mean is
+    taken over (in the loader's order), for paired comparisons of two models on the same images.
     """
     tally = DetectionTally(operating_threshold=threshold) if detection else None
     dices, ious, has_lesion, area = [], [], [], []
@@ -68,6 +70,8 @@ def evaluate(
         result["fp_area"] = float(area_t[~lesion].mean())
     if tally is not None:
         result |= tally.summary() | {"tally": tally}
+    if per_image:
+        result["dice_per_image"] = dice.tolist()
     return result
 
 

@@ -1,0 +1,144 @@
+"""How sure is a parity gap? Paired bootstrap over the test images of the elastic - individual Dice gap.
+
+    python paper/parity_bootstrap.py --runs RUNS --profile converged-e128 --split random \\
+        --method slimmable+junction+table@compute [--seeds 0,1,2] [--data PATH] [--resamples 10000]
+
+``gaps.csv`` (``paper/parity_table.py``) gives each shape's gap as the mean over seeds of (elastic sub-net -
+individual net) test Dice, and its spread over the seeds. The seeds share one test fold, so that spread leaves
+out how much the gap depends on which images happen to be in it (123 on the random split). This script
+re-evaluates the runs' checkpoints (``RUNS/<split>/seed<k>/<run>/checkpoint.pt`` as ``parity_table.py`` leaves
+them; checkpoints are never committed, so it needs the machine that trained them) image by image: the elastic
+sub-net with its re-estimated BN statistics, the individual net with its own, as in the tables. Per image, the
+difference of the two Dice values is averaged over the seeds; the mean over images is the gap (equal to
+``gaps.csv``), and resampling the images with replacement gives its 95 % interval and the share of resamples
+below the target (-1 point).
+
+Writes ``results/cvc_clinicdb/<profile>/bootstrap.csv``: split, method, depth, width, seeds, images, gap,
+ci_low, ci_high, share_below_target (rows of other splits or methods already there are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from checkout import ROOT
+
+from elasticnet.reporting import write_csv
+
+TABLE_SHAPES = [(3, 0.25), (3, 1.0), (4, 0.5), (4, 1.0), (5, 0.25), (5, 1.0)]
+TARGET = -1.0
+COLUMNS = ("split", "method", "depth", "width", "seeds", "images", "gap", "ci_low", "ci_high", "share_below_target")
+
+
+def individual_name(depth: int, width: float) -> str:
+    return f"individual-d{depth}-w{width:g}"
+
+
+def test_dice(folder: Path, subnet: tuple[int, float] | None, data: str | None) -> tuple[list[str], np.ndarray]:
+    """(test image names, per-image Dice) of the run in ``folder``: ``subnet`` of an elastic run with its
+    re-estimated BN statistics, or (``None``) an individual net with the BN statistics it trained."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from elasticnet.checkpoint import cut_subnet, load_checkpoint, model_from_checkpoint
+    from elasticnet.config import RunConfig
+    from elasticnet.data import build_datasets
+    from elasticnet.models.subnet import SubNet
+    from elasticnet.models.surgery import extract
+    from elasticnet.training.evaluate import evaluate
+
+    path = folder / "checkpoint.pt"
+    if not path.is_file():
+        raise SystemExit(f"{path} does not exist: give --runs, the folder paper/parity_table.py trained in")
+    ckpt = load_checkpoint(path)
+    cfg = RunConfig.from_dict(ckpt["config"])
+    if data:
+        cfg.data.data = data
+    if subnet is None:
+        _, model = model_from_checkpoint(ckpt)
+        static = extract(model, SubNet(cfg.model.depths[0], max(cfg.model.widths))).eval()
+    else:
+        static = cut_subnet(ckpt, SubNet(*subnet))
+    split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
+    if split.test is None:
+        raise SystemExit(f"{folder} has no test images")
+    names = [r["name"] for r in split.rows if r["split"] == "test"]
+    result = evaluate(
+        static, DataLoader(split.test, batch_size=16), torch.device("cpu"), cfg.train.threshold, per_image=True
+    )
+    return names, np.asarray(result["dice_per_image"], dtype=np.float64)
+
+
+def paired_gap(elastic: list[np.ndarray], individual: list[np.ndarray], resamples: int, seed: int = 0) -> dict:
+    """Gap (Dice points) of per-image, per-seed Dice arrays, its 95 % bootstrap interval over images, and the
+    share of resamples below TARGET. Row i of every array is the same test image."""
+    diff = np.mean([e - i for e, i in zip(elastic, individual, strict=True)], axis=0) * 100  # per image
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {
+        "images": len(diff),
+        "gap": round(float(diff.mean()), 2),
+        "ci_low": round(float(low), 2),
+        "ci_high": round(float(high), 2),
+        "share_below_target": round(float((means < TARGET).mean()), 3),
+    }
+
+
+def shape_row(args, depth: int, width: float, seeds: list[int]) -> dict:
+    elastic, individual = [], []
+    for seed in seeds:
+        base = args.runs / args.split / f"seed{seed}"
+        names_e, e = test_dice(base / args.method, (depth, width), args.data)
+        names_i, i = test_dice(base / individual_name(depth, width), None, args.data)
+        if names_e != names_i:
+            raise SystemExit(f"seed {seed}: the elastic and the individual run were tested on different images")
+        elastic.append(e)
+        individual.append(i)
+        print(f"({depth},{width:g}) seed {seed}: elastic {e.mean() * 100:.2f}, individual {i.mean() * 100:.2f}")
+    return {
+        "split": args.split,
+        "method": args.method,
+        "depth": depth,
+        "width": width,
+        "seeds": ",".join(map(str, seeds)),
+    } | paired_gap(elastic, individual, args.resamples)
+
+
+def merged(rows: list[dict], path: Path) -> list[dict]:
+    """``rows`` and the rows of ``path`` for other (split, method) pairs."""
+    if not path.is_file():
+        return rows
+    old = pd.read_csv(path, dtype={"seeds": str}).to_dict("records")
+    mine = {(r["split"], r["method"]) for r in rows}
+    return [r for r in old if (r["split"], r["method"]) not in mine] + rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=Path, required=True, help="the --runs folder of paper/parity_table.py")
+    p.add_argument("--profile", default="converged-e128")
+    p.add_argument("--split", default="random")
+    p.add_argument("--method", default="slimmable+junction+table@compute")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--data", default=None, help="the data folder, if it moved since training")
+    p.add_argument("--resamples", type=int, default=10000)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    if args.resamples < 100:
+        raise SystemExit("--resamples must be at least 100")
+    seeds = [int(s) for s in args.seeds.split(",") if s != ""]
+    out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile / "bootstrap.csv"
+    rows = [shape_row(args, d, w, seeds) for d, w in TABLE_SHAPES]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(merged(rows, out), out, COLUMNS)
+    for r in rows:
+        print(f"({r['depth']},{r['width']:g}) gap {r['gap']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
