@@ -11,10 +11,12 @@ them; checkpoints are never committed, so it needs the machine that trained them
 sub-net with its re-estimated BN statistics, the individual net with its own, as in the tables. Per image, the
 difference of the two Dice values is averaged over the seeds; the mean over images is the gap (equal to
 ``gaps.csv``), and resampling the images with replacement gives its 95 % interval and the share of resamples
-below the target (-1 point).
+below the target (-1 point). Frames of one video sequence are near duplicates, so the resampling unit is the
+sequence (the split's group; ``--unit image`` resamples single images, which understates the uncertainty).
 
-Writes ``results/cvc_clinicdb/<profile>/bootstrap.csv``: split, method, depth, width, seeds, images, gap,
-ci_low, ci_high, share_below_target (rows of other splits or methods already there are kept).
+Writes ``results/cvc_clinicdb/<profile>/bootstrap.csv``: split, method, unit, depth, width, seeds, images,
+groups, gap, ci_low, ci_high, share_below_target (rows of other splits, methods or units already there are
+kept).
 """
 
 from __future__ import annotations
@@ -30,15 +32,30 @@ from elasticnet.reporting import write_csv
 
 TABLE_SHAPES = [(3, 0.25), (3, 1.0), (4, 0.5), (4, 1.0), (5, 0.25), (5, 1.0)]
 TARGET = -1.0
-COLUMNS = ("split", "method", "depth", "width", "seeds", "images", "gap", "ci_low", "ci_high", "share_below_target")
+COLUMNS = (
+    "split",
+    "method",
+    "unit",
+    "depth",
+    "width",
+    "seeds",
+    "images",
+    "groups",
+    "gap",
+    "ci_low",
+    "ci_high",
+    "share_below_target",
+)
 
 
 def individual_name(depth: int, width: float) -> str:
     return f"individual-d{depth}-w{width:g}"
 
 
-def test_dice(folder: Path, subnet: tuple[int, float] | None, data: str | None) -> tuple[list[str], np.ndarray]:
-    """(test image names, per-image Dice) of the run in ``folder``: ``subnet`` of an elastic run with its
+def test_dice(
+    folder: Path, subnet: tuple[int, float] | None, data: str | None
+) -> tuple[list[str], list[str], np.ndarray]:
+    """(test image names, their groups, per-image Dice) of the run in ``folder``: ``subnet`` of an elastic run with its
     re-estimated BN statistics, or (``None``) an individual net with the BN statistics it trained."""
     import torch
     from torch.utils.data import DataLoader
@@ -66,21 +83,35 @@ def test_dice(folder: Path, subnet: tuple[int, float] | None, data: str | None) 
     if split.test is None:
         raise SystemExit(f"{folder} has no test images")
     names = [r["name"] for r in split.rows if r["split"] == "test"]
+    groups = [str(r["group"]) for r in split.rows if r["split"] == "test"]
     result = evaluate(
         static, DataLoader(split.test, batch_size=16), torch.device("cpu"), cfg.train.threshold, per_image=True
     )
-    return names, np.asarray(result["dice_per_image"], dtype=np.float64)
+    return names, groups, np.asarray(result["dice_per_image"], dtype=np.float64)
 
 
-def paired_gap(elastic: list[np.ndarray], individual: list[np.ndarray], resamples: int, seed: int = 0) -> dict:
-    """Gap (Dice points) of per-image, per-seed Dice arrays, its 95 % bootstrap interval over images, and the
-    share of resamples below TARGET. Row i of every array is the same test image."""
+def paired_gap(
+    elastic: list[np.ndarray],
+    individual: list[np.ndarray],
+    resamples: int,
+    groups: list[str] | None = None,
+    seed: int = 0,
+) -> dict:
+    """Gap (Dice points) of per-image, per-seed Dice arrays, its 95 % bootstrap interval, and the share of
+    resamples below TARGET. Row i of every array is the same test image. With ``groups`` (one per image) whole
+    groups are resampled (a cluster bootstrap: the mean over the images of the drawn groups), else images."""
     diff = np.mean([e - i for e, i in zip(elastic, individual, strict=True)], axis=0) * 100  # per image
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
+    keys = list(range(len(diff))) if groups is None else groups
+    if len(keys) != len(diff):
+        raise ValueError(f"{len(keys)} groups for {len(diff)} images")
+    labels, index = np.unique(np.asarray(keys), return_inverse=True)
+    sums, counts = np.bincount(index, weights=diff), np.bincount(index)
+    draw = np.random.default_rng(seed).integers(0, len(labels), size=(resamples, len(labels)))
+    means = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return {
         "images": len(diff),
+        "groups": len(labels),
         "gap": round(float(diff.mean()), 2),
         "ci_low": round(float(low), 2),
         "ci_high": round(float(high), 2),
@@ -92,8 +123,8 @@ def shape_row(args, depth: int, width: float, seeds: list[int]) -> dict:
     elastic, individual = [], []
     for seed in seeds:
         base = args.runs / args.split / f"seed{seed}"
-        names_e, e = test_dice(base / args.method, (depth, width), args.data)
-        names_i, i = test_dice(base / individual_name(depth, width), None, args.data)
+        names_e, groups, e = test_dice(base / args.method, (depth, width), args.data)
+        names_i, _, i = test_dice(base / individual_name(depth, width), None, args.data)
         if names_e != names_i:
             raise SystemExit(f"seed {seed}: the elastic and the individual run were tested on different images")
         elastic.append(e)
@@ -102,19 +133,22 @@ def shape_row(args, depth: int, width: float, seeds: list[int]) -> dict:
     return {
         "split": args.split,
         "method": args.method,
+        "unit": args.unit,
         "depth": depth,
         "width": width,
         "seeds": ",".join(map(str, seeds)),
-    } | paired_gap(elastic, individual, args.resamples)
+    } | paired_gap(elastic, individual, args.resamples, groups if args.unit == "sequence" else None)
 
 
 def merged(rows: list[dict], path: Path) -> list[dict]:
-    """``rows`` and the rows of ``path`` for other (split, method) pairs."""
+    """``rows`` and the rows of ``path`` for other (split, method, unit)."""
     if not path.is_file():
         return rows
     old = pd.read_csv(path, dtype={"seeds": str}).to_dict("records")
-    mine = {(r["split"], r["method"]) for r in rows}
-    return [r for r in old if (r["split"], r["method"]) not in mine] + rows
+    if old and set(old[0]) != set(COLUMNS):
+        old = []  # an older layout: this run's rows replace it
+    mine = {(r["split"], r["method"], r["unit"]) for r in rows}
+    return [r for r in old if (r["split"], r["method"], r["unit"]) not in mine] + rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--data", default=None, help="the data folder, if it moved since training")
     p.add_argument("--resamples", type=int, default=10000)
+    p.add_argument("--unit", default="sequence", choices=["sequence", "image"], help="what is resampled")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if args.resamples < 100:

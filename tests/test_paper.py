@@ -544,14 +544,31 @@ def test_paired_bootstrap_gap_is_the_mean_difference_with_an_interval_around_it(
     # ~1 point per-image spread over 200 images and 3 seeds: the interval is about +-0.4 points
     assert 0.4 < row["ci_high"] - row["ci_low"] < 1.6
     # a constant difference leaves nothing to resample; its side of the target is certain
-    assert parity_bootstrap.paired_gap([i - 0.02 for i in individual], individual, 500) | {"gap": 0} == {
-        "images": 200,
-        "gap": 0,
-        "ci_low": -2.0,
-        "ci_high": -2.0,
-        "share_below_target": 1.0,
-    }
+    constant = parity_bootstrap.paired_gap([i - 0.02 for i in individual], individual, 500)
+    assert (constant["gap"], constant["ci_low"], constant["ci_high"], constant["share_below_target"]) == (
+        -2.0,
+        -2.0,
+        -2.0,
+        1.0,
+    )
     assert parity_bootstrap.paired_gap([i + 0.02 for i in individual], individual, 500)["share_below_target"] == 0
+
+
+def test_paired_bootstrap_by_sequence_is_wider_when_a_sequence_moves_together():
+    """Near-duplicate frames of one sequence share their error: resampling sequences, not frames, says so."""
+    rng = np.random.default_rng(2)
+    groups = [f"s{k}" for k in range(10) for _ in range(20)]  # 10 sequences of 20 frames
+    shift = {f"s{k}": rng.normal(0, 0.05) for k in range(10)}  # the sequence, not the frame, decides the gap
+    individual = [rng.uniform(0.5, 1, 200)]
+    elastic = [individual[0] + np.array([shift[g] for g in groups]) + rng.normal(0, 0.005, 200)]
+    by_image = parity_bootstrap.paired_gap(elastic, individual, 2000)
+    by_sequence = parity_bootstrap.paired_gap(elastic, individual, 2000, groups)
+    assert by_sequence["gap"] == by_image["gap"] and by_sequence["groups"] == 10 and by_image["groups"] == 200
+    width = lambda r: r["ci_high"] - r["ci_low"]
+    assert width(by_sequence) > 2.5 * width(by_image)
+    assert by_sequence["ci_low"] < by_sequence["gap"] < by_sequence["ci_high"]
+    with pytest.raises(ValueError, match="groups"):
+        parity_bootstrap.paired_gap(elastic, individual, 100, groups[:-1])
 
 
 def test_paired_bootstrap_re_evaluates_what_the_run_reported(tmp_path):
@@ -566,8 +583,10 @@ def test_paired_bootstrap_re_evaluates_what_the_run_reported(tmp_path):
     table = {(int(r["depth"]), float(r["width"])): r for r in pd.read_csv(run / "subnets.csv").to_dict("records")}
     split = pd.read_csv(run / "split.csv")
     for subnet in [(2, 0.5), (3, 1.0)]:
-        names, dice = parity_bootstrap.test_dice(run, subnet, None)
-        assert names == split[split["split"] == "test"]["name"].tolist() and len(dice) == table[subnet]["test_images"]
+        names, groups, dice = parity_bootstrap.test_dice(run, subnet, None)
+        test = split[split["split"] == "test"]
+        assert names == test["name"].tolist() and groups == test["group"].astype(str).tolist()
+        assert len(dice) == table[subnet]["test_images"]
         assert dice.mean() == pytest.approx(table[subnet]["test_dice"], abs=1e-4)
     single = train(
         build_config(None, {**settings, "depths": "3", "widths": "1", "out": str(tmp_path / "i")}),
@@ -575,7 +594,7 @@ def test_paired_bootstrap_re_evaluates_what_the_run_reported(tmp_path):
         progress=False,
     )
     row = pd.read_csv(single / "subnets.csv").iloc[0]
-    _, dice = parity_bootstrap.test_dice(single, None, None)
+    _, _, dice = parity_bootstrap.test_dice(single, None, None)
     assert dice.mean() == pytest.approx(row["test_dice_bn_as_trained"], abs=1e-4)
     with pytest.raises(SystemExit, match="--runs"):
         parity_bootstrap.test_dice(tmp_path / "missing", None, None)
