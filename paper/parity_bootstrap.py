@@ -13,6 +13,8 @@ difference of the two Dice values is averaged over the seeds; the mean over imag
 ``gaps.csv``), and resampling the images with replacement gives its 95 % interval and the share of resamples
 below the target (-1 point). Frames of one video sequence are near duplicates, so the resampling unit is the
 sequence (the split's group; ``--unit image`` resamples single images, which understates the uncertainty).
+``--split grouped-f0,grouped-f1,...`` pools folds: their test frames (distinct sequences) side by side, as one
+test set of all their sequences.
 
 Writes ``results/cvc_clinicdb/<profile>/bootstrap.csv``: split, method, unit, depth, width, seeds, images,
 groups, gap, ci_low, ci_high, share_below_target (rows of other splits, methods or units already there are
@@ -120,18 +122,31 @@ def paired_gap(
 
 
 def shape_row(args, depth: int, width: float, seeds: list[int]) -> dict:
-    elastic, individual = [], []
+    """The bootstrap row of one shape; several ``--split`` folds are pooled (their test frames side by side, each
+    fold's sequences resampled as its own clusters)."""
+    splits = [s for s in args.split.split(",") if s]
+    elastic, individual, groups = [], [], []
     for seed in seeds:
-        base = args.runs / args.split / f"seed{seed}"
-        names_e, groups, e = test_dice(base / args.method, (depth, width), args.data)
-        names_i, _, i = test_dice(base / individual_name(depth, width), None, args.data)
-        if names_e != names_i:
-            raise SystemExit(f"seed {seed}: the elastic and the individual run were tested on different images")
-        elastic.append(e)
-        individual.append(i)
-        print(f"({depth},{width:g}) seed {seed}: elastic {e.mean() * 100:.2f}, individual {i.mean() * 100:.2f}")
+        e_all, i_all, g_all = [], [], []
+        for split in splits:
+            base = args.runs / split / f"seed{seed}"
+            names_e, g, e = test_dice(base / args.method, (depth, width), args.data)
+            names_i, _, i = test_dice(base / individual_name(depth, width), None, args.data)
+            if names_e != names_i:
+                raise SystemExit(
+                    f"{split} seed {seed}: the elastic and the individual run were tested on different images"
+                )
+            e_all.append(e)
+            i_all.append(i)
+            g_all += [f"{split}/{x}" for x in g]
+            print(
+                f"{split} ({depth},{width:g}) seed {seed}: elastic {e.mean() * 100:.2f}, individual {i.mean() * 100:.2f}"
+            )
+        elastic.append(np.concatenate(e_all))
+        individual.append(np.concatenate(i_all))
+        groups = g_all
     return {
-        "split": args.split,
+        "split": "+".join(splits),
         "method": args.method,
         "unit": args.unit,
         "depth": depth,
@@ -155,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, required=True, help="the --runs folder of paper/parity_table.py")
     p.add_argument("--profile", default="converged-e128")
-    p.add_argument("--split", default="random")
+    p.add_argument("--split", default="random", help="a split, or folds to pool: grouped-f0,grouped-f1,...")
     p.add_argument("--method", default="slimmable+junction+table@compute")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--data", default=None, help="the data folder, if it moved since training")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import shutil
@@ -598,3 +599,25 @@ def test_paired_bootstrap_re_evaluates_what_the_run_reported(tmp_path):
     assert dice.mean() == pytest.approx(row["test_dice_bn_as_trained"], abs=1e-4)
     with pytest.raises(SystemExit, match="--runs"):
         parity_bootstrap.test_dice(tmp_path / "missing", None, None)
+
+
+def test_paired_bootstrap_pools_folds_as_one_test_set_of_their_sequences(monkeypatch):
+    """Two grouped folds pooled: the gap is the mean over both folds' frames, every fold's sequences are
+    clusters of their own, and each fold's elastic run is paired with its own individual net."""
+    frames = {"grouped-f0": (["a", "a", "b"], 0.1), "grouped-f1": (["c", "c", "c", "d"], -0.3)}
+
+    def fake_test_dice(folder, subnet, data):
+        split = folder.parts[-3]
+        groups, shift = frames[split]
+        base = np.linspace(0.5, 0.9, len(groups))
+        names = [f"{split}-{k}" for k in range(len(groups))]
+        return names, groups, base + (shift if subnet is not None else 0.0)
+
+    monkeypatch.setattr(parity_bootstrap, "test_dice", fake_test_dice)
+    args = argparse.Namespace(
+        runs=Path("runs"), split="grouped-f0,grouped-f1", method="m@compute", data=None, unit="sequence", resamples=500
+    )
+    row = parity_bootstrap.shape_row(args, 4, 0.5, [0, 1])
+    assert row["split"] == "grouped-f0+grouped-f1" and row["images"] == 7 and row["groups"] == 4
+    assert row["gap"] == pytest.approx((3 * 10 - 4 * 30) / 7, abs=0.01)
+    assert row["ci_low"] <= row["gap"] <= row["ci_high"]
