@@ -61,6 +61,7 @@ from runner import (
     planned_tflops,
     run_logged,
     run_pool,
+    seed_list,
     train_command,
     train_or_resume,
 )
@@ -437,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     args.splits = [s for s in args.split.split(",") if s]
     args.only = [s for s in args.only.split(",") if s]
     args.name = args.profile + (f"-e{args.epochs}" if args.epochs else "") + (f"-lr{args.lr:g}" if args.lr else "")
-    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    args.seeds = seed_list(args.seeds)
     if not Path(args.data).is_dir():
         raise SystemExit(
             f"--data {args.data} is not a folder; give the CVC-ClinicDB folder (images/ and masks/, "

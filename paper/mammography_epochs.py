@@ -38,6 +38,9 @@ def pooled_rows(epochs: int, folder: Path) -> list[dict]:
     if not path.is_file():
         raise SystemExit(f"{path} does not exist; give a folder written by paper/mammography_table.py")
     rows = [r for r in read_csv(path) if r.get("fold") == "pooled"]
+    missing = [c for c in ("depth", "width", "films", "lesions", *METRICS) if rows and c not in rows[0]]
+    if missing:
+        raise SystemExit(f"{path} lacks the columns {missing}; write it again with paper/mammography_table.py")
     if not rows:
         raise SystemExit(f"{path} has no pooled rows; it was not written by paper/mammography_table.py")
     return [

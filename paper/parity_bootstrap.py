@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from checkout import ROOT
+from runner import seed_list
 
 from elasticnet.reporting import write_csv
 
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.resamples < 100:
         raise SystemExit("--resamples must be at least 100")
-    seeds = [int(s) for s in args.seeds.split(",") if s != ""]
+    seeds = seed_list(args.seeds)
     out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile / "bootstrap.csv"
     rows = [shape_row(args, d, w, seeds) for d, w in TABLE_SHAPES]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 from checkout import ROOT
-from runner import git_commit, hardware_text, train_command, train_or_resume
+from runner import git_commit, hardware_text, seed_list, train_command, train_or_resume
 
 from elasticnet import __version__
 from elasticnet.config import build_config
@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> None:
     args.splits = [s for s in args.splits.split(",") if s]
     for split in args.splits:
         split_flags(split)
-    args.seeds = [int(s) for s in args.seeds.split(",") if s]
+    args.seeds = seed_list(args.seeds)
     args.arms = [a for a in args.arms.split(",") if a]
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown:

@@ -25,7 +25,7 @@ import subprocess
 from pathlib import Path
 
 from checkout import ROOT
-from runner import train_command
+from runner import seed_list, train_command
 
 from elasticnet import hardware
 from elasticnet.files import atomic_write_text
@@ -119,7 +119,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="threads per training (default: torch's)")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = seed_list(args.seeds)
     runs, out = Path(args.runs), Path(args.out)
     commands = []
     if not args.report_only:

@@ -28,6 +28,17 @@ WALL_NAME = "wall_seconds.json"  # wall seconds of a run, summed over its attemp
 Job = TypeVar("Job")
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2`` as a list of non-negative integers (a clear exit for anything else)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise SystemExit(f"--seeds {text!r}: give non-negative integers separated by commas, e.g. 0,1,2")
+    return seeds
+
+
 def train_command(
     config: str | Path, profile: str, data: str, flags: Sequence[str], device: str, out: Path
 ) -> list[str]:

@@ -531,6 +531,10 @@ def test_mammography_epochs_refuses_tables_of_different_films(tmp_path):
         mammography_epochs.main([f"20={a}", f"20={a}", "--out", str(tmp_path / "out")])
     with pytest.raises(SystemExit, match="does not exist"):
         mammography_epochs.main([f"20={tmp_path / 'missing'}", "--out", str(tmp_path / "out")])
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "table.csv").write_text("fold,depth,width\npooled,5,1.0\n")
+    with pytest.raises(SystemExit, match="lacks the columns"):
+        mammography_epochs.main([f"20={tmp_path / 'old'}", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()  # nothing written for a refused curve
 
 
@@ -621,3 +625,12 @@ def test_paired_bootstrap_pools_folds_as_one_test_set_of_their_sequences(monkeyp
     assert row["split"] == "grouped-f0+grouped-f1" and row["images"] == 7 and row["groups"] == 4
     assert row["gap"] == pytest.approx((3 * 10 - 4 * 30) / 7, abs=0.01)
     assert row["ci_low"] <= row["gap"] <= row["ci_high"]
+
+
+@pytest.mark.parametrize("bad", ["", "a", "0,x", "-1", " , "])
+def test_paper_scripts_name_the_form_of_seeds(bad):
+    from runner import seed_list
+
+    with pytest.raises(SystemExit, match="--seeds"):
+        seed_list(bad)
+    assert seed_list("0, 2,") == [0, 2]
