@@ -634,3 +634,25 @@ def test_paper_scripts_name_the_form_of_seeds(bad):
     with pytest.raises(SystemExit, match="--seeds"):
         seed_list(bad)
     assert seed_list("0, 2,") == [0, 2]
+
+
+def test_parity_pools_the_grouped_folds_on_the_seeds_that_have_them_all():
+    """Grouped folds 0 and 1 pooled: per seed the mean of the folds' gaps, only on seeds with both folds; the
+    target row of the pooled split has the folds' mean compute ratio."""
+    frame = pd.DataFrame(
+        rows("individual", 4, 0.5, [0.70, 0.60], "grouped-f0")
+        + rows("arm@compute", 4, 0.5, [0.72, 0.50], "grouped-f0")  # +2, -10 points
+        + rows("individual", 4, 0.5, [0.80], "grouped-f1")
+        + rows("arm@compute", 4, 0.5, [0.77], "grouped-f1")  # -3 points, seed 0 only
+        + rows("individual", 4, 0.5, [0.80], "random")
+        + rows("arm@compute", 4, 0.5, [0.80], "random")
+    ).assign(train_tflops=1.0)
+    gaps = parity_table.paired_gaps(frame, "dice").set_index("split")
+    assert set(gaps.index) == {"grouped-f0", "grouped-f1", "grouped-f0+f1", "random"}
+    pooled = gaps.loc["grouped-f0+f1"]
+    assert pooled.gap == pytest.approx(-0.5) and pooled.seeds == 1  # (2 - 3) / 2; seed 1 lacks fold 1
+    assert pooled.elastic == pytest.approx(74.5) and pooled.individual == pytest.approx(75.0)
+    assert parity_table.fold_splits("grouped-f0+f1") == ["grouped-f0", "grouped-f1"]
+    goals = parity_table.targets(frame, {"grouped-f0": 4e12, "grouped-f1": 2e12, "random": 4e12}).set_index("split")
+    assert goals.loc["grouped-f0+f1", "compute_ratio"] == pytest.approx((0.25 + 0.5) / 2)
+    assert goals.loc["grouped-f0+f1", "worst_gap"] == pytest.approx(-0.5) and goals.loc["grouped-f0+f1", "met"]
