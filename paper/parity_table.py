@@ -62,6 +62,22 @@ def slim(always: str = "d4-w1,d3-w1") -> tuple[str, ...]:
     return ("--strategy", "sandwich", "--always-subnets", always, "--weight-smallest", "0.5")
 
 
+def late_distill(teacher: str) -> tuple[str, ...]:
+    """Distillation from half-time on, per-pixel BCE to the teacher's probabilities, ramped in over 5 % of the
+    steps (the literature's recipe for short schedules)."""
+    return (
+        "--distill",
+        "--distill-teacher",
+        teacher,
+        "--distill-loss",
+        "bce",
+        "--distill-start",
+        "0.5",
+        "--ramp",
+        "0.05",
+    )
+
+
 SLIM = slim()
 ARMS: dict[str, tuple[str, ...]] = {
     "uniform": ("--depths", "3,4,5", "--widths", "1", "--strategy", "uniform"),  # the originating study
@@ -118,33 +134,11 @@ ARMS: dict[str, tuple[str, ...]] = {
         "private",
         "--num-random",
         "0",
-        "--distill",
-        "--distill-teacher",
-        "live",
-        "--distill-loss",
-        "bce",
-        "--distill-start",
-        "0.5",
-        "--ramp",
-        "0.05",
+        *late_distill("live"),
     ),
     "slimmable+pwbn": (*GRID, *SLIM, "--bn-mode", "per_width"),  # switchable BN (slimmable networks)
     "slimmable+warm": (*GRID, *SLIM, "--shrink-start", "0.3", "--width-start", "0.45", "--ramp", "0.05"),
-    "slimmable+ema": (
-        *GRID,
-        *SLIM,
-        "--distill",
-        "--distill-teacher",
-        "ema",
-        "--distill-loss",
-        "bce",
-        "--distill-start",
-        "0.5",
-        "--ramp",
-        "0.05",
-        "--ema-decay",
-        "0.98",
-    ),
+    "slimmable+ema": (*GRID, *SLIM, *late_distill("ema"), "--ema-decay", "0.98"),
 }
 
 
