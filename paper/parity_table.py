@@ -408,7 +408,8 @@ def target_rows(frame: pd.DataFrame, budget: dict[str, float], reference: str) -
         ]
         ratio = sum(ratios) / len(ratios) if ratios else float("nan")
         comparison = method.split("@")[-1]
-        met = group.gap.min() >= TARGET and (comparison != "compute" or ratio <= COMPUTE_SHARE + 1e-9)
+        complete = set(TABLE_SHAPES) <= set(zip(group.depth, group.width))  # a campaign half-way meets nothing
+        met = complete and group.gap.min() >= TARGET and (comparison != "compute" or ratio <= COMPUTE_SHARE + 1e-9)
         rows.append(
             {
                 "split": split,
