@@ -14,7 +14,8 @@ difference of the two Dice values is averaged over the seeds; the mean over imag
 below the target (-1 point). Frames of one video sequence are near duplicates, so the resampling unit is the
 sequence (the split's group; ``--unit image`` resamples single images, which understates the uncertainty).
 ``--split grouped-f0,grouped-f1,...`` pools folds: their test frames (distinct sequences) side by side, as one
-test set of all their sequences.
+test set of all their sequences (the gap is then the mean over all their frames; ``parity_table.py``'s pooled
+split takes the mean over the folds, which differs where folds have different numbers of frames).
 
 Writes ``results/cvc_clinicdb/<profile>/bootstrap.csv``: split, method, unit, depth, width, seeds, images,
 groups, gap, ci_low, ci_high, share_below_target (rows of other splits, methods or units already there are
@@ -29,12 +30,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from checkout import ROOT
+from parity_table import TABLE_SHAPES, TARGET, individual_name
 from runner import seed_list
 
 from elasticnet.reporting import write_csv
 
-TABLE_SHAPES = [(3, 0.25), (3, 1.0), (4, 0.5), (4, 1.0), (5, 0.25), (5, 1.0)]
-TARGET = -1.0
 COLUMNS = (
     "split",
     "method",
@@ -49,10 +49,6 @@ COLUMNS = (
     "ci_high",
     "share_below_target",
 )
-
-
-def individual_name(depth: int, width: float) -> str:
-    return f"individual-d{depth}-w{width:g}"
 
 
 def test_dice(

@@ -62,6 +62,11 @@ def slim(always: str = "d4-w1,d3-w1") -> tuple[str, ...]:
     return ("--strategy", "sandwich", "--always-subnets", always, "--weight-smallest", "0.5")
 
 
+def individual_name(depth: int, width: float) -> str:
+    """The run folder of the individual U-Net of a shape."""
+    return f"individual-d{depth}-w{width:g}"
+
+
 def late_distill(teacher: str) -> tuple[str, ...]:
     """Distillation from half-time on, per-pixel BCE to the teacher's probabilities, ramped in over 5 % of the
     steps (the literature's recipe for short schedules)."""
@@ -209,7 +214,7 @@ def plan(args) -> tuple[list[Run], dict]:
                     runs.append(Run(split, seed, f"{arm}@{comparison}", f"{arm}@{comparison}", ARMS[arm], epochs))
             for depth, width in sorted(args.shape_list, key=lambda s: (-s[0] * s[1], -s[0])):  # largest first
                 flags = ("--depths", str(depth), "--widths", "1", "--base-width", str(round(base_width * width)))
-                name = f"individual-d{depth}-w{width:g}"
+                name = individual_name(depth, width)
                 runs.append(Run(split, seed, name, INDIVIDUAL, flags, E, (depth, width)))
                 own = args.own_epochs.get((depth, width), E)
                 if own > E:  # a shape still climbing at E: trained again to its own convergence point
