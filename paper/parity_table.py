@@ -84,6 +84,8 @@ def late_distill(teacher: str) -> tuple[str, ...]:
 
 
 SLIM = slim()
+# the six table shapes every step and no random one (the best recipe; the +table arms build on it)
+TABLE = (*GRID, *slim("d4-w1,d3-w1,d4-w0.5,d5-w0.25"), "--junction", "private", "--num-random", "0")
 ARMS: dict[str, tuple[str, ...]] = {
     "uniform": ("--depths", "3,4,5", "--widths", "1", "--strategy", "uniform"),  # the originating study
     "sandwich": (*GRID, "--strategy", "sandwich"),  # the earlier tables' method
@@ -97,14 +99,7 @@ ARMS: dict[str, tuple[str, ...]] = {
     "slimmable+junction+all": (*GRID, *SLIM, "--junction", "private", "--num-random", "8"),  # all 12 every step
     # the six table shapes every step and no random one: the same FLOPs per step as one random draw (1694 vs
     # 1688 MFLOPs at 64x96), so the same epochs; the other six grid shapes are trained only through sharing
-    "slimmable+junction+table": (
-        *GRID,
-        *slim("d4-w1,d3-w1,d4-w0.5,d5-w0.25"),
-        "--junction",
-        "private",
-        "--num-random",
-        "0",
-    ),
+    "slimmable+junction+table": TABLE,
     # and a private bottleneck per depth: (3,1) loses in every recipe, and its bottleneck is the deeper
     # sub-nets' third encoder level; its own last encoder block frees it (+56 k parameters for depth 3, +222 k
     # for depth 4, on 2.15 M)
@@ -132,15 +127,7 @@ ARMS: dict[str, tuple[str, ...]] = {
     ),
     # in-place distillation (US-Nets, BigNAS) from the live largest sub-net from half-time on: it runs every
     # step anyway, so the teacher costs nothing and the epochs stay 106; per-pixel BCE to its probabilities
-    "slimmable+junction+table+kd": (
-        *GRID,
-        *slim("d4-w1,d3-w1,d4-w0.5,d5-w0.25"),
-        "--junction",
-        "private",
-        "--num-random",
-        "0",
-        *late_distill("live"),
-    ),
+    "slimmable+junction+table+kd": (*TABLE, *late_distill("live")),
     "slimmable+pwbn": (*GRID, *SLIM, "--bn-mode", "per_width"),  # switchable BN (slimmable networks)
     "slimmable+warm": (*GRID, *SLIM, "--shrink-start", "0.3", "--width-start", "0.45", "--ramp", "0.05"),
     "slimmable+ema": (*GRID, *SLIM, *late_distill("ema"), "--ema-decay", "0.98"),
