@@ -25,6 +25,7 @@ kept).
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -51,20 +52,13 @@ COLUMNS = (
 )
 
 
-def test_dice(
-    folder: Path, subnet: tuple[int, float] | None, data: str | None
-) -> tuple[list[str], list[str], np.ndarray]:
-    """(test image names, their groups, per-image Dice) of the run in ``folder``: ``subnet`` of an elastic run with its
-    re-estimated BN statistics, or (``None``) an individual net with the BN statistics it trained."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from elasticnet.checkpoint import cut_subnet, load_checkpoint, model_from_checkpoint
+@functools.cache
+def load_run(folder: Path, data: str | None):
+    """(checkpoint, config, test data set, test image names, their groups) of the run in ``folder``, read once:
+    every table shape of an elastic run is cut from the same checkpoint and tested on the same images."""
+    from elasticnet.checkpoint import load_checkpoint
     from elasticnet.config import RunConfig
     from elasticnet.data import build_datasets
-    from elasticnet.models.subnet import SubNet
-    from elasticnet.models.surgery import extract
-    from elasticnet.training.evaluate import evaluate
 
     path = folder / "checkpoint.pt"
     if not path.is_file():
@@ -73,19 +67,34 @@ def test_dice(
     cfg = RunConfig.from_dict(ckpt["config"])
     if data:
         cfg.data.data = data
-    if subnet is None:
-        _, model = model_from_checkpoint(ckpt)
-        static = extract(model, SubNet(cfg.model.depths[0], max(cfg.model.widths))).eval()
-    else:
-        static = cut_subnet(ckpt, SubNet(*subnet))
     split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
     if split.test is None:
         raise SystemExit(f"{folder} has no test images")
     names = [r["name"] for r in split.rows if r["split"] == "test"]
     groups = [str(r["group"]) for r in split.rows if r["split"] == "test"]
-    result = evaluate(
-        static, DataLoader(split.test, batch_size=16), torch.device("cpu"), cfg.train.threshold, per_image=True
-    )
+    return ckpt, cfg, split.test, names, groups
+
+
+def test_dice(
+    folder: Path, subnet: tuple[int, float] | None, data: str | None
+) -> tuple[list[str], list[str], np.ndarray]:
+    """(test image names, their groups, per-image Dice) of the run in ``folder``: ``subnet`` of an elastic run with its
+    re-estimated BN statistics, or (``None``) an individual net with the BN statistics it trained."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from elasticnet.checkpoint import cut_subnet, model_from_checkpoint
+    from elasticnet.models.subnet import SubNet
+    from elasticnet.models.surgery import extract
+    from elasticnet.training.evaluate import evaluate
+
+    ckpt, cfg, test, names, groups = load_run(folder, data)
+    if subnet is None:
+        _, model = model_from_checkpoint(ckpt)
+        static = extract(model, SubNet(cfg.model.depths[0], max(cfg.model.widths))).eval()
+    else:
+        static = cut_subnet(ckpt, SubNet(*subnet))
+    result = evaluate(static, DataLoader(test, batch_size=16), torch.device("cpu"), cfg.train.threshold, per_image=True)
     return names, groups, np.asarray(result["dice_per_image"], dtype=np.float64)
 
 
