@@ -128,6 +128,14 @@ ARMS: dict[str, tuple[str, ...]] = {
     # in-place distillation (US-Nets, BigNAS) from the live largest sub-net from half-time on: it runs every
     # step anyway, so the teacher costs nothing and the epochs stay 106; per-pixel BCE to its probabilities
     "slimmable+junction+table+kd": (*TABLE, *late_distill("live")),
+    # switchable BN (slimmable networks; NASViT's switchable scaling): each width its own BN affine parameters
+    # and statistics, so the narrow sub-nets' first channels may scale apart from the wide ones' (+4 x 2 x C
+    # BN parameters; the exported sub-net is a plain U-Net with its width's BN)
+    "slimmable+junction+table+pwbn": (*TABLE, "--bn-mode", "per_width"),
+    # twice the learning rate: with AdamW the summed gradient is normalised per coordinate, so each of the six
+    # sub-nets sharing the first channels advances by about 1/sqrt(6) of a solo step (the literature survey's
+    # diagnosis); the narrow sub-nets, all of whose weights are shared, saturate early
+    "slimmable+junction+table+lr4": (*TABLE, "--lr", "0.004"),
     "slimmable+pwbn": (*GRID, *SLIM, "--bn-mode", "per_width"),  # switchable BN (slimmable networks)
     "slimmable+warm": (*GRID, *SLIM, "--shrink-start", "0.3", "--width-start", "0.45", "--ramp", "0.05"),
     "slimmable+ema": (*GRID, *SLIM, *late_distill("ema"), "--ema-decay", "0.98"),
