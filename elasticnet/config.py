@@ -124,6 +124,12 @@ class TrainConfig:
     )
     lr_floor: float = opt(0.0, "the cosine schedule decays to lr_floor x lr instead of 0")
     grad_clip: float = opt(0.0, "clip the step's summed gradient to this global norm (0: off)")
+    grad_projection: Literal["none", "largest", "subnets"] = opt(
+        "none",
+        "sandwich: where the largest sub-net's gradient and the others' (summed) conflict in a weight tensor, "
+        "keep one whole and remove the conflicting part of the other: largest (NASViT) keeps the largest's, "
+        "subnets the smaller sub-nets'",
+    )
     loss: Literal["bce_dice", "bce_focal_tversky"] = opt(
         "bce_dice",
         "BCE plus soft Dice, or plus focal Tversky (missed lesion pixels weigh 0.7, false alarms 0.3; for small, "
@@ -442,6 +448,11 @@ def validate(cfg: RunConfig) -> RunConfig:
     for key, value in fractions.items():
         if not 0.0 <= value < 1.0:
             raise UserError(f"{key} must lie in [0, 1) (a fraction), got {value}")
+    if t.grad_projection != "none" and t.strategy != "sandwich":
+        raise UserError(
+            "grad_projection combines the largest sub-net's gradient with the others' of a sandwich step; "
+            "add --strategy sandwich (the uniform strategy runs one sub-net per step)"
+        )
     if not 0.0 < t.ema_decay < 1.0:
         raise UserError(f"ema_decay must lie in (0, 1), got {t.ema_decay}")
     if cfg.train.checkpoint_every < 0:

@@ -136,6 +136,10 @@ ARMS: dict[str, tuple[str, ...]] = {
     # sub-nets sharing the first channels advances by about 1/sqrt(6) of a solo step (the literature survey's
     # diagnosis); the narrow sub-nets, all of whose weights are shared, saturate early
     "slimmable+junction+table+lr4": (*TABLE, "--lr", "0.004"),
+    # gradient projection (NASViT) turned round: where the largest's gradient opposes the smaller sub-nets' in a
+    # weight tensor, the largest gives up the opposing part (the full-width depth-4/5 sub-nets are above their
+    # individual nets, the narrow ones below); one stored gradient copy, the same FLOPs
+    "slimmable+junction+table+proj": (*TABLE, "--grad-projection", "subnets"),
     "slimmable+pwbn": (*GRID, *SLIM, "--bn-mode", "per_width"),  # switchable BN (slimmable networks)
     "slimmable+warm": (*GRID, *SLIM, "--shrink-start", "0.3", "--width-start", "0.45", "--ramp", "0.05"),
     "slimmable+ema": (*GRID, *SLIM, *late_distill("ema"), "--ema-decay", "0.98"),

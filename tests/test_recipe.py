@@ -16,9 +16,11 @@ from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet
 from elasticnet.training.compute import subnet_flops
 from elasticnet.training.losses import distillation_loss
 from elasticnet.training.precision import Precision
+from elasticnet.training.projection import GradientProjection, project
 from elasticnet.training.recipe import Recipe
 from elasticnet.training.sampler import SubNetSampler, parse_subnets
 from elasticnet.training.schedule import build_optimizer, cosine_with_warmup, distill_weight_at
+from elasticnet.training.step import forward_backward
 from elasticnet.training.teacher import EmaTeacher
 from elasticnet.training.trainer import train
 
@@ -105,6 +107,7 @@ def test_sampler_options_are_checked(kw, message):
         ("ema_decay", "1"),
         ("grad_clip", "-1"),
         ("always_subnets", "d9-w1"),
+        ("grad_projection", "both"),
     ],
 )
 def test_bad_recipe_options_are_refused_before_training(key, value, tmp_path):
@@ -194,3 +197,63 @@ def test_a_sandwich_without_random_draws_trains_only_its_listed_subnets():
     drawing = SubNetSampler((2, 3, 4), (0.5, 1.0), "sandwich", 1, 0, always=parse_subnets(["d3-w1"]))
     assert drawing.trained == drawing.choices
     assert {s for step in range(200) for s in drawing.sample(step)} == set(drawing.choices)
+
+
+def test_projection_removes_only_the_conflicting_component():
+    kept = torch.tensor([1.0, 0.0, 0.0])
+    torch.testing.assert_close(project(kept, torch.tensor([-2.0, 3.0, 1.0])), torch.tensor([0.0, 3.0, 1.0]))
+    agreeing = torch.tensor([0.5, -4.0, 2.0])
+    assert torch.equal(project(kept, agreeing), agreeing)  # <kept, other> >= 0: untouched
+    assert torch.equal(project(torch.zeros(3), agreeing), agreeing)
+    with pytest.raises(ValueError, match="largest, subnets"):
+        GradientProjection("both", [])
+
+
+def _grads(model, images, masks, subnets, mode=None):
+    model.zero_grad(set_to_none=True)
+    projection = GradientProjection(mode, model.parameters()) if mode else None
+    forward_backward(model, images, masks, subnets, None, weights=[1.0, 0.5, 1.0], projection=projection)
+    return [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("mode", ["largest", "subnets"])
+def test_a_projected_step_keeps_one_gradient_whole_and_never_opposes_it(mode):
+    """Per weight tensor: the combined gradient is the kept gradient plus the other's part that does not
+    oppose it, computed from the two backward passes run apart (the largest alone, the others alone)."""
+    torch.manual_seed(0)
+    model = ElasticUNet(ElasticUNetConfig(base_width=4, depths=[2, 3], widths=[0.5, 1.0]))
+    images, masks = torch.randn(4, 3, 16, 16), (torch.rand(4, 1, 16, 16) > 0.7).float()
+    largest, others = [SubNet(3, 1.0)], [SubNet(2, 0.5), SubNet(2, 1.0)]
+    model.zero_grad(set_to_none=True)
+    forward_backward(model, images, masks, largest, None)
+    big = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    forward_backward(model, images, masks, others, None, weights=[0.5, 1.0])
+    small = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    combined = _grads(model, images, masks, largest + others, mode)
+    plain = _grads(model, images, masks, largest + others)
+    conflicts = 0
+    for b, s, c, p in zip(big, small, combined, plain):
+        if b is None or s is None:  # one side only: the plain sum
+            assert (c is None and p is None) or torch.allclose(c, p, atol=1e-6)
+            continue
+        keep, other = (b, s) if mode == "largest" else (s, b)
+        torch.testing.assert_close(c, keep + project(keep, other), rtol=1e-5, atol=1e-6)
+        assert float(torch.sum((c - keep) * keep)) >= -1e-6  # the rest never opposes the kept gradient
+        conflicts += float(torch.sum(b * s)) < 0
+    assert conflicts > 0  # the check saw projections, not only agreeing tensors
+
+
+def test_projection_needs_a_sandwich(tmp_path):
+    with pytest.raises(UserError, match="--strategy sandwich"):
+        build_config(None, {**BASE, "grad_projection": "subnets", "out": str(tmp_path / "r")})
+    cfg = build_config(
+        None,
+        {**BASE, "strategy": "sandwich", "grad_projection": "subnets", "max_steps": "2", "out": str(tmp_path / "r")},
+    )
+    assert (
+        load_checkpoint(train(cfg, echo=lambda s: None, progress=False) / "checkpoint.pt")["config"]["train"][
+            "grad_projection"
+        ]
+        == "subnets"
+    )

@@ -26,6 +26,7 @@ class StepOptions:
     distill_weight: float | None = None  # None: no distillation at this step
     distill_loss: str = "bce_dice"  # bce_dice | bce (against the teacher's probabilities)
     grad_clip: float = 0.0  # global norm of the summed gradient (0: off)
+    grad_projection: str = "none"  # none | largest | subnets (elasticnet.training.projection)
     task: TaskLoss | None = None  # the segmentation loss (None: BCE + soft Dice per ``region``)
 
 
@@ -76,6 +77,7 @@ class Recipe:
             region=t.dice_loss,
             distill_loss=t.distill_loss,
             grad_clip=t.grad_clip,
+            grad_projection=t.grad_projection,
             task=TaskLoss(t.loss, t.dice_loss, t.pos_weight),
         )
         self.uses_ema = t.distill and t.distill_teacher == "ema"

@@ -19,6 +19,7 @@ from elasticnet.training import distributed
 from elasticnet.training.inactive import InactiveWeightFreezer
 from elasticnet.training.losses import TaskLoss, distillation_loss
 from elasticnet.training.precision import Precision
+from elasticnet.training.projection import GradientProjection
 from elasticnet.training.recipe import StepOptions
 
 
@@ -39,6 +40,7 @@ def forward_backward(
     teacher: torch.Tensor | None = None,
     distill_loss: str = "bce_dice",
     task: TaskLoss | None = None,
+    projection: GradientProjection | None = None,
 ) -> torch.Tensor:
     """Run each sub-net on the batch and accumulate its (weighted) gradients; returns the mean weighted loss
     (a 0-d tensor on the device: the caller reads it once per step, so a GPU is not synchronised per sub-net).
@@ -48,7 +50,8 @@ def forward_backward(
     this step's largest forward, or computed without gradient when the largest is not among ``subnets``).
     ``precision`` runs the forward passes in bf16/fp16 (losses in fp32). With ``check_finite`` a non-finite
     loss on the CPU names its sub-net (on a GPU that check would synchronise; the caller checks the step's
-    mean loss instead).
+    mean loss instead). With ``projection`` the largest's gradient and the others' are combined by its rule
+    (:mod:`elasticnet.training.projection`) instead of summed.
     """
     precision = precision or Precision("none", images.device.type)
     task = task or TaskLoss(region=region)
@@ -76,6 +79,10 @@ def forward_backward(
             )
         precision.backward(weight * loss)
         total = total + weight * loss.detach()
+        if projection is not None and subnet == largest:
+            projection.after_largest()
+    if projection is not None:
+        projection.combine()
     return total / len(subnets)
 
 
@@ -114,6 +121,9 @@ def train_step(
         teacher=teacher,
         distill_loss=options.distill_loss,
         task=options.task,
+        projection=GradientProjection(options.grad_projection, model.parameters())
+        if options.grad_projection != "none" and len(subnets) > 1
+        else None,
     )
     if enabled:
         distributed.average_gradients(model, dist)
