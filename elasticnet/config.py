@@ -36,6 +36,11 @@ class DataConfig:
         "before resizing, crop each image to the box of its largest bright region (foreground: a mammogram's "
         "breast; the aspect is not kept) or not (none); evaluation and a site's predict crop the same way",
     )
+    contrast: Literal["none", "clahe"] = opt(
+        "none",
+        "after cropping, before resizing: clahe equalises each image's local contrast (CLAHE, 8x8 tiles, clip 2; "
+        "for mammograms), none keeps it; evaluation and a site's predict do the same",
+    )
     synthetic_count: int = opt(480, "frames in the built-in synthetic set")
     synthetic_seed: int = opt(0, "the synthetic set's own seed (independent of the training seed)")
     split: Literal["random", "grouped"] = opt("random", "random: by image; grouped: by video sequence / patient")

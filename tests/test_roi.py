@@ -106,13 +106,15 @@ def test_loaded_films_are_their_cropped_breasts(tmp_path):
 
 
 @pytest.mark.slow  # trains, exports to ONNX and predicts (~10 s)
-def test_a_site_predicts_on_the_crop_the_model_was_trained_on(tmp_path):
+@pytest.mark.parametrize("contrast", ["none", "clahe"])
+def test_a_site_predicts_on_the_crop_the_model_was_trained_on(tmp_path, contrast):
     data = write_films(tmp_path / "films", 12, (96, 80))
     cfg = build_config(
         None,
         {
             "data": str(data),
             "crop": "foreground",
+            "contrast": contrast,
             "in_channels": "1",
             "mean": "0.2",
             "std": "0.25",
@@ -129,7 +131,12 @@ def test_a_site_predicts_on_the_crop_the_model_was_trained_on(tmp_path):
     run = train(cfg, progress=False, **QUIET)
     bundle = export_subnet(run / "checkpoint.pt", 2, 1.0, "cpu", tmp_path / "bundle", **QUIET)
     site = SiteModel(bundle)
-    assert site.crop == "foreground"
+    assert (site.crop, site.contrast) == ("foreground", contrast)
+    trained_on = load_all(cfg.data, 1)  # the site prepares a film as training did
+    for i in range(3):
+        image = cv2.imread(str(data / "images" / f"{trained_on.names[i]}.png"), cv2.IMREAD_GRAYSCALE)
+        x = site.frame(image).x[0, 0]
+        assert np.allclose(x, (trained_on.images[i].astype(np.float32) / 255 - 0.2) / 0.25, atol=1e-5)
     static = cut_subnet(load_checkpoint(run / "checkpoint.pt"), SubNet(2, 1.0))
     rows = predict_files(bundle, [data / "images"], tmp_path / "out", **QUIET)
     for row in rows:

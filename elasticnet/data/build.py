@@ -74,16 +74,18 @@ def _fits_in_memory(records: list[Record], in_channels: int, size: tuple[int, in
 
 
 def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
-    """Every image of the data set, checked, cropped (``cfg.crop``) and resized to ``cfg.image_size``; decoded
+    """Every image of the data set, checked, cropped (``cfg.crop``), equalised (``cfg.contrast``) and resized to
+    ``cfg.image_size``; decoded
     into memory when it fits (``cache``), else decoded on access after a full check."""
     size = (cfg.image_size[0], cfg.image_size[1])
     if cfg.data == "synthetic":
         images, masks = synthetic_polyp_set(cfg.synthetic_count, *size, seed=cfg.synthetic_seed)
         if in_channels == 1:
             images = [im.mean(axis=2).astype(np.uint8) for im in images]
-        if cfg.crop != "none":  # cropped as a site's predict would crop them
+        if cfg.crop != "none" or cfg.contrast != "none":  # prepared as a site's predict would prepare them
             images, masks = (
-                list(part) for part in zip(*(prepared(i, m, size, cfg.crop) for i, m in zip(images, masks)))
+                list(part)
+                for part in zip(*(prepared(i, m, size, cfg.crop, cfg.contrast) for i, m in zip(images, masks)))
             )
         names = [f"synthetic-{i:05d}" for i in range(len(images))]
         return SegmentationDataset(images, masks, names, cfg.mean, cfg.std, groups=names)
@@ -96,11 +98,13 @@ def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
     names, groups = [r.name for r in records], [r.group for r in records]
     in_memory = cfg.cache == "memory" or (cfg.cache == "auto" and _fits_in_memory(records, in_channels, size))
     if in_memory:
-        images, masks = load_records(records, in_channels, size, root=cfg.data, known=listed, crop=cfg.crop)
+        images, masks = load_records(
+            records, in_channels, size, root=cfg.data, known=listed, crop=cfg.crop, contrast=cfg.contrast
+        )
     else:
         check_records(records, in_channels, cfg.data, known=listed)
-        images = LazyArrays(records, in_channels, size, 0, cfg.crop)
-        masks = LazyArrays(records, in_channels, size, 1, cfg.crop)
+        images = LazyArrays(records, in_channels, size, 0, cfg.crop, cfg.contrast)
+        masks = LazyArrays(records, in_channels, size, 1, cfg.crop, cfg.contrast)
     return SegmentationDataset(images, masks, names, cfg.mean, cfg.std, groups=groups)
 
 

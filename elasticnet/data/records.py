@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from elasticnet.data.contrast import equalised
 from elasticnet.data.imageio import read_image, resize_image, to_channels
 from elasticnet.data.roi import cut, region_box
 from elasticnet.errors import UserError, listing
@@ -95,11 +96,12 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def prepared(image: np.ndarray, mask: np.ndarray, size: tuple[int, int], crop: str = "none"):
+def prepared(image: np.ndarray, mask: np.ndarray, size: tuple[int, int], crop: str = "none", contrast: str = "none"):
     """A decoded pair cropped to its region of interest (``crop``, :mod:`elasticnet.data.roi`; found on the
-    image) and resized to ``size`` (H, W)."""
+    image), its contrast equalised (``contrast``, :mod:`elasticnet.data.contrast`) and resized to ``size``
+    (H, W)."""
     box = region_box(image, crop)
-    return resize_image(cut(image, box), size), resize_mask(cut(mask, box), size)
+    return resize_image(equalised(cut(image, box), contrast), size), resize_mask(cut(mask, box), size)
 
 
 def check_records(records: Sequence[Record], in_channels: int, root: Path | str, known: Sequence[str] = ()) -> None:
@@ -122,6 +124,7 @@ def load_records(
     root: Path | str = "",
     known: Sequence[str] = (),
     crop: str = "none",
+    contrast: str = "none",
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Decode, check, crop (``crop``) and resize every record to ``size`` (H, W); report all problems at once,
     ``known`` ones (from listing the folder) first."""
@@ -132,7 +135,7 @@ def load_records(
         except ValueError as e:
             problems.append(str(e))
             continue
-        image, mask = prepared(image, mask, size, crop)
+        image, mask = prepared(image, mask, size, crop, contrast)
         images.append(image)
         masks.append(mask)
     if problems:
@@ -144,10 +147,16 @@ class LazyArrays(Sequence):
     """Images (or masks) decoded on access, for data sets too large to hold in memory."""
 
     def __init__(
-        self, records: Sequence[Record], in_channels: int, size: tuple[int, int], part: int, crop: str = "none"
+        self,
+        records: Sequence[Record],
+        in_channels: int,
+        size: tuple[int, int],
+        part: int,
+        crop: str = "none",
+        contrast: str = "none",
     ):
         self.records, self.in_channels, self.size, self.part = list(records), in_channels, size, part
-        self.crop = crop
+        self.crop, self.contrast = crop, contrast
 
     def __len__(self) -> int:
         return len(self.records)
@@ -157,4 +166,4 @@ class LazyArrays(Sequence):
             pair = decode(self.records[i], self.in_channels)
         except ValueError as e:  # a file that went bad after the start-up check (disk error, ...)
             raise UserError(f"reading a training file failed: {e}") from None
-        return prepared(*pair, self.size, self.crop)[self.part]
+        return prepared(*pair, self.size, self.crop, self.contrast)[self.part]

@@ -176,6 +176,7 @@ def _describe(parts: _Parts, model_path: Path, cfg, target: str, checkpoint: Pat
             std=cfg.data.std,
             tile=list(cfg.data.tile) if cfg.data.tile else None,
             crop=cfg.data.crop,
+            contrast=cfg.data.contrast,
             size_rule=f"{shapes.size_rule(parts.subnet.depth)}; trained at {height}x{width}",
         ),
         output=OutputSpec(threshold=cfg.train.threshold),

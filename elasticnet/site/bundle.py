@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from elasticnet.data.contrast import CONTRASTS
 from elasticnet.data.roi import CROPS
 from elasticnet.errors import UserError
 from elasticnet.files import atomic_write_text
@@ -60,6 +61,7 @@ class InputSpec:
     std: list[float]
     tile: list[int] | None = None  # sliding-window size of a model trained on patches
     crop: str = "none"  # region of interest cropped before resizing (elasticnet.data.roi): none | foreground
+    contrast: str = "none"  # after the crop, before resizing (elasticnet.data.contrast): none | clahe
     name: str = INPUT_NAME
     layout: str = "NCHW"
     dtype: str = "float32"
@@ -179,6 +181,8 @@ def check_description(d: dict[str, Any], path: Path) -> None:
             problems.append(f"input.tile must be null or [height, width], got {tile!r}")
         if spec.get("crop", "none") not in CROPS:
             problems.append(f"input.crop must be one of {', '.join(CROPS)}, got {spec.get('crop')!r}")
+        if spec.get("contrast", "none") not in CONTRASTS:
+            problems.append(f"input.contrast must be one of {', '.join(CONTRASTS)}, got {spec.get('contrast')!r}")
     if not isinstance(out, dict) or not _number(out.get("threshold"), 1e-9, 1 - 1e-9):
         problems.append(
             f"output.threshold must be a number in (0, 1), got {out.get('threshold') if isinstance(out, dict) else out!r}"

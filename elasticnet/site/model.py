@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from elasticnet.data.contrast import equalised
 from elasticnet.data.imageio import resize_image, to_channels
 from elasticnet.data.roi import Box, cut, paste, region_box
 from elasticnet.errors import UserError
@@ -86,7 +87,7 @@ class SiteModel:
         self.std = np.asarray(spec.std, np.float32)
         self.threshold = float(self.description.output.threshold)
         self.tile = tile_of(self.description)
-        self.crop = spec.crop
+        self.crop, self.contrast = spec.crop, spec.contrast
 
     def converted(self, image: np.ndarray) -> np.ndarray:
         """uint8 (H, W[, C]) with the model's channels."""
@@ -101,9 +102,9 @@ class SiteModel:
         return image, region_box(image, self.crop)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
-        """uint8 (H, W[, C]) -> float32 (1, C, h, w) at the trained size, normalised as in training (the
-        caller crops: :meth:`region`)."""
-        x = resize_image(self.converted(image), self.size).astype(np.float32) / 255.0
+        """uint8 (H, W[, C]) -> float32 (1, C, h, w) at the trained size, its contrast equalised and normalised
+        as in training (the caller crops: :meth:`region`)."""
+        x = resize_image(equalised(self.converted(image), self.contrast), self.size).astype(np.float32) / 255.0
         if x.ndim == 2:
             x = x[..., None]
         x = (x - self.mean) / self.std
