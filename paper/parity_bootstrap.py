@@ -13,6 +13,8 @@ difference of the two Dice values is averaged over the seeds; the mean over imag
 ``gaps.csv``), and resampling the images with replacement gives its 95 % interval and the share of resamples
 below the target (-1 point). Frames of one video sequence are near duplicates, so the resampling unit is the
 sequence (the split's group; ``--unit image`` resamples single images, which understates the uncertainty).
+Both leave out how much a gap moves from one training seed to the next (the individual (3,0.25)'s test Dice
+spans 72-78 over three seeds): ``--unit seed+sequence`` resamples the seeds as well (a two-level bootstrap).
 ``--split grouped-f0,grouped-f1,...`` pools folds: their test frames (distinct sequences) side by side, as one
 test set of all their sequences (the gap is then the mean over all their frames; ``parity_table.py``'s pooled
 split takes the mean over the folds, which differs where folds have different numbers of frames).
@@ -104,18 +106,30 @@ def paired_gap(
     resamples: int,
     groups: list[str] | None = None,
     seed: int = 0,
+    over_seeds: bool = False,
 ) -> dict:
     """Gap (Dice points) of per-image, per-seed Dice arrays, its 95 % bootstrap interval, and the share of
     resamples below TARGET. Row i of every array is the same test image. With ``groups`` (one per image) whole
-    groups are resampled (a cluster bootstrap: the mean over the images of the drawn groups), else images."""
-    diff = np.mean([e - i for e, i in zip(elastic, individual, strict=True)], axis=0) * 100  # per image
+    groups are resampled (a cluster bootstrap: the mean over the images of the drawn groups), else images.
+    With ``over_seeds`` the training seeds are resampled too (a two-level bootstrap: each resample draws as
+    many seeds as there are, with replacement, and averages their gaps on the drawn groups), so the interval
+    also holds how much the gap moves from one training to the next; with 3 seeds that level is coarse."""
+    per_seed = np.stack([e - i for e, i in zip(elastic, individual, strict=True)]) * 100  # (seeds, images)
+    diff = per_seed.mean(axis=0)  # per image
     keys = list(range(len(diff))) if groups is None else groups
     if len(keys) != len(diff):
         raise ValueError(f"{len(keys)} groups for {len(diff)} images")
     labels, index = np.unique(np.asarray(keys), return_inverse=True)
-    sums, counts = np.bincount(index, weights=diff), np.bincount(index)
-    draw = np.random.default_rng(seed).integers(0, len(labels), size=(resamples, len(labels)))
-    means = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
+    counts = np.bincount(index)
+    sums = np.stack([np.bincount(index, weights=d, minlength=len(labels)) for d in per_seed])  # (seeds, groups)
+    rng = np.random.default_rng(seed)
+    draw = rng.integers(0, len(labels), size=(resamples, len(labels)))
+    if over_seeds:
+        seed_draw = rng.integers(0, len(per_seed), size=(resamples, len(per_seed)))
+        drawn = sums[seed_draw].mean(axis=1)  # (resamples, groups): the drawn seeds' mean per group
+        means = np.take_along_axis(drawn, draw, axis=1).sum(axis=1) / counts[draw].sum(axis=1)
+    else:
+        means = sums.mean(axis=0)[draw].sum(axis=1) / counts[draw].sum(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
     return {
         "images": len(diff),
@@ -158,7 +172,9 @@ def shape_row(args, depth: int, width: float, seeds: list[int]) -> dict:
         "depth": depth,
         "width": width,
         "seeds": ",".join(map(str, seeds)),
-    } | paired_gap(elastic, individual, args.resamples, groups if args.unit == "sequence" else None)
+    } | paired_gap(
+        elastic, individual, args.resamples, groups if args.unit != "image" else None, over_seeds="seed" in args.unit
+    )
 
 
 def merged(rows: list[dict], path: Path) -> list[dict]:
@@ -181,7 +197,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--data", default=None, help="the data folder, if it moved since training")
     p.add_argument("--resamples", type=int, default=10000)
-    p.add_argument("--unit", default="sequence", choices=["sequence", "image"], help="what is resampled")
+    p.add_argument(
+        "--unit",
+        default="sequence",
+        choices=["sequence", "image", "seed+sequence"],
+        help="what is resampled: test sequences, test images, or training seeds and test sequences",
+    )
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if args.resamples < 100:

@@ -576,6 +576,25 @@ def test_paired_bootstrap_by_sequence_is_wider_when_a_sequence_moves_together():
         parity_bootstrap.paired_gap(elastic, individual, 100, groups[:-1])
 
 
+def test_paired_bootstrap_over_seeds_holds_the_spread_between_trainings():
+    """Three trainings whose gaps differ by whole points: resampling the sequences alone sees one mean per image
+    and a narrow interval; resampling the seeds too widens it to about the trainings' spread. Identical seeds
+    leave the interval as it was."""
+    rng = np.random.default_rng(3)
+    groups = [f"s{k}" for k in range(20) for _ in range(10)]
+    individual = [rng.uniform(0.5, 1, 200) for _ in range(3)]
+    elastic = [i + shift + rng.normal(0, 0.01, 200) for i, shift in zip(individual, (-0.06, -0.01, 0.04))]
+    sequences = parity_bootstrap.paired_gap(elastic, individual, 4000, groups)
+    both = parity_bootstrap.paired_gap(elastic, individual, 4000, groups, over_seeds=True)
+    width = lambda r: r["ci_high"] - r["ci_low"]
+    assert both["gap"] == sequences["gap"] and width(sequences) < 1.0 and width(both) > 5 * width(sequences)
+    assert both["ci_low"] < -4 and both["ci_high"] > 2  # close to the trainings' -6 ... +4 points
+    same = [individual[0] - 0.02 + rng.normal(0, 0.01, 200)] * 3
+    a = parity_bootstrap.paired_gap(same, [individual[0]] * 3, 4000, groups)
+    b = parity_bootstrap.paired_gap(same, [individual[0]] * 3, 4000, groups, over_seeds=True)
+    assert abs(width(a) - width(b)) < 0.05
+
+
 def test_paired_bootstrap_re_evaluates_what_the_run_reported(tmp_path):
     """Image by image, the re-evaluated checkpoint gives the run's own test Dice (elastic: calibrated BN;
     individual: the BN it trained), on the run's test images."""
