@@ -109,6 +109,10 @@ class TrainConfig:
     )
     weight_smallest: float = opt(1.0, "loss weight of the smallest sub-net (the largest and always_subnets: 1)")
     weight_random: float = opt(1.0, "loss weight of the randomly drawn sub-nets")
+    subnet_weights: list[str] = opt(
+        factory=list,
+        help="sandwich: a sub-net's own loss weight whenever it runs, over the rules above (d4-w0.5=2,...)",
+    )
     shrink_start: float = opt(0.0, "fraction of the steps during which only the largest sub-net trains (warm start)")
     width_start: float = opt(0.0, "fraction of the steps before which only full-width sub-nets are drawn")
     ramp: float = opt(

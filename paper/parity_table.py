@@ -140,6 +140,9 @@ ARMS: dict[str, tuple[str, ...]] = {
     # weight tensor, the largest gives up the opposing part (the full-width depth-4/5 sub-nets are above their
     # individual nets, the narrow ones below); one stored gradient copy, the same FLOPs
     "slimmable+junction+table+proj": (*TABLE, "--grad-projection", "subnets"),
+    # (4,0.5), the shape below its individual net on every random seed (-2.0, -1.8, -3.0), at twice the loss weight
+    # (`+small2` did this for the smallest and lifted nothing; (4,0.5) has 5x its channels)
+    "slimmable+junction+table+w45": (*TABLE, "--subnet-weights", "d4-w0.5=2"),
     "slimmable+pwbn": (*GRID, *SLIM, "--bn-mode", "per_width"),  # switchable BN (slimmable networks)
     "slimmable+warm": (*GRID, *SLIM, "--shrink-start", "0.3", "--width-start", "0.45", "--ramp", "0.05"),
     "slimmable+ema": (*GRID, *SLIM, *late_distill("ema"), "--ema-decay", "0.98"),

@@ -18,7 +18,7 @@ from elasticnet.training.losses import distillation_loss
 from elasticnet.training.precision import Precision
 from elasticnet.training.projection import GradientProjection, project
 from elasticnet.training.recipe import Recipe
-from elasticnet.training.sampler import SubNetSampler, parse_subnets
+from elasticnet.training.sampler import SubNetSampler, parse_subnets, parse_weights
 from elasticnet.training.schedule import build_optimizer, cosine_with_warmup, distill_weight_at
 from elasticnet.training.step import forward_backward
 from elasticnet.training.teacher import EmaTeacher
@@ -44,6 +44,23 @@ def test_always_subnets_run_every_step_with_weight_one_and_nothing_twice():
         assert weights[SubNet(3, 0.25)] == 0.5
         assert sorted(w for s, w in picked if s not in (*FULL, SubNet(5, 1.0), SubNet(3, 0.25))) == [0.7, 0.7]
         assert picked == sampler.sample_weighted(step)  # a function of (seed, step)
+
+
+def test_a_subnets_own_weight_overrides_its_rule_whenever_it_runs_and_draws_nothing_else():
+    own = parse_weights(["d4-w0.5=2", "d3-w0.25=0.25", "d5-w1=1.5", "d5-w0.75=3"])
+    plain = _sampler(always=FULL + (SubNet(4, 0.5),), num_random=1, weight_smallest=0.5, seed=4)
+    weighted = _sampler(always=FULL + (SubNet(4, 0.5),), num_random=1, weight_smallest=0.5, seed=4, weights=own)
+    expected = dict(own)
+    drawn = set()
+    for step in range(200):
+        a, b = plain.sample_weighted(step), weighted.sample_weighted(step)
+        assert [s for s, _ in a] == [s for s, _ in b]  # the same sub-nets every step
+        for (s, w), (_, v) in zip(a, b):
+            assert v == expected.get(s, w)
+        drawn |= {s for s, _ in b}
+    assert SubNet(5, 0.75) in drawn  # the random draw's weight was overridden too
+    with pytest.raises(UserError, match="not in the grid"):
+        _sampler(weights=parse_weights(["d6-w1=2"]))
 
 
 def test_without_the_new_options_the_sandwich_draws_what_it_always_drew():
@@ -108,6 +125,10 @@ def test_sampler_options_are_checked(kw, message):
         ("grad_clip", "-1"),
         ("always_subnets", "d9-w1"),
         ("grad_projection", "both"),
+        ("subnet_weights", "d3-w1"),
+        ("subnet_weights", "d9-w1=2"),
+        ("subnet_weights", "d3-w1=-1"),
+        ("subnet_weights", "d3-w1=2,d3-w1=3"),
     ],
 )
 def test_bad_recipe_options_are_refused_before_training(key, value, tmp_path):

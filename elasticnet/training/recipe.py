@@ -13,7 +13,7 @@ from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.subnet import SubNet
 from elasticnet.training.compute import step_flops, subnet_flops
 from elasticnet.training.losses import TaskLoss
-from elasticnet.training.sampler import SubNetSampler, parse_subnets
+from elasticnet.training.sampler import SubNetSampler, parse_subnets, parse_weights
 from elasticnet.training.schedule import distill_weight_at
 from elasticnet.training.teacher import EmaTeacher
 
@@ -50,6 +50,7 @@ def sampler_for(cfg: RunConfig, total_steps: int = 0, flops: dict[SubNet, float]
         random_by_flops=t.random_by_flops,
         weight_smallest=t.weight_smallest,
         weight_random=t.weight_random,
+        weights=parse_weights(t.subnet_weights),
         total_steps=total_steps,
         shrink_start=t.shrink_start,
         width_start=t.width_start,

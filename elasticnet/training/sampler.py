@@ -10,7 +10,8 @@ Rules (the weight-sharing literature's, see ``results/cvc_clinicdb/README.md`` f
 - ``sandwich``: the largest, the smallest, every sub-net listed in ``always`` (e.g. every full-width depth
   that will be deployed: the slimmable rule) and ``num_random`` others drawn from the rest, uniformly or in
   proportion to their FLOPs (``random_by_flops``); their gradients are summed into one optimiser step.
-- Loss weights: 1 for the largest and ``always``, ``weight_smallest`` and ``weight_random`` for the others.
+- Loss weights: 1 for the largest and ``always``, ``weight_smallest`` and ``weight_random`` for the others;
+  ``weights`` sets any sub-net's own (it overrides the rule's weight whenever that sub-net runs).
 - Phases (fractions of the training steps): before ``shrink_start`` only the largest sub-net trains (a warm
   start); before ``width_start`` only full-width sub-nets are drawn (depth first, then widths); a sub-net
   kind that joins later has its loss weight ramped from 0 over ``ramp`` of the steps.
@@ -40,6 +41,23 @@ def parse_subnets(keys: list[str] | tuple[str, ...]) -> tuple[SubNet, ...]:
     return tuple(out)
 
 
+def parse_weights(items: list[str] | tuple[str, ...]) -> tuple[tuple[SubNet, float], ...]:
+    """``("d4-w0.5=2", ...)`` -> ((SubNet(4, 0.5), 2.0), ...), with an error that shows the spelling."""
+    out = []
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not sep or not np.isfinite(weight) or weight < 0:
+            raise UserError(f"cannot read sub-net weight {item!r}; write d4-w0.5=2 (a sub-net, =, a weight >= 0)")
+        out.append((parse_subnets([key])[0], weight))
+    if len({s for s, _ in out}) != len(out):
+        raise UserError(f"subnet_weights names a sub-net twice: {list(items)}")
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class SubNetSampler:
     """Draws the sub-nets of one step from ``depths x widths``, with their loss weights."""
@@ -58,6 +76,7 @@ class SubNetSampler:
     width_start: float = 0.0
     ramp: float = 0.0
     flops: dict[SubNet, float] = field(default_factory=dict, compare=False, hash=False)  # for random_by_flops
+    weights: tuple[tuple[SubNet, float], ...] = ()  # a sub-net's own loss weight, over the rule's
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -70,6 +89,14 @@ class SubNetSampler:
                 f"always_subnets {unknown} are not in the grid depths {list(self.depths)} x widths "
                 f"{[f'{w:g}' for w in self.widths]}"
             )
+        unknown = [s.key for s, _ in self.weights if s not in self.choices]
+        if unknown:
+            raise UserError(
+                f"subnet_weights {unknown} are not in the grid depths {list(self.depths)} x widths "
+                f"{[f'{w:g}' for w in self.widths]}"
+            )
+        if self.weights and self.strategy != "sandwich":
+            raise UserError("subnet_weights needs --strategy sandwich (uniform runs one sub-net per step)")
         if self.always and self.strategy != "sandwich":
             raise UserError("always_subnets needs --strategy sandwich")
         for name in ("shrink_start", "width_start", "ramp"):
@@ -124,12 +151,13 @@ class SubNetSampler:
             return [(allowed[rng.integers(len(allowed))], 1.0)]
         # allowed is a product set (everything, the full-width depths, or the largest alone)
         smallest = SubNet(min(s.depth for s in allowed), min(s.width for s in allowed))
-        picked = [(self.largest, 1.0)]
+        own = dict(self.weights)
+        picked = [(self.largest, own.get(self.largest, 1.0))]
         for s in self.always:
             if s in allowed and s != self.largest:
-                picked.append((s, self._ramped(1.0, step, s)))
+                picked.append((s, self._ramped(own.get(s, 1.0), step, s)))
         if smallest not in (s for s, _ in picked):
-            picked.append((smallest, self._ramped(self.weight_smallest, step, smallest)))
+            picked.append((smallest, self._ramped(own.get(smallest, self.weight_smallest), step, smallest)))
         taken = {s for s, _ in picked}
         middle = [s for s in allowed if s not in taken]
         if middle and self.num_random:
@@ -138,7 +166,9 @@ class SubNetSampler:
                 cost = np.array([self.flops[s] for s in middle], dtype=float)
                 p = cost / cost.sum()
             chosen = rng.choice(len(middle), size=min(self.num_random, len(middle)), replace=False, p=p)
-            picked += [(middle[i], self._ramped(self.weight_random, step, middle[i])) for i in chosen]
+            picked += [
+                (middle[i], self._ramped(own.get(middle[i], self.weight_random), step, middle[i])) for i in chosen
+            ]
         return picked
 
     def _ramped(self, weight: float, step: int, subnet: SubNet) -> float:
