@@ -48,8 +48,8 @@ def test_always_subnets_run_every_step_with_weight_one_and_nothing_twice():
 
 def test_a_subnets_own_weight_overrides_its_rule_whenever_it_runs_and_draws_nothing_else():
     own = parse_weights(["d4-w0.5=2", "d3-w0.25=0.25", "d5-w1=1.5", "d5-w0.75=3"])
-    plain = _sampler(always=FULL + (SubNet(4, 0.5),), num_random=1, weight_smallest=0.5, seed=4)
-    weighted = _sampler(always=FULL + (SubNet(4, 0.5),), num_random=1, weight_smallest=0.5, seed=4, weights=own)
+    plain = _sampler(always=(*FULL, SubNet(4, 0.5)), num_random=1, weight_smallest=0.5, seed=4)
+    weighted = _sampler(always=(*FULL, SubNet(4, 0.5)), num_random=1, weight_smallest=0.5, seed=4, weights=own)
     expected = dict(own)
     drawn = set()
     for step in range(200):
