@@ -83,18 +83,13 @@ class SubNetSampler:
             raise UserError(f"unknown strategy {self.strategy!r}; use one of {', '.join(STRATEGIES)}")
         if self.num_random < 0:
             raise UserError(f"num_random must be >= 0, got {self.num_random}")
-        unknown = [s.key for s in self.always if s not in self.choices]
-        if unknown:
-            raise UserError(
-                f"always_subnets {unknown} are not in the grid depths {list(self.depths)} x widths "
-                f"{[f'{w:g}' for w in self.widths]}"
-            )
-        unknown = [s.key for s, _ in self.weights if s not in self.choices]
-        if unknown:
-            raise UserError(
-                f"subnet_weights {unknown} are not in the grid depths {list(self.depths)} x widths "
-                f"{[f'{w:g}' for w in self.widths]}"
-            )
+        for name, listed in (("always_subnets", self.always), ("subnet_weights", [s for s, _ in self.weights])):
+            unknown = [s.key for s in listed if s not in self.choices]
+            if unknown:
+                raise UserError(
+                    f"{name} {unknown} are not in the grid depths {list(self.depths)} x widths "
+                    f"{[f'{w:g}' for w in self.widths]}"
+                )
         if self.weights and self.strategy != "sandwich":
             raise UserError("subnet_weights needs --strategy sandwich (uniform runs one sub-net per step)")
         if self.always and self.strategy != "sandwich":
