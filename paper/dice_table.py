@@ -56,6 +56,7 @@ from dice_tables import (
 from runner import (
     ROOT,
     WALL_NAME,
+    check_same_recipe,
     git_commit,
     hardware_text,
     planned_tflops,
@@ -182,6 +183,7 @@ def run_job(job: Job, threads: int, say, devices: DevicePool | None = None) -> N
     """Train (or resume) one run on a device of ``devices``; its output goes to RUN/train.log; wall seconds add
     up over attempts."""
     if finished(job):
+        check_same_recipe(job.command, job.folder)
         return
     if devices is not None:
         with devices.take() as device:

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from checkout import ROOT
-from runner import train_command, train_or_resume
+from runner import check_same_recipe, train_command, train_or_resume
 
 from elasticnet.reporting import markdown_table, save_figure, write_csv
 
@@ -57,9 +57,10 @@ def fold_command(args, fold: int, folder: Path) -> list[str]:
 
 def train_fold(args, fold: int) -> None:
     folder = args.runs / args.name / f"fold{fold}"
-    if (folder / "checkpoint.pt").is_file():
-        return
     command = fold_command(args, fold, folder)
+    if (folder / "checkpoint.pt").is_file():
+        check_same_recipe(command, folder)
+        return
     print(f"training fold {fold}: {' '.join(command[1:])}", flush=True)
     seconds = train_or_resume(command, folder, args.threads, folder.parent / f"fold{fold}.log", args.device)
     print(f"fold {fold} trained in {seconds:.0f} s", flush=True)

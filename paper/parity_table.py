@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 from checkout import ROOT
-from runner import git_commit, hardware_text, seed_list, train_command, train_or_resume
+from runner import check_same_recipe, git_commit, hardware_text, seed_list, train_command, train_or_resume
 
 from elasticnet import __version__
 from elasticnet.config import build_config
@@ -254,6 +254,7 @@ def done(folder: Path) -> bool:
 
 def train_one(args, run: Run, threads: int, devices: DevicePool | None = None) -> None:
     if done(committed(args, run)):
+        check_same_recipe(command(args, run, args.runs / run.key), committed(args, run))
         return
     if devices is not None:  # the job runs on a device of the pool (GPUs round-robin)
         with devices.take() as device:
@@ -262,6 +263,7 @@ def train_one(args, run: Run, threads: int, devices: DevicePool | None = None) -
     if not (folder / "checkpoint.pt").is_file():
         wall = train_or_resume(command(args, run, folder), folder, threads, folder / "train.log", args.device)
     else:
+        check_same_recipe(command(args, run, folder), folder)
         wall = float("nan")
     keep(args, run, folder, wall, threads)
     print(f"done {run.key}", flush=True)

@@ -67,18 +67,73 @@ def planned_tflops(command: Sequence[str], device_type: str = "cuda") -> tuple[i
     """(optimiser steps, training TFLOPs) a training command will run on a ``device_type``, counted from its
     config and recipe before it starts (:func:`elasticnet.training.recipe.planned_flops`; the data folder is
     listed, nothing decoded). For projecting a table's time from a measured TFLOP/s."""
-    from elasticnet.cli import build_parser
-    from elasticnet.cli.train import config_overrides
-    from elasticnet.config import build_config, resolve_for_device
+    from elasticnet.config import resolve_for_device
     from elasticnet.data.build import split_sizes
     from elasticnet.training.recipe import planned_flops
     from elasticnet.training.setup import step_counts
 
-    args = build_parser().parse_args(list(command[3:]))  # after: python -m elasticnet
-    cfg = resolve_for_device(build_config(args.config, config_overrides(args), args.profile), device_type)
+    cfg = resolve_for_device(planned_config(command), device_type)
     batch, steps, total = step_counts(cfg, split_sizes(cfg.data)["train"])
     size = cfg.data.tile or tuple(cfg.data.image_size)
     return total, planned_flops(cfg, steps, batch, -(-total // steps), size) / 1e12
+
+
+# Keys that say where or how fast a run goes, not what it learns: a run folder reused from another machine,
+# data path or loader setting is still the same recipe. A sentinel (0 / auto) filled in when the run started
+# is compared only when the planned value names one.
+WHERE_KEYS = {
+    "data.data",
+    "data.num_workers",
+    "data.cache",
+    "train.out",
+    "train.device",
+    "train.checkpoint_every",
+    "train.eval_batch_size",
+}
+FILLED_AT_START = {"model.channel_multiple": 0, "data.augment_on": "auto"}
+
+
+def planned_config(command: Sequence[str]):
+    """The :class:`~elasticnet.config.RunConfig` a training command will run (nothing is read but its config)."""
+    from elasticnet.cli import build_parser
+    from elasticnet.cli.train import config_overrides
+    from elasticnet.config import build_config
+
+    args = build_parser().parse_args(list(command[3:]))  # after: python -m elasticnet
+    return build_config(args.config, config_overrides(args), args.profile)
+
+
+def recipe_differences(command: Sequence[str], folder: Path) -> list[str]:
+    """``section.key: saved -> planned`` for every key in which the run saved in ``folder`` (its
+    ``config.yaml``) differs from what ``command`` would train; empty when the folder holds no config yet or the
+    same recipe. Where the run goes (:data:`WHERE_KEYS`) is not compared."""
+    from elasticnet.config import RunConfig, load_yaml
+
+    saved_file = folder / "config.yaml"
+    if not saved_file.is_file():
+        return []
+    saved = RunConfig.from_dict(load_yaml(saved_file), source=str(saved_file)).to_dict()
+    planned = planned_config(command).to_dict()
+    changes = []
+    for section, values in planned.items():
+        for key, value in values.items():
+            name = f"{section}.{key}"
+            if name in WHERE_KEYS or FILLED_AT_START.get(name, object()) == value:
+                continue
+            if saved[section][key] != value:
+                changes.append(f"{name}: {saved[section][key]!r} -> {value!r}")
+    return changes
+
+
+def check_same_recipe(command: Sequence[str], folder: Path) -> None:
+    """Refuse to resume or reuse the run in ``folder`` when ``command`` asks for another recipe (an edited
+    profile, other flags under the same run name): its results would be reported as the new recipe's."""
+    changes = recipe_differences(command, folder)
+    if changes:
+        raise SystemExit(
+            f"{folder} holds a run of another recipe than this command's ({'; '.join(changes)}); give this "
+            "recipe another run name (or --runs folder), or move that folder away to train it again"
+        )
 
 
 def child_env(threads: int) -> dict[str, str]:
@@ -102,6 +157,7 @@ def train_or_resume(command: list[str], folder: Path, threads: int, log: Path, d
     seconds summed over its attempts (also kept in ``folder/wall_seconds.json``)."""
     if lock_is_held(folder / LOCK_NAME):
         raise SystemExit(f"{folder} is being trained by another process; wait for it or stop it")
+    check_same_recipe(command, folder)
     if (folder / STATE_NAME).is_file():
         command = [sys.executable, "-m", "elasticnet", "train", "--resume", str(folder), "--device", device, "--quiet"]
     elif folder.exists():

@@ -400,6 +400,51 @@ def test_planned_compute_is_what_the_training_counts(tmp_path):
     assert tflops == pytest.approx(counted["train_tflops"], rel=1e-3, abs=1e-4) and tflops > 0.01
 
 
+def test_a_run_folder_is_reused_only_for_the_recipe_it_holds(tmp_path):
+    from runner import check_same_recipe, recipe_differences
+
+    from elasticnet.cli import main as cli
+
+    out = tmp_path / "run"
+    flags = "--base-width 4 --depths 2 --widths 1 --image-size 32x32 --synthetic-count 12 --batch-size 4 --epochs 1"
+    command = [sys.executable, "-m", "elasticnet", "train", *flags.split(), "--calib-batches", "1", "--device", "cpu"]
+    assert cli([*command[3:], "--out", str(out), "--quiet"]) == 0
+    assert recipe_differences([*command, "--out", str(out)], out) == []
+    # where it runs is not the recipe: another output folder, device or data path reuses the run
+    moved = [*command[:-1], "auto", "--out", str(tmp_path / "elsewhere"), "--num-workers", "0"]
+    assert recipe_differences(moved, out) == []
+    changed = [*command, "--lr", "0.01", "--epochs", "2", "--out", str(out)]
+    assert sorted(recipe_differences(changed, out)) == ["train.epochs: 1 -> 2", "train.lr: 0.002 -> 0.01"]
+    with pytest.raises(SystemExit, match=r"another recipe.*train\.epochs: 1 -> 2.*another run name"):
+        check_same_recipe(changed, out)
+    assert recipe_differences(changed, tmp_path / "new") == []  # nothing saved there yet
+
+
+def test_the_mammography_table_refuses_folds_trained_by_another_recipe(tmp_path):
+    data = write_fake_mias(tmp_path / "mias")
+    config = tmp_path / "m.yaml"
+    text = (
+        "model: {in_channels: 1, depths: [2], widths: [1.0], base_width: 4}\n"
+        "data: {dataset: auto, split: grouped, folds: 2, fold: 0, val_fraction: 0.2, image_size: [32, 32],\n"
+        "       mean: [0.2], std: [0.25], augment: none}\n"
+        "train: {batch_size: 4, calib_batches: 1, lesion_detection: true}\n"
+        "profiles:\n  tiny: {train: {max_steps: 2}}\n"
+    )
+    config.write_text(text)
+    command = [sys.executable, str(ROOT / "paper" / "mammography_table.py"), "--data", str(data), "--config"]
+    command += [str(config), "--profile", "tiny", "--folds", "0", "--device", "cpu", "--runs", str(tmp_path / "runs")]
+    command += ["--out", str(tmp_path / "results"), "--threads", "1"]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    checkpoint = tmp_path / "runs" / "tiny" / "fold0" / "checkpoint.pt"
+    before = checkpoint.read_bytes()
+    config.write_text(text.replace("max_steps: 2", "max_steps: 3"))  # the profile edited after the run
+    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode != 0 and "Traceback" not in again.stderr
+    assert "train.max_steps: 2 -> 3" in again.stderr and "another run name" in again.stderr
+    assert checkpoint.read_bytes() == before
+
+
 @pytest.mark.parametrize("arm", sorted(parity_table.ARMS))
 def test_every_parity_arm_is_a_valid_training_config(arm):
     """A recipe arm is a list of train flags: a typo there would only show hours into a campaign."""
