@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from checkout import ROOT
+from runner import count
 
 from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv
@@ -240,8 +241,8 @@ def main() -> None:
     p.add_argument("--data", default="")
     p.add_argument("--epochs", default="16,32,64,128")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "convergence")
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--jobs", type=count(1), default=1)
+    p.add_argument("--threads", type=count(0), default=0)
     p.add_argument("--lr", default=f"{BASE_LR:g}", help="comma-separated learning rates to train (a sweep)")
     p.add_argument(
         "--shapes", default=",".join(PROTOCOL_SHAPES), help=f"which individual nets to train, of {','.join(SHAPES)}"

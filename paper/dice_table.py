@@ -57,6 +57,7 @@ from runner import (
     ROOT,
     WALL_NAME,
     check_same_recipe,
+    count,
     git_commit,
     hardware_text,
     planned_tflops,
@@ -402,8 +403,8 @@ def main(argv: list[str] | None = None) -> None:
         "--split", default="random,grouped", help="comma-separated: random (by image), grouped (by sequence)"
     )
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--jobs", type=int, default=1, help="trainings at a time (CPU: threads split between them)")
-    p.add_argument("--threads", type=int, default=0, help="threads per training (default: CPU cores / jobs)")
+    p.add_argument("--jobs", type=count(1), default=1, help="trainings at a time (CPU: threads split between them)")
+    p.add_argument("--threads", type=count(0), default=0, help="threads per training (default: CPU cores / jobs)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="", help="results folder (default results/cvc_clinicdb/PROFILE)")
     p.add_argument("--runs", default=str(ROOT / "runs" / "dice_table"), help="training runs (default %(default)s)")

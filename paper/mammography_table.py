@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from checkout import ROOT
-from runner import check_same_recipe, train_command, train_or_resume
+from runner import check_same_recipe, count, index_list, train_command, train_or_resume
 
 from elasticnet.reporting import markdown_table, save_figure, write_csv
 
@@ -48,6 +48,18 @@ COLUMNS = [
     "dice_lesion",
     "fp_rate_normal",
 ]
+
+
+def fold_count(args) -> int:
+    """The number of folds the config (with its profile and the recipe's flags) splits the films into."""
+    from runner import planned_config
+
+    from elasticnet.errors import UserError
+
+    try:
+        return planned_config(fold_command(args, 0, args.runs / args.name / "fold0")).data.folds
+    except UserError as e:
+        raise SystemExit(f"{args.config} (profile {args.profile}, --flags {args.flags!r}): {e}") from None
 
 
 def fold_command(args, fold: int, folder: Path) -> list[str]:
@@ -194,8 +206,8 @@ def main() -> None:
     p.add_argument("--flags", default="", help="extra training flags (the recipe), e.g. '--loss bce_focal_tversky'")
     p.add_argument("--name", default="", help="results/mammography/<name> (default: the profile)")
     p.add_argument("--evaluate-on", default="test", choices=["test", "val"])
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--jobs", type=count(1), default=1)
+    p.add_argument("--threads", type=count(0), default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "mammography")
     p.add_argument("--out", type=Path, default=None)
@@ -205,7 +217,10 @@ def main() -> None:
     args.name = args.name or args.profile
     args.out = args.out or ROOT / "results" / "mammography" / args.name
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    folds = [int(f) for f in args.folds.split(",") if f != ""]
+    folds = index_list(args.folds, "--folds", "0,1,2,3,4")
+    n_folds = fold_count(args)
+    if max(folds) >= n_folds:
+        raise SystemExit(f"--folds {args.folds}: {args.config} splits the films into {n_folds} folds, 0..{n_folds - 1}")
     with ThreadPoolExecutor(args.jobs) as pool:
         for future in [pool.submit(train_fold, args, k) for k in folds]:
             future.result()

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 from checkout import ROOT
-from runner import check_same_recipe, git_commit, hardware_text, seed_list, train_command, train_or_resume
+from runner import check_same_recipe, count, git_commit, hardware_text, seed_list, train_command, train_or_resume
 
 from elasticnet import __version__
 from elasticnet.config import build_config
@@ -583,8 +583,8 @@ def main(argv: list[str] | None = None) -> None:
         default=ROOT / "results" / "cvc_clinicdb" / "converged" / "convergence_epochs.csv",
         help="each shape's own E, written by paper/convergence.py",
     )
-    p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--jobs", type=count(1), default=1)
+    p.add_argument("--threads", type=count(0), default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "parity")
     p.add_argument("--out", type=Path, default=None, help="default results/cvc_clinicdb/PROFILE")

@@ -7,6 +7,7 @@ Shared by the scripts that queue many trainings (``dice_table.py``, ``parity_tab
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -28,15 +29,35 @@ WALL_NAME = "wall_seconds.json"  # wall seconds of a run, summed over its attemp
 Job = TypeVar("Job")
 
 
-def seed_list(text: str) -> list[int]:
-    """``--seeds 0,1,2`` as a list of non-negative integers (a clear exit for anything else)."""
+def index_list(text: str, flag: str = "--seeds", example: str = "0,1,2") -> list[int]:
+    """``--seeds 0,1,2`` (or ``--folds``) as a list of distinct non-negative integers (a clear exit for anything
+    else: a number named twice would count its runs twice in a pooled table)."""
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        values = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        seeds = []
-    if not seeds or min(seeds) < 0:
-        raise SystemExit(f"--seeds {text!r}: give non-negative integers separated by commas, e.g. 0,1,2")
-    return seeds
+        values = []
+    if not values or min(values) < 0 or len(set(values)) < len(values):
+        raise SystemExit(f"{flag} {text!r}: give distinct non-negative integers separated by commas, e.g. {example}")
+    return values
+
+
+def seed_list(text: str) -> list[int]:
+    return index_list(text, "--seeds", "0,1,2")
+
+
+def count(least: int):
+    """An argparse type: an integer >= ``least`` (``--jobs`` 1, ``--threads`` 0 = automatic)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r}: give an integer >= {least}")
+        return value
+
+    return parse
 
 
 def train_command(

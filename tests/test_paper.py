@@ -691,13 +691,36 @@ def test_paired_bootstrap_pools_folds_as_one_test_set_of_their_sequences(monkeyp
     assert row["ci_low"] <= row["gap"] <= row["ci_high"]
 
 
-@pytest.mark.parametrize("bad", ["", "a", "0,x", "-1", " , "])
+@pytest.mark.parametrize("bad", ["", "a", "0,x", "-1", " , ", "0,1,0"])
 def test_paper_scripts_name_the_form_of_seeds(bad):
     from runner import seed_list
 
     with pytest.raises(SystemExit, match="--seeds"):
         seed_list(bad)
     assert seed_list("0, 2,") == [0, 2]
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--folds", "a"], "--folds 'a': give distinct non-negative integers"),
+        (["--folds", "0,0"], "--folds '0,0': give distinct"),  # a fold twice would pool its films twice
+        (["--folds", "2"], "splits the films into 2 folds, 0..1"),
+        (["--jobs", "0"], "argument --jobs: '0': give an integer >= 1"),
+        (["--threads", "-1"], "argument --threads: '-1': give an integer >= 0"),
+        (["--flags", "--epochs x"], "cannot read 'x' as int"),
+    ],
+)
+def test_the_mammography_table_refuses_bad_arguments_before_any_training(tmp_path, bad, message):
+    data = write_fake_mias(tmp_path / "mias", women=2, size=32)
+    config = tmp_path / "m.yaml"
+    config.write_text("data: {dataset: auto, split: grouped, folds: 2}\nprofiles: {cpu: {train: {epochs: 1}}}\n")
+    command = [sys.executable, str(ROOT / "paper" / "mammography_table.py"), "--data", str(data)]
+    command += ["--config", str(config), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"), *bad]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert message in done.stderr
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "out").exists()
 
 
 def test_parity_pools_the_grouped_folds_on_the_seeds_that_have_them_all():
