@@ -129,12 +129,19 @@ def recipe_differences(command: Sequence[str], folder: Path) -> list[str]:
     ``config.yaml``) differs from what ``command`` would train; empty when the folder holds no config yet or the
     same recipe. Where the run goes (:data:`WHERE_KEYS`) is not compared."""
     from elasticnet.config import RunConfig, load_yaml
+    from elasticnet.errors import UserError
 
     saved_file = folder / "config.yaml"
     if not saved_file.is_file():
         return []
-    saved = RunConfig.from_dict(load_yaml(saved_file), source=str(saved_file)).to_dict()
-    planned = planned_config(command).to_dict()
+    try:
+        planned = planned_config(command).to_dict()
+    except UserError as e:
+        raise SystemExit(f"the training command for {folder} is not a valid config: {e}") from None
+    try:
+        saved = RunConfig.from_dict(load_yaml(saved_file), source=str(saved_file)).to_dict()
+    except UserError as e:  # written by another version of the package
+        return [f"config.yaml cannot be read as this version's config ({e})"]
     changes = []
     for section, values in planned.items():
         for key, value in values.items():

@@ -418,6 +418,11 @@ def test_a_run_folder_is_reused_only_for_the_recipe_it_holds(tmp_path):
     with pytest.raises(SystemExit, match=r"another recipe.*train\.epochs: 1 -> 2.*another run name"):
         check_same_recipe(changed, out)
     assert recipe_differences(changed, tmp_path / "new") == []  # nothing saved there yet
+    (tmp_path / "other").mkdir()  # a config another version wrote, with a key this one does not know
+    (tmp_path / "other" / "config.yaml").write_text((out / "config.yaml").read_text() + "extra: {key: 1}\n")
+    assert recipe_differences(command, tmp_path / "other")[0].startswith("config.yaml cannot be read")
+    with pytest.raises(SystemExit, match=r"not a valid config.*epochs"):
+        recipe_differences([*command, "--epochs", "x"], out)
 
 
 def test_the_mammography_table_refuses_folds_trained_by_another_recipe(tmp_path):
