@@ -159,16 +159,23 @@ DIAGNOSIS = [
     "lesions_detectable",
     "lesions_covered",
 ]
+# mass sizes: equivalent diameter below 16, 16 to 32, and 32 px or more of the evaluated film (SIZE_BINS)
+SIZE_NAMES = ("small", "medium", "large")
+DIAGNOSIS += [f"{c}_{n}" for n in SIZE_NAMES for c in ("lesions", "sensitivity_at_1fp")]
 
 
 def diagnosis_rows(tallies: dict) -> list[dict]:
     """Per sub-net, pooled: where masses are lost (see :mod:`elasticnet.training.detection`): never touched by a
     candidate (1 - covered), swallowed by one centred elsewhere (covered - detectable), or ranked below 1 false
-    positive per film (detectable - sensitivity); and the sensitivity at 1 FP when the segmentation threshold
-    itself traces the curve."""
+    positive per film (detectable - sensitivity); the sensitivity at 1 FP when the segmentation threshold
+    itself traces the curve; and the masses and the sensitivity at 1 FP per size (``_small``: equivalent
+    diameter < 16 px of the evaluated film, ``_medium`` 16-32, ``_large`` >= 32; at 256 x 256 from 1024 x 1024,
+    4x that on the original film)."""
     out = []
     for (depth, width), tally in sorted(tallies.items()):
         s = tally.summary()
+        for name, (_, _, lesions, share) in zip(SIZE_NAMES, tally.sensitivity_by_size(1.0), strict=True):
+            s[f"lesions_{name}"], s[f"sensitivity_at_1fp_{name}"] = lesions, share
         out.append({"depth": depth, "width": width} | {k: round(s[k], 4) for k in DIAGNOSIS[2:]})
     return out
 

@@ -87,6 +87,26 @@ def test_threshold_counts_split_a_blob_that_swallows_a_lesion_at_a_higher_thresh
     assert tally.summary()["sensitivity_at_1fp"] == 0.0  # the fixed candidates at 0.1 lose it
 
 
+def test_sensitivity_by_size_reads_the_same_operating_point_and_pools_sizes_by_merge():
+    a = DetectionTally()
+    # a small lesion (diameter ~8 px) found strongly, a large one (~40 px) found only below a false positive
+    a.add(*film(lesions=[(12, 12, 4), (40, 40, 20)], blobs=[(12, 12, 3, 0.9), (40, 40, 5, 0.3), (5, 60, 2, 0.6)]))
+    assert [round(d) for d in a.lesion_sizes] == [8, 40]  # equivalent diameters of the drawn discs (radius 4, 20)
+    # 1 film: at 0.6 one false positive per film with the small lesion; at 0.3 both, still 1 FP per film
+    assert a.detected_at(0.5) == {0} and a.detected_at(1.0) == {0, 1}
+    for rate in (0.5, 1.0):
+        assert len(a.detected_at(rate)) / a.lesions == sensitivity_at(a.froc(), rate)
+    small, medium, large = a.sensitivity_by_size(0.5)
+    assert (small[2:], medium[2], large[2:]) == ((1, 1.0), 0, (1, 0.0)) and np.isnan(medium[3])
+    b = DetectionTally()
+    b.add(*film(lesions=[(30, 30, 10)], blobs=[(30, 30, 4, 0.8)]))  # a medium lesion (~20 px), found
+    pooled = a.merge(b)
+    assert [n for _, _, n, _ in pooled.sensitivity_by_size(0.5)] == [1, 1, 1]
+    # 2 films: the false positive costs 0.5 per film; below that the large lesion is not yet found
+    assert [s for _, _, _, s in pooled.sensitivity_by_size(0.25)] == [1.0, 1.0, 0.0]
+    assert [s for _, _, _, s in pooled.sensitivity_by_size(0.5)] == [1.0, 1.0, 1.0]
+
+
 def test_a_film_without_candidates_or_lesions_counts_only_as_a_film():
     tally = DetectionTally()
     tally.add(*film())

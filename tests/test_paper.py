@@ -340,6 +340,8 @@ def test_mammography_table_end_to_end_on_generated_films(tmp_path):
         d = diagnosis[(r["depth"], r["width"])]
         assert d["lesions"] == r["lesions"] and d["sensitivity_at_1fp"] == r["sensitivity_at_1fp"]
         assert float(d["sensitivity_at_1fp"]) <= float(d["lesions_detectable"]) <= float(d["lesions_covered"]) <= 1
+        sizes = [int(d[f"lesions_{n}"]) for n in ("small", "medium", "large")]  # every mass in one size bin
+        assert sum(sizes) == int(d["lesions"])
 
 
 def test_the_small_files_of_committed_runs_are_not_ignored_by_git():

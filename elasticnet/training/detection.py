@@ -13,13 +13,16 @@ Two checks of where lesions are lost: ``lesions_detectable`` (the share some can
 false-positive rate, the ceiling of the curve) and ``lesions_covered`` (the share any candidate touches: the
 difference was swallowed by a candidate centred elsewhere, e.g. a mass inside a marked region of dense
 tissue); and a second FROC traced by the segmentation threshold itself (the candidates are the components of
-``probability > t`` for each t of SWEEP, ``threshold_froc``), which splits such merged regions.
+``probability > t`` for each t of SWEEP, ``threshold_froc``), which splits such merged regions. And which
+lesions are found by size (``sensitivity_by_size``): lesions binned by their equivalent diameter in pixels of
+the evaluated image (SIZE_BINS), each bin's share detected at a false-positive rate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import cv2
 import numpy as np
@@ -28,6 +31,8 @@ CANDIDATE_THRESHOLD = 0.1  # probabilities above this form candidates; the FROC 
 FP_RATES = (0.5, 1.0, 2.0)  # false positives per film at which sensitivity is reported
 # segmentation thresholds of the second FROC (candidates: the components of probability > t, for each t)
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+# equivalent diameters (pixels of the evaluated image) that split lesions into small / medium / large
+SIZE_BINS = (16.0, 32.0)
 
 
 @dataclass
@@ -46,6 +51,7 @@ class DetectionTally:
     # per SWEEP threshold: lesions detected and false positives when the candidates are the components of
     # probability > t (the FROC traced by the segmentation threshold)
     sweep: list[list[int]] = field(default_factory=lambda: [[0, 0] for _ in SWEEP])
+    lesion_sizes: list[float] = field(default_factory=list)  # equivalent diameter (px) of each lesion, by id
 
     def add(self, prob: np.ndarray, mask: np.ndarray) -> None:
         """One film: ``prob`` (H, W) probabilities, ``mask`` (H, W) with lesions > 0.5."""
@@ -68,6 +74,9 @@ class DetectionTally:
             counts[1] += fp
         if count and n > 1:  # label 0 is the background of both
             self.covered += int(np.count_nonzero(np.bincount(lesion_labels[labels > 0], minlength=count + 1)[1:]))
+        if count:
+            areas = np.bincount(lesion_labels.ravel(), minlength=count + 1)[1:]
+            self.lesion_sizes.extend((2.0 * np.sqrt(areas / np.pi)).tolist())
         self.lesions += count
         self.films += 1
         if count == 0:
@@ -87,6 +96,7 @@ class DetectionTally:
             normal_films_flagged=self.normal_films_flagged + other.normal_films_flagged,
             operating_threshold=self.operating_threshold,
             sweep=[[a[0] + b[0], a[1] + b[1]] for a, b in zip(self.sweep, other.sweep)],
+            lesion_sizes=self.lesion_sizes + other.lesion_sizes,
         )
 
     def threshold_froc(self) -> list[tuple[float, float, float]]:
@@ -109,6 +119,39 @@ class DetectionTally:
             if last:  # candidates with equal scores enter together
                 points.append((self.scores[i], fp / max(1, self.films), len(detected) / max(1, self.lesions)))
         return points
+
+    def detected_at(self, fp_per_film: float) -> set[int]:
+        """The lesions (ids) detected at the loosest score threshold of the FROC with no more than
+        ``fp_per_film`` false positives per film: the point :func:`sensitivity_at` reads."""
+        order = np.argsort(-np.asarray(self.scores, dtype=np.float64), kind="stable")
+        detected: set[int] = set()
+        best: set[int] = set()
+        fp = 0
+        for rank, i in enumerate(order):
+            if self.hits[i] < 0:
+                fp += 1
+            else:
+                detected.add(self.hits[i])
+            last = rank + 1 == len(order) or self.scores[order[rank + 1]] != self.scores[i]
+            if last:
+                if fp / max(1, self.films) > fp_per_film:
+                    break  # false positives only grow from here
+                best = set(detected)
+        return best
+
+    def sensitivity_by_size(
+        self, fp_per_film: float = 1.0, bins: tuple[float, ...] = SIZE_BINS
+    ) -> list[tuple[float, float, int, float]]:
+        """(smallest diameter, largest diameter (exclusive), lesions, sensitivity at ``fp_per_film``) per size
+        bin; diameters are equivalent diameters in pixels of the evaluated image; NaN for an empty bin."""
+        edges = (0.0, *bins, float("inf"))
+        found = self.detected_at(fp_per_film)
+        out = []
+        for low, high in pairwise(edges):
+            ids = [i for i, d in enumerate(self.lesion_sizes) if low <= d < high]
+            share = sum(i in found for i in ids) / len(ids) if ids else float("nan")
+            out.append((low, high, len(ids), share))
+        return out
 
     def summary(self) -> dict[str, float]:
         """Sensitivity at 0.5 / 1 / 2 false positives per film and the false-positive rate on normal films
