@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from checkout import ROOT
-from runner import check_same_recipe, count, index_list, train_command, train_or_resume
+from runner import check_same_recipe, count, index_list, planned_config, train_command, train_or_resume
 
 from elasticnet.reporting import markdown_table, save_figure, write_csv
 
@@ -52,14 +52,7 @@ COLUMNS = [
 
 def fold_count(args) -> int:
     """The number of folds the config (with its profile and the recipe's flags) splits the films into."""
-    from runner import planned_config
-
-    from elasticnet.errors import UserError
-
-    try:
-        return planned_config(fold_command(args, 0, args.runs / args.name / "fold0")).data.folds
-    except UserError as e:
-        raise SystemExit(f"{args.config} (profile {args.profile}, --flags {args.flags!r}): {e}") from None
+    return planned_config(fold_command(args, 0, args.runs / args.name / "fold0")).data.folds
 
 
 def fold_command(args, fold: int, folder: Path) -> list[str]:

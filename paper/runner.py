@@ -115,13 +115,18 @@ FILLED_AT_START = {"model.channel_multiple": 0, "data.augment_on": "auto"}
 
 
 def planned_config(command: Sequence[str]):
-    """The :class:`~elasticnet.config.RunConfig` a training command will run (nothing is read but its config)."""
+    """The :class:`~elasticnet.config.RunConfig` a training command will run (nothing is read but its config);
+    a command whose config is not valid stops the script with the config's message."""
     from elasticnet.cli import build_parser
     from elasticnet.cli.train import config_overrides
     from elasticnet.config import build_config
+    from elasticnet.errors import UserError
 
     args = build_parser().parse_args(list(command[3:]))  # after: python -m elasticnet
-    return build_config(args.config, config_overrides(args), args.profile)
+    try:
+        return build_config(args.config, config_overrides(args), args.profile)
+    except UserError as e:
+        raise SystemExit(f"the training command ({' '.join(command[4:])}) is not a valid config: {e}") from None
 
 
 def recipe_differences(command: Sequence[str], folder: Path) -> list[str]:
@@ -134,10 +139,7 @@ def recipe_differences(command: Sequence[str], folder: Path) -> list[str]:
     saved_file = folder / "config.yaml"
     if not saved_file.is_file():
         return []
-    try:
-        planned = planned_config(command).to_dict()
-    except UserError as e:
-        raise SystemExit(f"the training command for {folder} is not a valid config: {e}") from None
+    planned = planned_config(command).to_dict()
     try:
         saved = RunConfig.from_dict(load_yaml(saved_file), source=str(saved_file)).to_dict()
     except UserError as e:  # written by another version of the package

@@ -104,39 +104,34 @@ class DetectionTally:
         films, lesions = max(1, self.films), max(1, self.lesions)
         return [(t, fp / films, found / lesions) for t, (found, fp) in zip(SWEEP, self.sweep)]
 
-    def froc(self) -> list[tuple[float, float, float]]:
-        """(score threshold, false positives per film, sensitivity), from the strictest threshold down."""
+    def _walk(self):
+        """(score threshold, false positives, lesions detected) at each score of the candidates, from the
+        strictest down; candidates with equal scores enter together."""
         order = np.argsort(-np.asarray(self.scores, dtype=np.float64), kind="stable")
         detected: set[int] = set()
-        fp, points = 0, []
+        fp = 0
         for rank, i in enumerate(order):
             hit = self.hits[i]
             if hit < 0:
                 fp += 1
             else:
                 detected.add(hit)
-            last = rank + 1 == len(order) or self.scores[order[rank + 1]] != self.scores[i]
-            if last:  # candidates with equal scores enter together
-                points.append((self.scores[i], fp / max(1, self.films), len(detected) / max(1, self.lesions)))
-        return points
+            if rank + 1 == len(order) or self.scores[order[rank + 1]] != self.scores[i]:
+                yield self.scores[i], fp, detected
+
+    def froc(self) -> list[tuple[float, float, float]]:
+        """(score threshold, false positives per film, sensitivity), from the strictest threshold down."""
+        films, lesions = max(1, self.films), max(1, self.lesions)
+        return [(score, fp / films, len(detected) / lesions) for score, fp, detected in self._walk()]
 
     def detected_at(self, fp_per_film: float) -> set[int]:
         """The lesions (ids) detected at the loosest score threshold of the FROC with no more than
         ``fp_per_film`` false positives per film: the point :func:`sensitivity_at` reads."""
-        order = np.argsort(-np.asarray(self.scores, dtype=np.float64), kind="stable")
-        detected: set[int] = set()
         best: set[int] = set()
-        fp = 0
-        for rank, i in enumerate(order):
-            if self.hits[i] < 0:
-                fp += 1
-            else:
-                detected.add(self.hits[i])
-            last = rank + 1 == len(order) or self.scores[order[rank + 1]] != self.scores[i]
-            if last:
-                if fp / max(1, self.films) > fp_per_film:
-                    break  # false positives only grow from here
-                best = set(detected)
+        for _, fp, detected in self._walk():
+            if fp / max(1, self.films) > fp_per_film:
+                break  # false positives only grow from here
+            best = set(detected)
         return best
 
     def sensitivity_by_size(
