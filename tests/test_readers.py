@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -10,8 +11,9 @@ import pytest
 import tifffile
 import torch
 
-from elasticnet.config import DataConfig
-from elasticnet.data.build import build_datasets, dataset_kind, load_all
+from elasticnet.cli.evaluate import eval_loader
+from elasticnet.config import DataConfig, RunConfig
+from elasticnet.data.build import build_datasets, dataset_kind, load_all, split_sizes
 from elasticnet.data.cvc import SEQUENCE_STARTS, find_cvc, sequence_of
 from elasticnet.data.dataset import PatchDataset, SegmentationDataset
 from elasticnet.data.imageio import read_image
@@ -134,10 +136,27 @@ def test_mias_masks_from_info(tmp_path, layout):
     assert (masks["mdb001"] > 0).sum() == pytest.approx(np.pi * 25, rel=0.25)
     assert masks["mdb002"].max() == 0 and masks["mdb003"].max() == 0  # normal; calcification is not a mass
     assert masks["mdb004"][63 - 50, 10] == 255 and masks["mdb004"][63 - 12, 50] == 255  # two masses
-    assert masks["mdb005"].max() == 0  # a mass without coordinates cannot be drawn
+    assert masks["mdb005"].max() == 0  # a mass without coordinates cannot be drawn ...
+    assert [r.name for r in records if r.unlocated] == ["mdb005"]  # ... so the film is marked, not called normal
     all_classes = {r.name: decode(r, 1)[1] for r in find_mias(tmp_path / "mias", "all")}
     assert all_classes["mdb003"][63 - 40, 40] == 255
     assert dataset_kind(DataConfig(data=str(tmp_path / "mias"))) == "mini-mias"
+
+
+def test_film_with_an_unlocated_mass_keeps_its_part_but_is_neither_trained_nor_scored(tmp_path):
+    write_mias(tmp_path / "mias")
+    cfg = DataConfig(data=str(tmp_path / "mias"), image_size=(32, 32), split="random", val_fraction=0.34, folds=3)
+    for fold in range(3):
+        split = build_datasets(dataclasses.replace(cfg, fold=fold), 1, seed=0)
+        used = [n for part in (split.train, split.val, split.test) for n in part.names]
+        assert sorted(used) == ["mdb001", "mdb002", "mdb003", "mdb004", "mdb006"]  # mdb005 in none of them
+        assert [r["name"] for r in split.rows] == [f"mdb{i:03d}" for i in range(1, 7)]  # the split is unchanged
+        sizes = split_sizes(dataclasses.replace(cfg, fold=fold))
+        assert sizes == {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
+    everything = load_all(cfg, 1)
+    assert everything.unlocated == {"mdb005"} and "mdb005" not in everything.subset(everything.located()).names
+    loader, what = eval_loader(RunConfig(data=cfg), str(tmp_path / "mias"), 2)  # `elasticnet eval --data`
+    assert "mdb005" not in loader.dataset.names and len(loader.dataset) == 5 and "left out" in what
 
 
 def test_mias_parser_and_errors(tmp_path):

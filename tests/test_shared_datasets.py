@@ -56,6 +56,9 @@ def test_mias_masks_drawn_from_info_equal_the_shipped_masks():
         shipped = cv2.imread(str(MIAS / "masks" / f"{record.name}.png"), cv2.IMREAD_GRAYSCALE)
         assert np.array_equal(mask, shipped), record.name
     assert sum(bool(r.circles) for r in find_mias(MIAS, "all")) == 111
+    # Info.txt names a mass on mdb059 and calcifications on mdb216, mdb233 and mdb245 without locating them
+    assert [r.name for r in records if r.unlocated] == ["mdb059"]
+    assert [r.name for r in find_mias(MIAS, "all") if r.unlocated] == ["mdb059", "mdb216", "mdb233", "mdb245"]
 
 
 @needs(MIAS)

@@ -58,8 +58,11 @@ def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = Non
         what = f"the run's validation split ({len(images)} images of {cfg.data.data})"
     else:
         data_cfg = dataclasses.replace(cfg.data, data=data, dataset=reader or "auto")
-        images = load_all(data_cfg, cfg.model.in_channels)
+        everything = load_all(data_cfg, cfg.model.in_channels)
+        images = everything.subset(everything.located())
         what = f"all {len(images)} images of {data}"
+        if everything.unlocated:
+            what += f" (left out, their lesion is not located: {', '.join(sorted(everything.unlocated))})"
     return DataLoader(images, batch_size=batch_size), what
 
 

@@ -105,32 +105,37 @@ def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
         check_records(records, in_channels, cfg.data, known=listed)
         images = LazyArrays(records, in_channels, size, 0, cfg.crop, cfg.contrast)
         masks = LazyArrays(records, in_channels, size, 1, cfg.crop, cfg.contrast)
-    return SegmentationDataset(images, masks, names, cfg.mean, cfg.std, groups=groups)
+    unlocated = [r.name for r in records if r.unlocated]
+    return SegmentationDataset(images, masks, names, cfg.mean, cfg.std, groups=groups, unlocated=unlocated)
 
 
 def split_sizes(cfg: DataConfig) -> dict[str, int]:
     """Images in each part of the split (train, val, test) from the file listing alone, nothing decoded: for
-    planning a run's steps before it starts."""
+    planning a run's steps before it starts. Images with an unlocated lesion are not counted (not used)."""
     if cfg.data == "synthetic":
         groups = [f"synthetic-{i:05d}" for i in range(cfg.synthetic_count)]
+        used = [True] * len(groups)
     else:
         try:
             records = find_records(cfg)
         except DataProblems as e:  # the pairs found are what a run would train on, once the listing is fixed
             records = e.records
-        groups = [r.group for r in records]
+        groups, used = [r.group for r in records], [not r.unlocated for r in records]
     parts = assign_split(groups, cfg.split, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.folds, cfg.fold)
-    return {p: parts.count(p) for p in ("train", "val", "test")}
+    return {p: sum(q == p and u for q, u in zip(parts, used)) for p in ("train", "val", "test")}
 
 
 def build_datasets(cfg: DataConfig, in_channels: int, seed: int) -> Split:
     """Split as configured (by ``cfg.split_seed``, so every training seed sees the same test images);
-    augmentation (seeded by ``seed``) and patches on the training part only."""
+    augmentation (seeded by ``seed``) and patches on the training part only. Images with an unlocated lesion
+    (:attr:`Record.unlocated`) keep their part in ``rows`` but are in none of the data sets."""
     full = load_all(cfg, in_channels)
     parts = assign_split(
         full.groups, cfg.split, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.folds, cfg.fold
     )
-    index = {p: [i for i, q in enumerate(parts) if q == p] for p in ("train", "val", "test")}
+    # every image keeps its part (the split does not depend on the annotation); unlocated lesions are not used
+    located = set(full.located())
+    index = {p: [i for i, q in enumerate(parts) if q == p and i in located] for p in ("train", "val", "test")}
     pipeline = augment.build(augmentation_kind(cfg, in_channels), seed, cfg.augment_strength)
     train: Dataset = full.subset(index["train"], pipeline)
     if any(cfg.patch_size):

@@ -38,10 +38,13 @@ class SegmentationDataset(Dataset):
         std: Sequence[float],
         pipeline=None,
         groups: list[str] | None = None,
+        unlocated: Sequence[str] = (),
     ):
         assert len(images) == len(masks) == len(names)
         self.images, self.masks, self.names = images, masks, names
         self.groups = list(groups) if groups is not None else list(names)
+        # names of images whose annotation names a lesion it does not locate (Record.unlocated)
+        self.unlocated = frozenset(unlocated) & frozenset(names)
         self.mean, self.std, self.pipeline = tuple(mean), tuple(std), pipeline
 
     def __len__(self) -> int:
@@ -68,7 +71,12 @@ class SegmentationDataset(Dataset):
             self.std,
             pipeline,
             [self.groups[i] for i in indices],
+            self.unlocated,
         )
+
+    def located(self) -> list[int]:
+        """Indices of the images whose masks mark every annotated lesion: those that can be trained on and scored."""
+        return [i for i, n in enumerate(self.names) if n not in self.unlocated]
 
 
 def split_key(key: int | tuple[int, int]) -> tuple[int, int | None]:

@@ -4,8 +4,11 @@ Reads the original distribution (``mdbNNN.pgm`` beside ``Info.txt``) or a PNG co
 (``images/mdbNNN.png`` with ``Info.txt`` beside ``images/``). Masks are drawn from ``Info.txt`` as filled
 circles: its x, y give the centre with y counted from the *bottom* of the image, and the radius encloses
 the abnormality. ``classes="mass"`` draws the mass classes (CIRC, SPIC, MISC) only; ``"all"`` every
-abnormality with coordinates. Films without a drawn lesion get empty masks. The left and right films of
-one woman (ids 2k-1 and 2k) form one group, so splits never separate them.
+abnormality with coordinates. Films without a drawn lesion get empty masks. A film with a lesion of the
+wanted classes that Info.txt does not locate (mdb059's mass; the calcifications of mdb216, mdb233 and
+mdb245) is marked ``unlocated``: its mask could not show that lesion, so it is left out of training and
+evaluation (it keeps its place in the split). The left and right films of one woman (ids 2k-1 and 2k) form
+one group, so splits never separate them.
 
 These are region annotations, not outlines: Dice against them measures localisation more than boundary
 accuracy.
@@ -72,12 +75,15 @@ def find_mias(root: str | Path, classes: str = "mass") -> list[Record]:
     image_dir = root / "images" if (root / "images").is_dir() else root
     files = {stem: p for stem, p in files_by_stem(image_dir).items() if stem.startswith("mdb")}
     circles: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
-    refnums = []
+    refnums, unlocated = [], set()
     for a in parse_info(info):
         if a.refnum not in refnums:
             refnums.append(a.refnum)
-        if a.cls in wanted and a.x is not None:
-            circles[a.refnum].append((a.x, a.y_from_bottom, a.radius))
+        if a.cls in wanted:
+            if a.x is None:
+                unlocated.add(a.refnum)
+            else:
+                circles[a.refnum].append((a.x, a.y_from_bottom, a.radius))
     missing = [r for r in refnums if r not in files]
     if missing:
         raise UserError(
@@ -85,4 +91,6 @@ def find_mias(root: str | Path, classes: str = "mass") -> list[Record]:
             + ", ".join(missing[:10])
             + (" ..." if len(missing) > 10 else "")
         )
-    return [Record(r, files[r], patient_of(r), circles=tuple(circles.get(r, ()))) for r in refnums]
+    return [
+        Record(r, files[r], patient_of(r), circles=tuple(circles.get(r, ())), unlocated=r in unlocated) for r in refnums
+    ]

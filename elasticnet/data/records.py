@@ -28,6 +28,10 @@ class Record:
     mask_path: Path | None = None
     # Circles (column, row counted from the *bottom*, radius) in pixels, drawn filled as the mask.
     circles: tuple[tuple[float, float, float], ...] = ()
+    # A lesion the annotation names but does not locate: the mask cannot mark it, so the image is neither a
+    # lesion image nor a normal one. It keeps its place in the split (folds stay as they are) and is left out
+    # of training and evaluation.
+    unlocated: bool = False
 
 
 def problem_report(root: Path | str, problems: Sequence[str]) -> str:
