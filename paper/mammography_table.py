@@ -33,6 +33,7 @@ from checkout import ROOT
 from runner import check_same_recipe, count, index_list, planned_config, train_command, train_or_resume
 
 from elasticnet.reporting import markdown_table, save_figure, write_csv
+from elasticnet.training.detection import SIZE_BINS
 
 CONFIG = ROOT / "experiments" / "mammography.yaml"
 SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "split.csv")
@@ -152,22 +153,28 @@ DIAGNOSIS = [
     "lesions_detectable",
     "lesions_covered",
 ]
-# mass sizes: equivalent diameter below 16, 16 to 32, and 32 px or more of the evaluated film (SIZE_BINS)
+# mass sizes: equivalent diameter below 1/16, 1/16 to 1/8, and 1/8 or more of the film's shorter side (SIZE_BINS
+# at 256 x 256: 16 and 32 px), so that a bin holds the same masses at every working resolution
 SIZE_NAMES = ("small", "medium", "large")
 DIAGNOSIS += [f"{c}_{n}" for n in SIZE_NAMES for c in ("lesions", "sensitivity_at_1fp")]
 
 
-def diagnosis_rows(tallies: dict) -> list[dict]:
+def size_bins(image_size: tuple[int, int]) -> tuple[float, ...]:
+    """SIZE_BINS (pixels at 256 x 256) in pixels of films evaluated at ``image_size``."""
+    return tuple(b * min(image_size) / 256 for b in SIZE_BINS)
+
+
+def diagnosis_rows(tallies: dict, bins: tuple[float, ...] = SIZE_BINS) -> list[dict]:
     """Per sub-net, pooled: where masses are lost (see :mod:`elasticnet.training.detection`): never touched by a
     candidate (1 - covered), swallowed by one centred elsewhere (covered - detectable), or ranked below 1 false
     positive per film (detectable - sensitivity); the sensitivity at 1 FP when the segmentation threshold
-    itself traces the curve; and the masses and the sensitivity at 1 FP per size (``_small``: equivalent
-    diameter < 16 px of the evaluated film, ``_medium`` 16-32, ``_large`` >= 32; at 256 x 256 from 1024 x 1024,
-    4x that on the original film)."""
+    itself traces the curve; and the masses and the sensitivity at 1 FP per size (equivalent diameters in pixels
+    of the evaluated film split at ``bins``, :func:`size_bins`: ``_small`` < 16 px at 256 x 256, ``_medium``
+    16-32, ``_large`` >= 32; 4x that on the 1024 x 1024 film)."""
     out = []
     for (depth, width), tally in sorted(tallies.items()):
         s = tally.summary()
-        for name, (_, _, lesions, share) in zip(SIZE_NAMES, tally.sensitivity_by_size(1.0), strict=True):
+        for name, (_, _, lesions, share) in zip(SIZE_NAMES, tally.sensitivity_by_size(1.0, bins), strict=True):
             s[f"lesions_{name}"], s[f"sensitivity_at_1fp_{name}"] = lesions, share
         out.append({"depth": depth, "width": width} | {k: round(s[k], 4) for k in DIAGNOSIS[2:]})
     return out
@@ -242,7 +249,10 @@ def main() -> None:
         + markdown_table(rows, COLUMNS)
         + "\n"
     )
-    write_csv(diagnosis_rows(tallies), args.out / "diagnosis.csv")
+    bins = size_bins(
+        planned_config(fold_command(args, folds[0], args.runs / args.name / f"fold{folds[0]}")).data.image_size
+    )
+    write_csv(diagnosis_rows(tallies, bins), args.out / "diagnosis.csv")
     plot_froc(tallies, args.out / "froc.png", f"mini-MIAS masses, {args.name}, pooled over folds {args.folds}")
     from dice_table import hardware_text
 

@@ -14,6 +14,7 @@ import convergence
 import dice_table
 import dice_tables
 import mammography_epochs
+import mammography_table
 import numpy as np
 import pandas as pd
 import parity_bootstrap
@@ -342,6 +343,24 @@ def test_mammography_table_end_to_end_on_generated_films(tmp_path):
         assert float(d["sensitivity_at_1fp"]) <= float(d["lesions_detectable"]) <= float(d["lesions_covered"]) <= 1
         sizes = [int(d[f"lesions_{n}"]) for n in ("small", "medium", "large")]  # every mass in one size bin
         assert sum(sizes) == int(d["lesions"])
+
+
+def test_mass_size_bins_hold_the_same_masses_at_every_working_resolution():
+    from elasticnet.training.detection import DetectionTally
+
+    assert mammography_table.size_bins((256, 256)) == (16.0, 32.0)
+    assert mammography_table.size_bins((512, 384)) == (24.0, 48.0)  # the shorter side sets the scale
+    tallies = {}
+    for side in (256, 512):  # one mass of 20 px across at 256 x 256, found; the same film at twice the resolution
+        mask = np.zeros((side, side), np.float32)
+        yy, xx = np.mgrid[:side, :side]
+        mask[(yy - side / 2) ** 2 + (xx - side / 2) ** 2 <= (10 * side / 256) ** 2] = 1
+        tally = DetectionTally()
+        tally.add(mask * 0.9, mask)
+        tallies[side] = mammography_table.diagnosis_rows({(5, 1.0): tally}, mammography_table.size_bins((side, side)))
+    for rows in tallies.values():
+        assert [rows[0][f"lesions_{n}"] for n in ("small", "medium", "large")] == [0, 1, 0]
+        assert rows[0]["sensitivity_at_1fp_medium"] == 1.0
 
 
 def test_the_small_files_of_committed_runs_are_not_ignored_by_git():
