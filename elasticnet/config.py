@@ -320,7 +320,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if typing.get_origin(tp) is list:
             (item,) = typing.get_args(tp)
             if isinstance(value, str):
-                value = [v for v in value.replace("x", ",").replace("X", ",").split(",") if v.strip()]
+                if item in (int, float):  # sizes: 96x128 reads as 96,128
+                    value = value.replace("x", ",").replace("X", ",")
+                value = [v for v in value.split(",") if v.strip()]
             if not isinstance(value, (list, tuple)):
                 value = [value]
             return [coerce(v, item, key) for v in value]
@@ -431,6 +433,13 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError(
             f"val_fraction must lie in (0, 1) and test_fraction in [0, 1) with room left for training, "
             f"got {data.val_fraction} and {data.test_fraction}"
+        )
+    if data.folds >= 2 and not 0 <= data.fold < data.folds:
+        raise UserError(f"fold must lie in 0..{data.folds - 1} (folds {data.folds}), got {data.fold}")
+    if data.folds == 0 and data.fold != 0:
+        raise UserError(
+            f"fold {data.fold} picks the test part of a cross-validation, but folds is 0 (one split); add "
+            "--folds K (e.g. --folds 5) or drop --fold"
         )
     patch = data.patch_size
     if len(patch) != 2 or (

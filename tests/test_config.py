@@ -118,3 +118,12 @@ def test_loader_processes_follow_the_device_and_are_recorded():
     assert 1 <= resolve_for_device(cfg, "cuda").data.num_workers <= 4  # a GPU should not wait for augmentation
     cfg.data.num_workers = 3
     assert resolve_for_device(cfg, "cuda").data.num_workers == 3  # as given
+
+
+def test_list_values_split_on_x_only_where_they_are_sizes():
+    from elasticnet.config import coerce
+
+    assert coerce("96x128", list[int], "data.image_size") == [96, 128]
+    assert coerce("d4-w1,xd3", list[str], "train.always_subnets") == ["d4-w1", "xd3"]  # refused later by its reader
+    cfg = build_config(None, {"always_subnets": "xx", "strategy": "sandwich"})
+    assert cfg.train.always_subnets == ["xx"]

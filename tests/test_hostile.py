@@ -49,6 +49,9 @@ BAD_NUMBERS = {
     "--ema-decay": ["1.5"],
     "--weight-smallest": ["-1"],
     "--folds": ["1"],
+    "--fold": ["7", "-1"],  # folds is 0 (one split): a fold is a mistake, not ignored
+    "--always-subnets": ["xx", "d4-w0.3"],
+    "--subnet-weights": ["garbage", "d4-w0.5=-1"],
     "--eval-batch-size": ["-1"],
 }
 BAD_CONFIGS = {
