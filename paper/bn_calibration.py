@@ -83,7 +83,7 @@ def evaluate_run(run: Path, meta: dict) -> list[dict]:
                 calibrate_bn(model, subnet, (images for images, _ in batches), 10**9)
             result = evaluate_subnet(model, subnet, test, torch.device("cpu"), cfg.train.threshold)
             rows.append(
-                meta | {"depth": subnet.depth, "width": subnet.width, "way": way, "test_dice": round(result["dice"], 4)}
+                meta | {"depth": subnet.depth, "width": subnet.width, "way": way, "test_dice": round(result.dice, 4)}
             )
     load_bn_state(model, as_trained)
     return rows

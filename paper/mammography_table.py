@@ -110,16 +110,17 @@ def keep_small_files(args, fold: int) -> None:
                 shutil.copy2(src / name, dst / name)
 
 
-def row(fold, depth: int, width: float, result: dict) -> dict:
-    s = result["tally"].summary()
+def row(fold, depth: int, width: float, tally, dice_lesion: float | None) -> dict:
+    """A table row from a sub-net's detection tally and lesion Dice (None: no film with a mass)."""
+    s = tally.summary()
     return {
         "fold": fold,
         "depth": depth,
         "width": width,
-        "films": result["tally"].films,
+        "films": tally.films,
         "lesions": s["lesions"],
         **{k: round(s[k], 4) for k in ("sensitivity_at_0.5fp", "sensitivity_at_1fp", "sensitivity_at_2fp")},
-        "dice_lesion": round(result.get("dice_lesion", float("nan")), 4),
+        "dice_lesion": round(float("nan") if dice_lesion is None else dice_lesion, 4),
         "fp_rate_normal": round(s["fp_rate_normal"], 4),
     }
 
@@ -129,18 +130,18 @@ def pooled_rows(per_fold: dict[int, dict]) -> tuple[list[dict], dict]:
     rows, tallies = [], {}
     for shape in next(iter(per_fold.values())):
         results = [per_fold[f][shape] for f in sorted(per_fold)]
-        tally = results[0]["tally"]
+        tally = results[0].tally
         for r in results[1:]:
-            tally = tally.merge(r["tally"])
+            tally = tally.merge(r.tally)
         lesion_films = [
-            (r["dice_lesion"], r["tally"].films - r["tally"].normal_films)
+            (r.dice_lesion, r.tally.films - r.tally.normal_films)
             for r in results
-            if "dice_lesion" in r and r["dice_lesion"] == r["dice_lesion"]
+            if r.dice_lesion is not None and r.dice_lesion == r.dice_lesion
         ]
         weight = sum(n for _, n in lesion_films)
         dice = sum(d * n for d, n in lesion_films) / weight if weight else float("nan")
         tallies[shape] = tally
-        rows.append(row("pooled", *shape, {"tally": tally, "dice_lesion": dice}))
+        rows.append(row("pooled", *shape, tally, dice))
     return rows, tallies
 
 
@@ -235,7 +236,7 @@ def main() -> None:
     for k in folds:
         keep_small_files(args, k)
         per_fold[k] = evaluate_fold(args, k)
-    rows = [row(k, *shape, result) for k in folds for shape, result in per_fold[k].items()]
+    rows = [row(k, *shape, r.tally, r.dice_lesion) for k in folds for shape, r in per_fold[k].items()]
     pooled, tallies = pooled_rows(per_fold)
     rows += pooled
     args.out.mkdir(parents=True, exist_ok=True)

@@ -97,7 +97,7 @@ def test_dice(
     else:
         static = cut_subnet(ckpt, SubNet(*subnet))
     result = evaluate(static, DataLoader(test, batch_size=16), torch.device("cpu"), cfg.train.threshold, per_image=True)
-    return names, groups, np.asarray(result["dice_per_image"], dtype=np.float64)
+    return names, groups, np.asarray(result.dice_per_image, dtype=np.float64)
 
 
 def paired_gap(

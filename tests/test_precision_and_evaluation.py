@@ -154,7 +154,7 @@ def test_inference_layout_gives_the_same_predictions(tiny_elastic):
             )
     masks = (torch.rand(3, 1, 32, 32) > 0.5).float()
     result = evaluate_subnet(tiny_elastic, SubNet(4, 0.5), [(x, masks)], CPU)
-    assert result["images"] == 3
+    assert result.images == 3
 
 
 @pytest.mark.slow

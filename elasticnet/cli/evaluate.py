@@ -66,12 +66,12 @@ def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = Non
     return DataLoader(images, batch_size=batch_size), what
 
 
-def detection_line(result: dict) -> str:
-    """The lesion-level detection metrics of an evaluation, as one line."""
+def detection_line(metrics: dict[str, float]) -> str:
+    """The lesion-level detection metrics of an evaluation (:meth:`Evaluation.metrics`), as one line."""
     return (
-        f"lesions {result['lesions']}: sensitivity {result['sensitivity_at_0.5fp']:.3f} / "
-        f"{result['sensitivity_at_1fp']:.3f} / {result['sensitivity_at_2fp']:.3f} at 0.5 / 1 / 2 false positives per "
-        f"film; normal films with a false positive {result['fp_rate_normal']:.3f}"
+        f"lesions {metrics['lesions']}: sensitivity {metrics['sensitivity_at_0.5fp']:.3f} / "
+        f"{metrics['sensitivity_at_1fp']:.3f} / {metrics['sensitivity_at_2fp']:.3f} at 0.5 / 1 / 2 false positives "
+        f"per film; normal films with a false positive {metrics['fp_rate_normal']:.3f}"
     )
 
 
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = RunConfig.from_dict(bundle.training_config, source=f"{args.model}/model.json")
         loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset)
         detection = cfg.train.lesion_detection if args.lesion_detection is None else args.lesion_detection
-        result = evaluate(predict, loader, cpu, bundle.output.threshold, cfg.data.tile, detection)
+        result = evaluate(predict, loader, cpu, bundle.output.threshold, cfg.data.tile, detection).metrics()
         print(f"{args.model} ({bundle.runtime}, depth {bundle.subnet.depth}, width {bundle.subnet.width:g}) on {what}:")
         print(
             f"Dice {result['dice']:.4f}  IoU {result['iou']:.4f}  (per-image mean at threshold {bundle.output.threshold})"
@@ -131,8 +131,7 @@ def run(args: argparse.Namespace) -> int:
         static = cut_subnet(ckpt, subnet)
         result = evaluate(static, loader, cpu, cfg.train.threshold, cfg.data.tile, detection)
         rows.append(
-            {"depth": subnet.depth, "width": subnet.width}
-            | {k: round(v, 4) for k, v in result.items() if k not in ("images", "tally")}
+            {"depth": subnet.depth, "width": subnet.width} | {k: round(v, 4) for k, v in result.metrics().items()}
         )
     print(f"{checkpoint} on {what} (per-image mean at threshold {cfg.train.threshold}, BN re-estimated per sub-net):")
     print(text_table(rows))

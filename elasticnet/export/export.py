@@ -241,7 +241,7 @@ def _quantize(model_path: Path, cfg, options: ExportOptions, echo: Callable[[str
         result = evaluate(
             lambda x, run=run: torch.from_numpy(run(x.numpy())), val, torch.device("cpu"), cfg.train.threshold, tile
         )
-        dice[name] = result["dice"]
+        dice[name] = result.dice
     drop = 100 * (dice["fp32"] - dice["int8"])
     if drop > options.int8_max_drop:
         raise UserError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -29,6 +30,31 @@ from elasticnet.training.detection import FP_RATES, DetectionTally
 from elasticnet.training.metrics import dice_iou_per_image
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate` measured on a set of images (per-image means at the threshold)."""
+
+    dice: float
+    iou: float
+    images: int
+    # where some masks are empty (films without a lesion): mean Dice over the images with a lesion (NaN if
+    # none has one) and mean predicted area fraction over the images without one
+    dice_lesion: float | None = None
+    fp_area: float | None = None
+    tally: DetectionTally | None = None  # with detection: the candidates and lesions, for FROC curves
+    dice_per_image: tuple[float, ...] | None = None  # with per_image: in the loader's order
+
+    def metrics(self) -> dict[str, float]:
+        """The scalar figures by name: dice, iou, and where measured dice_lesion, fp_area and the detection
+        summary (sensitivity_at_0.5fp / 1fp / 2fp, fp_rate_normal, lesions)."""
+        out = {"dice": self.dice, "iou": self.iou}
+        if self.dice_lesion is not None:
+            out |= {"dice_lesion": self.dice_lesion, "fp_area": self.fp_area}
+        if self.tally is not None:
+            out |= self.tally.summary()
+        return out
+
+
 @torch.no_grad()
 def evaluate(
     predict: Callable[[torch.Tensor], torch.Tensor],
@@ -38,16 +64,15 @@ def evaluate(
     tile: tuple[int, int] | None = None,
     detection: bool = False,
     per_image: bool = False,
-) -> dict[str, float]:
+) -> Evaluation:
     """Mean per-image Dice and IoU at ``threshold``; ``predict`` maps images to logits.
 
     With ``tile`` the images are predicted by sliding windows of that size. When some masks are empty
-    (films without a lesion) the result also holds ``dice_lesion`` (mean Dice over images with a lesion)
-    and ``fp_area`` (mean predicted area fraction over images without one). With ``detection`` it also
-    holds the lesion-level detection metrics (:mod:`elasticnet.training.detection`): sensitivity at 0.5 / 1 /
-    2 false positives per film, the share of normal films with a false positive, and ``tally`` (the
-    candidates, for a FROC curve). With ``per_image`` it also holds ``dice_per_image``, the list the mean is
-    taken over (in the loader's order), for paired comparisons of two models on the same images.
+    (films without a lesion) the result also holds ``dice_lesion`` and ``fp_area``. With ``detection`` it
+    also holds the lesion-level detection ``tally`` (:mod:`elasticnet.training.detection`: sensitivity at
+    0.5 / 1 / 2 false positives per film, the share of normal films with a false positive, FROC curves).
+    With ``per_image`` it also holds ``dice_per_image``, for paired comparisons of two models on the same
+    images.
     """
     tally = DetectionTally(operating_threshold=threshold) if detection else None
     dices, ious, has_lesion, area = [], [], [], []
@@ -64,15 +89,20 @@ def evaluate(
             for p, m in zip(prob[:, 0].cpu().numpy(), masks[:, 0].cpu().numpy()):
                 tally.add(p, m)
     dice, iou, lesion, area_t = torch.cat(dices), torch.cat(ious), torch.cat(has_lesion), torch.cat(area)
-    result = {"dice": float(dice.mean()), "iou": float(iou.mean()), "images": int(dice.numel())}
+    lesion_metrics = {}
     if not bool(lesion.all()):
-        result["dice_lesion"] = float(dice[lesion].mean()) if bool(lesion.any()) else float("nan")
-        result["fp_area"] = float(area_t[~lesion].mean())
-    if tally is not None:
-        result |= tally.summary() | {"tally": tally}
-    if per_image:
-        result["dice_per_image"] = dice.tolist()
-    return result
+        lesion_metrics = {
+            "dice_lesion": float(dice[lesion].mean()) if bool(lesion.any()) else float("nan"),
+            "fp_area": float(area_t[~lesion].mean()),
+        }
+    return Evaluation(
+        dice=float(dice.mean()),
+        iou=float(iou.mean()),
+        images=int(dice.numel()),
+        **lesion_metrics,
+        tally=tally,
+        dice_per_image=tuple(dice.tolist()) if per_image else None,
+    )
 
 
 def evaluate_subnet(
@@ -83,7 +113,7 @@ def evaluate_subnet(
     threshold: float = 0.5,
     tile: tuple[int, int] | None = None,
     detection: bool = False,
-) -> dict[str, float]:
+) -> Evaluation:
     was_training = model.training
     model.eval()
     try:
@@ -102,29 +132,30 @@ def evaluate_calibrated(
     threshold: float = 0.5,
     tile: tuple[int, int] | None = None,
     pool: Callable[[], None] | None = None,
-) -> dict[str, float]:
+) -> Evaluation:
     """Evaluate ``subnet`` with BN statistics re-estimated on ``calib_batches`` batches; the model's own
     statistics are restored afterwards."""
     with calibrated(model, subnet, (images for images, _ in calib_loader), calib_batches, pool):
         return evaluate_subnet(model, subnet, val_loader, device, threshold, tile)
 
 
-def _lesion_fields(result: dict, prefix: str = "") -> dict[str, float]:
-    """The lesion and lesion-level detection metrics of an :func:`evaluate` result, as :class:`SubnetRow`
-    fields (none where the result has none)."""
+def _lesion_fields(result: Evaluation, prefix: str = "") -> dict[str, float]:
+    """The lesion and lesion-level detection metrics of an evaluation, as :class:`SubnetRow` fields (none where
+    it has none)."""
     names = {"dice_lesion": "dice_lesion", "fp_area": "fp_area", "fp_rate_normal": "fp_rate"}
     names |= {f"sensitivity_at_{rate:g}fp": f"sens_{rate:g}".replace(".", "") for rate in FP_RATES}
-    return {prefix + field: result[key] for key, field in names.items() if key in result}
+    metrics = result.metrics()
+    return {prefix + field: metrics[key] for key, field in names.items() if key in metrics}
 
 
-def _test_fields(test: dict, raw_test: dict) -> dict[str, float]:
+def _test_fields(test: Evaluation, raw_test: Evaluation) -> dict[str, float]:
     return {
-        "test_dice": test["dice"],
-        "test_iou": test["iou"],
-        "test_dice_bn_as_trained": raw_test["dice"],
-        "test_iou_bn_as_trained": raw_test["iou"],
+        "test_dice": test.dice,
+        "test_iou": test.iou,
+        "test_dice_bn_as_trained": raw_test.dice,
+        "test_iou_bn_as_trained": raw_test.iou,
         **_lesion_fields(test, "test_"),
-        "test_images": test["images"],
+        "test_images": test.images,
     }
 
 
@@ -162,7 +193,7 @@ def subnet_table(
         for subnet in model.config.subnets():
             progress(f"evaluating {subnet}")
 
-            def on(loader: DataLoader | None, lesions: bool = False, subnet: SubNet = subnet) -> dict | None:
+            def on(loader: DataLoader | None, lesions: bool = False, subnet: SubNet = subnet) -> Evaluation | None:
                 return (
                     evaluate_subnet(model, subnet, loader, device, threshold, tile, lesions)
                     if loader is not None
@@ -181,7 +212,16 @@ def subnet_table(
     return rows, calibrated
 
 
-def _row(cfg, subnet: SubNet, image_size, raw: dict, cal: dict, raw_test, test, used: int) -> SubnetRow:
+def _row(
+    cfg,
+    subnet: SubNet,
+    image_size,
+    raw: Evaluation,
+    cal: Evaluation,
+    raw_test: Evaluation | None,
+    test: Evaluation | None,
+    used: int,
+) -> SubnetRow:
     """The table row of one sub-net (static U-Net config ``cfg``) from its evaluations."""
     return SubnetRow(
         depth=subnet.depth,
@@ -189,13 +229,13 @@ def _row(cfg, subnet: SubNet, image_size, raw: dict, cal: dict, raw_test, test, 
         channels="-".join(map(str, cfg.channels)),
         params=count_params(cfg),
         mflops=count_flops(cfg, image_size) / 1e6,
-        dice=cal["dice"],
-        iou=cal["iou"],
-        dice_bn_as_trained=raw["dice"],
+        dice=cal.dice,
+        iou=cal.iou,
+        dice_bn_as_trained=raw.dice,
         **_lesion_fields(cal),
         **(_test_fields(test, raw_test) if test is not None and raw_test is not None else {}),
         calib_batches=used,
-        val_images=cal["images"],
+        val_images=cal.images,
     )
 
 

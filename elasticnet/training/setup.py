@@ -101,7 +101,7 @@ class Training:
                 self.cfg.train.threshold,
                 self.cfg.data.tile,
                 pool,
-            )["dice"]
+            ).dice
             for s in dict.fromkeys((sampler.largest, sampler.smallest))
         }
 
