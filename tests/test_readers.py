@@ -151,6 +151,7 @@ def test_film_with_an_unlocated_mass_keeps_its_part_but_is_neither_trained_nor_s
         used = [n for part in (split.train, split.val, split.test) for n in part.names]
         assert sorted(used) == ["mdb001", "mdb002", "mdb003", "mdb004", "mdb006"]  # mdb005 in none of them
         assert [r["name"] for r in split.rows] == [f"mdb{i:03d}" for i in range(1, 7)]  # the split is unchanged
+        assert split.left_out == ("mdb005",)  # and a run says so in its first line
         sizes = split_sizes(dataclasses.replace(cfg, fold=fold))
         assert sizes == {"train": len(split.train), "val": len(split.val), "test": len(split.test)}
     everything = load_all(cfg, 1)

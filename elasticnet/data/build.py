@@ -29,6 +29,7 @@ class Split:
     val: SegmentationDataset
     test: SegmentationDataset | None
     rows: list[dict[str, str]]  # name, group, split: saved as split.csv
+    left_out: tuple[str, ...] = ()  # images in no data set: the annotation names a lesion it does not locate
 
 
 def dataset_kind(cfg: DataConfig) -> str:
@@ -148,4 +149,5 @@ def build_datasets(cfg: DataConfig, in_channels: int, seed: int) -> Split:
         val=full.subset(index["val"]),
         test=full.subset(index["test"]) if index["test"] else None,
         rows=rows,
+        left_out=tuple(sorted(full.unlocated)),
     )

@@ -63,6 +63,7 @@ class Training:
     memory_format: torch.memory_format
     state: TrainingState
     miner: HardNegativeMiner | None = None  # patch training with patch_hard_fraction > 0
+    left_out: tuple[str, ...] = ()  # images of the data set in no part (their lesion is not located)
 
     @property
     def state_path(self) -> Path:
@@ -76,12 +77,16 @@ class Training:
     def describe(self) -> str:
         """The line a run starts with: where, on what, how."""
         cfg = self.cfg
+        left = (
+            f" ({len(self.left_out)} left out, lesion not located: {', '.join(self.left_out)})" if self.left_out else ""
+        )
         return (
             f"run folder {self.run_dir} | device {self.device}"
             f"{f' x {self.dist.world} processes' if self.dist.enabled else ''} | "
             f"precision {amp_note(cfg.train.amp, self.precision.used, self.device)} | "
             f"{len(self.train_loader.dataset)} train / {len(self.val_loader.dataset)} val images "
-            f"at {cfg.data.image_size[0]}x{cfg.data.image_size[1]} | {self.total_steps} steps | "
+            f"at {cfg.data.image_size[0]}x{cfg.data.image_size[1]}"
+            f"{left} | {self.total_steps} steps | "
             f"strategy {cfg.train.strategy}{' + distill' if cfg.train.distill else ''} | "
             f"sub-nets {len(self.recipe.sampler.choices)}"
         )
@@ -145,6 +150,7 @@ def build_training(cfg: RunConfig, split, run_dir: Path, device: torch.device, d
         memory_format=memory_format,
         state=TrainingState(world=dist.world, steps_per_epoch=steps_per_epoch, batch_size=batch_size),
         miner=miner,
+        left_out=split.left_out,
     )
 
 
