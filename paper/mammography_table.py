@@ -181,7 +181,7 @@ def diagnosis_rows(tallies: dict, bins: tuple[float, ...] = SIZE_BINS) -> list[d
     return out
 
 
-def plot_froc(tallies: dict, path: Path, title: str) -> None:
+def plot_froc(tallies: dict, path: Path, title: str, lesions: str = "masses") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -197,7 +197,7 @@ def plot_froc(tallies: dict, path: Path, title: str) -> None:
     ax.set_xlim(0, 4)
     ax.set_ylim(0, 1)
     ax.set_xlabel("false positives per film")
-    ax.set_ylabel("sensitivity (masses detected)")
+    ax.set_ylabel(f"sensitivity ({lesions} detected)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, title="(depth, width)")
     fig.tight_layout()
@@ -242,19 +242,22 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out / "table.csv")
     part = "test films" if args.evaluate_on == "test" else "validation films (recipe choice)"
+    planned = planned_config(fold_command(args, folds[0], args.runs / args.name / f"fold{folds[0]}"))
+    # mini-MIAS `all`: every abnormality with coordinates (calcifications, distortions, asymmetries, masses)
+    lesions, lesion = (
+        ("abnormalities", "an abnormality") if planned.data.mias_classes == "all" else ("masses", "a mass")
+    )
     (args.out / "table.md").write_text(
-        f"# Mammography masses, {args.name}: folds {args.folds} of 5 (grouped by woman), {part}\n\n"
-        "Sensitivity: share of masses detected (a predicted component centred inside the annotated circle) at "
-        "<= 0.5 / 1 / 2 false positives per film; `dice_lesion`: mean Dice over films with a mass; "
-        "`fp_rate_normal`: share of films without a mass that show a false positive at threshold 0.5.\n\n"
+        f"# Mammography {lesions}, {args.name}: folds {args.folds} of 5 (grouped by woman), {part}\n\n"
+        f"Sensitivity: share of {lesions} detected (a predicted component centred inside the annotated circle) at "
+        f"<= 0.5 / 1 / 2 false positives per film; `dice_lesion`: mean Dice over films with {lesion}; "
+        f"`fp_rate_normal`: share of films without {lesion} that show a false positive at threshold 0.5.\n\n"
         + markdown_table(rows, COLUMNS)
         + "\n"
     )
-    bins = size_bins(
-        planned_config(fold_command(args, folds[0], args.runs / args.name / f"fold{folds[0]}")).data.image_size
-    )
-    write_csv(diagnosis_rows(tallies, bins), args.out / "diagnosis.csv")
-    plot_froc(tallies, args.out / "froc.png", f"mini-MIAS masses, {args.name}, pooled over folds {args.folds}")
+    write_csv(diagnosis_rows(tallies, size_bins(planned.data.image_size)), args.out / "diagnosis.csv")
+    title = f"mini-MIAS {lesions}, {args.name}, pooled over folds {args.folds}"
+    plot_froc(tallies, args.out / "froc.png", title, lesions)
     from dice_table import hardware_text
 
     (args.out / "COMMANDS.md").write_text(

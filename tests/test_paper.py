@@ -254,8 +254,9 @@ def test_parallel_jobs_spread_over_the_visible_gpus(monkeypatch):
     assert with_device(["x", "--device", "auto", "--quiet"], "cuda:1") == ["x", "--device", "cuda:1", "--quiet"]
 
 
-def write_fake_mias(root: Path, women: int = 6, size: int = 64) -> Path:
-    """``2 * women`` films with bright masses (CIRC) on the odd ones, Info.txt as mini-MIAS writes it."""
+def write_fake_mias(root: Path, women: int = 6, size: int = 64, extras: bool = False) -> Path:
+    """``2 * women`` films with bright masses (CIRC) on the odd ones, Info.txt as mini-MIAS writes it; with
+    ``extras`` a calcification (CALC) on film 2 and, on the last film, a mass Info.txt does not locate."""
     import cv2
     import numpy as np
 
@@ -268,6 +269,11 @@ def write_fake_mias(root: Path, women: int = 6, size: int = 64) -> Path:
             x, y, r = int(rng.integers(16, 48)), int(rng.integers(16, 48)), 6
             cv2.circle(film, (x, size - 1 - y), r, 220, -1)
             lines.append(f"mdb{i:03d} G CIRC B {x} {y} {r}")
+        elif extras and i == 2:
+            cv2.circle(film, (20, size - 1 - 20), 3, 250, -1)
+            lines.append(f"mdb{i:03d} G CALC B 20 20 3")
+        elif extras and i == 2 * women:
+            lines.append(f"mdb{i:03d} G CIRC B")
         else:
             lines.append(f"mdb{i:03d} G NORM")
         cv2.imwrite(str(root / "images" / f"mdb{i:03d}.png"), film)
@@ -276,8 +282,9 @@ def write_fake_mias(root: Path, women: int = 6, size: int = 64) -> Path:
 
 
 @pytest.mark.slow
-def test_mammography_table_end_to_end_on_generated_films(tmp_path):
-    data = write_fake_mias(tmp_path / "mias")
+@pytest.mark.parametrize("classes", ["mass", "all"])
+def test_mammography_table_end_to_end_on_generated_films(tmp_path, classes):
+    data = write_fake_mias(tmp_path / "mias", extras=True)
     config = tmp_path / "m.yaml"
     config.write_text(
         "model: {in_channels: 1, depths: [2, 3], widths: [0.5, 1.0], base_width: 4}\n"
@@ -307,12 +314,16 @@ def test_mammography_table_end_to_end_on_generated_films(tmp_path):
             str(out),
             "--threads",
             "1",
+            "--flags",
+            f"--mias-classes {classes}",
         ],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    heading = {"mass": "# Mammography masses", "all": "# Mammography abnormalities"}[classes]
+    assert (out / "table.md").read_text().startswith(heading)
     with open(out / "table.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == [
@@ -329,8 +340,10 @@ def test_mammography_table_end_to_end_on_generated_films(tmp_path):
     ]
     pooled = [r for r in rows if r["fold"] == "pooled"]
     assert len(pooled) == 4 and {r["fold"] for r in rows} == {"0", "1", "pooled"}
-    # every film is tested exactly once over the two folds: 12 films, 6 masses
-    assert all(int(r["films"]) == 12 and int(r["lesions"]) == 6 for r in pooled)
+    # every film is tested exactly once over the two folds: 12 films, of which the one with an unlocated mass is
+    # neither a lesion film nor a normal one; 6 masses, and the calcification with `all`
+    lesions = {"mass": 6, "all": 7}[classes]
+    assert all(int(r["films"]) == 11 and int(r["lesions"]) == lesions for r in pooled)
     assert all(0 <= float(r["sensitivity_at_1fp"]) <= 1 for r in rows)
     for name in ("table.md", "froc.png", "COMMANDS.md", "runs/fold0/config.yaml", "runs/fold1/subnets.csv"):
         assert (out / name).is_file(), name
