@@ -540,13 +540,14 @@ def md(frame: pd.DataFrame) -> str:
     return markdown_table(frame.to_dict("records")) if not frame.empty else "(none yet)"
 
 
-def write_commands(args, argv: list[str] | None) -> None:
-    """COMMANDS.md: every invocation that trained here (kept across invocations), and each committed run's
-    own command, commit and hardware (from its record.json)."""
+def write_commands(args, argv: list[str] | None, trained: bool = True) -> None:
+    """COMMANDS.md: every invocation that trained here (kept across invocations; ``trained`` False adds none,
+    as for ``--report-only``), and each committed run's own command, commit and hardware (from its
+    record.json), so run folders committed from another checkout are listed too."""
     path = args.out / "COMMANDS.md"
     invocation = "    python paper/parity_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
     before = path.read_text().split("\n\nTrainings")[0].splitlines()[2:] if path.exists() else []
-    invocations = list(dict.fromkeys([line for line in before if line.strip()] + [invocation]))
+    invocations = list(dict.fromkeys([line for line in before if line.strip()] + ([invocation] if trained else [])))
     trainings = []
     for record_file in sorted((args.out / "runs").glob("*/seed*/*/record.json")):
         record = json.loads(record_file.read_text())
@@ -621,7 +622,7 @@ def main(argv: list[str] | None = None) -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             for future in [pool.submit(train_one, args, r, threads, devices) for r in todo]:
                 future.result()
-        write_commands(args, argv)
+    write_commands(args, argv, trained=not args.report_only)
     # the tables cover every committed run, not only this invocation's: a run of one split or seed must not
     # drop the others from summary.csv, gaps.csv and the README's figures
     report = with_committed(args)

@@ -233,9 +233,12 @@ def test_parity_protocol_end_to_end_continues_from_committed_results(tmp_path):
     assert (out / "tables.md").read_text() == tables
     # a report asked for another arm and seed still covers every committed run
     narrow = [*command, "--report-only", "--arms", "sandwich", "--seeds", "1"]
+    commands = (out / "COMMANDS.md").read_text()
     third = subprocess.run(narrow, capture_output=True, text=True, cwd=ROOT)
     assert third.returncode == 0, third.stderr[-2000:]
     assert (out / "tables.md").read_text() == tables
+    # a report trains nothing: COMMANDS.md lists no new invocation, and still every committed run's own command
+    assert (out / "COMMANDS.md").read_text() == commands and commands.count("-m elasticnet train") == 8
 
 
 def test_parallel_jobs_spread_over_the_visible_gpus(monkeypatch):
