@@ -788,11 +788,12 @@ def test_parity_pools_the_grouped_folds_on_the_seeds_that_have_them_all():
     assert not goals.met.any()  # one of the six table shapes: a campaign half-way meets nothing
 
 
-def test_parity_target_is_met_only_with_every_table_shape():
-    six = [r for d, w in parity_table.TABLE_SHAPES for r in rows("individual", d, w, [0.70], "random")]
-    elastic = [r for d, w in parity_table.TABLE_SHAPES for r in rows("arm@compute", d, w, [0.695], "random")]
+def test_parity_target_is_met_only_with_every_table_shape_and_three_seeds():
+    six = [r for d, w in parity_table.TABLE_SHAPES for r in rows("individual", d, w, [0.70] * 3, "random")]
+    elastic = [r for d, w in parity_table.TABLE_SHAPES for r in rows("arm@compute", d, w, [0.695] * 3, "random")]
     frame = pd.DataFrame(six + elastic).assign(train_tflops=1.0)
     assert parity_table.targets(frame, {"random": 4e12}).met.tolist() == [True]  # -0.5 everywhere, ratio 0.25
+    assert parity_table.targets(frame[frame.seed < 2], {"random": 4e12}).met.tolist() == [False]  # two seeds
     worse = frame.assign(dice=frame.dice.where(~((frame.method != "individual") & (frame.depth == 3)), 0.68))
     assert parity_table.targets(worse, {"random": 4e12}).met.tolist() == [False]  # -2 at depth 3
     assert parity_table.targets(frame[frame.depth != 3], {"random": 4e12}).met.tolist() == [False]
