@@ -434,8 +434,6 @@ def validate(cfg: RunConfig) -> RunConfig:
             f"val_fraction must lie in (0, 1) and test_fraction in [0, 1) with room left for training, "
             f"got {data.val_fraction} and {data.test_fraction}"
         )
-    if data.folds >= 2 and not 0 <= data.fold < data.folds:
-        raise UserError(f"fold must lie in 0..{data.folds - 1} (folds {data.folds}), got {data.fold}")
     if data.folds == 0 and data.fold != 0:
         raise UserError(
             f"fold {data.fold} picks the test part of a cross-validation, but folds is 0 (one split); add "

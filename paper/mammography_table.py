@@ -51,9 +51,10 @@ COLUMNS = [
 ]
 
 
-def fold_count(args) -> int:
-    """The number of folds the config (with its profile and the recipe's flags) splits the films into."""
-    return planned_config(fold_command(args, 0, args.runs / args.name / "fold0")).data.folds
+def planned(args):
+    """The config every fold trains (the profile with the recipe's flags; fold 0's, the others differ only in
+    the fold): its fold count, lesion classes and working resolution."""
+    return planned_config(fold_command(args, 0, args.runs / args.name / "fold0"))
 
 
 def fold_command(args, fold: int, folder: Path) -> list[str]:
@@ -226,7 +227,8 @@ def main() -> None:
     args.out = args.out or ROOT / "results" / "mammography" / args.name
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     folds = index_list(args.folds, "--folds", "0,1,2,3,4")
-    n_folds = fold_count(args)
+    recipe = planned(args)
+    n_folds = recipe.data.folds
     if max(folds) >= n_folds:
         raise SystemExit(f"--folds {args.folds}: {args.config} splits the films into {n_folds} folds, 0..{n_folds - 1}")
     with ThreadPoolExecutor(args.jobs) as pool:
@@ -242,11 +244,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out / "table.csv")
     part = "test films" if args.evaluate_on == "test" else "validation films (recipe choice)"
-    planned = planned_config(fold_command(args, folds[0], args.runs / args.name / f"fold{folds[0]}"))
     # mini-MIAS `all`: every abnormality with coordinates (calcifications, distortions, asymmetries, masses)
-    lesions, lesion = (
-        ("abnormalities", "an abnormality") if planned.data.mias_classes == "all" else ("masses", "a mass")
-    )
+    lesions, lesion = ("abnormalities", "an abnormality") if recipe.data.mias_classes == "all" else ("masses", "a mass")
     (args.out / "table.md").write_text(
         f"# Mammography {lesions}, {args.name}: folds {args.folds} of 5 (grouped by woman), {part}\n\n"
         f"Sensitivity: share of {lesions} detected (a predicted component centred inside the annotated circle) at "
@@ -255,7 +254,7 @@ def main() -> None:
         + markdown_table(rows, COLUMNS)
         + "\n"
     )
-    write_csv(diagnosis_rows(tallies, size_bins(planned.data.image_size)), args.out / "diagnosis.csv")
+    write_csv(diagnosis_rows(tallies, size_bins(recipe.data.image_size)), args.out / "diagnosis.csv")
     title = f"mini-MIAS {lesions}, {args.name}, pooled over folds {args.folds}"
     plot_froc(tallies, args.out / "froc.png", title, lesions)
     from dice_table import hardware_text
