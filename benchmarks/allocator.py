@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 from elasticnet.cli.arguments import hxw
+from elasticnet.errors import run_script
 from elasticnet.reporting import text_table
 
 CHILD = r"""
@@ -96,4 +97,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

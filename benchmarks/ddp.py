@@ -29,6 +29,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from elasticnet.cli.arguments import hxw
+from elasticnet.errors import run_script
 from elasticnet.models import ElasticUNet, ElasticUNetConfig
 from elasticnet.training.distributed import Dist, average_gradients
 from elasticnet.training.losses import segmentation_loss
@@ -126,4 +127,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from elasticnet.cli.arguments import hxw
+from elasticnet.errors import run_script
 from elasticnet.export.measure import machine, timings
 from elasticnet.export.onnx_export import OPSET, export_onnx
 from elasticnet.export.quantize import quantize_int8
@@ -246,4 +247,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

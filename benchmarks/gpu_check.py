@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from elasticnet.config import build_config  # noqa: E402
+from elasticnet.errors import run_script  # noqa: E402
 from elasticnet.models import ElasticUNet, SubNet  # noqa: E402
 from elasticnet.training.compute import subnet_flops  # noqa: E402
 from elasticnet.training.inactive import InactiveWeightFreezer  # noqa: E402
@@ -390,4 +391,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

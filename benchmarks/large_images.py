@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from elasticnet.cli.arguments import hxw
+from elasticnet.errors import run_script
 
 CONFIGS = {
     "fp32": {},
@@ -149,4 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

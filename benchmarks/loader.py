@@ -25,6 +25,7 @@ from elasticnet.config import build_config
 from elasticnet.data import augment, build_datasets
 from elasticnet.data.build import augmentation_kind
 from elasticnet.data.device_batches import DeviceBatches
+from elasticnet.errors import run_script
 from elasticnet.hardware import cpu_summary
 from elasticnet.models import ElasticUNet
 from elasticnet.reporting import text_table
@@ -122,4 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -20,6 +20,7 @@ import time
 import torch
 
 from elasticnet.cli.arguments import hxw
+from elasticnet.errors import run_script
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, count_flops, count_params, extract
 from elasticnet.models.elastic_layers import ElasticConv2d
 from elasticnet.reporting import text_table
@@ -116,4 +117,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from elasticnet import hardware  # noqa: E402
+from elasticnet.errors import run_script  # noqa: E402
 from elasticnet.reporting import read_csv  # noqa: E402
 
 FLAGS = (
@@ -100,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -35,6 +35,7 @@ from torch import nn
 
 from elasticnet import hardware
 from elasticnet.cli.arguments import hxw
+from elasticnet.errors import run_script
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, count_flops, extract
 from elasticnet.reporting import text_table
 from elasticnet.runtime import tune_malloc
@@ -283,4 +284,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

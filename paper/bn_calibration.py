@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint
 from elasticnet.data import build_datasets
+from elasticnet.errors import run_script
 from elasticnet.reporting import markdown_table, write_csv
 from elasticnet.training.calibration import bn_state, calibrate_bn, load_bn_state
 from elasticnet.training.evaluate import evaluate_subnet
@@ -138,4 +139,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -31,6 +31,7 @@ from pathlib import Path
 from checkout import ROOT
 from runner import count
 
+from elasticnet.errors import run_script
 from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv
 
@@ -132,10 +133,21 @@ def committed_lrs() -> list[float]:
     return sorted(found, key=lambda lr: (lr != BASE_LR, lr))
 
 
+def committed_epochs(asked: list[int]) -> list[int]:
+    """The epoch counts of the report: those asked for and every count with committed runs (the report is the
+    same whatever ``--epochs`` a call trains; a shorter list must not drop committed points)."""
+    found = set(asked) | {PROFILE_E}
+    for folder in (OUT / "convergence-runs").glob("*e*"):
+        tail = folder.name.rsplit("-e", 1)[-1] if "-e" in folder.name else folder.name[1:]
+        if folder.is_dir() and tail.isdigit():
+            found.add(int(tail))
+    return sorted(found)
+
+
 def collect(epoch_counts: list[int]) -> tuple[list[dict], dict[tuple[str, int], list[float]]]:
     rows, curves = [], {}
     for lr in committed_lrs():
-        for epochs in epoch_counts:
+        for epochs in committed_epochs(epoch_counts):
             for name, (depth, width) in SHAPES.items():
                 folder = committed(epochs, name, lr)
                 if not finished(folder):
@@ -304,4 +316,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -70,12 +70,13 @@ from runner import (
 
 from elasticnet import __version__
 from elasticnet.config import build_config
+from elasticnet.errors import run_script
 from elasticnet.files import atomic_write_text
 from elasticnet.models.subnet import level_channels
 from elasticnet.reporting import markdown_table, read_csv, write_csv
 from elasticnet.runtime import DevicePool, with_device
 
-CONFIG = "experiments/cvc_clinicdb.yaml"
+CONFIG = str(ROOT / "experiments" / "cvc_clinicdb.yaml")
 # Individually trained U-Nets: Table 1 needs full width at every depth, Table 2 adds these shapes.
 INDIVIDUAL = {"1": [(3, 1.0), (4, 1.0), (5, 1.0)], "2": [(3, 0.25), (3, 1.0), (4, 0.5), (4, 1.0), (5, 0.25), (5, 1.0)]}
 
@@ -477,4 +478,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from checkout import ROOT
 
+from elasticnet.errors import run_script
 from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv
 
 METRICS = ("sensitivity_at_0.5fp", "sensitivity_at_1fp", "sensitivity_at_2fp", "dice_lesion", "fp_rate_normal")
@@ -114,4 +115,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -32,6 +32,7 @@ from pathlib import Path
 from checkout import ROOT
 from runner import check_same_recipe, count, index_list, planned_config, train_command, train_or_resume
 
+from elasticnet.errors import run_script
 from elasticnet.reporting import markdown_table, save_figure, write_csv
 from elasticnet.training.detection import SIZE_BINS
 
@@ -271,4 +272,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

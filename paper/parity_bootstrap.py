@@ -36,6 +36,7 @@ from checkout import ROOT
 from parity_table import TABLE_SHAPES, TARGET, individual_name
 from runner import seed_list
 
+from elasticnet.errors import run_script
 from elasticnet.reporting import write_csv
 
 COLUMNS = (
@@ -218,4 +219,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -39,6 +39,7 @@ from runner import check_same_recipe, count, git_commit, hardware_text, seed_lis
 
 from elasticnet import __version__
 from elasticnet.config import build_config
+from elasticnet.errors import run_script
 from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, save_figure
 from elasticnet.runtime import DevicePool
@@ -664,4 +665,4 @@ def with_committed(args) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

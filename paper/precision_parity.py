@@ -28,6 +28,7 @@ from checkout import ROOT
 from runner import seed_list, train_command
 
 from elasticnet import hardware
+from elasticnet.errors import run_script
 from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, read_csv, write_csv
 
@@ -175,4 +176,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

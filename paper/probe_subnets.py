@@ -18,6 +18,7 @@ import torch
 
 from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from elasticnet.data import build_datasets
+from elasticnet.errors import run_script
 from elasticnet.training.sampler import parse_subnets
 
 
@@ -68,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -30,6 +30,7 @@ from pathlib import Path
 from checkout import ROOT
 
 from elasticnet.config import build_config
+from elasticnet.errors import run_script
 from elasticnet.export.measure import machine
 from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv
 
@@ -148,4 +149,4 @@ def _plot(rows: list[dict], path: Path, name: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -529,6 +529,25 @@ def test_convergence_chooses_e_on_the_protocol_shapes_and_an_own_e_per_shape():
     assert chosen is None and own[(4, 0.5)] == 64
 
 
+def test_convergence_report_keeps_every_committed_epoch_count(tmp_path, monkeypatch):
+    """The report is made from what is committed, whatever ``--epochs`` a call trains: a call with the default
+    16,32,64,128 once rewrote the committed report without its 256- and 512-epoch points."""
+    monkeypatch.setattr(convergence, "OUT", tmp_path)
+    for tag, dice in [("e64", 0.80), ("e256", 0.85), ("lr0.02-e512", 0.70)]:
+        folder = tmp_path / "convergence-runs" / tag / "individual-d5-w1"
+        folder.mkdir(parents=True)
+        (folder / "subnets.csv").write_text(f"depth,width,dice_bn_as_trained\n5,1.0,{dice}\n")
+        (folder / "log.csv").write_text("epoch,seconds,val_dice_largest\n1,2.0,0.5\n")
+    (tmp_path / "convergence-runs" / "seeds").mkdir()  # another study's folder, not an epoch count
+    rows, curves = convergence.collect([16, 32])
+    assert sorted((r["lr"], r["epochs"], r["val_dice"]) for r in rows) == [
+        (0.002, 64, 80.0),
+        (0.002, 256, 85.0),
+        (0.02, 512, 70.0),
+    ]
+    assert len(curves) == 3
+
+
 def test_parity_gaps_against_individual_nets_at_their_own_e(tmp_path):
     """--individual-e own: a shape still climbing at the profile's E is trained again for its own E and the
     equal-compute recipes are also compared with that run (the other shapes keep their E-epoch nets); the
@@ -797,3 +816,30 @@ def test_parity_target_is_met_only_with_every_table_shape_and_three_seeds():
     worse = frame.assign(dice=frame.dice.where(~((frame.method != "individual") & (frame.depth == 3)), 0.68))
     assert parity_table.targets(worse, {"random": 4e12}).met.tolist() == [False]  # -2 at depth 3
     assert parity_table.targets(frame[frame.depth != 3], {"random": 4e12}).met.tolist() == [False]
+
+
+@pytest.mark.parametrize(
+    "script, flags, message",
+    [
+        ("dice_table.py", ["--profile", "nope"], "has no profile 'nope'"),
+        ("parity_table.py", ["--profile", "nope"], "has no profile 'nope'"),
+        ("parity_table.py", ["--splits", "grouped-f9"], "fold must lie in 0..4"),
+    ],
+)
+def test_paper_scripts_refuse_a_mistake_in_one_line_from_any_folder(tmp_path, script, flags, message):
+    """Run from another folder (the default config is found in the checkout, not the working folder), a mistake
+    the user can fix prints one line with the script's name and exits with 2, as the command line does; nothing
+    is written."""
+    data = write_fake_cvc(tmp_path / "cvc")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "paper" / script), "--data", str(data), "--runs", str(work / "runs"), *flags],
+        capture_output=True,
+        text=True,
+        cwd=work,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and message in done.stderr
+    assert done.stderr.startswith(f"{script}: error: ")
+    assert list(work.iterdir()) == []
