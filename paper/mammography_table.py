@@ -14,27 +14,32 @@ Writes ``results/mammography/<name>/``: ``table.csv`` and ``table.md`` (fold, de
 sensitivity_at_0.5fp, sensitivity_at_1fp, sensitivity_at_2fp, dice_lesion, fp_rate_normal; fold ``pooled``
 pools the candidates of all evaluated folds), ``diagnosis.csv`` (pooled, per sub-net: where masses are lost;
 :func:`diagnosis_rows`), ``froc.png`` (pooled FROC per sub-net), ``COMMANDS.md`` with
-the hardware, and every fold's small files (``runs/fold<k>/``: config, log, sub-net table; no checkpoints).
-A fold whose small files are committed there and whose checkpoint is gone is not trained again, but it can
-only join the table while its checkpoint exists (the evaluation needs the weights): keep ``--runs``.
+the hardware, and every fold's small files (``runs/fold<k>/``: config, log, sub-net table, split, and
+``evaluation-test.json`` or ``-val``: every sub-net's detection tally and lesion Dice, with the content hash of
+the checkpoint evaluated; no checkpoints). A fold whose evaluation is committed is neither trained nor evaluated
+again (unless ``--runs`` holds another checkpoint of it), so a table continues from what is committed on any
+machine; and every committed fold of the part evaluated joins the table, so a call on some folds adds to it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from checkout import ROOT
 from runner import check_same_recipe, count, index_list, planned_config, train_command, train_or_resume
 
 from elasticnet.errors import run_script
+from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, save_figure, write_csv
-from elasticnet.training.detection import SIZE_BINS
+from elasticnet.training.detection import SIZE_BINS, DetectionTally
 
 CONFIG = ROOT / "experiments" / "mammography.yaml"
 SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "split.csv")
@@ -64,29 +69,105 @@ def fold_command(args, fold: int, folder: Path) -> list[str]:
 
 
 def train_fold(args, fold: int) -> None:
+    """Train fold ``fold`` unless its checkpoint is in ``--runs`` or its evaluation is committed (same recipe)."""
     folder = args.runs / args.name / f"fold{fold}"
     command = fold_command(args, fold, folder)
     if (folder / "checkpoint.pt").is_file():
         check_same_recipe(command, folder)
+        return
+    if evaluation_file(args, fold).is_file():
+        check_same_recipe(command, evaluation_file(args, fold).parent)  # its committed config.yaml
         return
     print(f"training fold {fold}: {' '.join(command[1:])}", flush=True)
     seconds = train_or_resume(command, folder, args.threads, folder.parent / f"fold{fold}.log", args.device)
     print(f"fold {fold} trained in {seconds:.0f} s", flush=True)
 
 
-def evaluate_fold(args, fold: int) -> dict:
-    """{(depth, width): evaluation result with its detection tally} on the fold's test (or validation) films."""
+class FoldResult(NamedTuple):
+    """A sub-net on one fold's films: its detection tally and lesion Dice (None: no film with a lesion)."""
+
+    tally: DetectionTally
+    dice_lesion: float | None
+
+
+def evaluation_file(args, fold: int) -> Path:
+    """The fold's committed evaluation (``runs/fold<k>/evaluation-test.json``, or ``-val``)."""
+    return args.out / "runs" / f"fold{fold}" / f"evaluation-{args.evaluate_on}.json"
+
+
+def save_evaluation(path: Path, checkpoint_sha256: str, results: dict[tuple[int, float], FoldResult]) -> None:
+    subnets = [
+        {
+            "depth": depth,
+            "width": width,
+            "dice_lesion": None if r.dice_lesion is None or r.dice_lesion != r.dice_lesion else r.dice_lesion,
+            "tally": r.tally.to_dict(),
+        }
+        for (depth, width), r in sorted(results.items())
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"format": 1, "checkpoint_sha256": checkpoint_sha256, "subnets": subnets}))
+
+
+def load_evaluation(path: Path) -> tuple[str, dict[tuple[int, float], FoldResult]]:
+    """(the evaluated checkpoint's content hash, the sub-nets' results) of a saved evaluation."""
+    try:
+        saved = json.loads(path.read_text())
+        results = {
+            (int(s["depth"]), float(s["width"])): FoldResult(DetectionTally.from_dict(s["tally"]), s["dice_lesion"])
+            for s in saved["subnets"]
+        }
+        return str(saved["checkpoint_sha256"]), results
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(
+            f"{path} is not an evaluation this script wrote ({e}); move it away to evaluate again"
+        ) from None
+
+
+def fold_results(args, fold: int) -> dict[tuple[int, float], FoldResult]:
+    """The fold's sub-nets on its test (or validation) films: the committed evaluation while it belongs to the
+    checkpoint in ``--runs`` (or no checkpoint is there), else evaluated from the checkpoint and committed."""
+    saved = evaluation_file(args, fold)
+    checkpoint = args.runs / args.name / f"fold{fold}" / "checkpoint.pt"
+    if saved.is_file() and not checkpoint.is_file():
+        return load_evaluation(saved)[1]
+    from elasticnet.checkpoint import content_hash, load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    identity = content_hash(ckpt)  # the hash saved in the checkpoint (checked by load_checkpoint)
+    if saved.is_file():
+        sha, results = load_evaluation(saved)
+        if sha == identity:
+            return results
+    results = evaluate_fold(args, fold, ckpt)
+    save_evaluation(saved, identity, results)
+    return results
+
+
+def table_folds(args, asked: list[int]) -> list[int]:
+    """The folds of the table: those asked for and every fold whose evaluation of this part is committed in the
+    results folder (a call on some folds adds to the table, never shrinks it); a committed fold of another recipe
+    stops the script."""
+    committed = []
+    for folder in sorted((args.out / "runs").glob("fold*")):
+        fold = folder.name[len("fold") :]
+        if fold.isdigit() and (folder / f"evaluation-{args.evaluate_on}.json").is_file():
+            check_same_recipe(fold_command(args, int(fold), args.runs / args.name / folder.name), folder)
+            committed.append(int(fold))
+    return sorted(set(asked) | set(committed))
+
+
+def evaluate_fold(args, fold: int, ckpt: dict) -> dict[tuple[int, float], FoldResult]:
+    """Every sub-net of the fold's checkpoint on its test (or validation) films, BN as calibrated after training."""
     import torch
     from torch.utils.data import DataLoader
 
-    from elasticnet.checkpoint import cut_subnet, load_checkpoint
+    from elasticnet.checkpoint import cut_subnet
     from elasticnet.config import RunConfig
     from elasticnet.data import build_datasets
     from elasticnet.models.subnet import SubNet
     from elasticnet.training.evaluate import evaluate
 
-    folder = args.runs / args.name / f"fold{fold}"
-    ckpt = load_checkpoint(folder / "checkpoint.pt")
     cfg = RunConfig.from_dict(ckpt["config"])
     split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
     films = split.test if args.evaluate_on == "test" else split.val
@@ -97,9 +178,8 @@ def evaluate_fold(args, fold: int) -> dict:
     for depth in cfg.model.depths:
         for width in cfg.model.widths:
             static = cut_subnet(ckpt, SubNet(depth, width))
-            results[(depth, width)] = evaluate(
-                static, loader, torch.device("cpu"), cfg.train.threshold, cfg.data.tile, detection=True
-            )
+            r = evaluate(static, loader, torch.device("cpu"), cfg.train.threshold, cfg.data.tile, detection=True)
+            results[(depth, width)] = FoldResult(r.tally, r.dice_lesion)
     return results
 
 
@@ -235,20 +315,21 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         for future in [pool.submit(train_fold, args, k) for k in folds]:
             future.result()
-    per_fold = {}
     for k in folds:
         keep_small_files(args, k)
-        per_fold[k] = evaluate_fold(args, k)
+    folds = table_folds(args, folds)
+    per_fold = {k: fold_results(args, k) for k in folds}
     rows = [row(k, *shape, r.tally, r.dice_lesion) for k in folds for shape, r in per_fold[k].items()]
     pooled, tallies = pooled_rows(per_fold)
     rows += pooled
+    fold_text = ",".join(str(k) for k in folds)
     args.out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, args.out / "table.csv")
     part = "test films" if args.evaluate_on == "test" else "validation films (recipe choice)"
     # mini-MIAS `all`: every abnormality with coordinates (calcifications, distortions, asymmetries, masses)
     lesions, lesion = ("abnormalities", "an abnormality") if recipe.data.mias_classes == "all" else ("masses", "a mass")
     (args.out / "table.md").write_text(
-        f"# Mammography {lesions}, {args.name}: folds {args.folds} of 5 (grouped by woman), {part}\n\n"
+        f"# Mammography {lesions}, {args.name}: folds {fold_text} of {n_folds} (grouped by woman), {part}\n\n"
         f"Sensitivity: share of {lesions} detected (a predicted component centred inside the annotated circle) at "
         f"<= 0.5 / 1 / 2 false positives per film; `dice_lesion`: mean Dice over films with {lesion}; "
         f"`fp_rate_normal`: share of films without {lesion} that show a false positive at threshold 0.5.\n\n"
@@ -256,7 +337,7 @@ def main() -> None:
         + "\n"
     )
     write_csv(diagnosis_rows(tallies, size_bins(recipe.data.image_size)), args.out / "diagnosis.csv")
-    title = f"mini-MIAS {lesions}, {args.name}, pooled over folds {args.folds}"
+    title = f"mini-MIAS {lesions}, {args.name}, pooled over folds {fold_text}"
     plot_froc(tallies, args.out / "froc.png", title, lesions)
     from dice_table import hardware_text
 

@@ -162,3 +162,19 @@ def test_pooling_two_tallies_equals_one_tally_of_all_films():
         (a if i < 1 else b).add(*f)
     pooled = a.merge(b)
     assert pooled.froc() == whole.froc() and pooled.summary() == whole.summary()
+
+
+def test_a_tally_saved_as_json_reads_back_to_the_same_figures():
+    """mammography_table commits each fold's tallies (JSON) and pools them later without the weights."""
+    import json
+
+    tally = DetectionTally()
+    tally.add(*film(lesions=[(20, 20, 6)], blobs=[(20, 20, 4, 0.95), (50, 50, 3, 0.7)]))
+    tally.add(*film(blobs=[(10, 10, 3, 0.6)]))
+    again = DetectionTally.from_dict(json.loads(json.dumps(tally.to_dict())))
+    assert again == tally and again.summary() == tally.summary() and again.froc() == tally.froc()
+    assert again.merge(tally).summary() == tally.merge(tally).summary()
+    with pytest.raises(ValueError, match="not a saved detection tally"):
+        DetectionTally.from_dict({"scores": []})
+    with pytest.raises(ValueError, match="differ in length"):
+        DetectionTally.from_dict(tally.to_dict() | {"hits": []})

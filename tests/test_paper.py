@@ -359,6 +359,16 @@ def test_mammography_table_end_to_end_on_generated_films(tmp_path, classes):
         assert float(d["sensitivity_at_1fp"]) <= float(d["lesions_detectable"]) <= float(d["lesions_covered"]) <= 1
         sizes = [int(d[f"lesions_{n}"]) for n in ("small", "medium", "large")]  # every mass in one size bin
         assert sum(sizes) == int(d["lesions"])
+    # the committed evaluations make the table again without the checkpoints, and a call on one fold neither
+    # trains nor shrinks the table to that fold
+    table = (out / "table.csv").read_text()
+    shutil.rmtree(tmp_path / "runs")
+    fold0 = done.args[: done.args.index("--folds") + 1] + ["0"] + done.args[done.args.index("--folds") + 2 :]
+    again = subprocess.run(fold0, capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "training fold" not in again.stdout and not (tmp_path / "runs").exists()
+    assert (out / "table.csv").read_text() == table
+    assert "folds 0,1 of 2" in (out / "table.md").read_text()
 
 
 def test_mass_size_bins_hold_the_same_masses_at_every_working_resolution():

@@ -21,7 +21,7 @@ the evaluated image (SIZE_BINS), each bin's share detected at a false-positive r
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from itertools import pairwise
 
 import cv2
@@ -98,6 +98,23 @@ class DetectionTally:
             sweep=[[a[0] + b[0], a[1] + b[1]] for a, b in zip(self.sweep, other.sweep)],
             lesion_sizes=self.lesion_sizes + other.lesion_sizes,
         )
+
+    def to_dict(self) -> dict:
+        """Every count and candidate as plain numbers and lists (JSON): the tally again with :meth:`from_dict`,
+        so a pooled table can be made from saved evaluations without the weights."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> DetectionTally:
+        """A tally saved by :meth:`to_dict`; ``ValueError`` naming the keys when ``saved`` is not one."""
+        names = {f.name for f in fields(cls)}
+        if not isinstance(saved, dict) or set(saved) != names:
+            keys = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+            raise ValueError(f"not a saved detection tally: keys {keys}, expected {sorted(names)}")
+        tally = cls(**saved)
+        if len(tally.scores) != len(tally.hits) or len(tally.sweep) != len(SWEEP):
+            raise ValueError("not a saved detection tally: scores and hits differ in length, or another SWEEP")
+        return tally
 
     def threshold_froc(self) -> list[tuple[float, float, float]]:
         """(segmentation threshold, false positives per film, sensitivity) for each SWEEP threshold."""
