@@ -363,7 +363,8 @@ def test_mammography_table_end_to_end_on_generated_films(tmp_path, classes):
     # trains nor shrinks the table to that fold
     table = (out / "table.csv").read_text()
     shutil.rmtree(tmp_path / "runs")
-    fold0 = done.args[: done.args.index("--folds") + 1] + ["0"] + done.args[done.args.index("--folds") + 2 :]
+    at = done.args.index("--folds") + 1
+    fold0 = [*done.args[:at], "0", *done.args[at + 1 :]]
     again = subprocess.run(fold0, capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "training fold" not in again.stdout and not (tmp_path / "runs").exists()
