@@ -11,7 +11,7 @@ evaluated with BatchNorm statistics as trained and re-estimated per sub-net (``+
 grid of the elastic training chosen on the validation images, against individually trained U-Nets at
 (3,0.25), (3,1), (4,0.5), (4,1), (5,0.25), (5,1).
 
-Every training is one ``elasticnet train`` run (``experiments/cvc_clinicdb.yaml`` with the profile) in
+Every training is one ``elasticnet train`` run (``paper/cvc_clinicdb_study.yaml`` with the profile) in
 ``runs/dice_table/<profile>/<split>/seed<k>/<run>/`` (``--runs``); a finished run is reused, an interrupted one is
 resumed, so an interrupted table continues where it stopped. An individual U-Net of width w is trained
 as its own network with base width ``w * base_width`` (the same channels as the elastic sub-net). The
@@ -76,7 +76,7 @@ from elasticnet.models.subnet import level_channels
 from elasticnet.reporting import markdown_table, read_csv, write_csv
 from elasticnet.runtime import DevicePool, with_device
 
-CONFIG = str(ROOT / "experiments" / "cvc_clinicdb.yaml")
+CONFIG = str(ROOT / "paper" / "cvc_clinicdb_study.yaml")  # the studies' frozen base (its header says why)
 # Individually trained U-Nets: Table 1 needs full width at every depth, Table 2 adds these shapes.
 INDIVIDUAL = {"1": [(3, 1.0), (4, 1.0), (5, 1.0)], "2": [(3, 0.25), (3, 1.0), (4, 0.5), (4, 1.0), (5, 0.25), (5, 1.0)]}
 

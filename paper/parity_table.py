@@ -46,7 +46,7 @@ from elasticnet.runtime import DevicePool
 from elasticnet.training.compute import subnet_flops
 from elasticnet.training.recipe import epochs_within
 
-CONFIG = ROOT / "experiments" / "cvc_clinicdb.yaml"
+CONFIG = ROOT / "paper" / "cvc_clinicdb_study.yaml"  # the studies' frozen base (its header says why)
 DEPTHS, WIDTHS = (3, 4, 5), (0.25, 0.5, 0.75, 1.0)
 GRID = ("--depths", "3,4,5", "--widths", "0.25,0.5,0.75,1")
 TABLE_SHAPES = [(3, 0.25), (3, 1.0), (4, 0.5), (4, 1.0), (5, 0.25), (5, 1.0)]

@@ -38,7 +38,7 @@ PRECISIONS = {"bf16": "bf16", "fp32": "none"}
 def command(data: str, seed: int, amp: str, out: Path) -> list[str]:
     flags = ["--split", "random", "--folds", "5", "--fold", "0", "--strategy", "sandwich"]
     flags += ["--widths", "0.25,0.5,0.75,1", "--seed", str(seed), "--amp", amp]
-    return train_command("experiments/cvc_clinicdb.yaml", "cpu", data, flags, "auto", out)
+    return train_command(ROOT / "paper" / "cvc_clinicdb_study.yaml", "cpu", data, flags, "auto", out)
 
 
 def collect(runs: Path, seeds: list[int]) -> list[dict]:

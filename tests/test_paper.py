@@ -854,3 +854,19 @@ def test_paper_scripts_refuse_a_mistake_in_one_line_from_any_folder(tmp_path, sc
     assert "Traceback" not in done.stderr and message in done.stderr
     assert done.stderr.startswith(f"{script}: error: ")
     assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("profile", ["cpu", "converged-e128", "paper"])
+def test_the_cvc_runner_ships_the_recipe_the_parity_campaign_measured_best(profile):
+    """``experiments/cvc_clinicdb.yaml`` trains exactly the arm slimmable+junction+table of the studies' base, and
+    that base (``paper/cvc_clinicdb_study.yaml``, which every committed study run was made from) is still the
+    originating study's recipe, so the committed runs stay reproducible."""
+    from elasticnet.config import build_config
+
+    product = build_config(str(ROOT / "experiments" / "cvc_clinicdb.yaml"), {"data": "somewhere"}, profile)
+    flags = parity_table.flag_dict(parity_table.ARMS["slimmable+junction+table"])
+    arm = build_config(str(parity_table.CONFIG), {"data": "somewhere", **flags}, profile)
+    assert product.to_dict() == arm.to_dict()
+    base = build_config(str(parity_table.CONFIG), {"data": "somewhere"}, profile)
+    assert (base.train.strategy, base.model.junction, base.train.always_subnets) == ("uniform", "shared", [])
+    assert dice_table.CONFIG == str(parity_table.CONFIG)
