@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from checkout import ROOT
+from runner import claim_out_folder
 from torch.utils.data import DataLoader
 
 from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint
@@ -114,7 +115,7 @@ def main() -> None:
                     for r in evaluate_run(run.parent, {"split": split, "seed": int(seed), "method": method})
                 ]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_out_folder(out)
     write_csv(rows, out / "bn_calibration.csv")
     summary = []
     for split in sorted({r["split"] for r in rows}):

@@ -57,6 +57,7 @@ from runner import (
     ROOT,
     WALL_NAME,
     check_same_recipe,
+    claim_out_folder,
     count,
     git_commit,
     hardware_text,
@@ -457,6 +458,7 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(" ".join(j.command) for j in jobs))
         return
     out = Path(args.out) if args.out else ROOT / "results" / "cvc_clinicdb" / args.name
+    claim_out_folder(out)
     if args.plan:
         write_plan(jobs, out / "plan.csv")
         return

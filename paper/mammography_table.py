@@ -34,7 +34,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 from checkout import ROOT
-from runner import check_same_recipe, count, index_list, planned_config, train_command, train_or_resume
+from runner import (
+    check_out_folder,
+    check_same_recipe,
+    claim_out_folder,
+    count,
+    index_list,
+    planned_config,
+    train_command,
+    train_or_resume,
+)
 
 from elasticnet.errors import run_script
 from elasticnet.files import atomic_write_text
@@ -306,12 +315,14 @@ def main() -> None:
         raise SystemExit(f"--data {args.data} is not a folder; give the mini-MIAS folder")
     args.name = args.name or args.profile
     args.out = args.out or ROOT / "results" / "mammography" / args.name
+    check_out_folder(args.out)  # before training; claimed once the recipe and folds are known to be valid
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     folds = index_list(args.folds, "--folds", "0,1,2,3,4")
     recipe = planned(args)
     n_folds = recipe.data.folds
     if max(folds) >= n_folds:
         raise SystemExit(f"--folds {args.folds}: {args.config} splits the films into {n_folds} folds, 0..{n_folds - 1}")
+    claim_out_folder(args.out)
     with ThreadPoolExecutor(args.jobs) as pool:
         for future in [pool.submit(train_fold, args, k) for k in folds]:
             future.result()

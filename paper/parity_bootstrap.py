@@ -27,6 +27,7 @@ kept).
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 from pathlib import Path
 
@@ -189,6 +190,18 @@ def merged(rows: list[dict], path: Path) -> list[dict]:
     return [r for r in old if (r["split"], r["method"], r["unit"]) not in mine] + rows
 
 
+def check_out_file(path: Path) -> None:
+    """Refuse, before the resampling, an ``--out`` that is a folder or a file this script did not write (its
+    rows would be replaced)."""
+    if path.is_dir():
+        raise SystemExit(f"--out {path} is a folder; give the CSV file to write (e.g. {path / 'bootstrap.csv'})")
+    if path.exists():
+        with open(path, newline="") as f:
+            header = set(next(csv.reader(f), []))
+        if not {"split", "method", "depth", "width", "gap"} <= header:
+            raise SystemExit(f"--out {path} is not a table this script wrote; give a new file")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, required=True, help="the --runs folder of paper/parity_table.py")
@@ -210,6 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--resamples must be at least 100")
     seeds = seed_list(args.seeds)
     out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile / "bootstrap.csv"
+    check_out_file(out)
     rows = [shape_row(args, d, w, seeds) for d, w in TABLE_SHAPES]
     out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(merged(rows, out), out, COLUMNS)

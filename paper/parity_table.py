@@ -35,7 +35,16 @@ from pathlib import Path
 
 import pandas as pd
 from checkout import ROOT
-from runner import check_same_recipe, count, git_commit, hardware_text, seed_list, train_command, train_or_resume
+from runner import (
+    check_same_recipe,
+    claim_out_folder,
+    count,
+    git_commit,
+    hardware_text,
+    seed_list,
+    train_command,
+    train_or_resume,
+)
 
 from elasticnet import __version__
 from elasticnet.config import build_config
@@ -611,7 +620,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--comparisons takes epochs and/or compute")
     args.shape_list = [(d, w) for d in DEPTHS for w in WIDTHS] if args.shapes == "all" else TABLE_SHAPES
     args.out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile
-    args.out.mkdir(parents=True, exist_ok=True)
+    claim_out_folder(args.out)
     args.own_epochs = own_epochs(args.own_e_table) if args.individual_e == "own" else {}
     runs, _ = plan(args)
     if args.dry_run:

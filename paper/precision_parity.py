@@ -25,7 +25,7 @@ import subprocess
 from pathlib import Path
 
 from checkout import ROOT
-from runner import seed_list, train_command
+from runner import claim_out_folder, seed_list, train_command
 
 from elasticnet import hardware
 from elasticnet.errors import run_script
@@ -122,6 +122,7 @@ def main() -> None:
     args = p.parse_args()
     seeds = seed_list(args.seeds)
     runs, out = Path(args.runs), Path(args.out)
+    claim_out_folder(out)
     commands = []
     if not args.report_only:
         if not args.data or not Path(args.data).is_dir():

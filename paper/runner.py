@@ -245,3 +245,26 @@ def hardware_text(device: str) -> str:
     if device != "cpu" and torch.cuda.is_available():
         text += f"; GPU {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
     return text + "."
+
+
+MARK = "COMMANDS.md"  # every results folder a paper script writes holds the commands that made it
+
+
+def check_out_folder(out: Path, flag: str = "--out") -> None:
+    """Refuse, before any work, an ``out`` that is a file, or an existing folder holding files that no paper
+    script wrote (no COMMANDS.md): the script would overwrite files it did not create."""
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"{flag} {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARK).is_file():
+        raise SystemExit(
+            f"{flag} {out} holds files that no paper script wrote (it has no {MARK}); give a new or empty folder"
+        )
+
+
+def claim_out_folder(out: Path, flag: str = "--out") -> None:
+    """:func:`check_out_folder`, then make ``out`` with a first, empty COMMANDS.md (the script fills it in when
+    it finishes), so that the folder of an interrupted script is still recognised as its own when run again."""
+    check_out_folder(out, flag)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MARK).is_file():
+        atomic_write_text(out / MARK, "# Commands\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -631,6 +632,31 @@ def test_mammography_epochs_curve_reads_the_pooled_rows_per_subnet(tmp_path):
         [40, 5, 1.0, 0.5],
     ]
     assert (tmp_path / "out" / "epochs.png").stat().st_size > 0
+    assert "mammography_epochs.py 40=" in (tmp_path / "out" / "COMMANDS.md").read_text()
+    mammography_epochs.main([f"20={a}", "--out", str(tmp_path / "out")])  # its own folder: written again
+    assert len(pd.read_csv(tmp_path / "out" / "epochs.csv")) == 2
+
+
+def test_paper_scripts_never_write_into_a_folder_they_did_not_make(tmp_path):
+    """A results folder holding files no paper script wrote (no COMMANDS.md) is refused before any work, and
+    its files are left as they were; a file given as the folder too. An interrupted script's folder (the empty
+    COMMANDS.md it claims first) stays its own."""
+    import runner
+
+    a = write_table(tmp_path / "e20", 100, 21, {(5, 1.0): 0.4})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "epochs.csv").write_text("my own notes\n")
+    with pytest.raises(SystemExit, match="no paper script wrote"):
+        mammography_epochs.main([f"20={a}", "--out", str(mine)])
+    assert (mine / "epochs.csv").read_text() == "my own notes\n" and sorted(os.listdir(mine)) == ["epochs.csv"]
+    with pytest.raises(SystemExit, match="is a file"):
+        runner.check_out_folder(mine / "epochs.csv")
+    fresh = tmp_path / "fresh" / "table"
+    runner.claim_out_folder(fresh)
+    (fresh / "runs").mkdir()  # interrupted after its first copies
+    runner.check_out_folder(fresh)
+    runner.check_out_folder(tmp_path / "empty-or-new")
 
 
 @pytest.mark.parametrize("bad", ["x=folder", "0=folder", "40", "=folder"])
@@ -870,3 +896,14 @@ def test_the_cvc_runner_ships_the_recipe_the_parity_campaign_measured_best(profi
     base = build_config(str(parity_table.CONFIG), {"data": "somewhere"}, profile)
     assert (base.train.strategy, base.model.junction, base.train.always_subnets) == ("uniform", "shared", [])
     assert dice_table.CONFIG == str(parity_table.CONFIG)
+
+
+def test_parity_bootstrap_refuses_to_replace_a_file_it_did_not_write(tmp_path):
+    mine = tmp_path / "notes.csv"
+    mine.write_text("patient,comment\n1,keep me\n")
+    with pytest.raises(SystemExit, match="not a table this script wrote"):
+        parity_bootstrap.main(["--runs", str(tmp_path), "--out", str(mine)])
+    assert mine.read_text() == "patient,comment\n1,keep me\n"
+    with pytest.raises(SystemExit, match="is a folder"):
+        parity_bootstrap.main(["--runs", str(tmp_path), "--out", str(tmp_path)])
+    parity_bootstrap.check_out_file(ROOT / "results" / "cvc_clinicdb" / "converged-e128" / "bootstrap.csv")
