@@ -36,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 from checkout import ROOT
 from runner import (
+    check_out_folder,
     check_same_recipe,
     claim_out_folder,
     count,
@@ -620,13 +621,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--comparisons takes epochs and/or compute")
     args.shape_list = [(d, w) for d in DEPTHS for w in WIDTHS] if args.shapes == "all" else TABLE_SHAPES
     args.out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile
-    claim_out_folder(args.out)
+    check_out_folder(args.out)
     args.own_epochs = own_epochs(args.own_e_table) if args.individual_e == "own" else {}
-    runs, _ = plan(args)
+    runs, _ = plan(args)  # refuses an unknown profile or fold before anything is written
     if args.dry_run:
         for run in runs:
             print(f"{run.key}: {run.epochs} epochs")
         return
+    claim_out_folder(args.out)
     if not args.report_only:
         threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
         todo = sorted(runs, key=lambda r: (r.seed, is_individual(r.method), -r.epochs))

@@ -871,7 +871,8 @@ def test_paper_scripts_refuse_a_mistake_in_one_line_from_any_folder(tmp_path, sc
     work = tmp_path / "elsewhere"
     work.mkdir()
     done = subprocess.run(
-        [sys.executable, str(ROOT / "paper" / script), "--data", str(data), "--runs", str(work / "runs"), *flags],
+        [sys.executable, str(ROOT / "paper" / script), "--data", str(data), "--runs", str(work / "runs")]
+        + ["--out", str(work / "out"), *flags],
         capture_output=True,
         text=True,
         cwd=work,
