@@ -56,6 +56,7 @@ from dice_tables import (
 from runner import (
     ROOT,
     WALL_NAME,
+    check_folder,
     check_same_recipe,
     claim_out_folder,
     count,
@@ -458,6 +459,7 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(" ".join(j.command) for j in jobs))
         return
     out = Path(args.out) if args.out else ROOT / "results" / "cvc_clinicdb" / args.name
+    check_folder(Path(args.runs))
     claim_out_folder(out)
     if args.plan:
         write_plan(jobs, out / "plan.csv")

@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 from checkout import ROOT
 from runner import (
+    check_folder,
     check_out_folder,
     check_same_recipe,
     claim_out_folder,
@@ -316,6 +317,7 @@ def main() -> None:
     args.name = args.name or args.profile
     args.out = args.out or ROOT / "results" / "mammography" / args.name
     check_out_folder(args.out)  # before training; claimed once the recipe and folds are known to be valid
+    check_folder(args.runs)
     args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     folds = index_list(args.folds, "--folds", "0,1,2,3,4")
     recipe = planned(args)

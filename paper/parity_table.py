@@ -36,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 from checkout import ROOT
 from runner import (
+    check_folder,
     check_out_folder,
     check_same_recipe,
     claim_out_folder,
@@ -622,6 +623,7 @@ def main(argv: list[str] | None = None) -> None:
     args.shape_list = [(d, w) for d in DEPTHS for w in WIDTHS] if args.shapes == "all" else TABLE_SHAPES
     args.out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile
     check_out_folder(args.out)
+    check_folder(args.runs)
     args.own_epochs = own_epochs(args.own_e_table) if args.individual_e == "own" else {}
     runs, _ = plan(args)  # refuses an unknown profile or fold before anything is written
     if args.dry_run:

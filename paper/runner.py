@@ -251,14 +251,24 @@ MARK = "COMMANDS.md"  # every results folder a paper script writes holds the com
 
 
 def check_out_folder(out: Path, flag: str = "--out") -> None:
-    """Refuse, before any work, an ``out`` that is a file, or an existing folder holding files that no paper
-    script wrote (no COMMANDS.md): the script would overwrite files it did not create."""
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"{flag} {out} is a file; give a folder")
+    """Refuse (:class:`~elasticnet.errors.UserError`), before any work, an ``out`` that is a file, or an existing
+    folder holding files that no paper script wrote (no COMMANDS.md): the script would overwrite files it did
+    not create."""
+    from elasticnet.errors import UserError
+
     if out.is_dir() and any(out.iterdir()) and not (out / MARK).is_file():
-        raise SystemExit(
+        raise UserError(
             f"{flag} {out} holds files that no paper script wrote (it has no {MARK}); give a new or empty folder"
         )
+    check_folder(out, flag)
+
+
+def check_folder(folder: Path, flag: str = "--runs") -> None:
+    """Refuse (:class:`~elasticnet.errors.UserError`), before any work, a ``folder`` that is a file, lies inside
+    one, or cannot be written."""
+    from elasticnet.files import prepare_outputs
+
+    prepare_outputs(folder, [], flag=flag)
 
 
 def claim_out_folder(out: Path, flag: str = "--out") -> None:

@@ -23,6 +23,8 @@ import parity_table
 import pytest
 from helpers import write_fake_cvc
 
+from elasticnet.errors import UserError
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -647,10 +649,10 @@ def test_paper_scripts_never_write_into_a_folder_they_did_not_make(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "epochs.csv").write_text("my own notes\n")
-    with pytest.raises(SystemExit, match="no paper script wrote"):
+    with pytest.raises(UserError, match="no paper script wrote"):
         mammography_epochs.main([f"20={a}", "--out", str(mine)])
     assert (mine / "epochs.csv").read_text() == "my own notes\n" and sorted(os.listdir(mine)) == ["epochs.csv"]
-    with pytest.raises(SystemExit, match="is a file"):
+    with pytest.raises(UserError, match="is a file"):
         runner.check_out_folder(mine / "epochs.csv")
     fresh = tmp_path / "fresh" / "table"
     runner.claim_out_folder(fresh)
@@ -861,6 +863,10 @@ def test_parity_target_is_met_only_with_every_table_shape_and_three_seeds():
         ("dice_table.py", ["--profile", "nope"], "has no profile 'nope'"),
         ("parity_table.py", ["--profile", "nope"], "has no profile 'nope'"),
         ("parity_table.py", ["--splits", "grouped-f9"], "fold must lie in 0..4"),
+        ("mammography_table.py", ["--runs", "../afile"], "is a file, not a folder"),
+        ("parity_table.py", ["--runs", "../afile/inside"], "lies inside the file"),
+        ("dice_table.py", ["--runs", "../afile"], "is a file, not a folder"),
+        ("mammography_table.py", ["--out", "../afile"], "is a file, not a folder"),
     ],
 )
 def test_paper_scripts_refuse_a_mistake_in_one_line_from_any_folder(tmp_path, script, flags, message):
@@ -870,9 +876,10 @@ def test_paper_scripts_refuse_a_mistake_in_one_line_from_any_folder(tmp_path, sc
     data = write_fake_cvc(tmp_path / "cvc")
     work = tmp_path / "elsewhere"
     work.mkdir()
+    (tmp_path / "afile").write_text("a user's file\n")
+    folders = ["--runs", str(work / "runs"), "--out", str(work / "out")]
     done = subprocess.run(
-        [sys.executable, str(ROOT / "paper" / script), "--data", str(data), "--runs", str(work / "runs")]
-        + ["--out", str(work / "out"), *flags],
+        [sys.executable, str(ROOT / "paper" / script), "--data", str(data), *folders, *flags],
         capture_output=True,
         text=True,
         cwd=work,
@@ -880,7 +887,7 @@ def test_paper_scripts_refuse_a_mistake_in_one_line_from_any_folder(tmp_path, sc
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and message in done.stderr
     assert done.stderr.startswith(f"{script}: error: ")
-    assert list(work.iterdir()) == []
+    assert list(work.iterdir()) == [] and (tmp_path / "afile").read_text() == "a user's file\n"
 
 
 @pytest.mark.parametrize("profile", ["cpu", "converged-e128", "paper"])
