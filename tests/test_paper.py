@@ -915,3 +915,11 @@ def test_parity_bootstrap_refuses_to_replace_a_file_it_did_not_write(tmp_path):
     with pytest.raises(SystemExit, match="is a folder"):
         parity_bootstrap.main(["--runs", str(tmp_path), "--out", str(tmp_path)])
     parity_bootstrap.check_out_file(ROOT / "results" / "cvc_clinicdb" / "converged-e128" / "bootstrap.csv")
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"subnets": [{"depth": 5}]}', '{"checkpoint_sha256": "x", "subnets": 3}'])
+def test_a_damaged_committed_evaluation_is_named_with_the_fix(tmp_path, text):
+    saved = tmp_path / "evaluation-test.json"
+    saved.write_text(text)
+    with pytest.raises(SystemExit, match="not an evaluation this script wrote.*move it away"):
+        mammography_table.load_evaluation(saved)
