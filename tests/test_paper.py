@@ -917,7 +917,9 @@ def test_parity_bootstrap_refuses_to_replace_a_file_it_did_not_write(tmp_path):
     parity_bootstrap.check_out_file(ROOT / "results" / "cvc_clinicdb" / "converged-e128" / "bootstrap.csv")
 
 
-@pytest.mark.parametrize("text", ["{not json", '{"subnets": [{"depth": 5}]}', '{"checkpoint_sha256": "x", "subnets": 3}'])
+@pytest.mark.parametrize(
+    "text", ["{not json", '{"subnets": [{"depth": 5}]}', '{"checkpoint_sha256": "x", "subnets": 3}']
+)
 def test_a_damaged_committed_evaluation_is_named_with_the_fix(tmp_path, text):
     saved = tmp_path / "evaluation-test.json"
     saved.write_text(text)
