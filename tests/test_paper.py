@@ -923,5 +923,5 @@ def test_parity_bootstrap_refuses_to_replace_a_file_it_did_not_write(tmp_path):
 def test_a_damaged_committed_evaluation_is_named_with_the_fix(tmp_path, text):
     saved = tmp_path / "evaluation-test.json"
     saved.write_text(text)
-    with pytest.raises(SystemExit, match="not an evaluation this script wrote.*move it away"):
+    with pytest.raises(SystemExit, match=r"not an evaluation this script wrote.*move it away"):
         mammography_table.load_evaluation(saved)
