@@ -22,7 +22,7 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: $(STAMP)
 	rm -rf $(DEMO)
-	$(BIN)/elasticnet train --depths 3,4,5 --widths 0.5,1 --out $(DEMO)
+	$(BIN)/elasticnet train --depths 3,4,5 --widths 0.5,1 --epochs 4 --out $(DEMO)
 	$(BIN)/elasticnet export --checkpoint $(DEMO) --depth 4 --target cpu
 	$(BIN)/elasticnet eval --model $(DEMO)/export-d4-w1-cpu
 

@@ -153,7 +153,7 @@ def check_structure(ckpt: dict[str, Any], path: Path) -> None:
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], device: torch.device | str = "cpu") -> tuple[RunConfig, ElasticUNet]:
-    cfg = RunConfig.from_dict(ckpt["config"], source="checkpoint config")
+    cfg = RunConfig.from_saved(ckpt["config"], source="checkpoint config")
     model = ElasticUNet(cfg.model)
     try:
         model.load_state_dict(ckpt["model"])

@@ -98,16 +98,24 @@ class TrainConfig:
     batch_size: int = opt(8, "images per optimiser step (per process)")
     lr: float = opt(2e-3, "peak learning rate (cosine schedule with one epoch of warm-up)")
     weight_decay: float = opt(1e-4, "decoupled weight decay")
-    strategy: Literal["uniform", "sandwich"] = opt(
-        "uniform",
-        "uniform: one random sub-net per step (the originating study); sandwich: the largest, the smallest and num_random random ones (+ always_subnets)",
+    strategy: Literal["uniform", "sandwich", "slimmable"] = opt(
+        "slimmable",
+        "uniform: one random sub-net per step (the originating study); sandwich: the largest, the smallest and "
+        "num_random random ones (+ always_subnets); slimmable: a sandwich that also trains every full-width depth "
+        "each step (the parity campaign's grid-free rule)",
     )
-    num_random: int = opt(1, "sandwich: random sub-nets per step besides the largest, the smallest and always_subnets")
-    always_subnets: list[str] = opt(factory=list, help="sandwich: also trained every step (keys like d4-w1,d3-w1)")
+    num_random: int = opt(
+        1, "sandwich, slimmable: random sub-nets per step besides the largest, the smallest and those every step runs"
+    )
+    always_subnets: list[str] = opt(
+        factory=list, help="sandwich, slimmable: also trained every step (keys like d4-w0.5,d5-w0.25)"
+    )
     random_by_flops: bool = opt(
         False, "sandwich: draw the random sub-nets in proportion to their FLOPs (not uniformly)"
     )
-    weight_smallest: float = opt(1.0, "loss weight of the smallest sub-net (the largest and always_subnets: 1)")
+    weight_smallest: float = opt(
+        0.5, "loss weight of the smallest sub-net in a sandwich (the largest, full-width depths, always_subnets: 1)"
+    )
     weight_random: float = opt(1.0, "loss weight of the randomly drawn sub-nets")
     subnet_weights: list[str] = opt(
         factory=list,
@@ -219,6 +227,24 @@ class RunConfig:
             parts[name] = section(**{k: coerce(v, hints[k], f"{name}.{k}") for k, v in given.items()})
         return validate(cls(**parts))
 
+    @classmethod
+    def from_saved(cls, values: dict[str, Any], source: str = "saved config") -> RunConfig:
+        """A config saved by an earlier run (checkpoint, run folder, export): a key it lacks was written before
+        the key existed and meant that day's default, which ``FORMER_DEFAULTS`` keeps where today's differs."""
+        if isinstance(values, dict):
+            values = {**values}
+            for section, former in FORMER_DEFAULTS.items():
+                if isinstance(values.get(section, {}), dict):
+                    values[section] = {**former, **(values.get(section) or {})}
+        return cls.from_dict(values, source)
+
+
+# Defaults that changed (issue 13 moved `train` to its best grid-free recipe): what a saved config that lacks
+# the key meant. Add a key here whenever a default changes.
+FORMER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"junction": "shared"},
+    "train": {"strategy": "uniform", "weight_smallest": 1.0},
+}
 
 # Top-level sections of a config file that are not part of a run's config (read by other commands).
 NON_RUN_SECTIONS = ("search",)  # the hyper-parameter search space of `elasticnet tune`
@@ -464,10 +490,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     for key, value in fractions.items():
         if not 0.0 <= value < 1.0:
             raise UserError(f"{key} must lie in [0, 1) (a fraction), got {value}")
-    if t.grad_projection != "none" and t.strategy != "sandwich":
+    if t.grad_projection != "none" and t.strategy == "uniform":
         raise UserError(
             "grad_projection combines the largest sub-net's gradient with the others' of a sandwich step; "
-            "add --strategy sandwich (the uniform strategy runs one sub-net per step)"
+            "use --strategy slimmable or sandwich (the uniform strategy runs one sub-net per step)"
         )
     if not 0.0 < t.ema_decay < 1.0:
         raise UserError(f"ema_decay must lie in (0, 1), got {t.ema_decay}")

@@ -178,7 +178,7 @@ def evaluate_fold(args, fold: int, ckpt: dict) -> dict[tuple[int, float], FoldRe
     from elasticnet.models.subnet import SubNet
     from elasticnet.training.evaluate import evaluate
 
-    cfg = RunConfig.from_dict(ckpt["config"])
+    cfg = RunConfig.from_saved(ckpt["config"])
     split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
     films = split.test if args.evaluate_on == "test" else split.val
     if films is None:

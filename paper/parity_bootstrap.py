@@ -68,7 +68,7 @@ def load_run(folder: Path, data: str | None):
     if not path.is_file():
         raise SystemExit(f"{path} does not exist: give --runs, the folder paper/parity_table.py trained in")
     ckpt = load_checkpoint(path)
-    cfg = RunConfig.from_dict(ckpt["config"])
+    cfg = RunConfig.from_saved(ckpt["config"])
     if data:
         cfg.data.data = data
     split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)

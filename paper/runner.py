@@ -141,7 +141,7 @@ def recipe_differences(command: Sequence[str], folder: Path) -> list[str]:
         return []
     planned = planned_config(command).to_dict()
     try:
-        saved = RunConfig.from_dict(load_yaml(saved_file), source=str(saved_file)).to_dict()
+        saved = RunConfig.from_saved(load_yaml(saved_file), source=str(saved_file)).to_dict()
     except UserError as e:  # written by another version of the package
         return [f"config.yaml cannot be read as this version's config ({e})"]
     changes = []

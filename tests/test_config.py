@@ -78,7 +78,7 @@ def test_every_config_key_is_a_train_flag_with_its_help_and_choices(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
-    assert "{uniform,sandwich}" in text and "[train; default uniform]" in text
+    assert "{uniform,sandwich,slimmable}" in text and "[train; default slimmable]" in text
 
 
 def test_vocabularies_are_checked_however_the_config_is_made():

@@ -67,20 +67,34 @@ def _train(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
     """Same sub-nets at every step on both ranks, shards that together are the single process's batch,
-    averaged gradients and synchronised BN statistics: the same weights up to float rounding."""
-    two = _torchrun(2, *COMMON, "--max-steps", "4", "--sync-bn", "--batch-size", "4", "--out", str(tmp_path / "two"))
+    averaged gradients and synchronised BN statistics: the same weights up to float rounding, with the default
+    recipe (a slimmable step of four sub-nets, private junctions). SGD: AdamW's first steps move a weight by about
+    +-lr whatever its gradient's size, so an entry whose gradient is float noise around 0 (the two summation
+    orders differ there) moves by 2 lr; SGD's step is the gradient's own. Two steps (the second uses the
+    momentum of the first): the rounding differences grow ~20x per step with the training dynamics (measured:
+    3e-6 after one step, 5e-5 after two), while gradients summed instead of averaged differ by 4e-2."""
+    sgd = ["--optimizer", "sgd", "--lr", "0.01"]
+    two = _torchrun(
+        2, *COMMON, *sgd, "--max-steps", "2", "--sync-bn", "--batch-size", "4", "--out", str(tmp_path / "two")
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    one = _train(*COMMON, "--max-steps", "4", "--sync-bn", "--batch-size", "8", "--out", str(tmp_path / "one"))
+    one = _train(*COMMON, *sgd, "--max-steps", "2", "--sync-bn", "--batch-size", "8", "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr[-3000:]
     a = load_checkpoint(tmp_path / "one" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "two" / "checkpoint.pt")
-    assert a["step"] == b["step"] == 4
+    assert a["step"] == b["step"] == 2
     for key, value in a["model"].items():
         if value.is_floating_point():
-            torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=5e-5, msg=key)
-    # BN re-estimation: one process averages 8-image batches, two pool their 4-image statistics (equal in
-    # exact arithmetic); on 10 tiny validation images that moves a few pixels across the threshold.
-    assert [r["dice"] for r in a["subnets"]] == pytest.approx([r["dice"] for r in b["subnets"]], abs=5e-3)
+            torch.testing.assert_close(b["model"][key], value, rtol=1e-4, atol=2e-4, msg=key)
+    # BN re-estimation: each process calibrates on its share of the same images (batch statistics of its own 4
+    # images inside the forward) and the statistics are pooled. The first BN layer sees only the images and the
+    # first convolution, so its pooled statistics equal one process's (measured 2e-4 apart, the weights 2e-5);
+    # deeper layers see activations normalised per 4-image batch, which moves the table of a 2-step net (Dice
+    # near 0.1 on 10 tiny images) by ~0.02.
+    first = "encoder.0.bn1.running_mean"
+    for key, stats in a["bn_stats"].items():
+        torch.testing.assert_close(b["bn_stats"][key][first], stats[first], rtol=1e-3, atol=1e-3, msg=key)
+    assert [r["dice"] for r in a["subnets"]] == pytest.approx([r["dice"] for r in b["subnets"]], abs=3e-2)
     assert "x 2 processes" in two.stdout and not list((tmp_path / "two").glob("*.tmp"))  # rank 0 wrote alone
 
 

@@ -176,6 +176,19 @@ def config_cases(ws: dict[str, Path]) -> list[Case]:
     return cases
 
 
+def _flip_a_weight_byte(good: bytes) -> bytes:
+    """The checkpoint with one byte flipped in the middle of its largest tensor's data (a fixed offset can land
+    in the zip format's alignment padding, which changes nothing the file holds)."""
+    import io
+    import struct
+    import zipfile
+
+    largest = max(zipfile.ZipFile(io.BytesIO(good)).infolist(), key=lambda i: i.file_size)
+    name_len, extra_len = struct.unpack("<HH", good[largest.header_offset + 26 : largest.header_offset + 30])
+    at = largest.header_offset + 30 + name_len + extra_len + largest.file_size // 2
+    return good[:at] + bytes([good[at] ^ 0xFF]) + good[at + 1 :]
+
+
 def crafted_checkpoints(ws: dict[str, Path]) -> dict[str, Path]:
     folder = ws["root"] / "crafted"
     folder.mkdir(exist_ok=True)
@@ -192,7 +205,7 @@ def crafted_checkpoints(ws: dict[str, Path]) -> dict[str, Path]:
         "truncated": good[: len(good) // 2],
         "json": b'{"format": "elasticnet-checkpoint"}',
         "bare-pickle": pickle.dumps({"x": Evil()}),
-        "flipped-byte": good[:5000] + bytes([good[5000] ^ 0xFF]) + good[5001:],
+        "flipped-byte": _flip_a_weight_byte(good),
     }
     out = {}
     for name, data in files.items():

@@ -69,10 +69,17 @@ def test_extract_with_private_bn(bn_mode):
     assert grads == [i == index[SubNet(2, 0.5)] for i in range(len(grads))]
 
 
-def test_largest_subnet_gives_every_parameter_a_gradient(tiny_elastic):
-    tiny_elastic.train()
-    tiny_elastic(torch.randn(2, 3, *SIZE), tiny_elastic.config.largest).square().mean().backward()
-    for name, p in tiny_elastic.named_parameters():
+@pytest.mark.parametrize("junction", ["shared", "private"])
+def test_the_full_width_depths_give_every_parameter_a_gradient(junction):
+    """No dead weights: with shared junctions the largest sub-net alone reaches every parameter; with private
+    ones (the default) each depth's full-width sub-net reaches its own junction."""
+    model = ElasticUNet(ElasticUNetConfig(base_width=8, depths=DEPTHS, widths=WIDTHS, junction=junction))
+    randomise_bn(model)
+    model.train()
+    x = torch.randn(2, 3, *SIZE)
+    depths = [max(DEPTHS)] if junction == "shared" else DEPTHS
+    sum(model(x, SubNet(d, 1.0)).square().mean() for d in depths).backward()
+    for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
@@ -157,7 +164,7 @@ def test_static_unet_any_channels():
     "private, module, shared_block",
     [
         ({"junction": "private"}, "junctions", "decoder.1"),  # depth 3's bottleneck feeds its junction
-        ({"bottleneck": "private"}, "bottlenecks", "encoder.2"),  # depth 3's last encoder level is its own
+        ({"junction": "shared", "bottleneck": "private"}, "bottlenecks", "encoder.2"),  # depth 3's last encoder level
         ({"junction": "private", "bottleneck": "private"}, "bottlenecks", "encoder.2"),
     ],
 )
@@ -189,7 +196,9 @@ def test_private_blocks_extract_to_the_same_plain_unet_and_train_only_with_their
     assert touched == {"3"}
     assert model.get_submodule(shared_block).conv1.weight.grad is None
     assert model.get_submodule("encoder.1").conv1.weight.grad is not None  # the levels above stay shared
-    shared = ElasticUNet(ElasticUNetConfig(base_width=8, depths=[2, 3, 4], widths=[0.5, 1.0], bn_mode=bn_mode))
+    shared = ElasticUNet(
+        ElasticUNetConfig(base_width=8, depths=[2, 3, 4], widths=[0.5, 1.0], bn_mode=bn_mode, junction="shared")
+    )
     assert len(shared.junctions) == len(shared.bottlenecks) == 0
     assert sum(p.numel() for p in model.parameters()) > sum(p.numel() for p in shared.parameters())
 

@@ -211,6 +211,53 @@ def test_a_run_records_its_training_compute(tmp_path):
     assert ckpt["log"][-1]["train_tflops"] == ckpt["train_tflops"]
 
 
+@pytest.mark.parametrize("depths", [(2, 3), (3, 4, 5), (2, 4, 6)])
+@pytest.mark.parametrize("widths", [(1.0,), (0.5, 1.0), (0.25, 0.5, 0.75, 1.0)])
+def test_slimmable_is_a_sandwich_that_runs_every_full_width_depth_each_step(depths, widths):
+    """The grid-free rule of the built-in default: what the parity campaign's ``slimmable`` arm wrote out by
+    hand (always every full-width depth, deepest first) for any grid, and nothing else changes."""
+    always = parse_subnets(["d4-w0.5"]) if 4 in depths and 0.5 in widths else ()
+    rule = SubNetSampler(depths, widths, "slimmable", 1, 7, always=always, weight_smallest=0.5)
+    full = tuple(SubNet(d, 1.0) for d in sorted(depths, reverse=True) if d != max(depths))
+    by_hand = SubNetSampler(depths, widths, "sandwich", 1, 7, always=(*full, *always), weight_smallest=0.5)
+    for step in range(50):
+        picked = rule.sample_weighted(step)
+        assert picked == by_hand.sample_weighted(step)
+        assert {SubNet(d, 1.0) for d in depths} <= {s for s, _ in picked}
+        assert len(picked) == len({s for s, _ in picked})
+    assert rule.trained == by_hand.trained
+
+
+def test_the_builtin_default_is_the_grid_free_parity_recipe_and_old_saved_configs_keep_their_meaning(tmp_path):
+    """``train`` without a config trains the parity campaign's slimmable+junction arm (issue 13); a config saved
+    before a default changed (it lacks the key) is read with the default of its day."""
+    cfg = build_config(None, {})
+    assert (cfg.train.strategy, cfg.train.num_random, cfg.train.weight_smallest) == ("slimmable", 1, 0.5)
+    assert cfg.model.junction == "private" and cfg.train.always_subnets == []
+    from elasticnet.config import FORMER_DEFAULTS, RunConfig
+
+    old = cfg.to_dict()
+    for section, keys in FORMER_DEFAULTS.items():
+        for key in keys:
+            del old[section][key]
+    read = RunConfig.from_saved(old)
+    assert (read.model.junction, read.train.strategy, read.train.weight_smallest) == ("shared", "uniform", 1.0)
+    assert RunConfig.from_saved(cfg.to_dict()) == cfg  # a saved key always wins
+    # a checkpoint written before the junction existed still loads as the architecture it holds
+    run = train(
+        build_config(
+            None, {**BASE, "strategy": "uniform", "junction": "shared", "max_steps": "1", "out": str(tmp_path / "r")}
+        ),
+        echo=lambda s: None,
+        progress=False,
+    )
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    del ckpt["config"]["model"]["junction"]
+    from elasticnet.checkpoint import model_from_checkpoint
+
+    assert model_from_checkpoint(ckpt)[0].model.junction == "shared"
+
+
 def test_a_sandwich_without_random_draws_trains_only_its_listed_subnets():
     listed = SubNetSampler((2, 3, 4), (0.5, 1.0), "sandwich", 0, 0, always=parse_subnets(["d3-w1"]))
     assert set(listed.trained) == {SubNet(4, 1.0), SubNet(2, 0.5), SubNet(3, 1.0)}
@@ -266,8 +313,8 @@ def test_a_projected_step_keeps_one_gradient_whole_and_never_opposes_it(mode):
 
 
 def test_projection_needs_a_sandwich(tmp_path):
-    with pytest.raises(UserError, match="--strategy sandwich"):
-        build_config(None, {**BASE, "grad_projection": "subnets", "out": str(tmp_path / "r")})
+    with pytest.raises(UserError, match="--strategy slimmable or sandwich"):
+        build_config(None, {**BASE, "strategy": "uniform", "grad_projection": "subnets", "out": str(tmp_path / "r")})
     cfg = build_config(
         None,
         {**BASE, "strategy": "sandwich", "grad_projection": "subnets", "max_steps": "2", "out": str(tmp_path / "r")},

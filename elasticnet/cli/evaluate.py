@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         from elasticnet.export.export import load_exported
 
         predict, bundle = load_exported(args.model)
-        cfg = RunConfig.from_dict(bundle.training_config, source=f"{args.model}/model.json")
+        cfg = RunConfig.from_saved(bundle.training_config, source=f"{args.model}/model.json")
         loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset)
         detection = cfg.train.lesion_detection if args.lesion_detection is None else args.lesion_detection
         result = evaluate(predict, loader, cpu, bundle.output.threshold, cfg.data.tile, detection).metrics()

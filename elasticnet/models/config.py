@@ -31,7 +31,7 @@ class ElasticUNetConfig:
         4, "channels of a width < 1 are rounded to a multiple of this; 0: the training device's fast multiple"
     )
     junction: Literal["shared", "private"] = opt(
-        "shared",
+        "private",
         "the decoder block that takes a depth's bottleneck: shared by the depths that reach it, or private to "
         "each depth (the exported sub-net is the same plain U-Net either way)",
     )

@@ -7,9 +7,11 @@ run therefore draws exactly what the uninterrupted run would have drawn.
 Rules (the weight-sharing literature's, see ``results/cvc_clinicdb/README.md`` for what they did here):
 
 - ``uniform``: one sub-net per step, uniformly at random (the originating study's structural dropout).
-- ``sandwich``: the largest, the smallest, every sub-net listed in ``always`` (e.g. every full-width depth
-  that will be deployed: the slimmable rule) and ``num_random`` others drawn from the rest, uniformly or in
-  proportion to their FLOPs (``random_by_flops``); their gradients are summed into one optimiser step.
+- ``sandwich``: the largest, the smallest, every sub-net listed in ``always`` and ``num_random`` others drawn
+  from the rest, uniformly or in proportion to their FLOPs (``random_by_flops``); their gradients are summed
+  into one optimiser step.
+- ``slimmable``: a sandwich that also runs every full-width depth each step (the slimmable rule: every depth a
+  site deploys at full width trains every step), then ``always`` and the random ones.
 - Loss weights: 1 for the largest and ``always``, ``weight_smallest`` and ``weight_random`` for the others;
   ``weights`` sets any sub-net's own (it overrides the rule's weight whenever that sub-net runs).
 - Phases (fractions of the training steps): before ``shrink_start`` only the largest sub-net trains (a warm
@@ -27,7 +29,7 @@ from elasticnet.errors import UserError
 from elasticnet.models.subnet import SubNet
 from elasticnet.training.schedule import ramp_factor, steps_of
 
-STRATEGIES = ("uniform", "sandwich")
+STRATEGIES = ("uniform", "sandwich", "slimmable")
 
 
 def parse_subnets(keys: list[str] | tuple[str, ...]) -> tuple[SubNet, ...]:
@@ -90,10 +92,10 @@ class SubNetSampler:
                     f"{name} {unknown} are not in the grid depths {list(self.depths)} x widths "
                     f"{[f'{w:g}' for w in self.widths]}"
                 )
-        if self.weights and self.strategy != "sandwich":
-            raise UserError("subnet_weights needs --strategy sandwich (uniform runs one sub-net per step)")
-        if self.always and self.strategy != "sandwich":
-            raise UserError("always_subnets needs --strategy sandwich")
+        if self.weights and self.strategy == "uniform":
+            raise UserError("subnet_weights needs --strategy sandwich or slimmable (uniform runs one sub-net per step)")
+        if self.always and self.strategy == "uniform":
+            raise UserError("always_subnets needs --strategy sandwich or slimmable (uniform runs one sub-net per step)")
         for name in ("shrink_start", "width_start", "ramp"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UserError(f"{name} is a fraction of the training steps in [0, 1), got {getattr(self, name)}")
@@ -115,13 +117,24 @@ class SubNetSampler:
         return SubNet(min(self.depths), min(self.widths))
 
     @property
+    def fixed(self) -> tuple[SubNet, ...]:
+        """The sub-nets a sandwich step runs besides the largest and the smallest: for ``slimmable`` every
+        full-width depth (deepest first), then ``always``."""
+        full = (
+            tuple(SubNet(d, max(self.widths)) for d in sorted(self.depths, reverse=True))
+            if self.strategy == "slimmable"
+            else ()
+        )
+        return tuple(dict.fromkeys(full + self.always))
+
+    @property
     def trained(self) -> list[SubNet]:
         """The sub-nets the steps run: every choice, except in a sandwich without random draws
-        (``num_random`` 0), which runs only the largest, the smallest and ``always``; the others then work
+        (``num_random`` 0), which runs only the largest, the smallest and ``fixed``; the others then work
         only through the weights they share."""
         if self.strategy == "uniform" or self.num_random > 0:
             return self.choices
-        return [s for s in self.choices if s in {self.largest, self.smallest, *self.always}]
+        return [s for s in self.choices if s in {self.largest, self.smallest, *self.fixed}]
 
     def _phase_step(self, fraction: float) -> int:
         return steps_of(fraction, self.total_steps)
@@ -148,7 +161,7 @@ class SubNetSampler:
         smallest = SubNet(min(s.depth for s in allowed), min(s.width for s in allowed))
         own = dict(self.weights)
         picked = [(self.largest, own.get(self.largest, 1.0))]
-        for s in self.always:
+        for s in self.fixed:
             if s in allowed and s != self.largest:
                 picked.append((s, self._ramped(own.get(s, 1.0), step, s)))
         if smallest not in (s for s, _ in picked):

@@ -62,7 +62,7 @@ def resume(
     uninterrupted run's."""
     run_dir = resumable_run(path)
     # config.yaml is the config the run started with (last.pt holds the same; it is loaded once, later)
-    cfg = RunConfig.from_dict(load_yaml(run_dir / CONFIG_NAME), source=str(run_dir / CONFIG_NAME))
+    cfg = RunConfig.from_saved(load_yaml(run_dir / CONFIG_NAME), source=str(run_dir / CONFIG_NAME))
     if device is not None:
         cfg.train.device = device
     cfg.train.out = str(run_dir)

@@ -23,7 +23,7 @@ DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "lr": {"type": "float", "low": 3e-4, "high": 1e-2, "log": True},
     "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
     "batch_size": {"type": "categorical", "choices": [4, 8, 16]},
-    "strategy": {"type": "categorical", "choices": ["uniform", "sandwich"]},
+    "strategy": {"type": "categorical", "choices": ["uniform", "sandwich", "slimmable"]},
     "num_random": {"type": "int", "low": 1, "high": 3},
     "distill": {"type": "categorical", "choices": [False, True]},
     "distill_weight": {"type": "float", "low": 0.1, "high": 1.0},
