@@ -178,7 +178,7 @@ def config_cases(ws: dict[str, Path]) -> list[Case]:
 
 def _flip_a_weight_byte(good: bytes) -> bytes:
     """The checkpoint with one byte flipped in the middle of its largest tensor's data (a fixed offset can land
-    in the zip format's alignment padding, which changes nothing the file holds)."""
+    on pickle bookkeeping, such as a memo index, that changes nothing the file loads as)."""
     import io
     import struct
     import zipfile
