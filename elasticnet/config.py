@@ -234,8 +234,9 @@ class RunConfig:
         if isinstance(values, dict):
             values = {**values}
             for section, former in FORMER_DEFAULTS.items():
-                if isinstance(values.get(section, {}), dict):
-                    values[section] = {**former, **(values.get(section) or {})}
+                given = values.get(section) or {}
+                if isinstance(given, dict):  # anything else is from_dict's error to report
+                    values[section] = {**former, **given}
         return cls.from_dict(values, source)
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from helpers import TINY_CONFIG
 
-from elasticnet.checkpoint import load_checkpoint
-from elasticnet.config import build_config
+from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint
+from elasticnet.config import FORMER_DEFAULTS, RunConfig, build_config
 from elasticnet.errors import UserError
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet
 from elasticnet.training.compute import subnet_flops
@@ -234,8 +234,6 @@ def test_the_builtin_default_is_the_grid_free_parity_recipe_and_old_saved_config
     cfg = build_config(None, {})
     assert (cfg.train.strategy, cfg.train.num_random, cfg.train.weight_smallest) == ("slimmable", 1, 0.5)
     assert cfg.model.junction == "private" and cfg.train.always_subnets == []
-    from elasticnet.config import FORMER_DEFAULTS, RunConfig
-
     old = cfg.to_dict()
     for section, keys in FORMER_DEFAULTS.items():
         for key in keys:
@@ -253,8 +251,6 @@ def test_the_builtin_default_is_the_grid_free_parity_recipe_and_old_saved_config
     )
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     del ckpt["config"]["model"]["junction"]
-    from elasticnet.checkpoint import model_from_checkpoint
-
     assert model_from_checkpoint(ckpt)[0].model.junction == "shared"
 
 

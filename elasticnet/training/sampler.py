@@ -92,10 +92,9 @@ class SubNetSampler:
                     f"{name} {unknown} are not in the grid depths {list(self.depths)} x widths "
                     f"{[f'{w:g}' for w in self.widths]}"
                 )
-        if self.weights and self.strategy == "uniform":
-            raise UserError("subnet_weights needs --strategy sandwich or slimmable (uniform runs one sub-net per step)")
-        if self.always and self.strategy == "uniform":
-            raise UserError("always_subnets needs --strategy sandwich or slimmable (uniform runs one sub-net per step)")
+        for name, given in (("subnet_weights", self.weights), ("always_subnets", self.always)):
+            if given and self.strategy == "uniform":
+                raise UserError(f"{name} needs --strategy sandwich or slimmable (uniform runs one sub-net per step)")
         for name in ("shrink_start", "width_start", "ramp"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise UserError(f"{name} is a fraction of the training steps in [0, 1), got {getattr(self, name)}")
