@@ -2,19 +2,22 @@
 
     python paper/convergence.py --data PATH [--epochs 16,32,64,128] [--jobs 1 --threads 1]
     python paper/convergence.py --data PATH --lr 0.006 [--epochs ...]   # the same at another learning rate
-    python paper/convergence.py --report-only          # from the committed runs only
+    python paper/convergence.py --data PATH --profile converged-e128-b32 --epochs 64,256   # another protocol
+    python paper/convergence.py --report-only [--profile ...]            # from the committed runs only
 
-The largest and the smallest individual U-Net of the grid, (5,1) and (3,0.25), trained on their own with the
-``cpu`` profile (64x96, base 16; random split, fold 0, seed 0) for each epoch count: separate trainings, since
-the cosine schedule depends on the length. The trainings are ``paper/dice_table.py --epochs N --only ...``
-runs (``runs/convergence/cpu-eN/...``). E is the smallest count whose doubling adds < 1 validation Dice point
-to both shapes (validation only: the test images stay unseen). ``--shapes`` also takes the four other table
-shapes ((4,1), (3,1), (4,0.5), (5,0.25)), whose 64-epoch points are the parity campaign's seed-0 runs; each
-shape gets its own E by the same rule (``convergence_epochs.csv``, read by ``paper/parity_table.py
---individual-e own``).
+The largest and the smallest individual U-Net of the grid, (5,1) and (3,0.25), trained on their own at the
+parity profile's size and width (``--profile``, default ``converged``: 64x96, base 16; random split, fold 0,
+seed 0) for each epoch count: separate trainings, since the cosine schedule depends on the length. The
+trainings are ``paper/dice_table.py --epochs N --only ...`` runs (``runs/convergence/<profile>-eN/...``; the
+``converged`` profile's were trained as ``cpu``, the same model and data, and keep that name). The profile's
+own E is the parity campaign's random-split seed-0 individual nets (the same trainings), so only the other
+counts are trained. E is the smallest count whose doubling adds < 1 validation Dice point to both shapes
+(validation only: the test images stay unseen). ``--shapes`` also takes the four other table shapes ((4,1),
+(3,1), (4,0.5), (5,0.25)); each shape gets its own E by the same rule (``convergence_epochs.csv``, read by
+``paper/parity_table.py --individual-e own``).
 
 Each finished run's small files (config.yaml, log.csv, subnets.csv, wall_seconds.json; no checkpoint) are
-copied to ``results/cvc_clinicdb/converged/convergence-runs/eN/<run>/`` and read from there when the run
+copied to ``results/cvc_clinicdb/<profile>/convergence-runs/eN/<run>/`` and read from there when the run
 folder is gone, so the study continues on any machine from what is committed. Writes convergence.csv (one
 row per shape and epoch count: validation Dice, training seconds; the test images are not looked at), convergence.png (final
 validation Dice vs epochs, and the per-epoch validation curves) and convergence.md (the choice of E).
@@ -23,15 +26,18 @@ validation Dice vs epochs, and the per-epoch validation curves) and convergence.
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from checkout import ROOT
-from runner import count
+from runner import MARK, check_out_folder, claim_out_folder, count
 
-from elasticnet.errors import run_script
+from elasticnet.config import build_config
+from elasticnet.errors import UserError, run_script
 from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv
 
@@ -45,40 +51,78 @@ SHAPES = {
     "individual-d4-w0.5": (4, 0.5),
     "individual-d5-w0.25": (5, 0.25),
 }
-PROFILE_E = 64  # the converged profile's E: its parity runs (random split, seed 0) are that count's points
 SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "wall_seconds.json")
-OUT = ROOT / "results" / "cvc_clinicdb" / "converged"
+CONFIG = ROOT / "paper" / "cvc_clinicdb_study.yaml"
+RESULTS = ROOT / "results" / "cvc_clinicdb"
 MARGIN = 1.0  # Dice points: doubling E must add less than this
+BASE_LR = 0.002  # the studies' learning rate: its runs keep the folder names they were committed under
+# the converged profile's convergence runs were trained with the cpu profile and --epochs N (the same model
+# and data: base 16, 64x96); they keep that name
+TRAIN_PROFILE = {"converged": "cpu"}
 
 
-BASE_LR = 0.002  # the profile's learning rate: its runs keep the folder names they were committed under
+@dataclass(frozen=True)
+class Study:
+    """The convergence study of one parity profile: where it trains and writes, and the profile's E."""
+
+    profile: str  # the parity profile whose E is checked
+    out: Path  # results/cvc_clinicdb/<profile>
+    epochs: int  # the profile's E: its parity runs (random split, seed 0) are that count's points
+    title: str  # the model and data, for the figure
+
+    @property
+    def train_profile(self) -> str:
+        return TRAIN_PROFILE.get(self.profile, self.profile)
+
+
+def study(profile: str, results: Path = RESULTS) -> Study:
+    """The study of ``profile`` (refuses a profile the studies' config does not define)."""
+    cfg = build_config(str(CONFIG), {}, profile)
+    if cfg.train.lr != BASE_LR:
+        raise UserError(f"profile {profile!r} trains at lr {cfg.train.lr:g}; this study assumes {BASE_LR:g}")
+    height, width = cfg.data.image_size
+    title = f"{profile} profile ({height}x{width}, base {cfg.model.base_width})"
+    return Study(profile, results / profile, cfg.train.epochs, title)
 
 
 def lr_tag(lr: float) -> str:
     return "" if lr == BASE_LR else f"-lr{lr:g}"
 
 
-def run_folder(runs: Path, epochs: int, name: str, lr: float = BASE_LR) -> Path:
-    return runs / f"cpu-e{epochs}{lr_tag(lr)}" / "random" / "seed0" / name
+def run_folder(s: Study, runs: Path, epochs: int, name: str, lr: float = BASE_LR) -> Path:
+    return runs / f"{s.train_profile}-e{epochs}{lr_tag(lr)}" / "random" / "seed0" / name
 
 
-def committed(epochs: int, name: str, lr: float = BASE_LR) -> Path:
-    own = OUT / "convergence-runs" / (f"e{epochs}" if lr == BASE_LR else f"lr{lr:g}-e{epochs}") / name
-    parity = OUT / "runs" / "random" / "seed0" / name  # the same training, run by paper/parity_table.py
-    if not finished(own) and epochs == PROFILE_E and lr == BASE_LR and finished(parity):
+def committed(s: Study, epochs: int, name: str, lr: float = BASE_LR) -> Path:
+    own = s.out / "convergence-runs" / (f"e{epochs}" if lr == BASE_LR else f"lr{lr:g}-e{epochs}") / name
+    parity = s.out / "runs" / "random" / "seed0" / name  # the same training, run by paper/parity_table.py
+    if not finished(own) and epochs == s.epochs and lr == BASE_LR and finished(parity):
         return parity
     return own
+
+
+def note_command(out: Path, command: str) -> None:
+    """Add ``command`` to the invocations at the head of ``out``'s COMMANDS.md (the folder is shared with
+    ``paper/parity_table.py``, which keeps the lines there and rewrites the rest)."""
+    path = out / MARK
+    text = path.read_text() if path.is_file() else "# Commands\n"
+    head, sep, tail = text.partition("\n\nTrainings")
+    lines = head.rstrip("\n").splitlines()
+    if f"    {command}" not in lines:
+        lines += [""] if len(lines) == 1 else []
+        lines.append(f"    {command}")
+    atomic_write_text(path, "\n".join(lines) + (sep + tail if sep else "\n"))
 
 
 def finished(folder: Path) -> bool:
     return (folder / "subnets.csv").is_file() and (folder / "log.csv").is_file()
 
 
-def train(args, epochs: int, lr: float) -> None:
+def train(args, s: Study, epochs: int, lr: float) -> None:
     todo = [
         n
         for n in args.shapes
-        if not finished(committed(epochs, n, lr)) and not finished(run_folder(args.runs, epochs, n, lr))
+        if not finished(committed(s, epochs, n, lr)) and not finished(run_folder(s, args.runs, epochs, n, lr))
     ]
     if not todo:
         return
@@ -89,7 +133,7 @@ def train(args, epochs: int, lr: float) -> None:
             "--data",
             args.data,
             "--profile",
-            "cpu",
+            s.train_profile,
             "--epochs",
             str(epochs),
             *(["--lr", f"{lr:g}"] if lr != BASE_LR else []),
@@ -113,43 +157,44 @@ def train(args, epochs: int, lr: float) -> None:
     )
 
 
-def keep(args, epochs: int, lr: float) -> None:
+def keep(args, s: Study, epochs: int, lr: float) -> None:
     """Copy the small files of finished runs into results/ (committed; never checkpoints)."""
     for name in SHAPES:
-        src = run_folder(args.runs, epochs, name, lr)
-        if finished(src) and not finished(committed(epochs, name, lr)):
-            dst = committed(epochs, name, lr)
+        src = run_folder(s, args.runs, epochs, name, lr)
+        if finished(src) and not finished(committed(s, epochs, name, lr)):
+            dst = committed(s, epochs, name, lr)
+            claim_out_folder(s.out)
             dst.mkdir(parents=True, exist_ok=True)
             for file in SMALL_FILES:
                 if (src / file).is_file():
                     shutil.copy2(src / file, dst / file)
 
 
-def committed_lrs() -> list[float]:
+def committed_lrs(s: Study) -> list[float]:
     """Every learning rate with committed runs (the profile's first)."""
     found = {BASE_LR}
-    for folder in (OUT / "convergence-runs").glob("lr*-e*"):
+    for folder in (s.out / "convergence-runs").glob("lr*-e*"):
         found.add(float(folder.name[2:].rsplit("-e", 1)[0]))
     return sorted(found, key=lambda lr: (lr != BASE_LR, lr))
 
 
-def committed_epochs(asked: list[int]) -> list[int]:
+def committed_epochs(s: Study, asked: list[int]) -> list[int]:
     """The epoch counts of the report: those asked for and every count with committed runs (the report is the
     same whatever ``--epochs`` a call trains; a shorter list must not drop committed points)."""
-    found = set(asked) | {PROFILE_E}
-    for folder in (OUT / "convergence-runs").glob("*e*"):
+    found = set(asked) | {s.epochs}
+    for folder in (s.out / "convergence-runs").glob("*e*"):
         tail = folder.name.rsplit("-e", 1)[-1] if "-e" in folder.name else folder.name[1:]
         if folder.is_dir() and tail.isdigit():
             found.add(int(tail))
     return sorted(found)
 
 
-def collect(epoch_counts: list[int]) -> tuple[list[dict], dict[tuple[str, int], list[float]]]:
+def collect(s: Study, epoch_counts: list[int]) -> tuple[list[dict], dict[tuple[str, int], list[float]]]:
     rows, curves = [], {}
-    for lr in committed_lrs():
-        for epochs in committed_epochs(epoch_counts):
+    for lr in committed_lrs(s):
+        for epochs in committed_epochs(s, epoch_counts):
             for name, (depth, width) in SHAPES.items():
-                folder = committed(epochs, name, lr)
+                folder = committed(s, epochs, name, lr)
                 if not finished(folder):
                     continue
                 (row,) = read_csv(folder / "subnets.csv")
@@ -212,7 +257,7 @@ def choose(rows: list[dict]) -> tuple[int | None, dict[tuple[int, float], float]
     return (done[0] if done else None), rates, lines, own
 
 
-def plot(rows: list[dict], curves: dict, path: Path) -> None:
+def plot(rows: list[dict], curves: dict, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -243,7 +288,7 @@ def plot(rows: list[dict], curves: dict, path: Path) -> None:
     right.set_ylabel("validation Dice (%), per epoch")
     right.set_title("per-epoch validation (4-batch BN calibration)")
     right.legend(fontsize=7, ncol=2)
-    fig.suptitle("Individual U-Nets, CVC-ClinicDB cpu profile (64x96, base 16), random split fold 0, seed 0")
+    fig.suptitle(f"Individual U-Nets, CVC-ClinicDB {title}, random split fold 0, seed 0")
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
 
@@ -251,6 +296,7 @@ def plot(rows: list[dict], curves: dict, path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="")
+    p.add_argument("--profile", default="converged", help="the parity profile whose E is checked")
     p.add_argument("--epochs", default="16,32,64,128")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "convergence")
     p.add_argument("--jobs", type=count(1), default=1)
@@ -267,19 +313,25 @@ def main() -> None:
             f"--shapes takes names of {', '.join(SHAPES)}; got {', '.join(set(args.shapes) - set(SHAPES))}"
         )
     epoch_counts = sorted(int(e) for e in args.epochs.split(","))
+    s = study(args.profile)
     if not args.report_only and not Path(args.data or "/nonexistent").is_dir():
         raise SystemExit("--data must name the CVC-ClinicDB folder (or use --report-only)")
+    check_out_folder(s.out)
+    if not args.report_only:
+        claim_out_folder(s.out)
+        argv = [a.replace(f"{ROOT}/", "") for a in sys.argv[1:]]
+        note_command(s.out, " ".join(["python", "paper/convergence.py", *map(shlex.quote, argv)]))
     for lr in (float(x) for x in args.lr.split(",")):
         for epochs in epoch_counts:
             if not args.report_only:
-                train(args, epochs, lr)
-            keep(args, epochs, lr)
-    rows, curves = collect(epoch_counts)
+                train(args, s, epochs, lr)
+            keep(args, s, epochs, lr)
+    rows, curves = collect(s, epoch_counts)
     if not rows:
         raise SystemExit("no finished convergence runs yet")
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, OUT / "convergence.csv")
-    plot(rows, curves, OUT / "convergence.png")
+    claim_out_folder(s.out)
+    write_csv(rows, s.out / "convergence.csv")
+    plot(rows, curves, s.out / "convergence.png", s.title)
     chosen, rates, lines, own = choose(rows)
     tried: dict[tuple[int, float], int] = {}  # each shape's longest training
     for r in rows:
@@ -289,7 +341,7 @@ def main() -> None:
         {"depth": d, "width": w, "lr": rates[(d, w)], "own_e": e or "", "longest_tried": tried[(d, w)]}
         for (d, w), e in own.items()
     ]
-    write_csv(per_shape, OUT / "convergence_epochs.csv")
+    write_csv(per_shape, s.out / "convergence_epochs.csv")
     lines.append(
         "- learning rates (best validation Dice of the sweep): "
         + ", ".join(f"({d},{w:g}) {lr:g}" for (d, w), lr in rates.items())
@@ -301,8 +353,8 @@ def main() -> None:
         "(train longer: add the next doubling to --epochs)."
     )
     atomic_write_text(
-        OUT / "convergence.md",
-        "# Convergence of the individual U-Nets (epoch count E)\n\n"
+        s.out / "convergence.md",
+        f"# Convergence of the individual U-Nets (epoch count E), {s.title}\n\n"
         + markdown_table(rows)
         + "\n\n"
         + "\n".join(lines)

@@ -543,23 +543,61 @@ def test_convergence_chooses_e_on_the_protocol_shapes_and_an_own_e_per_shape():
     assert chosen is None and own[(4, 0.5)] == 64
 
 
-def test_convergence_report_keeps_every_committed_epoch_count(tmp_path, monkeypatch):
+def fake_convergence_run(folder: Path, dice: float) -> None:
+    folder.mkdir(parents=True)
+    (folder / "subnets.csv").write_text(f"depth,width,dice_bn_as_trained\n5,1.0,{dice}\n")
+    (folder / "log.csv").write_text("epoch,seconds,val_dice_largest\n1,2.0,0.5\n")
+
+
+def test_convergence_report_keeps_every_committed_epoch_count(tmp_path):
     """The report is made from what is committed, whatever ``--epochs`` a call trains: a call with the default
     16,32,64,128 once rewrote the committed report without its 256- and 512-epoch points."""
-    monkeypatch.setattr(convergence, "OUT", tmp_path)
+    study = convergence.study("converged", results=tmp_path)
+    assert (study.out, study.epochs, study.train_profile) == (tmp_path / "converged", 64, "cpu")
     for tag, dice in [("e64", 0.80), ("e256", 0.85), ("lr0.02-e512", 0.70)]:
-        folder = tmp_path / "convergence-runs" / tag / "individual-d5-w1"
-        folder.mkdir(parents=True)
-        (folder / "subnets.csv").write_text(f"depth,width,dice_bn_as_trained\n5,1.0,{dice}\n")
-        (folder / "log.csv").write_text("epoch,seconds,val_dice_largest\n1,2.0,0.5\n")
-    (tmp_path / "convergence-runs" / "seeds").mkdir()  # another study's folder, not an epoch count
-    rows, curves = convergence.collect([16, 32])
+        fake_convergence_run(study.out / "convergence-runs" / tag / "individual-d5-w1", dice)
+    (study.out / "convergence-runs" / "seeds").mkdir()  # another study's folder, not an epoch count
+    rows, curves = convergence.collect(study, [16, 32])
     assert sorted((r["lr"], r["epochs"], r["val_dice"]) for r in rows) == [
         (0.002, 64, 80.0),
         (0.002, 256, 85.0),
         (0.02, 512, 70.0),
     ]
     assert len(curves) == 3
+
+
+def test_convergence_of_another_profile_reads_its_parity_runs_at_its_e(tmp_path):
+    """A protocol at another width (converged-e128-b32) has its own study: its E-epoch point is the parity
+    campaign's random-split seed-0 individual net, its other counts train under its own name and land in its
+    own results folder."""
+    study = convergence.study("converged-e128-b32", results=tmp_path)
+    assert (study.epochs, study.train_profile) == (128, "converged-e128-b32")
+    assert "base 32" in study.title
+    fake_convergence_run(study.out / "runs" / "random" / "seed0" / "individual-d5-w1", 0.86)
+    fake_convergence_run(study.out / "convergence-runs" / "e256" / "individual-d5-w1", 0.865)
+    rows, _ = convergence.collect(study, [64, 256])
+    assert sorted((r["epochs"], r["val_dice"]) for r in rows) == [(128, 86.0), (256, 86.5)]
+    folder = convergence.run_folder(study, tmp_path / "runs", 64, "individual-d5-w1")
+    assert folder.parts[-4] == "converged-e128-b32-e64"
+    with pytest.raises(UserError, match="no profile 'nope'"):
+        convergence.study("nope", results=tmp_path)
+
+
+def test_convergence_adds_its_command_to_the_parity_commands(tmp_path):
+    """The results folder is shared with paper/parity_table.py: the convergence command joins the invocations
+    at the head of COMMANDS.md, which parity_table keeps when it rewrites the file; twice is listed once."""
+    path = tmp_path / "COMMANDS.md"
+    path.write_text("# Commands\n\n    python paper/parity_table.py A\n\nTrainings (...):\n\n    -m elasticnet x\n")
+    for _ in range(2):
+        convergence.note_command(tmp_path, "python paper/convergence.py --epochs 64")
+    assert path.read_text() == (
+        "# Commands\n\n    python paper/parity_table.py A\n    python paper/convergence.py --epochs 64"
+        "\n\nTrainings (...):\n\n    -m elasticnet x\n"
+    )
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    convergence.note_command(fresh, "python paper/convergence.py")
+    assert (fresh / "COMMANDS.md").read_text() == "# Commands\n\n    python paper/convergence.py\n"
 
 
 def test_parity_gaps_against_individual_nets_at_their_own_e(tmp_path):
