@@ -26,7 +26,6 @@ validation Dice vs epochs, and the per-epoch validation curves) and convergence.
 from __future__ import annotations
 
 import argparse
-import shlex
 import shutil
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from checkout import ROOT
-from runner import MARK, check_out_folder, claim_out_folder, count
+from runner import check_out_folder, claim_out_folder, count, note_invocation, script_command
 
 from elasticnet.config import build_config
 from elasticnet.errors import UserError, run_script
@@ -101,19 +100,6 @@ def committed(s: Study, epochs: int, name: str, lr: float = BASE_LR) -> Path:
     return own
 
 
-def note_command(out: Path, command: str) -> None:
-    """Add ``command`` to the invocations at the head of ``out``'s COMMANDS.md (the folder is shared with
-    ``paper/parity_table.py``, which keeps the lines there and rewrites the rest)."""
-    path = out / MARK
-    text = path.read_text() if path.is_file() else "# Commands\n"
-    head, sep, tail = text.partition("\n\nTrainings")
-    lines = head.rstrip("\n").splitlines()
-    if f"    {command}" not in lines:
-        lines += [""] if len(lines) == 1 else []
-        lines.append(f"    {command}")
-    atomic_write_text(path, "\n".join(lines) + (sep + tail if sep else "\n"))
-
-
 def finished(folder: Path) -> bool:
     return (folder / "subnets.csv").is_file() and (folder / "log.csv").is_file()
 
@@ -157,17 +143,23 @@ def train(args, s: Study, epochs: int, lr: float) -> None:
     )
 
 
+def to_keep(args, s: Study, epochs: int, lr: float) -> list[str]:
+    """The shapes whose run under ``args.runs`` finished and is not in results/ yet."""
+    return [
+        n
+        for n in SHAPES
+        if finished(run_folder(s, args.runs, epochs, n, lr)) and not finished(committed(s, epochs, n, lr))
+    ]
+
+
 def keep(args, s: Study, epochs: int, lr: float) -> None:
     """Copy the small files of finished runs into results/ (committed; never checkpoints)."""
-    for name in SHAPES:
-        src = run_folder(s, args.runs, epochs, name, lr)
-        if finished(src) and not finished(committed(s, epochs, name, lr)):
-            dst = committed(s, epochs, name, lr)
-            claim_out_folder(s.out)
-            dst.mkdir(parents=True, exist_ok=True)
-            for file in SMALL_FILES:
-                if (src / file).is_file():
-                    shutil.copy2(src / file, dst / file)
+    for name in to_keep(args, s, epochs, lr):
+        src, dst = run_folder(s, args.runs, epochs, name, lr), committed(s, epochs, name, lr)
+        dst.mkdir(parents=True, exist_ok=True)
+        for file in SMALL_FILES:
+            if (src / file).is_file():
+                shutil.copy2(src / file, dst / file)
 
 
 def committed_lrs(s: Study) -> list[float]:
@@ -316,12 +308,15 @@ def main() -> None:
     s = study(args.profile)
     if not args.report_only and not Path(args.data or "/nonexistent").is_dir():
         raise SystemExit("--data must name the CVC-ClinicDB folder (or use --report-only)")
+    lrs = [float(x) for x in args.lr.split(",")]
     check_out_folder(s.out)
-    if not args.report_only:
+    # a report with nothing to copy or report leaves no folder behind; otherwise the folder is claimed once,
+    # before anything is written into it
+    if not args.report_only or any(to_keep(args, s, e, lr) for lr in lrs for e in epoch_counts):
         claim_out_folder(s.out)
-        argv = [a.replace(f"{ROOT}/", "") for a in sys.argv[1:]]
-        note_command(s.out, " ".join(["python", "paper/convergence.py", *map(shlex.quote, argv)]))
-    for lr in (float(x) for x in args.lr.split(",")):
+    if not args.report_only:
+        note_invocation(s.out, script_command("convergence.py", sys.argv[1:]))
+    for lr in lrs:
         for epochs in epoch_counts:
             if not args.report_only:
                 train(args, s, epochs, lr)
@@ -329,7 +324,6 @@ def main() -> None:
     rows, curves = collect(s, epoch_counts)
     if not rows:
         raise SystemExit("no finished convergence runs yet")
-    claim_out_folder(s.out)
     write_csv(rows, s.out / "convergence.csv")
     plot(rows, curves, s.out / "convergence.png", s.title)
     chosen, rates, lines, own = choose(rows)

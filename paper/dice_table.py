@@ -54,6 +54,7 @@ from dice_tables import (
     time_ratios,
 )
 from runner import (
+    MARK,
     ROOT,
     WALL_NAME,
     check_folder,
@@ -65,6 +66,7 @@ from runner import (
     planned_tflops,
     run_logged,
     run_pool,
+    script_command,
     seed_list,
     train_command,
     train_or_resume,
@@ -349,8 +351,9 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
         f"Test images: fold 0 of 5 (see `splits/`). {hardware}\n\n" + "\n\n".join("#" + part for part in md.values())
     )
     commands = "\n".join(" ".join(["python", *j.command[1:]]) for j in jobs).replace(f"{ROOT}/", "")
-    invocation = " ".join(["python", "paper/dice_table.py", *args.argv]).replace(f"{ROOT}/", "")
-    (out / "COMMANDS.md").write_text(
+    invocation = script_command("dice_table.py", args.argv)
+    atomic_write_text(
+        out / MARK,
         f"# How these results were made\n\n```\n{invocation}\n```\n\n"
         f"elasticnet {__version__}, git commit {git_commit()}\n\n{hardware}\n\n"
         + (
@@ -360,7 +363,7 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
         )
         + f"Sum of the {len(records)} runs' wall seconds (`runs.csv`, each run's own): "
         f"{sum(float(r['wall_seconds'] or 0) for r in records):.0f} s.\n\nThe training runs (each also resumable with "
-        "`elasticnet train --resume RUN`):\n\n```\n" + commands + "\n```\n"
+        "`elasticnet train --resume RUN`):\n\n```\n" + commands + "\n```\n",
     )
 
 

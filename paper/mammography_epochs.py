@@ -13,15 +13,13 @@ sub-net, with the issue's targets (70 % of masses at <= 1 FP, lesion Dice 0.40) 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 from checkout import ROOT
-from runner import MARK, check_out_folder
+from runner import MARK, check_out_folder, script_command, write_commands
 
 from elasticnet.errors import run_script
-from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv
 
 METRICS = ("sensitivity_at_0.5fp", "sensitivity_at_1fp", "sensitivity_at_2fp", "dice_lesion", "fp_rate_normal")
@@ -112,8 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     check_out_folder(args.out)
     rows = curve_rows([parse_point(t) for t in args.points])
     args.out.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["python", "paper/mammography_epochs.py", *(shlex.quote(a) for a in argv or sys.argv[1:])])
-    atomic_write_text(args.out / MARK, f"# Commands\n\n    {command.replace(f'{ROOT}/', '')}\n")
+    write_commands(args.out, [script_command("mammography_epochs.py", sys.argv[1:] if argv is None else argv)])
     write_csv(rows, args.out / "epochs.csv", COLUMNS)
     films, lesions = rows[0]["films"], rows[0]["lesions"]
     plot(rows, args.out / "epochs.png", f"mini-MIAS masses, pooled: {films} films, {lesions} masses; dashed: target")

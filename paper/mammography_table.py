@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 from checkout import ROOT
 from runner import (
+    TRAININGS,
     check_folder,
     check_out_folder,
     check_same_recipe,
@@ -42,8 +43,10 @@ from runner import (
     count,
     index_list,
     planned_config,
+    script_command,
     train_command,
     train_or_resume,
+    write_commands,
 )
 
 from elasticnet.errors import run_script
@@ -354,12 +357,13 @@ def main() -> None:
     plot_froc(tallies, args.out / "froc.png", title, lesions)
     from dice_table import hardware_text
 
-    (args.out / "COMMANDS.md").write_text(
-        "# Commands\n\n    python paper/mammography_table.py "
-        + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        + "\n\nTrainings:\n\n"
+    write_commands(
+        args.out,
+        [script_command("mammography_table.py", sys.argv[1:])],
+        TRAININGS
+        + ":\n\n"
         + "\n".join("    " + " ".join(fold_command(args, k, args.runs / args.name / f"fold{k}")[1:]) for k in folds)
-        + f"\n\n{hardware_text(args.device)}\n"
+        + f"\n\n{hardware_text(args.device)}\n",
     )
     print(markdown_table(pooled, COLUMNS))
     print(f"wrote {args.out}/ (table.csv, table.md, diagnosis.csv, froc.png, COMMANDS.md, runs/)")

@@ -36,6 +36,7 @@ from pathlib import Path
 import pandas as pd
 from checkout import ROOT
 from runner import (
+    TRAININGS,
     check_folder,
     check_out_folder,
     check_same_recipe,
@@ -43,9 +44,12 @@ from runner import (
     count,
     git_commit,
     hardware_text,
+    invocations,
+    script_command,
     seed_list,
     train_command,
     train_or_resume,
+    write_commands,
 )
 
 from elasticnet import __version__
@@ -554,24 +558,20 @@ def md(frame: pd.DataFrame) -> str:
     return markdown_table(frame.to_dict("records")) if not frame.empty else "(none yet)"
 
 
-def write_commands(args, argv: list[str] | None, trained: bool = True) -> None:
+def list_commands(args, argv: list[str] | None, trained: bool = True) -> None:
     """COMMANDS.md: every invocation that trained here (kept across invocations; ``trained`` False adds none,
     as for ``--report-only``), and each committed run's own command, commit and hardware (from its
     record.json), so run folders committed from another checkout are listed too."""
-    path = args.out / "COMMANDS.md"
-    invocation = "    python paper/parity_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    before = path.read_text().split("\n\nTrainings")[0].splitlines()[2:] if path.exists() else []
-    invocations = list(dict.fromkeys([line for line in before if line.strip()] + ([invocation] if trained else [])))
+    invocation = script_command("parity_table.py", sys.argv[1:] if argv is None else argv)
     trainings = []
     for record_file in sorted((args.out / "runs").glob("*/seed*/*/record.json")):
         record = json.loads(record_file.read_text())
         if "command" in record:
             trainings.append(f"    {record['command']}\n      (commit {record['commit']}; {record['hardware']})")
-    atomic_write_text(
-        path,
-        "# Commands\n\n"
-        + "\n".join(invocations)
-        + "\n\nTrainings (each committed run's own command, from its record.json; runs recorded before\n"
+    write_commands(
+        args.out,
+        [*invocations(args.out), *([invocation] if trained else [])],
+        TRAININGS + " (each committed run's own command, from its record.json; runs recorded before\n"
         "record.json held the command are listed in the git history of this file):\n\n" + "\n".join(trainings) + "\n",
     )
 
@@ -638,7 +638,7 @@ def main(argv: list[str] | None = None) -> None:
         with ThreadPoolExecutor(args.jobs) as pool:
             for future in [pool.submit(train_one, args, r, threads, devices) for r in todo]:
                 future.result()
-    write_commands(args, argv, trained=not args.report_only)
+    list_commands(args, argv, trained=not args.report_only)
     # the tables cover every committed run, not only this invocation's: a run of one split or seed must not
     # drop the others from summary.csv, gaps.csv and the README's figures
     report = with_committed(args)

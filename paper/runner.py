@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -248,6 +249,35 @@ def hardware_text(device: str) -> str:
 
 
 MARK = "COMMANDS.md"  # every results folder a paper script writes holds the commands that made it
+TRAININGS = "\n\nTrainings"  # in a COMMANDS.md, the invocations stand above this line, each run's own below
+
+
+def script_command(script: str, argv: Sequence[str]) -> str:
+    """How a reader repeats this run of ``paper/<script>`` from the repository root: this checkout's absolute
+    paths made relative, each argument shell-quoted."""
+    return " ".join(["python", f"paper/{script}", *(shlex.quote(a.replace(f"{ROOT}/", "")) for a in argv)])
+
+
+def invocations(out: Path) -> list[str]:
+    """The commands listed at the head of ``out``'s COMMANDS.md, oldest first (none if it has none)."""
+    path = out / MARK
+    head = path.read_text().partition(TRAININGS)[0] if path.is_file() else ""
+    return [line.strip() for line in head.splitlines()[1:] if line.strip()]
+
+
+def write_commands(out: Path, commands: Sequence[str], tail: str = "") -> None:
+    """Write ``out``'s COMMANDS.md: ``commands`` (each once, in order) at the head, then ``tail`` (which starts
+    with :data:`TRAININGS` when there is one)."""
+    listed = "\n".join(f"    {c}" for c in dict.fromkeys(commands))
+    atomic_write_text(out / MARK, "# Commands\n\n" + listed + (tail or "\n"))
+
+
+def note_invocation(out: Path, command: str) -> None:
+    """Add ``command`` to the invocations at the head of ``out``'s COMMANDS.md, once, keeping the rest of the
+    file (a folder two scripts share keeps both scripts' commands)."""
+    path = out / MARK
+    _, sep, tail = (path.read_text() if path.is_file() else "").partition(TRAININGS)
+    write_commands(out, [*invocations(out), command], sep + tail)
 
 
 def check_out_folder(out: Path, flag: str = "--out") -> None:

@@ -6,6 +6,7 @@ import argparse
 import csv
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pandas as pd
 import parity_bootstrap
 import parity_table
 import pytest
+import runner
 from helpers import write_fake_cvc
 
 from elasticnet.errors import UserError
@@ -583,21 +585,30 @@ def test_convergence_of_another_profile_reads_its_parity_runs_at_its_e(tmp_path)
         convergence.study("nope", results=tmp_path)
 
 
-def test_convergence_adds_its_command_to_the_parity_commands(tmp_path):
-    """The results folder is shared with paper/parity_table.py: the convergence command joins the invocations
-    at the head of COMMANDS.md, which parity_table keeps when it rewrites the file; twice is listed once."""
+def test_a_shared_results_folder_keeps_every_scripts_command(tmp_path):
+    """paper/convergence.py and paper/parity_table.py share a results folder: a command joins the invocations at
+    the head of COMMANDS.md, the per-run part below stays as it is, and a command run twice is listed once."""
     path = tmp_path / "COMMANDS.md"
     path.write_text("# Commands\n\n    python paper/parity_table.py A\n\nTrainings (...):\n\n    -m elasticnet x\n")
     for _ in range(2):
-        convergence.note_command(tmp_path, "python paper/convergence.py --epochs 64")
+        runner.note_invocation(tmp_path, "python paper/convergence.py --epochs 64")
     assert path.read_text() == (
         "# Commands\n\n    python paper/parity_table.py A\n    python paper/convergence.py --epochs 64"
         "\n\nTrainings (...):\n\n    -m elasticnet x\n"
     )
+    assert runner.invocations(tmp_path) == ["python paper/parity_table.py A", "python paper/convergence.py --epochs 64"]
     fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    convergence.note_command(fresh, "python paper/convergence.py")
+    runner.claim_out_folder(fresh)  # what a script writes first
+    runner.note_invocation(fresh, "python paper/convergence.py")
     assert (fresh / "COMMANDS.md").read_text() == "# Commands\n\n    python paper/convergence.py\n"
+
+
+def test_a_listed_command_can_be_pasted_from_the_repository_root():
+    """Paths inside this checkout are written relative to it, and arguments a shell would split are quoted."""
+    argv = [str(runner.ROOT / "results" / "x"), "--data", "/my data/cvc", "--arms", "slimmable+junction+table"]
+    command = runner.script_command("parity_table.py", argv)
+    assert command == "python paper/parity_table.py results/x --data '/my data/cvc' --arms slimmable+junction+table"
+    assert shlex.split(command)[2:] == ["results/x", "--data", "/my data/cvc", "--arms", "slimmable+junction+table"]
 
 
 def test_parity_gaps_against_individual_nets_at_their_own_e(tmp_path):
@@ -681,7 +692,6 @@ def test_paper_scripts_never_write_into_a_folder_they_did_not_make(tmp_path):
     """A results folder holding files no paper script wrote (no COMMANDS.md) is refused before any work, and
     its files are left as they were; a file given as the folder too. An interrupted script's folder (the empty
     COMMANDS.md it claims first) stays its own."""
-    import runner
 
     a = write_table(tmp_path / "e20", 100, 21, {(5, 1.0): 0.4})
     mine = tmp_path / "mine"
