@@ -351,12 +351,13 @@ def is_individual(method: pd.Series | str):
     return method.str.startswith(INDIVIDUAL) if isinstance(method, pd.Series) else method.startswith(INDIVIDUAL)
 
 
-def paired_gaps(frame: pd.DataFrame, column: str, reference: str = INDIVIDUAL) -> pd.DataFrame:
-    """Per split, elastic method and shape: the mean over seeds of (elastic - individual), in Dice points, and
-    its spread over seeds (``gap_sd``, sample standard deviation; blank with one seed). ``reference`` OWN_E:
-    against the individual nets at their own E where a shape has one, else at the profile's E; equal-compute
-    methods only (their budget counts the individual nets at the profile's E, so it stays a lower bound)."""
-    columns = ["split", "method", "depth", "width", "elastic", "individual", "gap", "gap_sd", "seeds"]
+def seed_gaps(frame: pd.DataFrame, column: str, reference: str = INDIVIDUAL) -> pd.DataFrame:
+    """Per split, elastic method, shape and seed: the elastic and individual ``column`` and their paired gap
+    (elastic - individual, in points), the pooled grouped folds included (:func:`pooled_folds`). ``reference``
+    OWN_E: against the individual nets at their own E where a shape has one, else at the profile's E;
+    equal-compute methods only (their budget counts the individual nets at the profile's E, so it stays a lower
+    bound)."""
+    columns = ["split", "method", "depth", "width", "seed", column, "individual", "gap"]
     if frame.empty or not (frame.method == INDIVIDUAL).any() or is_individual(frame.method).all():
         return pd.DataFrame(columns=columns)
     key = ["split", "depth", "width", "seed"]
@@ -371,9 +372,18 @@ def paired_gaps(frame: pd.DataFrame, column: str, reference: str = INDIVIDUAL) -
     ela["individual"] = [ind.get((s, d, w, k)) for s, d, w, k in zip(ela.split, ela.depth, ela.width, ela.seed)]
     ela = ela.dropna(subset=["individual"])
     ela["gap"] = 100 * (ela[column] - ela["individual"])
-    ela = pd.concat([ela, pooled_folds(ela, column)], ignore_index=True)
+    return pd.concat([ela[columns], pooled_folds(ela, column)], ignore_index=True)
+
+
+def paired_gaps(frame: pd.DataFrame, column: str, reference: str = INDIVIDUAL) -> pd.DataFrame:
+    """Per split, elastic method and shape: the mean over seeds of :func:`seed_gaps` (elastic - individual, in
+    Dice points) and its spread over seeds (``gap_sd``, sample standard deviation; blank with one seed)."""
+    columns = ["split", "method", "depth", "width", "elastic", "individual", "gap", "gap_sd", "seeds"]
+    per_seed = seed_gaps(frame, column, reference)
+    if per_seed.empty:
+        return pd.DataFrame(columns=columns)
     return (
-        ela.groupby(["split", "method", "depth", "width"])
+        per_seed.groupby(["split", "method", "depth", "width"])
         .agg(
             elastic=(column, lambda x: 100 * x.mean()),
             individual=("individual", lambda x: 100 * x.mean()),
@@ -383,6 +393,16 @@ def paired_gaps(frame: pd.DataFrame, column: str, reference: str = INDIVIDUAL) -
         )
         .reset_index()
     )
+
+
+def gaps_by_seed(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """:func:`seed_gaps` as one row per split, method and shape, one column per seed (points, 2 decimals)."""
+    per_seed = seed_gaps(frame, column)
+    if per_seed.empty:
+        return per_seed
+    table = per_seed.pivot_table(index=["split", "method", "depth", "width"], columns="seed", values="gap")
+    table.columns = [f"seed {k}" for k in table.columns]
+    return table.round(2).reset_index()
 
 
 def pooled_folds(ela: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -545,6 +565,8 @@ def write(args, runs: list[Run], budget: dict[str, float]) -> None:
                 if not own.empty
                 else ""
             )
+            + "\n\n## Paired test gaps per seed (points; the gap above is their mean)\n\n"
+            + md(gaps_by_seed(frame, "dice"))
             + "\n\n## Targets\n\n"
             + md(goal)
             + "\n\n## Recipes on validation Dice (choose here, never on test; on the seeds every recipe has)\n\n"

@@ -894,6 +894,27 @@ def test_parity_pools_the_grouped_folds_on_the_seeds_that_have_them_all():
     assert not goals.met.any()  # one of the six table shapes: a campaign half-way meets nothing
 
 
+def test_parity_lists_each_seeds_paired_gap_whose_mean_is_the_table_gap():
+    """tables.md shows the paired test gaps seed by seed (a reviewer sees the spread the mean hides): one column
+    per seed, blank where a seed lacks its pair, the pooled folds included; their mean is the gap of the table."""
+    frame = pd.DataFrame(
+        rows("individual", 4, 0.5, [0.70, 0.60, 0.65], "grouped-f0")
+        + rows("arm@compute", 4, 0.5, [0.72, 0.50, 0.66], "grouped-f0")  # +2, -10, +1 points
+        + rows("individual", 4, 0.5, [0.80], "grouped-f1")
+        + rows("arm@compute", 4, 0.5, [0.77], "grouped-f1")  # -3 points, seed 0 only
+    ).assign(train_tflops=1.0)
+    table = parity_table.gaps_by_seed(frame, "dice").set_index("split")
+    assert list(table.columns) == ["method", "depth", "width", "seed 0", "seed 1", "seed 2"]
+    assert table.loc["grouped-f0", ["seed 0", "seed 1", "seed 2"]].tolist() == pytest.approx([2, -10, 1])
+    assert table.loc["grouped-f0+f1", "seed 0"] == pytest.approx(-0.5)
+    assert table.loc["grouped-f0+f1", ["seed 1", "seed 2"]].isna().all()
+    gaps = parity_table.paired_gaps(frame, "dice").set_index("split")
+    for split in table.index:
+        seeds = table.loc[split, ["seed 0", "seed 1", "seed 2"]].dropna()
+        assert gaps.loc[split, "gap"] == pytest.approx(seeds.mean(), abs=0.005)
+        assert gaps.loc[split, "seeds"] == len(seeds)
+
+
 def test_parity_target_is_met_only_with_every_table_shape_and_three_seeds():
     six = [r for d, w in parity_table.TABLE_SHAPES for r in rows("individual", d, w, [0.70] * 3, "random")]
     elastic = [r for d, w in parity_table.TABLE_SHAPES for r in rows("arm@compute", d, w, [0.695] * 3, "random")]
