@@ -315,6 +315,49 @@ def keep(args, run: Run, folder: Path, wall: float, threads: int) -> None:
         shutil.copy2(folder / "split.csv", splits / f"{run.split}.csv")
 
 
+def epochs_done(folder: Path) -> int:
+    """The last finished epoch of a run folder's log.csv (0 when it has none)."""
+    log = folder / "log.csv"
+    lines = log.read_text().splitlines()[1:] if log.is_file() else []
+    return int(lines[-1].split(",")[0]) if lines and lines[-1].split(",")[0].isdigit() else 0
+
+
+def progress(args, runs: list[Run]) -> str:
+    """What ``--dry-run`` prints: each planned run, whether it is committed, started under ``--runs`` (its last
+    epoch) or still to train, and the training time left, estimated per run name from the committed runs'
+    ``train_seconds`` (the same shape or recipe on other splits and seeds; none where nothing is committed)."""
+    seconds: dict[str, list[float]] = {}
+    for record_file in (args.out / "runs").glob("*/seed*/*/record.json"):
+        record = json.loads(record_file.read_text())
+        if record.get("train_seconds") and record.get("epochs"):
+            seconds.setdefault(record_file.parent.name, []).append(record["train_seconds"] / record["epochs"])
+    lines, left, unknown, counts = [], 0.0, 0, {"committed": 0, "started": 0, "to train": 0}
+    for run in runs:
+        if done(committed(args, run)):
+            lines.append(f"{run.key}: {run.epochs} epochs, committed")
+            counts["committed"] += 1
+            continue
+        epoch = epochs_done(args.runs / run.key)
+        state = "started" if epoch else "to train"
+        counts[state] += 1
+        per_epoch = sorted(seconds.get(run.name, []))
+        if per_epoch:
+            estimate = per_epoch[len(per_epoch) // 2] * (run.epochs - epoch)
+            left += estimate
+            eta = f"about {estimate / 60:.0f} min left"
+        else:
+            unknown += 1
+            eta = "no estimate"
+        lines.append(f"{run.key}: {run.epochs} epochs, {state}" + (f" (epoch {epoch})" if epoch else "") + f"; {eta}")
+    summary = (
+        f"{counts['committed']} committed, {counts['started']} started, {counts['to train']} to train; "
+        f"about {left / 3600:.1f} core-hours of training left (one thread per run; divide by --jobs for the wall "
+        "time), from the median seconds per epoch of the committed runs of each name"
+        + (f"; {unknown} runs without an estimate (nothing of their name is committed)" if unknown else "")
+    )
+    return "\n".join([*lines, summary])
+
+
 # ---- results ----
 
 
@@ -649,8 +692,7 @@ def main(argv: list[str] | None = None) -> None:
     args.own_epochs = own_epochs(args.own_e_table) if args.individual_e == "own" else {}
     runs, _ = plan(args)  # refuses an unknown profile or fold before anything is written
     if args.dry_run:
-        for run in runs:
-            print(f"{run.key}: {run.epochs} epochs")
+        print(progress(args, runs))
         return
     claim_out_folder(args.out)
     if not args.report_only:

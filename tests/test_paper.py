@@ -915,6 +915,27 @@ def test_parity_lists_each_seeds_paired_gap_whose_mean_is_the_table_gap():
         assert gaps.loc[split, "seeds"] == len(seeds)
 
 
+def test_parity_dry_run_tells_what_is_committed_started_and_left(tmp_path):
+    """--dry-run on a campaign half-way: each run committed, started (its last epoch under --runs) or to train,
+    and the time left from the committed runs of the same name (per epoch, so a started run counts its rest)."""
+    args = argparse.Namespace(out=tmp_path / "out", runs=tmp_path / "runs")
+    runs = [parity_table.Run(split, 0, "individual-d3-w1", "individual", (), 100) for split in ("random", "grouped-f0")]
+    runs.append(parity_table.Run("grouped-f1", 0, "arm@compute", "arm@compute", (), 50))
+    done = args.out / "runs" / "random" / "seed0" / "individual-d3-w1"
+    done.mkdir(parents=True)
+    (done / "subnets.csv").write_text("depth,width,dice\n3,1.0,0.8\n")
+    (done / "record.json").write_text('{"epochs": 100, "train_seconds": 6000.0}')
+    started = args.runs / "grouped-f0" / "seed0" / "individual-d3-w1"
+    started.mkdir(parents=True)
+    (started / "log.csv").write_text("epoch,step,loss\n1,10,0.9\n2,20,0.8\n40,400,0.3\n")
+    lines = parity_table.progress(args, runs).splitlines()
+    assert lines[0] == "random/seed0/individual-d3-w1: 100 epochs, committed"
+    assert lines[1] == "grouped-f0/seed0/individual-d3-w1: 100 epochs, started (epoch 40); about 60 min left"
+    assert lines[2] == "grouped-f1/seed0/arm@compute: 50 epochs, to train; no estimate"
+    assert lines[3].startswith("1 committed, 1 started, 1 to train; about 1.0 core-hours")
+    assert "1 runs without an estimate" in lines[3]
+
+
 def test_parity_target_is_met_only_with_every_table_shape_and_three_seeds():
     six = [r for d, w in parity_table.TABLE_SHAPES for r in rows("individual", d, w, [0.70] * 3, "random")]
     elastic = [r for d, w in parity_table.TABLE_SHAPES for r in rows("arm@compute", d, w, [0.695] * 3, "random")]
