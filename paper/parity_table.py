@@ -349,9 +349,11 @@ def progress(args, runs: list[Run]) -> str:
             unknown += 1
             eta = "no estimate"
         lines.append(f"{run.key}: {run.epochs} epochs, {state}" + (f" (epoch {epoch})" if epoch else "") + f"; {eta}")
+    head = f"{counts['committed']} committed, {counts['started']} started, {counts['to train']} to train"
+    if unknown and unknown == counts["started"] + counts["to train"]:
+        return "\n".join([*lines, f"{head}; no estimate of the time left (nothing of these names is committed)"])
     summary = (
-        f"{counts['committed']} committed, {counts['started']} started, {counts['to train']} to train; "
-        f"about {left / 3600:.1f} core-hours of training left (one thread per run; divide by --jobs for the wall "
+        f"{head}; about {left / 3600:.1f} core-hours of training left (one thread per run; divide by --jobs for the wall "
         "time), from the median seconds per epoch of the committed runs of each name"
         + (f"; {unknown} runs without an estimate (nothing of their name is committed)" if unknown else "")
     )
