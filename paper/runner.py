@@ -258,11 +258,17 @@ def script_command(script: str, argv: Sequence[str]) -> str:
     return " ".join(["python", f"paper/{script}", *(shlex.quote(a.replace(f"{ROOT}/", "")) for a in argv)])
 
 
+def _commands_file(out: Path) -> tuple[list[str], str]:
+    """``out``'s COMMANDS.md read once: the commands listed at its head, oldest first, and the rest of the file
+    from :data:`TRAININGS` on (empty when it has none)."""
+    path = out / MARK
+    head, sep, tail = (path.read_text() if path.is_file() else "").partition(TRAININGS)
+    return [line.strip() for line in head.splitlines()[1:] if line.strip()], sep + tail
+
+
 def invocations(out: Path) -> list[str]:
     """The commands listed at the head of ``out``'s COMMANDS.md, oldest first (none if it has none)."""
-    path = out / MARK
-    head = path.read_text().partition(TRAININGS)[0] if path.is_file() else ""
-    return [line.strip() for line in head.splitlines()[1:] if line.strip()]
+    return _commands_file(out)[0]
 
 
 def write_commands(out: Path, commands: Sequence[str], tail: str = "") -> None:
@@ -275,9 +281,8 @@ def write_commands(out: Path, commands: Sequence[str], tail: str = "") -> None:
 def note_invocation(out: Path, command: str) -> None:
     """Add ``command`` to the invocations at the head of ``out``'s COMMANDS.md, once, keeping the rest of the
     file (a folder two scripts share keeps both scripts' commands)."""
-    path = out / MARK
-    _, sep, tail = (path.read_text() if path.is_file() else "").partition(TRAININGS)
-    write_commands(out, [*invocations(out), command], sep + tail)
+    listed, rest = _commands_file(out)
+    write_commands(out, [*listed, command], rest)
 
 
 def check_out_folder(out: Path, flag: str = "--out") -> None:
