@@ -1015,3 +1015,48 @@ def test_a_damaged_committed_evaluation_is_named_with_the_fix(tmp_path, text):
     saved.write_text(text)
     with pytest.raises(SystemExit, match=r"not an evaluation this script wrote.*move it away"):
         mammography_table.load_evaluation(saved)
+
+
+def fake_finished_run(folder: Path, shapes, dice: float, seconds: float) -> None:
+    """A finished dice_table run with made-up numbers: the files write_results reads."""
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"")
+    (folder / "split.csv").write_text("image,part\na.png,train\nb.png,test\n")
+    (folder / "log.csv").write_text("epoch,seconds\n" + "".join(f"{e},{seconds}\n" for e in range(1, 4)))
+    (folder / runner.WALL_NAME).write_text(f'{{"wall_seconds": {3 * seconds + 1}, "threads": 1}}')
+    lines = ["depth,width,dice,dice_bn_as_trained,test_dice,test_dice_bn_as_trained,test_iou,test_iou_bn_as_trained"]
+    for depth, width in shapes:
+        d = dice + depth / 100 + width / 1000
+        lines.append(f"{depth},{width},{d + 0.01},{d},{d + 0.02},{d - 0.01},{d / 2 + 0.01},{d / 2}")
+    (folder / "subnets.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_dice_table_writes_every_table_from_finished_runs(tmp_path):
+    args = argparse.Namespace(
+        splits=["random", "grouped"], seeds=[0, 1], table="all", name="fake", profile="fake", epochs=0, lr=0.0,
+        device="cpu", argv=["--data", "x"], report_only=True, runs=str(tmp_path / "runs"), only=[],
+        config=dice_table.CONFIG, data="x",
+    )  # fmt: skip
+    jobs = dice_table.plan(args, 16)
+    grid = [(d, w) for d in dice_tables.DEPTHS for w in dice_tables.WIDTHS]
+    for k, job in enumerate(jobs[:-1]):  # the last run is unfinished: left out of every table
+        shapes = grid if job.training.elastic else [(1, 1.0)]  # a plain U-Net's own subnets.csv row
+        fake_finished_run(job.folder, shapes, 0.5 + 0.01 * job.seed + (0.05 if job.training.elastic else 0), 10 + k)
+    out = tmp_path / "results"
+    dice_table.write_results(args, jobs, out, wall=5.0)
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns) == ["split", "method", "depth", "width", "seed", "dice", "iou", "train_seconds"]
+    individual = summary[summary.method == "individual"]
+    assert len(individual) == 2 * 2 * 6 and set(individual.depth) == {3, 4, 5}  # shape from the training
+    assert len(pd.read_csv(out / "runs.csv")) == len(jobs) - 1
+    tables = (out / "tables.md").read_text()
+    for name in ("table1", "table2", "grid", "targets"):  # each part on its own, and one level down in tables.md
+        assert "#" + (out / f"{name}.md").read_text() in tables
+    for name in ("table1.png", "table2.png", "grid.png", "table1.csv", "table2.csv", "grid.csv", "splits/random.csv"):
+        assert (out / name).is_file(), name
+    grid_rows = pd.read_csv(out / "grid.csv")
+    assert len(grid_rows) == 2 * 12 and set(grid_rows.split) == {"random", "grouped"}
+    commands = (out / runner.MARK).read_text()
+    assert "python paper/dice_table.py --data x" in commands and f"{len(jobs) - 1} runs' wall seconds" in commands
+    assert commands.count("python -m elasticnet train") == len(jobs)  # every planned training, finished or not
+    assert "Wall time of this invocation" not in commands  # a report-only run trains nothing
