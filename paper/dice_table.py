@@ -275,72 +275,23 @@ def summary_rows(jobs: list[Job]) -> tuple[list[dict], list[dict], list[dict]]:
 
 
 def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
+    """Write every file of the results folder ``out`` from the finished runs among ``jobs``."""
     done = [j for j in jobs if finished(j)]
     test, val, records = summary_rows(done)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(test, out / "summary.csv")
     write_csv(records, out / "runs.csv")
-    points, val_frame, record_frame = Points(pd.DataFrame(test)), pd.DataFrame(val), pd.DataFrame(records)
-    (out / "splits").mkdir(exist_ok=True)
-    for split in args.splits:
-        first = next((j for j in done if j.split == split), None)
-        if first is not None:
-            shutil.copyfile(first.folder / "split.csv", out / "splits" / f"{split}.csv")
+    copy_splits(args.splits, done, out / "splits")
+    points = Points(pd.DataFrame(test))
     md: dict[str, str] = {}
-    chosen: dict[str, str] = {}
+    chosen: dict[str, str] = {}  # per split, the elastic method of the grid (chosen on validation Dice)
     if args.table in ("1", "all"):
-        rows = [{"split": s} | r for s in args.splits for r in table1(points, s)]
-        write_csv(rows, out / "table1.csv")
-        md["table1"] = (
-            "# Table 1: the originating study's experiment\n\nTest Dice (%), mean ± sd over seeds "
-            f"{','.join(map(str, args.seeds))}. `uniform`: one elastic 5-level U-Net, depth drawn per batch (the "
-            "study's method), BN statistics as trained; `+calib`: re-estimated per sub-net. The study's numbers "
-            "(random split, full resolution) for reference.\n\n" + markdown_table(rows)
-        )
-        plot(
-            points,
-            args.splits,
-            ["individual", "uniform", "uniform+calib"],
-            [(d, 1.0) for d in DEPTHS],
-            out / "table1.png",
-            f"Table 1, CVC-ClinicDB, {args.name}: individual vs uniform depth dropout",
-        )
+        md["table1"] = write_table1(args, points, out)
     if args.table in ("2", "all"):
-        rows = [{"split": s} | r for s in args.splits for r in table2(points, s)]
-        write_csv(rows, out / "table2.csv")
-        md["table2"] = (
-            "# Table 2: our elastic trainings, full width\n\nTest Dice (%), mean ± sd over seeds. Every elastic "
-            "column is one training over the whole grid depth {3,4,5} x width {0.25,0.5,0.75,1}, cut to the "
-            "row's depth at width 1; `+calib`: BN statistics re-estimated per sub-net on 16 training batches; "
-            "`privbn`: BatchNorm per depth.\n\n" + markdown_table(rows)
-        )
-        chosen.update({s: best_elastic(val_frame, s) for s in args.splits})
-        grids = [row for s in args.splits for row in grid(points, s, chosen[s])]
-        write_csv(grids, out / "grid.csv")
-        md["grid"] = (
-            "# Table 2, the whole grid from one elastic training\n\nThe elastic training and evaluation chosen "
-            "per split by the highest mean validation Dice over the grid (never by test Dice), against the "
-            f"individually trained U-Nets. Target: difference >= -{TARGET_POINTS:g} point.\n\n" + markdown_table(grids)
-        )
-        shapes = [(d, w) for d in DEPTHS for w in WIDTHS]
-        methods = sorted(set(chosen.values()))
-        plot(
-            points,
-            args.splits,
-            ["individual", *methods],
-            shapes,
-            out / "grid.png",
-            f"One elastic training vs individual U-Nets, CVC-ClinicDB, {args.name}",
-        )
-        plot(
-            points,
-            args.splits,
-            list(TABLE2_METHODS),
-            [(d, 1.0) for d in DEPTHS],
-            out / "table2.png",
-            f"Table 2, CVC-ClinicDB, {args.name}: elastic trainings at full width",
-        )
-    md["targets"] = targets_text(args, points, record_frame, chosen)
+        chosen = {s: best_elastic(pd.DataFrame(val), s) for s in args.splits}
+        md["table2"] = write_table2(args, points, out)
+        md["grid"] = write_grid(args, points, chosen, out)
+    md["targets"] = targets_text(args, points, pd.DataFrame(records), chosen)
     hardware = hardware_text(args.device)
     for name, text in md.items():
         (out / f"{name}.md").write_text(text)
@@ -350,18 +301,92 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
         f"{f', learning rate {args.lr:g}' if args.lr else ''}\n\n"
         f"Test images: fold 0 of 5 (see `splits/`). {hardware}\n\n" + "\n\n".join("#" + part for part in md.values())
     )
+    write_mark(args, jobs, records, hardware, wall, out)
+
+
+def copy_splits(splits: list[str], done: list[Job], folder: Path) -> None:
+    """The image split of each split name, from its first finished run (every seed of a split shares it)."""
+    folder.mkdir(exist_ok=True)
+    for split in splits:
+        first = next((j for j in done if j.split == split), None)
+        if first is not None:
+            shutil.copyfile(first.folder / "split.csv", folder / f"{split}.csv")
+
+
+def write_table1(args, points: Points, out: Path) -> str:
+    """table1.csv and table1.png (the study's experiment); returns its Markdown."""
+    rows = [{"split": s} | r for s in args.splits for r in table1(points, s)]
+    write_csv(rows, out / "table1.csv")
+    plot(
+        points,
+        args.splits,
+        ["individual", "uniform", "uniform+calib"],
+        [(d, 1.0) for d in DEPTHS],
+        out / "table1.png",
+        f"Table 1, CVC-ClinicDB, {args.name}: individual vs uniform depth dropout",
+    )
+    return (
+        "# Table 1: the originating study's experiment\n\nTest Dice (%), mean ± sd over seeds "
+        f"{','.join(map(str, args.seeds))}. `uniform`: one elastic 5-level U-Net, depth drawn per batch (the "
+        "study's method), BN statistics as trained; `+calib`: re-estimated per sub-net. The study's numbers "
+        "(random split, full resolution) for reference.\n\n" + markdown_table(rows)
+    )
+
+
+def write_table2(args, points: Points, out: Path) -> str:
+    """table2.csv and table2.png (our elastic trainings at full width); returns its Markdown."""
+    rows = [{"split": s} | r for s in args.splits for r in table2(points, s)]
+    write_csv(rows, out / "table2.csv")
+    plot(
+        points,
+        args.splits,
+        list(TABLE2_METHODS),
+        [(d, 1.0) for d in DEPTHS],
+        out / "table2.png",
+        f"Table 2, CVC-ClinicDB, {args.name}: elastic trainings at full width",
+    )
+    return (
+        "# Table 2: our elastic trainings, full width\n\nTest Dice (%), mean ± sd over seeds. Every elastic "
+        "column is one training over the whole grid depth {3,4,5} x width {0.25,0.5,0.75,1}, cut to the "
+        "row's depth at width 1; `+calib`: BN statistics re-estimated per sub-net on 16 training batches; "
+        "`privbn`: BatchNorm per depth.\n\n" + markdown_table(rows)
+    )
+
+
+def write_grid(args, points: Points, chosen: dict[str, str], out: Path) -> str:
+    """grid.csv and grid.png (the whole grid of the ``chosen`` elastic training per split against the individual
+    U-Nets); returns its Markdown."""
+    rows = [row for s in args.splits for row in grid(points, s, chosen[s])]
+    write_csv(rows, out / "grid.csv")
+    plot(
+        points,
+        args.splits,
+        ["individual", *sorted(set(chosen.values()))],
+        [(d, w) for d in DEPTHS for w in WIDTHS],
+        out / "grid.png",
+        f"One elastic training vs individual U-Nets, CVC-ClinicDB, {args.name}",
+    )
+    return (
+        "# Table 2, the whole grid from one elastic training\n\nThe elastic training and evaluation chosen "
+        "per split by the highest mean validation Dice over the grid (never by test Dice), against the "
+        f"individually trained U-Nets. Target: difference >= -{TARGET_POINTS:g} point.\n\n" + markdown_table(rows)
+    )
+
+
+def write_mark(args, jobs: list[Job], records: list[dict], hardware: str, wall: float, out: Path) -> None:
+    """COMMANDS.md: this invocation, the package version and commit, the hardware, the seconds, and every
+    planned training's command (finished or not)."""
     commands = "\n".join(" ".join(["python", *j.command[1:]]) for j in jobs).replace(f"{ROOT}/", "")
-    invocation = script_command("dice_table.py", args.argv)
+    seconds = (
+        ""
+        if args.report_only
+        else f"Wall time of this invocation: {wall:.0f} s (runs reused from earlier invocations not included). "
+    )
     atomic_write_text(
         out / MARK,
-        f"# How these results were made\n\n```\n{invocation}\n```\n\n"
-        f"elasticnet {__version__}, git commit {git_commit()}\n\n{hardware}\n\n"
-        + (
-            f"Wall time of this invocation: {wall:.0f} s (runs reused from earlier invocations not included). "
-            if not args.report_only
-            else ""
-        )
-        + f"Sum of the {len(records)} runs' wall seconds (`runs.csv`, each run's own): "
+        f"# How these results were made\n\n```\n{script_command('dice_table.py', args.argv)}\n```\n\n"
+        f"elasticnet {__version__}, git commit {git_commit()}\n\n{hardware}\n\n{seconds}"
+        f"Sum of the {len(records)} runs' wall seconds (`runs.csv`, each run's own): "
         f"{sum(float(r['wall_seconds'] or 0) for r in records):.0f} s.\n\nThe training runs (each also resumable with "
         "`elasticnet train --resume RUN`):\n\n```\n" + commands + "\n```\n",
     )
@@ -399,7 +424,22 @@ def write_plan(jobs: list[Job], path: Path) -> None:
     print(f"{len(rows)} trainings, {sum(r['tflops'] for r in rows):.0f} TFLOPs in all; wrote {path}")
 
 
-def main(argv: list[str] | None = None) -> None:
+def train_and_recalibrate(args, jobs: list[Job]) -> None:
+    """Train (or resume) every unfinished run; with ``--recalibrate``, then re-estimate the BN statistics of the
+    finished elastic runs not yet recalibrated."""
+    cores = os.cpu_count() or 1
+    threads = args.threads or (1 if args.device.startswith("cuda") else max(1, cores // args.jobs))
+    run_all(jobs, args.jobs, threads)
+    if args.recalibrate:
+        # a plain U-Net is reported with its BN statistics as trained: nothing to recalibrate
+        todo = [j for j in jobs if j.training.elastic and finished(j) and not (j.folder / "recalibrated.json").exists()]
+        print(f"recalibrating {len(todo)} runs", flush=True)
+        run_pool(todo, args.jobs, lambda job, say: recalibrate_job(job, threads, say))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked (one clear message for a mistake) and completed: ``splits``, ``seeds``, ``only``
+    as lists, ``name`` (the profile with the ablation's suffixes), ``config`` and ``data`` resolved."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="the CVC-ClinicDB folder (PNG or official TIFF layout)")
     p.add_argument("--config", default=CONFIG, help="experiment config (default %(default)s)")
@@ -456,6 +496,11 @@ def main(argv: list[str] | None = None) -> None:
     if set(args.splits) - {"random", "grouped"}:
         raise SystemExit(f"--split takes random and/or grouped, got {args.split}")
     args.config, args.data = str(Path(args.config).resolve()), str(Path(args.data).resolve())
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     base = build_config(args.config, {"data": args.data}, args.profile)  # refuses an unknown profile
     jobs = plan(args, base.model.base_width)
     if args.dry_run:
@@ -469,16 +514,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     start = time.perf_counter()
     if not args.report_only:
-        cores = os.cpu_count() or 1
-        threads = args.threads or (1 if args.device.startswith("cuda") else max(1, cores // args.jobs))
-        run_all(jobs, args.jobs, threads)
-        if args.recalibrate:
-            # a plain U-Net is reported with its BN statistics as trained: nothing to recalibrate
-            todo = [
-                j for j in jobs if j.training.elastic and finished(j) and not (j.folder / "recalibrated.json").exists()
-            ]
-            print(f"recalibrating {len(todo)} runs", flush=True)
-            run_pool(todo, args.jobs, lambda job, say: recalibrate_job(job, threads, say))
+        train_and_recalibrate(args, jobs)
     write_results(args, jobs, out, time.perf_counter() - start)
     print((out / "tables.md").read_text())
     print(f"wrote {out}/")
