@@ -74,7 +74,7 @@ from runner import (
 
 from elasticnet import __version__
 from elasticnet.config import build_config
-from elasticnet.errors import run_script
+from elasticnet.errors import UserError, run_script
 from elasticnet.files import atomic_write_text
 from elasticnet.models.subnet import level_channels
 from elasticnet.reporting import markdown_table, read_csv, write_csv
@@ -424,6 +424,27 @@ def write_plan(jobs: list[Job], path: Path) -> None:
     print(f"{len(rows)} trainings, {sum(r['tflops'] for r in rows):.0f} TFLOPs in all; wrote {path}")
 
 
+def check_keeps_results(out: Path, jobs: list[Job], args) -> None:
+    """Refuse (:class:`UserError`), before any work, to rewrite the tables of ``out`` without a run they were made
+    from (``out``'s runs.csv): a table is written from the finished runs under ``--runs``, and the runs of committed
+    tables may not be on this machine. With ``--report-only``, refuse too when no run is finished."""
+    ready = [j for j in jobs if finished(j)] if args.report_only else jobs
+    have = {(j.split, str(j.seed), j.training.name) for j in ready}
+    known = read_csv(out / "runs.csv") if (out / "runs.csv").is_file() else []
+    lost = [f"{r['split']}/seed{r['seed']}/{r['run']}" for r in known if (r["split"], r["seed"], r["run"]) not in have]
+    if lost:
+        raise UserError(
+            f"{out} holds tables made from {len(lost)} run(s) that this command would leave out (e.g. {lost[0]}: "
+            f"{'not finished under' if args.report_only else 'not planned with'} --runs {args.runs}); give --runs "
+            "the folder that holds them (with the same --split/--seeds/--only), or --out a new folder"
+        )
+    if args.report_only and not ready:
+        raise UserError(
+            f"--report-only: no finished run under --runs {args.runs}; train the table first (without "
+            "--report-only), or give --runs the folder that holds its runs"
+        )
+
+
 def train_and_recalibrate(args, jobs: list[Job]) -> None:
     """Train (or resume) every unfinished run; with ``--recalibrate``, then re-estimate the BN statistics of the
     finished elastic runs not yet recalibrated."""
@@ -508,6 +529,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     out = Path(args.out) if args.out else ROOT / "results" / "cvc_clinicdb" / args.name
     check_folder(Path(args.runs))
+    if not args.plan:
+        check_keeps_results(out, jobs, args)
     claim_out_folder(out)
     if args.plan:
         write_plan(jobs, out / "plan.csv")

@@ -1060,3 +1060,25 @@ def test_dice_table_writes_every_table_from_finished_runs(tmp_path):
     assert "python paper/dice_table.py --data x" in commands and f"{len(jobs) - 1} runs' wall seconds" in commands
     assert commands.count("python -m elasticnet train") == len(jobs)  # every planned training, finished or not
     assert "Wall time of this invocation" not in commands  # a report-only run trains nothing
+
+
+def test_dice_table_never_rewrites_committed_tables_without_their_runs(tmp_path):
+    flags = ["--data", str(tmp_path), "--table", "1", "--split", "random", "--seeds", "0", "--device", "cpu"]
+    flags += ["--out", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), "--report-only"]
+    with pytest.raises(UserError, match="no finished run under --runs"):
+        dice_table.main(flags)
+    assert not (tmp_path / "results").exists()
+    jobs = dice_table.plan(dice_table.parse_args(flags), 16)
+    for job in jobs:
+        fake_finished_run(
+            job.folder, [(1, 1.0)] if not job.training.elastic else [(3, 1.0), (4, 1.0), (5, 1.0)], 0.6, 9
+        )
+    dice_table.main(flags)
+    written = {p.name: p.read_bytes() for p in (tmp_path / "results").iterdir() if p.is_file()}
+    assert len(pd.read_csv(tmp_path / "results" / "runs.csv")) == len(jobs) == 4
+    (jobs[0].folder / "checkpoint.pt").unlink()  # e.g. another machine, where only the committed tables are
+    with pytest.raises(UserError, match=r"1 run.* random/seed0/individual-d3-w1: not finished under --runs"):
+        dice_table.main(flags)
+    with pytest.raises(UserError, match="not planned with --runs"):  # a training of part of the table
+        dice_table.main([f for f in flags if f != "--report-only"] + ["--only", "uniform"])
+    assert {p.name: p.read_bytes() for p in (tmp_path / "results").iterdir() if p.is_file()} == written
