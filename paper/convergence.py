@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from checkout import ROOT
-from runner import check_out_folder, claim_out_folder, count, note_invocation, script_command
+from runner import check_folder, check_out_folder, claim_out_folder, count, note_invocation, number_list, script_command
 
 from elasticnet.config import build_config
 from elasticnet.errors import UserError, run_script
@@ -285,37 +285,47 @@ def plot(rows: list[dict], curves: dict, path: Path, title: str) -> None:
     save_figure(fig, path, dpi=110)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="")
     p.add_argument("--profile", default="converged", help="the parity profile whose E is checked")
-    p.add_argument("--epochs", default="16,32,64,128")
+    p.add_argument("--epochs", type=number_list(int, "64,128,256"), default="16,32,64,128")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "convergence")
     p.add_argument("--jobs", type=count(1), default=1)
     p.add_argument("--threads", type=count(0), default=0)
-    p.add_argument("--lr", default=f"{BASE_LR:g}", help="comma-separated learning rates to train (a sweep)")
+    p.add_argument(
+        "--lr",
+        type=number_list(float, "0.001,0.002"),
+        default=f"{BASE_LR:g}",
+        help="comma-separated learning rates to train (a sweep)",
+    )
     p.add_argument(
         "--shapes", default=",".join(PROTOCOL_SHAPES), help=f"which individual nets to train, of {','.join(SHAPES)}"
     )
     p.add_argument("--report-only", action="store_true")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.shapes = [s for s in args.shapes.split(",") if s]
     if set(args.shapes) - set(SHAPES):
-        raise SystemExit(
-            f"--shapes takes names of {', '.join(SHAPES)}; got {', '.join(set(args.shapes) - set(SHAPES))}"
-        )
-    epoch_counts = sorted(int(e) for e in args.epochs.split(","))
+        raise UserError(f"--shapes takes names of {', '.join(SHAPES)}; got {', '.join(set(args.shapes) - set(SHAPES))}")
+    if not args.report_only:
+        if not Path(args.data or "/nonexistent").is_dir():
+            raise UserError("--data must name the CVC-ClinicDB folder (or use --report-only)")
+        check_folder(args.runs)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    epoch_counts, lrs = sorted(args.epochs), args.lr
     s = study(args.profile)
-    if not args.report_only and not Path(args.data or "/nonexistent").is_dir():
-        raise SystemExit("--data must name the CVC-ClinicDB folder (or use --report-only)")
-    lrs = [float(x) for x in args.lr.split(",")]
     check_out_folder(s.out)
     # a report with nothing to copy or report leaves no folder behind; otherwise the folder is claimed once,
     # before anything is written into it
     if not args.report_only or any(to_keep(args, s, e, lr) for lr in lrs for e in epoch_counts):
         claim_out_folder(s.out)
     if not args.report_only:
-        note_invocation(s.out, script_command("convergence.py", sys.argv[1:]))
+        note_invocation(s.out, script_command("convergence.py", args.argv))
     for lr in lrs:
         for epochs in epoch_counts:
             if not args.report_only:
@@ -323,7 +333,12 @@ def main() -> None:
             keep(args, s, epochs, lr)
     rows, curves = collect(s, epoch_counts)
     if not rows:
-        raise SystemExit("no finished convergence runs yet")
+        raise UserError("no finished convergence runs yet: train them first (without --report-only)")
+    write_report(s, rows, curves)
+
+
+def write_report(s, rows: list[dict], curves) -> None:
+    """convergence.csv, convergence.png, convergence_epochs.csv and convergence.md (the verdict on E) of ``s``."""
     write_csv(rows, s.out / "convergence.csv")
     plot(rows, curves, s.out / "convergence.png", s.title)
     chosen, rates, lines, own = choose(rows)

@@ -61,6 +61,24 @@ def count(least: int):
     return parse
 
 
+def number_list(kind: type, example: str):
+    """An argparse type: distinct positive numbers of ``kind`` (int or float) separated by commas (``--epochs
+    64,128``, ``--lr 0.001,0.002``); anything else is one clear message naming the form."""
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(s) for s in text.split(",") if s.strip()]
+        except ValueError:
+            values = []
+        if not values or min(values) <= 0 or len(set(values)) < len(values):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: give distinct positive numbers separated by commas, e.g. {example}"
+            )
+        return values
+
+    return parse
+
+
 def train_command(
     config: str | Path, profile: str, data: str, flags: Sequence[str], device: str, out: Path
 ) -> list[str]:
