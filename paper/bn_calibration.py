@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from checkout import ROOT
-from runner import claim_out_folder
+from runner import check_out_folder, claim_out_folder, script_command, seed_list
 from torch.utils.data import DataLoader
 
 from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint
 from elasticnet.data import build_datasets
-from elasticnet.errors import run_script
+from elasticnet.errors import UserError, run_script
+from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, write_csv
 from elasticnet.training.calibration import bn_state, calibrate_bn, load_bn_state
 from elasticnet.training.evaluate import evaluate_subnet
@@ -91,29 +92,41 @@ def evaluate_run(run: Path, meta: dict) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", default=str(ROOT / "runs" / "dice_table" / "cpu"))
     p.add_argument("--split", default="random,grouped")
     p.add_argument("--seeds", default="0")
     p.add_argument("--out", default=str(ROOT / "results" / "cvc_clinicdb" / "cpu"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    splits, seeds = [s for s in args.split.split(",") if s], seed_list(args.seeds)
+    runs = Path(args.runs)
+    found = [
+        (split, seed, run)
+        for split in splits
+        for seed in seeds
+        for run in sorted((runs / split / f"seed{seed}").glob("*/checkpoint.pt"))
+    ]
+    if not found:  # before anything is written: an empty table must not replace the one in --out
+        raise UserError(
+            f"no finished run under --runs {runs} for --split {args.split} --seeds {args.seeds}; give the folder "
+            "paper/dice_table.py trained in (RUNS/PROFILE, e.g. runs/dice_table/cpu)"
+        )
+    check_out_folder(Path(args.out))
     rows = []
-    for split in args.split.split(","):
-        for seed in args.seeds.split(","):
-            for run in sorted((Path(args.runs) / split / f"seed{seed}").glob("*/checkpoint.pt")):
-                name = run.parent.name
-                print(f"{split}/seed{seed}/{name}", flush=True)
-                method = "individual" if name.startswith("individual") else name
-                rows += [
-                    r
-                    | (
-                        {"depth": int(name.split("-d")[1][0]), "width": float(name.split("-w")[1])}
-                        if method == "individual"
-                        else {}
-                    )
-                    for r in evaluate_run(run.parent, {"split": split, "seed": int(seed), "method": method})
-                ]
+    for split, seed, run in found:
+        name = run.parent.name
+        print(f"{split}/seed{seed}/{name}", flush=True)
+        method = "individual" if name.startswith("individual") else name
+        rows += [
+            r
+            | (
+                {"depth": int(name.split("-d")[1][0]), "width": float(name.split("-w")[1])}
+                if method == "individual"
+                else {}
+            )
+            for r in evaluate_run(run.parent, {"split": split, "seed": int(seed), "method": method})
+        ]
     out = Path(args.out)
     claim_out_folder(out)
     write_csv(rows, out / "bn_calibration.csv")
@@ -131,10 +144,12 @@ def main() -> None:
                         for way in WAYS
                     }
                 )
-    (out / "bn_calibration.md").write_text(
+    command = script_command("bn_calibration.py", sys.argv[1:] if argv is None else argv)
+    atomic_write_text(
+        out / "bn_calibration.md",
         "# BatchNorm re-estimation ablation (test Dice %, mean over the sub-nets and seeds named)\n\n"
-        f"Runs: `{args.runs}`, seeds {args.seeds}; command: `python paper/bn_calibration.py {' '.join(sys.argv[1:])}`. "
-        "Ways: see the docstring of `paper/bn_calibration.py`.\n\n" + markdown_table(summary)
+        f"Runs: `{args.runs}`, seeds {args.seeds}; command: `{command}`. "
+        "Ways: see the docstring of `paper/bn_calibration.py`.\n\n" + markdown_table(summary),
     )
     print(markdown_table(summary))
 
