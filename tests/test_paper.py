@@ -147,6 +147,15 @@ def test_table_1_end_to_end_on_a_tiny_fake_cvc_folder_and_reuse(tmp_path):
     assert again.returncode == 0 and "4 of 4 runs finished already; training 0" in again.stdout
     with open(out / "summary.csv", newline="") as f:
         assert list(csv.DictReader(f)) == summary
+    # the BN re-estimation ablation on the same runs: every sub-net of every run, five ways
+    flags = ["--runs", str(runs / "tiny"), "--split", "grouped", "--seeds", "0", "--out", str(out)]
+    bn = subprocess.run(
+        [sys.executable, str(ROOT / "paper" / "bn_calibration.py"), *flags], capture_output=True, text=True
+    )
+    assert bn.returncode == 0, bn.stderr[-2000:]
+    ablation = pd.read_csv(out / "bn_calibration.csv")
+    assert set(ablation.way) == {"as_trained", "first16", "spread16", "all", "augmented16"}
+    assert len(ablation) == 5 * (3 + 3) and ablation.test_dice.between(0, 1).all()  # 3 individual + uniform at 3 depths
 
 
 def test_a_missing_data_folder_is_one_clear_message(tmp_path):
@@ -1082,3 +1091,42 @@ def test_dice_table_never_rewrites_committed_tables_without_their_runs(tmp_path)
     with pytest.raises(UserError, match="not planned with --runs"):  # a training of part of the table
         dice_table.main([f for f in flags if f != "--report-only"] + ["--only", "uniform"])
     assert {p.name: p.read_bytes() for p in (tmp_path / "results").iterdir() if p.is_file()} == written
+
+
+def test_bn_calibration_refuses_to_replace_a_table_when_no_run_is_found(tmp_path):
+    import bn_calibration
+
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "bn_calibration.csv").write_text("the committed table\n")
+    with pytest.raises(UserError, match="no finished run under --runs"):
+        bn_calibration.main(["--runs", str(tmp_path / "elsewhere"), "--out", str(out)])
+    assert (out / "bn_calibration.csv").read_text() == "the committed table\n"
+
+
+@pytest.mark.slow
+def test_training_time_table_from_a_tiny_synthetic_training(tmp_path):
+    from helpers import TINY
+
+    out = tmp_path / "results"
+    flags = ["--config", str(ROOT / "experiments" / "synthetic.yaml"), "--processes", "1", "--target-dice", "0.0"]
+    flags += ["--name", "tiny", "--out", str(out), "--runs", str(tmp_path / "runs"), "--", *TINY, "--epochs", "2"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "paper" / "training_time.py"), *flags], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = pd.read_csv(out / "table.csv")
+    assert table.processes.tolist() == [1] and table.epochs.tolist() == [2] and (table.s_per_epoch > 0).all()
+    assert table.s_to_target.astype(float).gt(0).all()  # a target of 0 is reached in the first epoch
+    assert (out / "seconds_per_epoch.png").is_file()
+    assert runner.invocations(out) == [runner.script_command("training_time.py", flags)]
+    listed = (out / "table.md").read_text().split("```")[1].strip()
+    assert listed.startswith("OMP_NUM_THREADS=") and " python -m elasticnet train " in listed  # pasteable
+
+
+@pytest.mark.parametrize("flags", [["--epochs", "abc"], ["--epochs", "64,0"], ["--epochs", "64,64"], ["--lr", "fast"]])
+def test_convergence_names_the_form_of_epochs_and_learning_rates(flags, capsys):
+    with pytest.raises(SystemExit) as e:
+        convergence.parse_args(["--report-only", *flags])
+    assert e.value.code == 2 and "give distinct positive numbers separated by commas" in capsys.readouterr().err
+    assert convergence.parse_args(["--report-only", "--epochs", "128,64", "--lr", "0.002"]).epochs == [128, 64]
