@@ -70,6 +70,19 @@ TARGET = -1.0  # Dice points: worst paired gap allowed
 TARGET_SEEDS = 3  # the target is a mean over this many paired seeds; fewer meet nothing yet
 SMALL_FILES = ("config.yaml", "log.csv", "subnets.csv", "record.json")
 INDIVIDUAL, OWN_E = "individual", "individual@own-e"  # the individual nets at the profile's E, at their own E
+# the columns of summary.csv, as the protocol names them
+SUMMARY_COLUMNS = [
+    "split",
+    "method",
+    "depth",
+    "width",
+    "seed",
+    "dice",
+    "iou",
+    "epochs",
+    "train_seconds",
+    "train_tflops",
+]
 # The elastic recipes (flags on top of the profile), from the weight-sharing literature (issue 13, part 2).
 
 
@@ -559,16 +572,54 @@ def ablation_seeds(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write(args, runs: list[Run], budget: dict[str, float]) -> None:
+    """Every table of ``args.out`` from the finished runs: summary.csv, targets.csv, ablation.csv, gaps.csv (and
+    gaps_own_e.csv), their plots, and tables.md; each file replaced atomically."""
     frame = collect(args, runs)
     if frame.empty:
         print("no finished runs yet")
         return
-    columns = ["split", "method", "depth", "width", "seed", "dice", "iou", "epochs", "train_seconds", "train_tflops"]
-    frame.sort_values(["split", "method", "depth", "width", "seed"])[columns].to_csv(
-        args.out / "summary.csv", index=False
+    write_frame(
+        frame.sort_values(["split", "method", "depth", "width", "seed"])[SUMMARY_COLUMNS], args.out / "summary.csv"
     )
     goal = targets(frame, budget)
-    goal.to_csv(args.out / "targets.csv", index=False)
+    write_frame(goal, args.out / "targets.csv")
+    ablation = ablation_table(frame)
+    write_frame(ablation, args.out / "ablation.csv")
+    test = paired_gaps(frame, "dice").round(2)
+    write_frame(test, args.out / "gaps.csv")
+    if not test.empty:  # no elastic run has its individual counterparts yet: nothing to plot
+        plot_gaps(test, args.out / "gaps.png")
+    own = paired_gaps(frame, "dice", OWN_E).round(2)
+    if not own.empty:
+        write_frame(own, args.out / "gaps_own_e.csv")
+        plot_gaps(own, args.out / "gaps_own_e.png")
+    atomic_write_text(
+        args.out / "tables.md",
+        f"# Parity on CVC-ClinicDB, `{args.profile}` profile\n\n"
+        f"Test Dice (%) per shape, mean over seeds, and the paired gap elastic - individual (points; `gap_sd`: its "
+        f"standard deviation over seeds). Target: worst gap "
+        f">= {TARGET:g} at equal compute (elastic training FLOPs <= {COMPUTE_SHARE:g} x the 12 individual trainings').\n\n"
+        + md(test)
+        + (
+            "\n\n## Against the individual nets at their own E\n\nThe shapes still climbing at the profile's E "
+            "trained again to their own convergence point (`convergence_epochs.csv`; `individual` is then that "
+            "run), equal-compute recipes only:\n\n" + md(own)
+            if not own.empty
+            else ""
+        )
+        + "\n\n## Paired test gaps per seed (points; the gap above is their mean)\n\n"
+        + md(gaps_by_seed(frame, "dice"))
+        + "\n\n## Targets\n\n"
+        + md(goal)
+        + "\n\n## Recipes on validation Dice (choose here, never on test; on the seeds every recipe has)\n\n"
+        + md(ablation)
+        + "\n",
+    )
+
+
+def ablation_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per split and elastic recipe, on the seeds every recipe has: mean validation Dice over the grid and at full
+    width, compute, epochs, seeds, and the worst and mean paired validation gap against the individual nets."""
     compared = ablation_seeds(frame)
     val = paired_gaps(compared, "val_dice")
     elastic = compared[~is_individual(compared.method)].assign(full=lambda f: f.width == 1.0)
@@ -586,39 +637,12 @@ def write(args, runs: list[Run], budget: dict[str, float]) -> None:
     if not val.empty:
         gaps = val.groupby(["split", "method"]).agg(worst_val_gap=("gap", "min"), mean_val_gap=("gap", "mean")).round(2)
         ablation = ablation.merge(gaps.reset_index(), on=["split", "method"], how="left")
-    ablation.to_csv(args.out / "ablation.csv", index=False)
-    test = paired_gaps(frame, "dice").round(2)
-    test.to_csv(args.out / "gaps.csv", index=False)
-    if not test.empty:  # no elastic run has its individual counterparts yet: nothing to plot
-        plot_gaps(test, args.out / "gaps.png")
-    own = paired_gaps(frame, "dice", OWN_E).round(2)
-    if not own.empty:
-        own.to_csv(args.out / "gaps_own_e.csv", index=False)
-        plot_gaps(own, args.out / "gaps_own_e.png")
-    atomic_write_text(
-        args.out / "tables.md",
-        (
-            f"# Parity on CVC-ClinicDB, `{args.profile}` profile\n\n"
-            f"Test Dice (%) per shape, mean over seeds, and the paired gap elastic - individual (points; `gap_sd`: its "
-            f"standard deviation over seeds). Target: worst gap "
-            f">= {TARGET:g} at equal compute (elastic training FLOPs <= {COMPUTE_SHARE:g} x the 12 individual trainings').\n\n"
-            + md(test)
-            + (
-                "\n\n## Against the individual nets at their own E\n\nThe shapes still climbing at the profile's E "
-                "trained again to their own convergence point (`convergence_epochs.csv`; `individual` is then that "
-                "run), equal-compute recipes only:\n\n" + md(own)
-                if not own.empty
-                else ""
-            )
-            + "\n\n## Paired test gaps per seed (points; the gap above is their mean)\n\n"
-            + md(gaps_by_seed(frame, "dice"))
-            + "\n\n## Targets\n\n"
-            + md(goal)
-            + "\n\n## Recipes on validation Dice (choose here, never on test; on the seeds every recipe has)\n\n"
-            + md(ablation)
-            + "\n"
-        ),
-    )
+    return ablation
+
+
+def write_frame(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as CSV (no index), replacing ``path`` atomically: an interrupted report leaves the old file."""
+    atomic_write_text(path, frame.to_csv(index=False))
 
 
 def md(frame: pd.DataFrame) -> str:
@@ -643,7 +667,9 @@ def list_commands(args, argv: list[str] | None, trained: bool = True) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, checked before anything is written (one clear message for a mistake) and completed:
+    lists for ``splits``, ``seeds``, ``arms``, ``comparisons``, ``shape_list``; ``out``; ``own_epochs``."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True)
     p.add_argument("--config", type=Path, default=CONFIG)
@@ -692,24 +718,35 @@ def main(argv: list[str] | None = None) -> None:
     check_out_folder(args.out)
     check_folder(args.runs)
     args.own_epochs = own_epochs(args.own_e_table) if args.individual_e == "own" else {}
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     runs, _ = plan(args)  # refuses an unknown profile or fold before anything is written
     if args.dry_run:
         print(progress(args, runs))
         return
     claim_out_folder(args.out)
     if not args.report_only:
-        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-        todo = sorted(runs, key=lambda r: (r.seed, is_individual(r.method), -r.epochs))
-        devices = DevicePool(args.device, args.jobs)
-        with ThreadPoolExecutor(args.jobs) as pool:
-            for future in [pool.submit(train_one, args, r, threads, devices) for r in todo]:
-                future.result()
+        train_all(args, runs)
     list_commands(args, argv, trained=not args.report_only)
     # the tables cover every committed run, not only this invocation's: a run of one split or seed must not
     # drop the others from summary.csv, gaps.csv and the README's figures
     report = with_committed(args)
     write(report, *plan(report))
     print((args.out / "tables.md").read_text())
+
+
+def train_all(args, runs: list[Run]) -> None:
+    """Train (or resume, or reuse) every run, ``args.jobs`` at a time: seed by seed (an interrupted campaign still
+    has whole seeds), the elastic training first, the longest first."""
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    todo = sorted(runs, key=lambda r: (r.seed, is_individual(r.method), -r.epochs))
+    devices = DevicePool(args.device, args.jobs)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for future in [pool.submit(train_one, args, r, threads, devices) for r in todo]:
+            future.result()
 
 
 def with_committed(args) -> argparse.Namespace:
