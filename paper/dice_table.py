@@ -294,12 +294,13 @@ def write_results(args, jobs: list[Job], out: Path, wall: float) -> None:
     md["targets"] = targets_text(args, points, pd.DataFrame(records), chosen)
     hardware = hardware_text(args.device)
     for name, text in md.items():
-        (out / f"{name}.md").write_text(text)
-    (out / "tables.md").write_text(
+        atomic_write_text(out / f"{name}.md", text)
+    atomic_write_text(
+        out / "tables.md",
         f"# CVC-ClinicDB Dice tables, `{args.profile}` profile"
         f"{f', {args.epochs} epochs' if args.epochs else ''}"
         f"{f', learning rate {args.lr:g}' if args.lr else ''}\n\n"
-        f"Test images: fold 0 of 5 (see `splits/`). {hardware}\n\n" + "\n\n".join("#" + part for part in md.values())
+        f"Test images: fold 0 of 5 (see `splits/`). {hardware}\n\n" + "\n\n".join("#" + part for part in md.values()),
     )
     write_mark(args, jobs, records, hardware, wall, out)
 

@@ -41,6 +41,7 @@ from runner import (
     check_same_recipe,
     claim_out_folder,
     count,
+    hardware_text,
     index_list,
     planned_config,
     script_command,
@@ -344,19 +345,18 @@ def main() -> None:
     part = "test films" if args.evaluate_on == "test" else "validation films (recipe choice)"
     # mini-MIAS `all`: every abnormality with coordinates (calcifications, distortions, asymmetries, masses)
     lesions, lesion = ("abnormalities", "an abnormality") if recipe.data.mias_classes == "all" else ("masses", "a mass")
-    (args.out / "table.md").write_text(
+    atomic_write_text(
+        args.out / "table.md",
         f"# Mammography {lesions}, {args.name}: folds {fold_text} of {n_folds} (grouped by woman), {part}\n\n"
         f"Sensitivity: share of {lesions} detected (a predicted component centred inside the annotated circle) at "
         f"<= 0.5 / 1 / 2 false positives per film; `dice_lesion`: mean Dice over films with {lesion}; "
         f"`fp_rate_normal`: share of films without {lesion} that show a false positive at threshold 0.5.\n\n"
         + markdown_table(rows, COLUMNS)
-        + "\n"
+        + "\n",
     )
     write_csv(diagnosis_rows(tallies, size_bins(recipe.data.image_size)), args.out / "diagnosis.csv")
     title = f"mini-MIAS {lesions}, {args.name}, pooled over folds {fold_text}"
     plot_froc(tallies, args.out / "froc.png", title, lesions)
-    from dice_table import hardware_text
-
     write_commands(
         args.out,
         [script_command("mammography_table.py", sys.argv[1:])],
