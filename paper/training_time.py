@@ -63,7 +63,9 @@ def read_log(run: Path) -> list[dict]:
     return [{k: float(v) for k, v in row.items()} for row in read_csv(run / "log.csv")]
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The command line and the flags passed on to ``elasticnet train``, checked before anything is written
+    (``args.batches``: the per-process batch of each process count; ``args.runs``/``args.out`` filled in)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True)
     p.add_argument("--profile")
@@ -74,76 +76,81 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scaling", default="strong", choices=["strong", "weak"])
     p.add_argument("--out", type=Path, help="results folder (default results/training_time/NAME)")
     p.add_argument("--runs", type=Path, help="training runs (default runs/training_time/NAME)")
-    argv = list(sys.argv[1:] if argv is None else argv)
     args, extra = p.parse_known_args(argv)
-    extra = [e for e in extra if e != "--"]
     if args.name in ("", ".", "..") or Path(args.name).name != args.name:
         raise UserError(f"--name {args.name!r}: give a plain folder name (results/training_time/NAME), e.g. cpu-2x")
-    cfg = build_config(args.config, {}, args.profile)
-    cores = os.cpu_count() or 1
-    runs_dir = args.runs or ROOT / "runs" / "training_time" / args.name
-    out_dir = args.out or ROOT / "results" / "training_time" / args.name
-    check_folder(runs_dir)
-    claim_out_folder(out_dir, "--out" if args.out else "--name")
-    rows, commands = [], []
-    for n in args.processes:
-        batch = cfg.train.batch_size // n if args.scaling == "strong" else cfg.train.batch_size
-        if batch < 1 or (args.scaling == "strong" and cfg.train.batch_size % n):
-            raise SystemExit(f"batch_size {cfg.train.batch_size} does not split over {n} processes")
-        run = runs_dir / f"p{n}"
-        command = command_for(n, args, extra, run, batch)
-        threads = 1 if args.device == "cuda" else max(1, cores // n)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-        commands.append(f"OMP_NUM_THREADS={threads} " + " ".join(["python", *command[1:]]).replace(f"{ROOT}/", ""))
-        timing = run / "wall_seconds.json"
-        if not (run / "checkpoint.pt").exists():
-            print(f"training with {n} process(es): {' '.join(command)}", flush=True)
-            start = time.perf_counter()
-            done = subprocess.run(command, env=env, cwd=ROOT)
-            if done.returncode:
-                raise SystemExit(f"training with {n} process(es) failed (exit {done.returncode}); its output is above")
-            timing.write_text(json.dumps({"wall_seconds": time.perf_counter() - start}))
-        else:
-            print(f"reusing {run}", flush=True)
-        log = read_log(run)
-        seconds = [r["seconds"] for r in log]
-        elapsed, to_target = 0.0, None
-        for r in log:
-            elapsed += r["seconds"]
-            if to_target is None and r["val_dice_largest"] >= args.target_dice:
-                to_target = elapsed
-        rows.append(
-            {
-                "device": args.device,
-                "processes": n,
-                "threads_per_process": threads,
-                "batch_per_process": batch,
-                "global_batch": batch * n,
-                "epochs": len(log),
-                "s_per_epoch": round(statistics.median(seconds), 1),
-                "s_to_target": round(to_target, 1) if to_target is not None else "not reached",
-                "train_s": round(sum(seconds), 1),
-                "wall_s": round(json.loads(timing.read_text())["wall_seconds"], 1) if timing.exists() else "",
-                "final_val_dice_largest": log[-1]["val_dice_largest"],
-            }
+    batch = build_config(args.config, {}, args.profile).train.batch_size
+    args.batches = {n: batch // n if args.scaling == "strong" else batch for n in args.processes}
+    uneven = [n for n in args.processes if args.scaling == "strong" and batch % n]
+    if uneven:
+        raise UserError(
+            f"batch_size {batch} does not split over {uneven[0]} processes; give process counts that divide it, "
+            "or --scaling weak"
         )
-    write_csv(rows, out_dir / "table.csv")
+    args.out_flag = "--out" if args.out else "--name"  # the flag that named the results folder, for messages
+    args.runs = args.runs or ROOT / "runs" / "training_time" / args.name
+    args.out = args.out or ROOT / "results" / "training_time" / args.name
+    check_folder(args.runs)
+    return args, [e for e in extra if e != "--"]
+
+
+def time_training(args, extra: list[str], n: int) -> tuple[dict, str]:
+    """Train (or reuse) the run with ``n`` processes; its table row and its command as a reader would paste it."""
+    batch, run = args.batches[n], args.runs / f"p{n}"
+    command = command_for(n, args, extra, run, batch)
+    threads = 1 if args.device == "cuda" else max(1, (os.cpu_count() or 1) // n)
+    timing = run / "wall_seconds.json"
+    if not (run / "checkpoint.pt").exists():
+        print(f"training with {n} process(es): {' '.join(command)}", flush=True)
+        start = time.perf_counter()
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(command, env=env, cwd=ROOT)
+        if done.returncode:
+            raise SystemExit(f"training with {n} process(es) failed (exit {done.returncode}); its output is above")
+        atomic_write_text(timing, json.dumps({"wall_seconds": time.perf_counter() - start}))
+    else:
+        print(f"reusing {run}", flush=True)
+    log = read_log(run)
+    seconds = [r["seconds"] for r in log]
+    reached = [sum(seconds[: k + 1]) for k, r in enumerate(log) if r["val_dice_largest"] >= args.target_dice]
+    row = {
+        "device": args.device,
+        "processes": n,
+        "threads_per_process": threads,
+        "batch_per_process": batch,
+        "global_batch": batch * n,
+        "epochs": len(log),
+        "s_per_epoch": round(statistics.median(seconds), 1),
+        "s_to_target": round(reached[0], 1) if reached else "not reached",
+        "train_s": round(sum(seconds), 1),
+        "wall_s": round(json.loads(timing.read_text())["wall_seconds"], 1) if timing.exists() else "",
+        "final_val_dice_largest": log[-1]["val_dice_largest"],
+    }
+    return row, f"OMP_NUM_THREADS={threads} " + " ".join(["python", *command[1:]]).replace(f"{ROOT}/", "")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parse_args(argv)
+    claim_out_folder(args.out, args.out_flag)
+    rows, commands = zip(*(time_training(args, extra, n) for n in args.processes))
+    write_csv(rows, args.out / "table.csv")
     import torch
 
     hardware = f"{machine()}; {platform.platform()}; torch {torch.__version__}" + (
         f"; GPU {torch.cuda.get_device_name(0)}" if args.device == "cuda" and torch.cuda.is_available() else ""
     )
     atomic_write_text(
-        out_dir / "table.md",
+        args.out / "table.md",
         f"# Training time: {args.name}\n\nConfig `{args.config}`{f' profile `{args.profile}`' if args.profile else ''}, "
         f"{args.scaling} scaling, target: validation Dice of the largest sub-net >= {args.target_dice}. "
         f"Seconds are training time (per-epoch validation excluded); wall_s is the whole command.\n\n"
         f"Hardware: {hardware}\n\n" + markdown_table(rows) + "\n\nCommands:\n\n```\n" + "\n".join(commands) + "\n```\n",
     )
-    note_invocation(out_dir, script_command("training_time.py", argv))
-    _plot(rows, out_dir / "seconds_per_epoch.png", args.name)
+    note_invocation(args.out, script_command("training_time.py", argv))
+    _plot(list(rows), args.out / "seconds_per_epoch.png", args.name)
     print(markdown_table(rows))
-    print(f"wrote {out_dir}/")
+    print(f"wrote {args.out}/")
 
 
 def _plot(rows: list[dict], path: Path, name: str) -> None:
