@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -70,7 +71,7 @@ def number_list(kind: type, example: str):
             values = [kind(s) for s in text.split(",") if s.strip()]
         except ValueError:
             values = []
-        if not values or min(values) <= 0 or len(set(values)) < len(values):
+        if not values or not all(0 < v < math.inf for v in values) or len(set(values)) < len(values):
             raise argparse.ArgumentTypeError(
                 f"{text!r}: give distinct positive numbers separated by commas, e.g. {example}"
             )

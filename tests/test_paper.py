@@ -1124,7 +1124,17 @@ def test_training_time_table_from_a_tiny_synthetic_training(tmp_path):
     assert listed.startswith("OMP_NUM_THREADS=") and " python -m elasticnet train " in listed  # pasteable
 
 
-@pytest.mark.parametrize("flags", [["--epochs", "abc"], ["--epochs", "64,0"], ["--epochs", "64,64"], ["--lr", "fast"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--epochs", "abc"],
+        ["--epochs", "64,0"],
+        ["--epochs", "64,64"],
+        ["--lr", "fast"],
+        ["--lr", "nan"],
+        ["--lr", "inf"],
+    ],
+)
 def test_convergence_names_the_form_of_epochs_and_learning_rates(flags, capsys):
     with pytest.raises(SystemExit) as e:
         convergence.parse_args(["--report-only", *flags])
