@@ -139,7 +139,7 @@ def individual(depth: int, width: float, base_width: int) -> Training:
     """A U-Net of one shape trained on its own: base width ``width * base_width``, nothing elastic."""
     base = round(base_width * width)
     if level_channels(base, depth) != level_channels(base_width, depth, width):
-        raise SystemExit(
+        raise UserError(
             f"base width {base_width} x {width} gives other channels than the elastic sub-net "
             f"({level_channels(base, depth)} vs {level_channels(base_width, depth, width)})"
         )
@@ -511,12 +511,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.name = args.profile + (f"-e{args.epochs}" if args.epochs else "") + (f"-lr{args.lr:g}" if args.lr else "")
     args.seeds = seed_list(args.seeds)
     if not Path(args.data).is_dir():
-        raise SystemExit(
+        raise UserError(
             f"--data {args.data} is not a folder; give the CVC-ClinicDB folder (images/ and masks/, "
             "or Original/ and Ground Truth/)"
         )
     if set(args.splits) - {"random", "grouped"}:
-        raise SystemExit(f"--split takes random and/or grouped, got {args.split}")
+        raise UserError(f"--split takes random and/or grouped, got {args.split}")
     args.config, args.data = str(Path(args.config).resolve()), str(Path(args.data).resolve())
     return args
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from checkout import ROOT
 from runner import MARK, check_out_folder, script_command, write_commands
 
-from elasticnet.errors import run_script
+from elasticnet.errors import UserError, run_script
 from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv
 
 METRICS = ("sensitivity_at_0.5fp", "sensitivity_at_1fp", "sensitivity_at_2fp", "dice_lesion", "fp_rate_normal")
@@ -31,7 +31,7 @@ def parse_point(text: str) -> tuple[int, Path]:
     """``EPOCHS=FOLDER`` -> (epochs, folder)."""
     epochs, sep, folder = text.partition("=")
     if not sep or not epochs.strip().isdigit() or int(epochs) < 1:
-        raise SystemExit(f"{text!r}: give EPOCHS=FOLDER, e.g. 40=results/mammography/pilot-e40")
+        raise UserError(f"{text!r}: give EPOCHS=FOLDER, e.g. 40=results/mammography/pilot-e40")
     return int(epochs), Path(folder)
 
 
@@ -39,13 +39,13 @@ def pooled_rows(epochs: int, folder: Path) -> list[dict]:
     """The ``pooled`` rows of ``folder/table.csv``, tagged with ``epochs``."""
     path = folder / "table.csv"
     if not path.is_file():
-        raise SystemExit(f"{path} does not exist; give a folder written by paper/mammography_table.py")
+        raise UserError(f"{path} does not exist; give a folder written by paper/mammography_table.py")
     rows = [r for r in read_csv(path) if r.get("fold") == "pooled"]
     missing = [c for c in ("depth", "width", "films", "lesions", *METRICS) if rows and c not in rows[0]]
     if missing:
-        raise SystemExit(f"{path} lacks the columns {missing}; write it again with paper/mammography_table.py")
+        raise UserError(f"{path} lacks the columns {missing}; write it again with paper/mammography_table.py")
     if not rows:
-        raise SystemExit(f"{path} has no pooled rows; it was not written by paper/mammography_table.py")
+        raise UserError(f"{path} has no pooled rows; it was not written by paper/mammography_table.py")
     return [
         {
             "epochs": epochs,
@@ -63,11 +63,11 @@ def pooled_rows(epochs: int, folder: Path) -> list[dict]:
 def curve_rows(points: list[tuple[int, Path]]) -> list[dict]:
     """Every table's pooled rows, ordered by sub-net and epochs; the tables must pool the same films."""
     if len({e for e, _ in points}) != len(points):
-        raise SystemExit("each epoch count may appear once")
+        raise UserError("each epoch count may appear once")
     rows = [r for e, folder in points for r in pooled_rows(e, folder)]
     counts = {(r["films"], r["lesions"]) for r in rows}
     if len(counts) > 1:
-        raise SystemExit(
+        raise UserError(
             f"the tables pool different films (films, masses: {sorted(counts)}); "
             "give tables of the same folds and the same --evaluate-on"
         )

@@ -50,7 +50,7 @@ from runner import (
     write_commands,
 )
 
-from elasticnet.errors import run_script
+from elasticnet.errors import UserError, run_script
 from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, save_figure, write_csv
 from elasticnet.training.detection import SIZE_BINS, DetectionTally
@@ -133,7 +133,7 @@ def load_evaluation(path: Path) -> tuple[str, dict[tuple[int, float], FoldResult
         }
         return str(saved["checkpoint_sha256"]), results
     except (ValueError, KeyError, TypeError) as e:
-        raise SystemExit(
+        raise UserError(
             f"{path} is not an evaluation this script wrote ({e}); move it away to evaluate again"
         ) from None
 
@@ -186,7 +186,7 @@ def evaluate_fold(args, fold: int, ckpt: dict) -> dict[tuple[int, float], FoldRe
     split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
     films = split.test if args.evaluate_on == "test" else split.val
     if films is None:
-        raise SystemExit(f"fold {fold} has no test part (folds < 2?)")
+        raise UserError(f"fold {fold} has no test part (folds < 2?)")
     loader = DataLoader(films, batch_size=4)
     results = {}
     for depth in cfg.model.depths:
@@ -317,7 +317,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     if not Path(args.data).is_dir():
-        raise SystemExit(f"--data {args.data} is not a folder; give the mini-MIAS folder")
+        raise UserError(f"--data {args.data} is not a folder; give the mini-MIAS folder")
     args.name = args.name or args.profile
     args.out = args.out or ROOT / "results" / "mammography" / args.name
     check_out_folder(args.out)  # before training; claimed once the recipe and folds are known to be valid
@@ -327,7 +327,7 @@ def main() -> None:
     recipe = planned(args)
     n_folds = recipe.data.folds
     if max(folds) >= n_folds:
-        raise SystemExit(f"--folds {args.folds}: {args.config} splits the films into {n_folds} folds, 0..{n_folds - 1}")
+        raise UserError(f"--folds {args.folds}: {args.config} splits the films into {n_folds} folds, 0..{n_folds - 1}")
     claim_out_folder(args.out)
     with ThreadPoolExecutor(args.jobs) as pool:
         for future in [pool.submit(train_fold, args, k) for k in folds]:

@@ -37,7 +37,7 @@ from checkout import ROOT
 from parity_table import TABLE_SHAPES, TARGET, individual_name
 from runner import seed_list
 
-from elasticnet.errors import run_script
+from elasticnet.errors import UserError, run_script
 from elasticnet.reporting import write_csv
 
 COLUMNS = (
@@ -66,14 +66,14 @@ def load_run(folder: Path, data: str | None):
 
     path = folder / "checkpoint.pt"
     if not path.is_file():
-        raise SystemExit(f"{path} does not exist: give --runs, the folder paper/parity_table.py trained in")
+        raise UserError(f"{path} does not exist: give --runs, the folder paper/parity_table.py trained in")
     ckpt = load_checkpoint(path)
     cfg = RunConfig.from_saved(ckpt["config"])
     if data:
         cfg.data.data = data
     split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
     if split.test is None:
-        raise SystemExit(f"{folder} has no test images")
+        raise UserError(f"{folder} has no test images")
     names = [r["name"] for r in split.rows if r["split"] == "test"]
     groups = [str(r["group"]) for r in split.rows if r["split"] == "test"]
     return ckpt, cfg, split.test, names, groups
@@ -155,7 +155,7 @@ def shape_row(args, depth: int, width: float, seeds: list[int]) -> dict:
             names_e, g, e = test_dice(base / args.method, (depth, width), args.data)
             names_i, _, i = test_dice(base / individual_name(depth, width), None, args.data)
             if names_e != names_i:
-                raise SystemExit(
+                raise UserError(
                     f"{split} seed {seed}: the elastic and the individual run were tested on different images"
                 )
             e_all.append(e)
@@ -194,12 +194,12 @@ def check_out_file(path: Path) -> None:
     """Refuse, before the resampling, an ``--out`` that is a folder or a file this script did not write (its
     rows would be replaced)."""
     if path.is_dir():
-        raise SystemExit(f"--out {path} is a folder; give the CSV file to write (e.g. {path / 'bootstrap.csv'})")
+        raise UserError(f"--out {path} is a folder; give the CSV file to write (e.g. {path / 'bootstrap.csv'})")
     if path.exists():
         with open(path, newline="") as f:
             header = set(next(csv.reader(f), []))
         if not {"split", "method", "depth", "width", "gap"} <= header:
-            raise SystemExit(f"--out {path} is not a table this script wrote; give a new file")
+            raise UserError(f"--out {path} is not a table this script wrote; give a new file")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     if args.resamples < 100:
-        raise SystemExit("--resamples must be at least 100")
+        raise UserError("--resamples must be at least 100")
     seeds = seed_list(args.seeds)
     out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile / "bootstrap.csv"
     check_out_file(out)

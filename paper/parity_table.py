@@ -54,7 +54,7 @@ from runner import (
 
 from elasticnet import __version__
 from elasticnet.config import build_config
-from elasticnet.errors import run_script
+from elasticnet.errors import UserError, run_script
 from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, save_figure
 from elasticnet.runtime import DevicePool
@@ -199,7 +199,7 @@ def split_flags(split: str) -> tuple[str, ...]:
         return ("--split", "random", "--folds", "5", "--fold", "0")
     if split.startswith("grouped-f") and split[9:].isdigit():
         return ("--split", "grouped", "--folds", "5", "--fold", split[9:])
-    raise SystemExit(f"unknown split {split!r}; use random or grouped-f<k> (k = 0..4)")
+    raise UserError(f"unknown split {split!r}; use random or grouped-f<k> (k = 0..4)")
 
 
 def layout(args, split: str) -> tuple[int, int]:
@@ -258,7 +258,7 @@ def own_epochs(path: Path) -> dict[tuple[int, float], int]:
     """Each shape's own E from ``paper/convergence.py`` (``convergence_epochs.csv``): the smallest epoch count
     whose doubling adds < 1 validation point, or, for a shape still climbing, the longest training tried."""
     if not path.is_file():
-        raise SystemExit(
+        raise UserError(
             f"--individual-e own needs {path}: run paper/convergence.py --shapes ... first (it writes each "
             "shape's own E)"
         )
@@ -700,7 +700,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
     if not Path(args.data).is_dir():
-        raise SystemExit(f"--data {args.data} is not a folder; give the CVC-ClinicDB folder")
+        raise UserError(f"--data {args.data} is not a folder; give the CVC-ClinicDB folder")
     args.data = str(Path(args.data).resolve())
     args.splits = [s for s in args.splits.split(",") if s]
     for split in args.splits:
@@ -709,10 +709,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.arms = [a for a in args.arms.split(",") if a]
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown:
-        raise SystemExit(f"unknown arm(s) {unknown}; arms: {', '.join(ARMS)}")
+        raise UserError(f"unknown arm(s) {unknown}; arms: {', '.join(ARMS)}")
     args.comparisons = [c for c in args.comparisons.split(",") if c]
     if set(args.comparisons) - {"epochs", "compute"}:
-        raise SystemExit("--comparisons takes epochs and/or compute")
+        raise UserError("--comparisons takes epochs and/or compute")
     args.shape_list = [(d, w) for d in DEPTHS for w in WIDTHS] if args.shapes == "all" else TABLE_SHAPES
     args.out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile
     check_out_folder(args.out)

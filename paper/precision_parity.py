@@ -28,7 +28,7 @@ from checkout import ROOT
 from runner import claim_out_folder, seed_list, train_command
 
 from elasticnet import hardware
-from elasticnet.errors import run_script
+from elasticnet.errors import UserError, run_script
 from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, read_csv, write_csv
 
@@ -126,9 +126,9 @@ def main() -> None:
     commands = []
     if not args.report_only:
         if not args.data or not Path(args.data).is_dir():
-            raise SystemExit("--data must name the CVC-ClinicDB folder (or use --report-only)")
+            raise UserError("--data must name the CVC-ClinicDB folder (or use --report-only)")
         if not hardware.native_bf16_cpu():
-            raise SystemExit(
+            raise UserError(
                 f"this CPU has no native bf16 ({hardware.cpu_summary()}); the comparison would time "
                 "emulated bf16. Run it on a CPU with AVX512_BF16/AMX, or --report-only"
             )
@@ -150,7 +150,7 @@ def main() -> None:
                     raise SystemExit(f"training {folder} failed (exit {done.returncode})")
     rows = collect(runs, seeds)
     if not rows:
-        raise SystemExit(f"no finished runs under {runs}")
+        raise UserError(f"no finished runs under {runs}")
     table, verdict = summary(rows)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "parity.csv")

@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from checkout import ROOT
 
+from elasticnet.errors import UserError
 from elasticnet.files import atomic_write_text, lock_is_held
 from elasticnet.run_files import LOCK_NAME, STATE_NAME
 
@@ -39,7 +40,7 @@ def index_list(text: str, flag: str = "--seeds", example: str = "0,1,2") -> list
     except ValueError:
         values = []
     if not values or min(values) < 0 or len(set(values)) < len(values):
-        raise SystemExit(f"{flag} {text!r}: give distinct non-negative integers separated by commas, e.g. {example}")
+        raise UserError(f"{flag} {text!r}: give distinct non-negative integers separated by commas, e.g. {example}")
     return values
 
 
@@ -140,13 +141,12 @@ def planned_config(command: Sequence[str]):
     from elasticnet.cli import build_parser
     from elasticnet.cli.train import config_overrides
     from elasticnet.config import build_config
-    from elasticnet.errors import UserError
 
     args = build_parser().parse_args(list(command[3:]))  # after: python -m elasticnet
     try:
         return build_config(args.config, config_overrides(args), args.profile)
     except UserError as e:
-        raise SystemExit(f"the training command ({' '.join(command[4:])}) is not a valid config: {e}") from None
+        raise UserError(f"the training command ({' '.join(command[4:])}) is not a valid config: {e}") from None
 
 
 def recipe_differences(command: Sequence[str], folder: Path) -> list[str]:
@@ -154,7 +154,6 @@ def recipe_differences(command: Sequence[str], folder: Path) -> list[str]:
     ``config.yaml``) differs from what ``command`` would train; empty when the folder holds no config yet or the
     same recipe. Where the run goes (:data:`WHERE_KEYS`) is not compared."""
     from elasticnet.config import RunConfig, load_yaml
-    from elasticnet.errors import UserError
 
     saved_file = folder / "config.yaml"
     if not saved_file.is_file():
@@ -180,7 +179,7 @@ def check_same_recipe(command: Sequence[str], folder: Path) -> None:
     profile, other flags under the same run name): its results would be reported as the new recipe's."""
     changes = recipe_differences(command, folder)
     if changes:
-        raise SystemExit(
+        raise UserError(
             f"{folder} holds a run of another recipe than this command's ({'; '.join(changes)}); give this "
             "recipe another run name (or --runs folder), or move that folder away to train it again"
         )
@@ -206,7 +205,7 @@ def train_or_resume(command: list[str], folder: Path, threads: int, log: Path, d
     first save (made by the script, holding nothing to continue) is started again. Returns the run's wall
     seconds summed over its attempts (also kept in ``folder/wall_seconds.json``)."""
     if lock_is_held(folder / LOCK_NAME):
-        raise SystemExit(f"{folder} is being trained by another process; wait for it or stop it")
+        raise UserError(f"{folder} is being trained by another process; wait for it or stop it")
     check_same_recipe(command, folder)
     if (folder / STATE_NAME).is_file():
         command = [sys.executable, "-m", "elasticnet", "train", "--resume", str(folder), "--device", device, "--quiet"]
@@ -308,8 +307,6 @@ def check_out_folder(out: Path, flag: str = "--out") -> None:
     """Refuse (:class:`~elasticnet.errors.UserError`), before any work, an ``out`` that is a file, or an existing
     folder holding files that no paper script wrote (no COMMANDS.md): the script would overwrite files it did
     not create."""
-    from elasticnet.errors import UserError
-
     if out.is_dir() and any(out.iterdir()) and not (out / MARK).is_file():
         raise UserError(
             f"{flag} {out} holds files that no paper script wrote (it has no {MARK}); give a new or empty folder"

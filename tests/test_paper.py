@@ -477,13 +477,13 @@ def test_a_run_folder_is_reused_only_for_the_recipe_it_holds(tmp_path):
     assert recipe_differences(moved, out) == []
     changed = [*command, "--lr", "0.01", "--epochs", "2", "--out", str(out)]
     assert sorted(recipe_differences(changed, out)) == ["train.epochs: 1 -> 2", "train.lr: 0.002 -> 0.01"]
-    with pytest.raises(SystemExit, match=r"another recipe.*train\.epochs: 1 -> 2.*another run name"):
+    with pytest.raises(UserError, match=r"another recipe.*train\.epochs: 1 -> 2.*another run name"):
         check_same_recipe(changed, out)
     assert recipe_differences(changed, tmp_path / "new") == []  # nothing saved there yet
     (tmp_path / "other").mkdir()  # a config another version wrote, with a key this one does not know
     (tmp_path / "other" / "config.yaml").write_text((out / "config.yaml").read_text() + "extra: {key: 1}\n")
     assert recipe_differences(command, tmp_path / "other")[0].startswith("config.yaml cannot be read")
-    with pytest.raises(SystemExit, match=r"not a valid config.*epochs"):
+    with pytest.raises(UserError, match=r"not a valid config.*epochs"):
         recipe_differences([*command, "--epochs", "x"], out)
 
 
@@ -651,7 +651,7 @@ def test_parity_gaps_against_individual_nets_at_their_own_e(tmp_path):
         "equal epochs",
     ]
     assert (goals.compute_ratio == 0.25).all()
-    with pytest.raises(SystemExit, match=r"paper/convergence\.py"):
+    with pytest.raises(UserError, match=r"paper/convergence\.py"):
         parity_table.own_epochs(tmp_path / "nowhere.csv")
 
 
@@ -720,22 +720,22 @@ def test_paper_scripts_never_write_into_a_folder_they_did_not_make(tmp_path):
 
 @pytest.mark.parametrize("bad", ["x=folder", "0=folder", "40", "=folder"])
 def test_mammography_epochs_names_the_form_of_a_point(bad):
-    with pytest.raises(SystemExit, match="EPOCHS=FOLDER"):
+    with pytest.raises(UserError, match="EPOCHS=FOLDER"):
         mammography_epochs.parse_point(bad)
 
 
 def test_mammography_epochs_refuses_tables_of_different_films(tmp_path):
     a = write_table(tmp_path / "e20", 250, 52, {(5, 1.0): 0.4})
     b = write_table(tmp_path / "e40", 100, 21, {(5, 1.0): 0.5})
-    with pytest.raises(SystemExit, match="same folds"):
+    with pytest.raises(UserError, match="same folds"):
         mammography_epochs.main([f"20={a}", f"40={b}", "--out", str(tmp_path / "out")])
-    with pytest.raises(SystemExit, match="once"):
+    with pytest.raises(UserError, match="once"):
         mammography_epochs.main([f"20={a}", f"20={a}", "--out", str(tmp_path / "out")])
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         mammography_epochs.main([f"20={tmp_path / 'missing'}", "--out", str(tmp_path / "out")])
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "table.csv").write_text("fold,depth,width\npooled,5,1.0\n")
-    with pytest.raises(SystemExit, match="lacks the columns"):
+    with pytest.raises(UserError, match="lacks the columns"):
         mammography_epochs.main([f"20={tmp_path / 'old'}", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()  # nothing written for a refused curve
 
@@ -822,7 +822,7 @@ def test_paired_bootstrap_re_evaluates_what_the_run_reported(tmp_path):
     row = pd.read_csv(single / "subnets.csv").iloc[0]
     _, _, dice = parity_bootstrap.test_dice(single, None, None)
     assert dice.mean() == pytest.approx(row["test_dice_bn_as_trained"], abs=1e-4)
-    with pytest.raises(SystemExit, match="--runs"):
+    with pytest.raises(UserError, match="--runs"):
         parity_bootstrap.test_dice(tmp_path / "missing", None, None)
 
 
@@ -852,7 +852,7 @@ def test_paired_bootstrap_pools_folds_as_one_test_set_of_their_sequences(monkeyp
 def test_paper_scripts_name_the_form_of_seeds(bad):
     from runner import seed_list
 
-    with pytest.raises(SystemExit, match="--seeds"):
+    with pytest.raises(UserError, match="--seeds"):
         seed_list(bad)
     assert seed_list("0, 2,") == [0, 2]
 
@@ -966,6 +966,8 @@ def test_parity_target_is_met_only_with_every_table_shape_and_three_seeds():
         ("parity_table.py", ["--runs", "../afile/inside"], "lies inside the file"),
         ("dice_table.py", ["--runs", "../afile"], "is a file, not a folder"),
         ("mammography_table.py", ["--out", "../afile"], "is a file, not a folder"),
+        ("parity_table.py", ["--arms", "nope"], "unknown arm(s) ['nope']"),
+        ("dice_table.py", ["--split", "nope"], "--split takes random and/or grouped"),
     ],
 )
 def test_paper_scripts_refuse_a_mistake_in_one_line_from_any_folder(tmp_path, script, flags, message):
@@ -1008,10 +1010,10 @@ def test_the_cvc_runner_ships_the_recipe_the_parity_campaign_measured_best(profi
 def test_parity_bootstrap_refuses_to_replace_a_file_it_did_not_write(tmp_path):
     mine = tmp_path / "notes.csv"
     mine.write_text("patient,comment\n1,keep me\n")
-    with pytest.raises(SystemExit, match="not a table this script wrote"):
+    with pytest.raises(UserError, match="not a table this script wrote"):
         parity_bootstrap.main(["--runs", str(tmp_path), "--out", str(mine)])
     assert mine.read_text() == "patient,comment\n1,keep me\n"
-    with pytest.raises(SystemExit, match="is a folder"):
+    with pytest.raises(UserError, match="is a folder"):
         parity_bootstrap.main(["--runs", str(tmp_path), "--out", str(tmp_path)])
     parity_bootstrap.check_out_file(ROOT / "results" / "cvc_clinicdb" / "converged-e128" / "bootstrap.csv")
 
@@ -1022,7 +1024,7 @@ def test_parity_bootstrap_refuses_to_replace_a_file_it_did_not_write(tmp_path):
 def test_a_damaged_committed_evaluation_is_named_with_the_fix(tmp_path, text):
     saved = tmp_path / "evaluation-test.json"
     saved.write_text(text)
-    with pytest.raises(SystemExit, match=r"not an evaluation this script wrote.*move it away"):
+    with pytest.raises(UserError, match=r"not an evaluation this script wrote.*move it away"):
         mammography_table.load_evaluation(saved)
 
 
