@@ -320,9 +320,16 @@ def main(argv: list[str] | None = None) -> None:
     epoch_counts, lrs = sorted(args.epochs), args.lr
     s = study(args.profile)
     check_out_folder(s.out)
+    keeping = any(to_keep(args, s, e, lr) for lr in lrs for e in epoch_counts)
+    if args.report_only and not keeping and not (s.out / "convergence-runs").is_dir():
+        # its parity runs alone give one epoch count: no curve, and no verdict worth writing into its folder
+        raise UserError(
+            f"{s.out} holds no convergence runs (convergence-runs/): nothing to report for --profile "
+            f"{args.profile}; train them first (without --report-only, with --data and --epochs)"
+        )
     # a report with nothing to copy or report leaves no folder behind; otherwise the folder is claimed once,
     # before anything is written into it
-    if not args.report_only or any(to_keep(args, s, e, lr) for lr in lrs for e in epoch_counts):
+    if not args.report_only or keeping:
         claim_out_folder(s.out)
     if not args.report_only:
         note_invocation(s.out, script_command("convergence.py", args.argv))

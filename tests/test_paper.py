@@ -1142,3 +1142,20 @@ def test_convergence_names_the_form_of_epochs_and_learning_rates(flags, capsys):
         convergence.parse_args(["--report-only", *flags])
     assert e.value.code == 2 and "give distinct positive numbers separated by commas" in capsys.readouterr().err
     assert convergence.parse_args(["--report-only", "--epochs", "128,64", "--lr", "0.002"]).epochs == [128, 64]
+
+
+def test_convergence_reports_nothing_for_a_profile_without_convergence_runs(tmp_path, monkeypatch):
+    """A profile whose E came from another profile's curves (converged-e128) has only its parity runs: a
+    report-only run must not write a one-point 'E not determined' report into its committed folder."""
+    real = convergence.study
+    monkeypatch.setattr(convergence, "study", lambda profile: real(profile, results=tmp_path))
+    parity = tmp_path / "converged-e128" / "runs" / "random" / "seed0" / "individual-d5-w1"
+    fake_convergence_run(parity, 0.86)
+    (tmp_path / "converged-e128" / runner.MARK).write_text("# Commands\n")  # a parity script's folder
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(UserError, match="holds no convergence runs"):
+        convergence.main(["--profile", "converged-e128", "--report-only", "--runs", str(tmp_path / "none")])
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    fake_convergence_run(tmp_path / "converged-e128" / "convergence-runs" / "e256" / "individual-d5-w1", 0.865)
+    convergence.main(["--profile", "converged-e128", "--report-only", "--runs", str(tmp_path / "none")])
+    assert (tmp_path / "converged-e128" / "convergence.md").is_file()
