@@ -316,42 +316,43 @@ def copy_splits(splits: list[str], done: list[Job], folder: Path) -> None:
 
 def write_table1(args, points: Points, out: Path) -> str:
     """table1.csv and table1.png (the study's experiment); returns its Markdown."""
-    rows = [{"split": s} | r for s in args.splits for r in table1(points, s)]
-    write_csv(rows, out / "table1.csv")
-    plot(
+    return write_full_width_table(
+        args,
         points,
-        args.splits,
+        out / "table1",
+        table1,
         ["individual", "uniform", "uniform+calib"],
-        [(d, 1.0) for d in DEPTHS],
-        out / "table1.png",
         f"Table 1, CVC-ClinicDB, {args.name}: individual vs uniform depth dropout",
-    )
-    return (
         "# Table 1: the originating study's experiment\n\nTest Dice (%), mean ± sd over seeds "
         f"{','.join(map(str, args.seeds))}. `uniform`: one elastic 5-level U-Net, depth drawn per batch (the "
         "study's method), BN statistics as trained; `+calib`: re-estimated per sub-net. The study's numbers "
-        "(random split, full resolution) for reference.\n\n" + markdown_table(rows)
+        "(random split, full resolution) for reference.\n\n",
     )
 
 
 def write_table2(args, points: Points, out: Path) -> str:
     """table2.csv and table2.png (our elastic trainings at full width); returns its Markdown."""
-    rows = [{"split": s} | r for s in args.splits for r in table2(points, s)]
-    write_csv(rows, out / "table2.csv")
-    plot(
+    return write_full_width_table(
+        args,
         points,
-        args.splits,
+        out / "table2",
+        table2,
         list(TABLE2_METHODS),
-        [(d, 1.0) for d in DEPTHS],
-        out / "table2.png",
         f"Table 2, CVC-ClinicDB, {args.name}: elastic trainings at full width",
-    )
-    return (
         "# Table 2: our elastic trainings, full width\n\nTest Dice (%), mean ± sd over seeds. Every elastic "
         "column is one training over the whole grid depth {3,4,5} x width {0.25,0.5,0.75,1}, cut to the "
         "row's depth at width 1; `+calib`: BN statistics re-estimated per sub-net on 16 training batches; "
-        "`privbn`: BatchNorm per depth.\n\n" + markdown_table(rows)
+        "`privbn`: BatchNorm per depth.\n\n",
     )
+
+
+def write_full_width_table(args, points: Points, stem: Path, rows_of, methods: list[str], title: str, head: str) -> str:
+    """``stem``.csv (the rows ``rows_of(points, split)`` of every split) and ``stem``.png (``methods`` at full
+    width, per depth); returns ``head`` and the rows as Markdown."""
+    rows = [{"split": s} | r for s in args.splits for r in rows_of(points, s)]
+    write_csv(rows, stem.with_suffix(".csv"))
+    plot(points, args.splits, methods, [(d, 1.0) for d in DEPTHS], stem.with_suffix(".png"), title)
+    return head + markdown_table(rows)
 
 
 def write_grid(args, points: Points, chosen: dict[str, str], out: Path) -> str:
