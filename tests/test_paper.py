@@ -1118,8 +1118,9 @@ def test_training_time_table_from_a_tiny_synthetic_training(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     table = pd.read_csv(out / "table.csv")
-    assert table.processes.tolist() == [1] and table.epochs.tolist() == [2] and (table.s_per_epoch > 0).all()
-    assert table.s_to_target.astype(float).gt(0).all()  # a target of 0 is reached in the first epoch
+    assert table.processes.tolist() == [1] and table.epochs.tolist() == [2]
+    assert (table.s_per_epoch >= 0).all() and (table.wall_s > 0).all()  # tiny epochs round to 0.0 s
+    assert table.s_to_target.astype(float).le(table.train_s).all()  # a target of 0 is reached in the first epoch
     assert (out / "seconds_per_epoch.png").is_file()
     assert runner.invocations(out) == [runner.script_command("training_time.py", flags)]
     listed = (out / "table.md").read_text().split("```")[1].strip()
