@@ -1160,3 +1160,11 @@ def test_convergence_reports_nothing_for_a_profile_without_convergence_runs(tmp_
     fake_convergence_run(tmp_path / "converged-e128" / "convergence-runs" / "e256" / "individual-d5-w1", 0.865)
     convergence.main(["--profile", "converged-e128", "--report-only", "--runs", str(tmp_path / "none")])
     assert (tmp_path / "converged-e128" / "convergence.md").is_file()
+
+
+def test_probe_subnets_names_the_form_of_the_image_count(capsys):
+    import probe_subnets
+
+    with pytest.raises(SystemExit) as e:  # argparse, before any checkpoint is read
+        probe_subnets.main(["--checkpoint", "anything", "--images", "0"])
+    assert e.value.code == 2 and "give an integer >= 1" in capsys.readouterr().err
