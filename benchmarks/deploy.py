@@ -227,6 +227,10 @@ def main() -> None:
     p.add_argument("--checkpoint", type=Path, help="a run on real data, for the int8 Dice check")
     p.add_argument("--predict-images", type=int, default=20)
     a = p.parse_args()
+    if a.checkpoint:  # before the minutes of the first parts: a wrong path is named at once
+        from elasticnet.checkpoint import resolve_checkpoint
+
+        a.checkpoint = resolve_checkpoint(a.checkpoint)
     tune_malloc()
     size = a.size
     print(f"machine: {machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
