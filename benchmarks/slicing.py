@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from elasticnet.cli.arguments import hxw
+from elasticnet.cli.arguments import hxw, number_list
 from elasticnet.errors import run_script
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, count_flops, count_params, extract
 from elasticnet.models.elastic_layers import ElasticConv2d
@@ -54,26 +54,14 @@ def timed(fn, x) -> float:
     return time.perf_counter() - start
 
 
-def numbers(kind: type):
-    """An argparse type: numbers of ``kind`` separated by commas (``--depths 3,4,5``, ``--widths 0.5,1``)."""
-
-    def parse(text: str) -> list:
-        try:
-            return [kind(v) for v in text.split(",") if v.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas, e.g. 3,4,5") from None
-
-    return parse
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=hxw, default="288x384")
     p.add_argument("--base-width", type=int, default=32)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--reps", type=int, default=21)
-    p.add_argument("--depths", type=numbers(int), default="3,4,5")
-    p.add_argument("--widths", type=numbers(float), default="0.25,0.5,0.75,1.0")
+    p.add_argument("--depths", type=number_list(int, "3,4,5"), default="3,4,5")
+    p.add_argument("--widths", type=number_list(float, "0.5,1"), default="0.25,0.5,0.75,1.0")
     p.add_argument("--no-malloc-tuning", action="store_true")
     args = p.parse_args()
     if not args.no_malloc_tuning:

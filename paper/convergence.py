@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from checkout import ROOT
-from runner import check_folder, check_out_folder, claim_out_folder, count, note_invocation, number_list, script_command
+from runner import check_folder, check_out_folder, claim_out_folder, count, note_invocation, script_command
 
+from elasticnet.cli.arguments import number_list
 from elasticnet.config import build_config
 from elasticnet.errors import UserError, run_script
 from elasticnet.files import atomic_write_text

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shlex
@@ -59,24 +58,6 @@ def count(least: int):
         if value < least:
             raise argparse.ArgumentTypeError(f"{text!r}: give an integer >= {least}")
         return value
-
-    return parse
-
-
-def number_list(kind: type, example: str):
-    """An argparse type: distinct positive numbers of ``kind`` (int or float) separated by commas (``--epochs
-    64,128``, ``--lr 0.001,0.002``); anything else is one clear message naming the form."""
-
-    def parse(text: str) -> list:
-        try:
-            values = [kind(s) for s in text.split(",") if s.strip()]
-        except ValueError:
-            values = []
-        if not values or not all(0 < v < math.inf for v in values) or len(set(values)) < len(values):
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: give distinct positive numbers separated by commas, e.g. {example}"
-            )
-        return values
 
     return parse
 

@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 
 from checkout import ROOT
-from runner import check_folder, claim_out_folder, note_invocation, number_list, script_command
+from runner import check_folder, child_env, claim_out_folder, note_invocation, script_command
 
+from elasticnet.cli.arguments import number_list
 from elasticnet.config import build_config
 from elasticnet.errors import UserError, run_script
 from elasticnet.export.measure import machine
@@ -103,8 +104,7 @@ def time_training(args, extra: list[str], n: int) -> tuple[dict, str]:
     if not (run / "checkpoint.pt").exists():
         print(f"training with {n} process(es): {' '.join(command)}", flush=True)
         start = time.perf_counter()
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-        done = subprocess.run(command, env=env, cwd=ROOT)
+        done = subprocess.run(command, env=child_env(threads), cwd=ROOT)
         if done.returncode:
             raise SystemExit(f"training with {n} process(es) failed (exit {done.returncode}); its output is above")
         atomic_write_text(timing, json.dumps({"wall_seconds": time.perf_counter() - start}))

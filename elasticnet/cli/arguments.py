@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def at_least(low: int):
@@ -33,3 +34,21 @@ def hxw(text: str) -> tuple[int, int]:
 
 
 hxw.__name__ = "HxW size"
+
+
+def number_list(kind: type, example: str):
+    """An argparse type: distinct positive numbers of ``kind`` (int or float) separated by commas (``--epochs
+    64,128``, ``--lr 0.001,0.002``); anything else is one clear message naming the form."""
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(s) for s in text.split(",") if s.strip()]
+        except ValueError:
+            values = []
+        if not values or not all(0 < v < math.inf for v in values) or len(set(values)) < len(values):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: give distinct positive numbers separated by commas, e.g. {example}"
+            )
+        return values
+
+    return parse
