@@ -429,8 +429,12 @@ def seed_gaps(frame: pd.DataFrame, column: str, reference: str = INDIVIDUAL) -> 
         ela = ela[ela.method.str.endswith("@compute")]
     ela["individual"] = [ind.get((s, d, w, k)) for s, d, w, k in zip(ela.split, ela.depth, ela.width, ela.seed)]
     ela = ela.dropna(subset=["individual"])
+    ela["individual"] = ela["individual"].astype(float)
     ela["gap"] = 100 * (ela[column] - ela["individual"])
-    return pd.concat([ela[columns], pooled_folds(ela, column)], ignore_index=True)
+    pooled = pooled_folds(ela, column)
+    if pooled.empty:  # concatenating an empty frame would turn the numeric columns into objects (unrounded CSVs)
+        return ela[columns].reset_index(drop=True)
+    return pd.concat([ela[columns], pooled], ignore_index=True)
 
 
 def paired_gaps(frame: pd.DataFrame, column: str, reference: str = INDIVIDUAL) -> pd.DataFrame:

@@ -903,6 +903,19 @@ def test_parity_pools_the_grouped_folds_on_the_seeds_that_have_them_all():
     assert not goals.met.any()  # one of the six table shapes: a campaign half-way meets nothing
 
 
+def test_parity_gaps_stay_numbers_so_the_tables_round_them():
+    """One split, nothing to pool: the gap column stays numeric, so gaps.csv holds it to 2 decimals like the
+    other columns (an empty pooled frame once made it an object column, written as 3.8000000000000034)."""
+    frame = pd.DataFrame(
+        rows("individual", 3, 0.25, [0.6526, 0.70, 0.71], "random")
+        + rows("arm@compute", 3, 0.25, [0.6906, 0.69, 0.7025], "random")  # +3.8, -1, -0.75 points
+    ).assign(train_tflops=1.0)
+    gaps = parity_table.paired_gaps(frame, "dice")
+    assert gaps.gap.dtype == float and gaps.individual.dtype == float
+    assert gaps.round(2).gap.tolist() == [0.68]
+    assert parity_table.seed_gaps(frame, "dice").gap.round(2).tolist() == [3.8, -1.0, -0.75]
+
+
 def test_parity_lists_each_seeds_paired_gap_whose_mean_is_the_table_gap():
     """tables.md shows the paired test gaps seed by seed (a reviewer sees the spread the mean hides): one column
     per seed, blank where a seed lacks its pair, the pooled folds included; their mean is the gap of the table."""
