@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from checkout import ROOT
-from runner import check_folder, check_out_folder, claim_out_folder, count, note_invocation, script_command
+from runner import check_folder, check_out_folder, claim_out_folder, note_invocation, script_command
 
-from elasticnet.cli.arguments import number_list
+from elasticnet.cli.arguments import at_least, number_list
 from elasticnet.config import build_config
 from elasticnet.errors import UserError, run_script
 from elasticnet.files import atomic_write_text
@@ -292,8 +292,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", default="converged", help="the parity profile whose E is checked")
     p.add_argument("--epochs", type=number_list(int, "64,128,256"), default="16,32,64,128")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "convergence")
-    p.add_argument("--jobs", type=count(1), default=1)
-    p.add_argument("--threads", type=count(0), default=0)
+    p.add_argument("--jobs", type=at_least(1), default=1)
+    p.add_argument("--threads", type=at_least(0), default=0)
     p.add_argument(
         "--lr",
         type=number_list(float, "0.001,0.002"),

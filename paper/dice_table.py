@@ -60,7 +60,6 @@ from runner import (
     check_folder,
     check_same_recipe,
     claim_out_folder,
-    count,
     git_commit,
     hardware_text,
     planned_tflops,
@@ -73,6 +72,7 @@ from runner import (
 )
 
 from elasticnet import __version__
+from elasticnet.cli.arguments import at_least
 from elasticnet.config import build_config
 from elasticnet.errors import UserError, run_script
 from elasticnet.files import atomic_write_text
@@ -472,8 +472,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--split", default="random,grouped", help="comma-separated: random (by image), grouped (by sequence)"
     )
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--jobs", type=count(1), default=1, help="trainings at a time (CPU: threads split between them)")
-    p.add_argument("--threads", type=count(0), default=0, help="threads per training (default: CPU cores / jobs)")
+    p.add_argument("--jobs", type=at_least(1), default=1, help="trainings at a time (CPU: threads split between them)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="threads per training (default: CPU cores / jobs)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="", help="results folder (default results/cvc_clinicdb/PROFILE)")
     p.add_argument("--runs", default=str(ROOT / "runs" / "dice_table"), help="training runs (default %(default)s)")

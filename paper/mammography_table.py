@@ -40,7 +40,6 @@ from runner import (
     check_out_folder,
     check_same_recipe,
     claim_out_folder,
-    count,
     hardware_text,
     index_list,
     planned_config,
@@ -50,6 +49,7 @@ from runner import (
     write_commands,
 )
 
+from elasticnet.cli.arguments import at_least
 from elasticnet.errors import UserError, run_script
 from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, save_figure, write_csv
@@ -310,8 +310,8 @@ def main() -> None:
     p.add_argument("--flags", default="", help="extra training flags (the recipe), e.g. '--loss bce_focal_tversky'")
     p.add_argument("--name", default="", help="results/mammography/<name> (default: the profile)")
     p.add_argument("--evaluate-on", default="test", choices=["test", "val"])
-    p.add_argument("--jobs", type=count(1), default=1)
-    p.add_argument("--threads", type=count(0), default=0)
+    p.add_argument("--jobs", type=at_least(1), default=1)
+    p.add_argument("--threads", type=at_least(0), default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "mammography")
     p.add_argument("--out", type=Path, default=None)

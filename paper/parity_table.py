@@ -41,7 +41,6 @@ from runner import (
     check_out_folder,
     check_same_recipe,
     claim_out_folder,
-    count,
     git_commit,
     hardware_text,
     invocations,
@@ -53,6 +52,7 @@ from runner import (
 )
 
 from elasticnet import __version__
+from elasticnet.cli.arguments import at_least
 from elasticnet.config import build_config
 from elasticnet.errors import UserError, run_script
 from elasticnet.files import atomic_write_text
@@ -695,8 +695,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=ROOT / "results" / "cvc_clinicdb" / "converged" / "convergence_epochs.csv",
         help="each shape's own E, written by paper/convergence.py",
     )
-    p.add_argument("--jobs", type=count(1), default=1)
-    p.add_argument("--threads", type=count(0), default=0)
+    p.add_argument("--jobs", type=at_least(1), default=1)
+    p.add_argument("--threads", type=at_least(0), default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "parity")
     p.add_argument("--out", type=Path, default=None, help="default results/cvc_clinicdb/PROFILE")

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from runner import count
 
 from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from elasticnet.cli.arguments import at_least
 from elasticnet.data import build_datasets
 from elasticnet.errors import run_script
 from elasticnet.training.sampler import parse_subnets
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder")
     p.add_argument("--subnets", default="", help="comma-separated keys like d3-w0.25 (default: all)")
-    p.add_argument("--images", type=count(1), default=16, help="validation images to probe (default %(default)s)")
+    p.add_argument("--images", type=at_least(1), default=16, help="validation images to probe (default %(default)s)")
     args = p.parse_args(argv)
     ckpt = load_checkpoint(resolve_checkpoint(args.checkpoint))
     cfg, model = model_from_checkpoint(ckpt)

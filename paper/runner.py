@@ -7,7 +7,6 @@ Shared by the scripts that queue many trainings (``dice_table.py``, ``parity_tab
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -45,21 +44,6 @@ def index_list(text: str, flag: str = "--seeds", example: str = "0,1,2") -> list
 
 def seed_list(text: str) -> list[int]:
     return index_list(text, "--seeds", "0,1,2")
-
-
-def count(least: int):
-    """An argparse type: an integer >= ``least`` (``--jobs`` 1, ``--threads`` 0 = automatic)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = least - 1
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{text!r}: give an integer >= {least}")
-        return value
-
-    return parse
 
 
 def train_command(

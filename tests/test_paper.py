@@ -863,8 +863,8 @@ def test_paper_scripts_name_the_form_of_seeds(bad):
         (["--folds", "a"], "--folds 'a': give distinct non-negative integers"),
         (["--folds", "0,0"], "--folds '0,0': give distinct"),  # a fold twice would pool its films twice
         (["--folds", "2"], "splits the films into 2 folds, 0..1"),
-        (["--jobs", "0"], "argument --jobs: '0': give an integer >= 1"),
-        (["--threads", "-1"], "argument --threads: '-1': give an integer >= 0"),
+        (["--jobs", "0"], "argument --jobs: must be >= 1, got 0"),
+        (["--threads", "-1"], "argument --threads: must be >= 0, got -1"),
         (["--flags", "--epochs x"], "cannot read 'x' as int"),
     ],
 )
@@ -1180,4 +1180,4 @@ def test_probe_subnets_names_the_form_of_the_image_count(capsys):
 
     with pytest.raises(SystemExit) as e:  # argparse, before any checkpoint is read
         probe_subnets.main(["--checkpoint", "anything", "--images", "0"])
-    assert e.value.code == 2 and "give an integer >= 1" in capsys.readouterr().err
+    assert e.value.code == 2 and "must be >= 1, got 0" in capsys.readouterr().err
