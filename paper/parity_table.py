@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from runner import (
     git_commit,
     hardware_text,
     invocations,
+    run_pool,
     script_command,
     seed_list,
     train_command,
@@ -282,13 +282,15 @@ def done(folder: Path) -> bool:
     return (folder / "subnets.csv").is_file() and (folder / "record.json").is_file()
 
 
-def train_one(args, run: Run, threads: int, devices: DevicePool | None = None) -> None:
+def train_one(args, run: Run, threads: int, devices: DevicePool | None = None, say=print) -> None:
+    """Train, resume or reuse one run; ``say`` gets a line when it is done (``runner.run_pool``'s progress)."""
     if done(committed(args, run)):
         check_same_recipe(command(args, run, args.runs / run.key), committed(args, run))
+        say(f"done {run.key} (committed)")
         return
     if devices is not None:  # the job runs on a device of the pool (GPUs round-robin)
         with devices.take() as device:
-            return train_one(argparse.Namespace(**{**vars(args), "device": device}), run, threads)
+            return train_one(argparse.Namespace(**{**vars(args), "device": device}), run, threads, say=say)
     folder = args.runs / run.key
     if not (folder / "checkpoint.pt").is_file():
         wall = train_or_resume(command(args, run, folder), folder, threads, folder / "train.log", args.device)
@@ -296,7 +298,7 @@ def train_one(args, run: Run, threads: int, devices: DevicePool | None = None) -
         check_same_recipe(command(args, run, folder), folder)
         wall = float("nan")
     keep(args, run, folder, wall, threads)
-    print(f"done {run.key}", flush=True)
+    say(f"done {run.key}")
 
 
 def keep(args, run: Run, folder: Path, wall: float, threads: int) -> None:
@@ -748,9 +750,7 @@ def train_all(args, runs: list[Run]) -> None:
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     todo = sorted(runs, key=lambda r: (r.seed, is_individual(r.method), -r.epochs))
     devices = DevicePool(args.device, args.jobs)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        for future in [pool.submit(train_one, args, r, threads, devices) for r in todo]:
-            future.result()
+    run_pool(todo, args.jobs, lambda r, say: train_one(args, r, threads, devices, say))
 
 
 def with_committed(args) -> argparse.Namespace:

@@ -244,6 +244,8 @@ def test_parity_protocol_end_to_end_continues_from_committed_results(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 0, again.stderr[-2000:]
     assert not runs.exists() or not any(runs.rglob("checkpoint.pt"))  # nothing retrained
+    assert "8/8] done" in again.stdout
+    assert again.stdout.count("(committed)") == 8  # progress counts the reused runs too
     assert (out / "tables.md").read_text() == tables
     # a report asked for another arm and seed still covers every committed run
     narrow = [*command, "--report-only", "--arms", "sandwich", "--seeds", "1"]
