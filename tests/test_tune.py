@@ -128,6 +128,7 @@ def test_multi_objective_and_objective_choice(tmp_path):
     study = open_study(settings)
     assert len(study.directions) == 2 and all(len(t.values) == 2 for t in study.trials)
     assert (tmp_path / "out" / "summary" / "best.csv").exists()
+    assert run_worker(settings, echo=lambda s: None) == 0  # a study's own folder and journal are taken back
     with pytest.raises(UserError, match="was started with"):
         open_study(
             TuneSettings(
@@ -140,6 +141,38 @@ def test_multi_objective_and_objective_choice(tmp_path):
                 multi=True,
             )
         )
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("storage", "is not an Optuna journal"),
+        ("folder", r"holds files a study does not write \(notes.txt, summary/report.docx\)"),
+        ("name", "give a plain name"),
+        ("path name", "give a plain name"),
+    ],
+)
+def test_a_refused_worker_touches_no_file_of_the_user(tmp_path, case, message):
+    """A text file as --storage (Optuna would append a study to it), a --tune-out holding the user's own files,
+    or a study name that is no folder name: refused before the study is opened, every file as it was, no
+    journal made."""
+    notes, out = tmp_path / "notes.txt", tmp_path / "mine"
+    notes.write_text("my notes\n")
+    (out / "summary").mkdir(parents=True)
+    (out / "summary" / "report.docx").write_bytes(b"mine")
+    (out / "notes.txt").write_text("mine")
+    settings = TuneSettings(
+        study={"name": " ", "path name": "../x"}.get(case, "s"),
+        storage=str(notes if case == "storage" else tmp_path / "new.log"),
+        trials=1,
+        out=out if case == "folder" else tmp_path / "study",
+        overrides={"depths": "2", "widths": "1", "image_size": "32x32", "synthetic_count": "8", "epochs": "1"},
+    )
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match=message):
+        run_worker(settings, echo=lambda s: None)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "new.log").exists() and not (tmp_path / "study").exists()
 
 
 def test_final_values():

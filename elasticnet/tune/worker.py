@@ -28,12 +28,10 @@ from elasticnet.errors import UserError
 from elasticnet.files import exclusive_lock, lock_is_held
 from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, TABLE_NAME
 from elasticnet.subnet_row import read_table
+from elasticnet.tune.folder import CLAIM_LOCK, SUMMARY, TRIAL_LOCK, check_study_folder, check_study_name
 from elasticnet.tune.objective import check_objective, final_values, intermediate_value
 from elasticnet.tune.space import load_space, suggest
 from elasticnet.tune.storage import open_storage
-
-CLAIM_LOCK = ".claim.lock"
-TRIAL_LOCK = ".trial.lock"
 
 
 @dataclass
@@ -148,6 +146,8 @@ def run_worker(s: TuneSettings, echo: Callable[[str], None] = print, progress: b
     if not space:
         raise UserError("the search space is empty: every searched key is fixed on the command line")
     build_config(s.config, s.overrides, s.profile)  # refuse a bad base config early
+    check_study_name(s.study)
+    check_study_folder(s.out)  # before the study is opened: a refused worker leaves nothing behind
     study = open_study(s)
     s.out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as gpu:
@@ -176,10 +176,8 @@ def _trials(study, space: dict, s: TuneSettings, echo: Callable[[str], None], pr
             ran += 1
     from elasticnet.tune.summary import write_summary
 
-    write_summary(study, s.out / "summary", s)
-    echo(
-        f"study {s.study}: {len(study.trials)} trial(s) recorded; this worker ran {ran}; summary in {s.out / 'summary'}"
-    )
+    write_summary(study, s.out / SUMMARY, s)
+    echo(f"study {s.study}: {len(study.trials)} trial(s) recorded; this worker ran {ran}; summary in {s.out / SUMMARY}")
     return ran
 
 
