@@ -221,6 +221,31 @@ def test_command_counts_below_one_are_refused_by_the_parser(argv, capsys):
     assert e.value.code == 2 and "must be >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["measure", "--batch", "0"], "--batch: must be >= 1, got 0"),
+        (["measure", "--threads", "-1"], "--threads: must be >= 0, got -1"),
+        (["predict", "--model", "b", "x.png", "--threads", "-1"], "--threads: must be >= 0"),
+        (["export", "--depth", "3", "--threads", "-2"], "--threads: must be >= 0"),
+        (["export", "--budget-ms", "0"], "--budget-ms: must be a number > 0, got 0"),
+        (["export", "--budget-mflops", "nan"], "--budget-mflops: must be a number > 0"),
+        (["export", "--budget-mb", "inf"], "--budget-mb: must be a number > 0"),
+        (["export", "--budget-params", "many"], "--budget-params: 'many' is not a number"),
+        (["export", "--depth", "3", "--int8", "--int8-max-drop", "-1"], "--int8-max-drop: must be a number >= 0"),
+        (["tune", "--study", "s", "--storage", "j.log", "--trials", "0"], "--trials: must be >= 1, got 0"),
+        (["tune", "--study", "s", "--storage", "j.log", "--trials", "1", "--threads", "-5"], "--threads: must be >= 0"),
+    ],
+)
+def test_thread_counts_budgets_and_allowed_losses_out_of_range_are_refused_by_the_parser(argv, message, capsys):
+    """Negative thread counts were a torch RuntimeError traceback (tune) or silently the default (measure,
+    export, predict); a budget of 0 or nan profiled every sub-net before saying none fits; --batch 0 measured
+    batch 1 only."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_outputs_follow_the_umask_and_relative_data_is_stored_absolute(tmp_path, monkeypatch):
     import cv2
 

@@ -22,6 +22,22 @@ def at_least(low: int):
     return parse
 
 
+def at_least_number(low: float, inclusive: bool = True):
+    """An argparse type: a finite number >= ``low`` (``inclusive``) or > ``low`` (budgets, allowed losses)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be a number {'>=' if inclusive else '>'} {low:g}, got {text}")
+        return value
+
+    parse.__name__ = f"number {'>=' if inclusive else '>'} {low:g}"
+    return parse
+
+
 def hxw(text: str) -> tuple[int, int]:
     """An argparse type: an image size ``HxW`` (or ``H,W``) of positive whole numbers, e.g. 288x384."""
     try:

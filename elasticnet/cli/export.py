@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from elasticnet.cli.arguments import at_least
+from elasticnet.cli.arguments import at_least, at_least_number
 
 
 def add_parser(sub) -> None:
@@ -31,14 +31,24 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--out", help="bundle folder (default: <run>/export-d<D>-w<W>-<target>)")
     budget = p.add_argument_group("budget (instead of --depth/--width): the most accurate sub-net that fits")
-    budget.add_argument("--budget-ms", type=float, help="median batch-1 latency on this machine (ms)")
-    budget.add_argument("--budget-mflops", type=float, help="MFLOPs per image at the training size")
-    budget.add_argument("--budget-params", type=float, help="number of parameters")
-    budget.add_argument("--budget-mb", type=float, help="peak memory on this machine (MB)")
-    budget.add_argument("--threads", type=int, default=0, help="threads for latency measurements (default: runtime's)")
+    budget.add_argument(
+        "--budget-ms", type=at_least_number(0, inclusive=False), help="median batch-1 latency on this machine (ms)"
+    )
+    budget.add_argument(
+        "--budget-mflops", type=at_least_number(0, inclusive=False), help="MFLOPs per image at the training size"
+    )
+    budget.add_argument("--budget-params", type=at_least_number(0, inclusive=False), help="number of parameters")
+    budget.add_argument(
+        "--budget-mb", type=at_least_number(0, inclusive=False), help="peak memory on this machine (MB)"
+    )
+    budget.add_argument(
+        "--threads", type=at_least(0), default=0, help="threads for latency measurements (default: runtime's)"
+    )
     q = p.add_argument_group("int8 (target cpu)")
     q.add_argument("--int8", action="store_true", help="static int8 quantisation, checked on the validation images")
-    q.add_argument("--int8-max-drop", type=float, default=1.0, help="refuse if int8 loses more Dice points than this")
+    q.add_argument(
+        "--int8-max-drop", type=at_least_number(0), default=1.0, help="refuse if int8 loses more Dice points than this"
+    )
     q.add_argument("--calib-images", type=at_least(1), default=32, help="training images to calibrate int8 ranges on")
     q.add_argument("--data", help="where the training data are now, if they moved (int8 calibration/check)")
 

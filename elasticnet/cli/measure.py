@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
         "--input-size", type=hxw, metavar="HxW", help="input size to measure at (default: the training size)"
     )
     p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"])
-    p.add_argument("--threads", type=int, default=0, help="intra-op threads (default: the runtime's default)")
-    p.add_argument("--batch", type=int, default=1, help="also measure this batch size (default: batch 1 only)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="intra-op threads (default: the runtime's default)")
+    p.add_argument("--batch", type=at_least(1), default=1, help="also measure this batch size (default: batch 1 only)")
     p.add_argument("--repeats", type=at_least(1), default=20, help="timed runs per sub-net (after 3 warm-up runs)")
     p.add_argument("--out", help="folder for profile-<runtime>.csv/.png (default: the run folder)")
     p.add_argument("--overwrite", action="store_true", help="replace profile-<runtime>.csv/.png that exist in --out")

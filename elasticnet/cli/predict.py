@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from elasticnet.cli.arguments import at_least
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -25,7 +27,7 @@ def add_parser(sub) -> None:
         action="store_true",
         help="replace masks, overlays and predictions.csv that exist in --out (never allowed inside an input folder)",
     )
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default: its default)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="ONNX Runtime threads (default: its default)")
     p.add_argument("--no-overlays", action="store_true", help="write masks and the CSV only")
 
 

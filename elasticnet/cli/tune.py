@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from elasticnet.cli.arguments import at_least
+
 
 def add_parser(sub) -> None:
     from elasticnet.cli.train import add_config_flags
@@ -30,7 +32,7 @@ def add_parser(sub) -> None:
         metavar="PATH_OR_URL",
         help="journal file (e.g. runs/tune/study.log, also on a shared file system) or a database URL",
     )
-    p.add_argument("--trials", type=int, required=True, help="total trials of the study (over all workers)")
+    p.add_argument("--trials", type=at_least(1), required=True, help="total trials of the study (over all workers)")
     p.add_argument(
         "--objective",
         default="mean",
@@ -44,7 +46,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=at_least(0),
         default=0,
         help="torch threads of this worker (default: torch's; with several workers on one machine give "
         "each cores/workers, oversubscribed threads slow everything down)",
