@@ -25,9 +25,10 @@ import subprocess
 from pathlib import Path
 
 from checkout import ROOT
-from runner import claim_out_folder, seed_list, train_command
+from runner import check_folder, check_out_folder, claim_out_folder, seed_list, train_command
 
 from elasticnet import hardware
+from elasticnet.cli.arguments import at_least
 from elasticnet.errors import UserError, run_script
 from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, read_csv, write_csv
@@ -111,48 +112,53 @@ def summary(rows: list[dict]) -> tuple[list[dict], str]:
     return table, verdict
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="", help="the CVC-ClinicDB folder (needed unless --report-only)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--runs", default=str(ROOT / "runs" / "precision_parity"))
     p.add_argument("--out", default=str(ROOT / "results" / "cvc_clinicdb" / "cpu-precision"))
-    p.add_argument("--threads", type=int, default=0, help="threads per training (default: torch's)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="threads per training (default: torch's)")
     p.add_argument("--report-only", action="store_true")
-    args = p.parse_args()
-    seeds = seed_list(args.seeds)
-    runs, out = Path(args.runs), Path(args.out)
-    claim_out_folder(out)
+    args = p.parse_args(argv)
+    args.seeds, args.runs, args.out = seed_list(args.seeds), Path(args.runs), Path(args.out)
+    return args
+
+
+def check_keeps_results(out: Path, have: set[tuple[int, str]], runs: Path) -> None:
+    """Refuse (:class:`UserError`), before any work, to rewrite ``out``'s parity.csv without a (seed, precision)
+    it holds: the committed table's runs need not be on this machine."""
+    known = read_csv(out / "parity.csv") if (out / "parity.csv").is_file() else []
+    lost = sorted({(int(r["seed"]), r["precision"]) for r in known} - have)
+    if lost:
+        seed, name = lost[0]
+        raise UserError(
+            f"{out} holds results of {len(lost)} run(s) that this command would leave out (e.g. seed {seed} "
+            f"{name}, not under --runs {runs} or not in --seeds); give --runs the folder that holds them and "
+            "their --seeds, or --out a new folder"
+        )
+
+
+def train_missing(args) -> list[str]:
+    """Train every (seed, precision) run not finished under ``args.runs``; returns every run's command."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
     commands = []
-    if not args.report_only:
-        if not args.data or not Path(args.data).is_dir():
-            raise UserError("--data must name the CVC-ClinicDB folder (or use --report-only)")
-        if not hardware.native_bf16_cpu():
-            raise UserError(
-                f"this CPU has no native bf16 ({hardware.cpu_summary()}); the comparison would time "
-                "emulated bf16. Run it on a CPU with AVX512_BF16/AMX, or --report-only"
-            )
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(ROOT),
-            **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}),
-        }
-        for seed in seeds:
-            for name, amp in PRECISIONS.items():
-                folder = runs / f"seed{seed}" / name
-                cmd = command(args.data, seed, amp, folder)
-                commands.append(" ".join(cmd[1:]))
-                if (folder / "checkpoint.pt").is_file():
-                    continue
-                print(f"training seed {seed} {name} ...", flush=True)
-                done = subprocess.run(cmd, cwd=ROOT, env=env)
-                if done.returncode != 0:
-                    raise SystemExit(f"training {folder} failed (exit {done.returncode})")
-    rows = collect(runs, seeds)
-    if not rows:
-        raise UserError(f"no finished runs under {runs}")
+    for seed in args.seeds:
+        for name, amp in PRECISIONS.items():
+            folder = args.runs / f"seed{seed}" / name
+            cmd = command(args.data, seed, amp, folder)
+            commands.append(" ".join(cmd[1:]))
+            if (folder / "checkpoint.pt").is_file():
+                continue
+            print(f"training seed {seed} {name} ...", flush=True)
+            done = subprocess.run(cmd, cwd=ROOT, env=env)
+            if done.returncode != 0:
+                raise SystemExit(f"training {folder} failed (exit {done.returncode})")
+    return commands
+
+
+def write_report(out: Path, rows: list[dict], commands: list[str]) -> None:
     table, verdict = summary(rows)
-    out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "parity.csv")
     speed = {
         name: statistics.mean(r["images_per_s"] for r in rows if r["precision"] == name)
@@ -174,6 +180,29 @@ def main() -> None:
         atomic_write_text(out / "COMMANDS.md", "# Commands\n\n" + "\n".join(f"    {c}" for c in commands) + "\n")
     print(markdown_table(table))
     print(verdict)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    check_out_folder(args.out)
+    check_folder(args.runs)
+    if args.report_only:
+        rows = collect(args.runs, args.seeds)
+        if not rows:
+            raise UserError(f"--report-only: no finished runs under --runs {args.runs}; train them first")
+        check_keeps_results(args.out, {(r["seed"], r["precision"]) for r in rows}, args.runs)
+    else:
+        if not args.data or not Path(args.data).is_dir():
+            raise UserError("--data must name the CVC-ClinicDB folder (or use --report-only)")
+        if not hardware.native_bf16_cpu():
+            raise UserError(
+                f"this CPU has no native bf16 ({hardware.cpu_summary()}); the comparison would time "
+                "emulated bf16. Run it on a CPU with AVX512_BF16/AMX, or --report-only"
+            )
+        check_keeps_results(args.out, {(s, name) for s in args.seeds for name in PRECISIONS}, args.runs)
+    claim_out_folder(args.out)
+    commands = [] if args.report_only else train_missing(args)
+    write_report(args.out, collect(args.runs, args.seeds), commands)
 
 
 if __name__ == "__main__":

@@ -1121,6 +1121,41 @@ def test_bn_calibration_refuses_to_replace_a_table_when_no_run_is_found(tmp_path
     assert (out / "bn_calibration.csv").read_text() == "the committed table\n"
 
 
+def fake_precision_run(folder: Path, shift: float) -> None:
+    """A finished run of paper/precision_parity.py: its sub-net table and the per-epoch log it reads."""
+    folder.mkdir(parents=True)
+    rows = [f"{d},{w},{0.70 + shift + 0.01 * d:.4f},{0.60 + shift:.4f}" for d in (3, 4) for w in (0.5, 1.0)]
+    (folder / "subnets.csv").write_text("depth,width,test_dice,dice\n" + "\n".join(rows) + "\n")
+    (folder / "log.csv").write_text("epoch,seconds,images_per_s\n1,10.0,5.0\n2,10.0,7.0\n")
+
+
+def test_precision_parity_reports_paired_runs_and_keeps_committed_seeds(tmp_path):
+    """--report-only pairs bf16 and fp32 seed by seed; it never creates an out folder it then leaves half-made,
+    and never rewrites a parity.csv without a seed it holds (the committed runs are on one machine only)."""
+    import precision_parity
+
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    flags = ["--report-only", "--runs", str(runs), "--out", str(out)]
+    with pytest.raises(UserError, match="no finished runs under --runs"):
+        precision_parity.main([*flags, "--seeds", "0,1"])
+    assert not out.exists()  # it used to make the folder and its COMMANDS.md first
+    for seed in (0, 1):
+        fake_precision_run(runs / f"seed{seed}" / "bf16", 0.01 * seed)
+        fake_precision_run(runs / f"seed{seed}" / "fp32", 0.01 * seed - 0.02)
+    precision_parity.main([*flags, "--seeds", "0,1"])
+    parity = pd.read_csv(out / "parity.csv")
+    assert len(parity) == 2 * 2 * 4 and set(parity.seed) == {0, 1}
+    assert (parity.images_per_s == 6.0).all() and (parity.train_seconds == 20.0).all()
+    assert "| 3 | 0.5 | 2 | 71.5 | 73.5 | +2.0 | 0.7 | no |" in (out / "summary.md").read_text()
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(UserError, match=r"2 run\(s\).*seed 1 bf16"):
+        precision_parity.main([*flags, "--seeds", "0"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == written
+    with pytest.raises(SystemExit) as e:
+        precision_parity.main([*flags, "--threads", "-1"])
+    assert e.value.code == 2
+
+
 @pytest.mark.slow
 def test_training_time_table_from_a_tiny_synthetic_training(tmp_path):
     from helpers import TINY
