@@ -18,6 +18,7 @@ import sys
 
 from elasticnet.cli.arguments import hxw
 from elasticnet.errors import run_script
+from elasticnet.hardware import cpu_summary
 from elasticnet.reporting import text_table
 
 CHILD = r"""
@@ -92,7 +93,8 @@ def main() -> None:
         }
         for name, r in results.items()
     ]
-    print(f"\nelastic U-Net depth 5, base width {args.base_width}, batch {args.batch}x3x{h}x{w}, median of {args.reps}")
+    print(f"\nCPU: {cpu_summary()}")
+    print(f"elastic U-Net depth 5, base width {args.base_width}, batch {args.batch}x3x{h}x{w}, median of {args.reps}")
     print(text_table(rows))
 
 

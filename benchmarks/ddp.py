@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from elasticnet.cli.arguments import hxw
 from elasticnet.errors import run_script
+from elasticnet.hardware import cpu_summary
 from elasticnet.models import ElasticUNet, ElasticUNetConfig
 from elasticnet.training.distributed import Dist, average_gradients
 from elasticnet.training.losses import segmentation_loss
@@ -119,6 +120,7 @@ def main() -> None:
                 "moved_ddp": d["moved"],
             }
         )
+    print(f"CPU: {cpu_summary()}")
     print(
         f"2 processes x 1 thread (gloo), batch 4 per process at {args.size[0]}x{args.size[1]}, base {args.base}, "
         f"{args.steps} timed steps, AdamW"

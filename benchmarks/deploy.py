@@ -38,6 +38,7 @@ from elasticnet.errors import run_script
 from elasticnet.export.measure import machine, timings
 from elasticnet.export.onnx_export import OPSET, export_onnx
 from elasticnet.export.quantize import quantize_int8
+from elasticnet.hardware import cpu_summary
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, count_flops, extract
 from elasticnet.reporting import text_table
 from elasticnet.runtime import tune_malloc
@@ -233,7 +234,7 @@ def main() -> None:
         a.checkpoint = resolve_checkpoint(a.checkpoint)
     tune_malloc()
     size = a.size
-    print(f"machine: {machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"machine: {machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}\nCPU: {cpu_summary()}")
     peak_rows = conv_peak(size, a.repeats)
     peak = max(r["gflop_s"] for r in peak_rows)
     print("\n1. practical fp32 conv peak\n" + text_table(peak_rows) + f"\npeak: {peak} GFLOP/s")

@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from elasticnet.cli.arguments import hxw
 from elasticnet.errors import run_script
+from elasticnet.hardware import cpu_summary
 
 CONFIGS = {
     "fp32": {},
@@ -146,6 +147,7 @@ def main() -> None:
             r["peak_vs_fp32"] = f"{base['peak_mb'] / r['peak_mb']:.2f}x less"
             r["time_vs_fp32"] = f"{r['step_s'] / base['step_s']:.2f}x"
     print(f"\none training step, batch 1 x 1 x {size[0]} x {size[1]}, depth {a.depth}, base {a.base}; {machine()}")
+    print(f"CPU: {cpu_summary()}")
     print(text_table(rows))
 
 

@@ -13,7 +13,6 @@ per-rep ratios (sliced and native run back to back), so drift of a noisy machine
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
@@ -21,6 +20,7 @@ import torch
 
 from elasticnet.cli.arguments import hxw, number_list
 from elasticnet.errors import run_script
+from elasticnet.hardware import cpu_summary
 from elasticnet.models import ElasticUNet, ElasticUNetConfig, SubNet, count_flops, count_params, extract
 from elasticnet.models.elastic_layers import ElasticConv2d
 from elasticnet.reporting import text_table
@@ -71,7 +71,7 @@ def main() -> None:
     model = ElasticUNet(cfg).eval()
     x = torch.randn(args.batch, 3, h, w)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; "
+        f"CPU: {cpu_summary()}\ntorch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"input {args.batch}x3x{h}x{w}, base width {args.base_width}, eval forward, median of {args.reps}"
     )
     rows = []
