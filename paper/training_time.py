@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,13 +27,13 @@ import time
 from pathlib import Path
 
 from checkout import ROOT
-from runner import check_folder, child_env, claim_out_folder, note_invocation, script_command
+from runner import check_folder, child_env, claim_out_folder, hardware_text, note_invocation, script_command
 
 from elasticnet.cli.arguments import number_list
 from elasticnet.config import build_config
 from elasticnet.errors import UserError, run_script
-from elasticnet.export.measure import machine
 from elasticnet.files import atomic_write_text
+from elasticnet.hardware import cpu_summary
 from elasticnet.reporting import markdown_table, read_csv, save_figure, write_csv
 
 
@@ -135,17 +134,13 @@ def main(argv: list[str] | None = None) -> None:
     claim_out_folder(args.out, args.out_flag)
     rows, commands = zip(*(time_training(args, extra, n) for n in args.processes))
     write_csv(rows, args.out / "table.csv")
-    import torch
-
-    hardware = f"{machine()}; {platform.platform()}; torch {torch.__version__}" + (
-        f"; GPU {torch.cuda.get_device_name(0)}" if args.device == "cuda" and torch.cuda.is_available() else ""
-    )
+    hardware = f"{hardware_text(args.device)}\n\nCPU: {cpu_summary()}"
     atomic_write_text(
         args.out / "table.md",
         f"# Training time: {args.name}\n\nConfig `{args.config}`{f' profile `{args.profile}`' if args.profile else ''}, "
         f"{args.scaling} scaling, target: validation Dice of the largest sub-net >= {args.target_dice}. "
         f"Seconds are training time (per-epoch validation excluded); wall_s is the whole command.\n\n"
-        f"Hardware: {hardware}\n\n" + markdown_table(rows) + "\n\nCommands:\n\n```\n" + "\n".join(commands) + "\n```\n",
+        f"{hardware}\n\n" + markdown_table(rows) + "\n\nCommands:\n\n```\n" + "\n".join(commands) + "\n```\n",
     )
     note_invocation(args.out, script_command("training_time.py", argv))
     _plot(list(rows), args.out / "seconds_per_epoch.png", args.name)

@@ -1173,6 +1173,8 @@ def test_training_time_table_from_a_tiny_synthetic_training(tmp_path):
     assert table.s_to_target.astype(float).le(table.train_s).all()  # a target of 0 is reached in the first epoch
     assert (out / "seconds_per_epoch.png").is_file()
     assert runner.invocations(out) == [runner.script_command("training_time.py", flags)]
+    report = (out / "table.md").read_text()
+    assert "Hardware: " in report and "Python " in report and "CPU: " in report and "; has " in report
     listed = (out / "table.md").read_text().split("```")[1].strip()
     assert listed.startswith("OMP_NUM_THREADS=") and " python -m elasticnet train " in listed  # pasteable
 
