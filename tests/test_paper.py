@@ -1157,6 +1157,47 @@ def test_precision_parity_reports_paired_runs_and_keeps_committed_seeds(tmp_path
 
 
 @pytest.mark.slow
+def test_calibration_sample_reproduces_the_run_table_and_keeps_other_rows(tmp_path):
+    """paper/calibration_sample.py on a tiny elastic run: its own calibration gives the run's subnets.csv
+    values, the other samples are as large, every image is the whole training set; a refused --out is left
+    alone, and rows of another method survive a rewrite."""
+    import calibration_sample
+    from helpers import TINY
+
+    method = "arm@compute"
+    run = tmp_path / "runs" / "random" / "seed0" / method
+    flags = [*TINY, "--epochs", "1", "--test-fraction", "0.25", "--out", str(run)]
+    assert subprocess.run([sys.executable, "-m", "elasticnet", "train", *flags], cwd=ROOT).returncode == 0
+    out = tmp_path / "calibration_sample.csv"
+    out.write_text("split,method\nmine,mine\n")
+    argv = ["--runs", str(tmp_path / "runs"), "--seeds", "0", "--method", method, "--shapes", "3,0.5;2,1"]
+    with pytest.raises(UserError, match="not a table this script wrote"):
+        calibration_sample.main([*argv, "--out", str(out)])
+    assert out.read_text() == "split,method\nmine,mine\n"
+    out.unlink()
+    pd.DataFrame([dict.fromkeys(calibration_sample.COLUMNS, 1) | {"method": "other"}]).to_csv(out, index=False)
+    calibration_sample.main([*argv, "--orders", "2", "--out", str(out)])
+    rows = pd.read_csv(out)
+    assert (rows.method == "other").sum() == 1
+    mine = rows[rows.method == method].set_index(["depth", "width", "calibration"])
+    assert len(mine) == 2 * 4 and set(mine.index.get_level_values(2)) == {"run", "order1001", "order1002", "all"}
+    table = pd.read_csv(run / "subnets.csv").set_index(["depth", "width"])
+    for depth, width in [(3, 0.5), (2, 1.0)]:
+        assert mine.loc[(depth, width, "run"), "val_dice"] == pytest.approx(
+            100 * table.loc[(depth, width), "dice"], abs=0.02
+        )
+        assert mine.loc[(depth, width, "run"), "test_dice"] == pytest.approx(
+            100 * table.loc[(depth, width), "test_dice"], abs=0.02
+        )
+    assert (mine.xs("order1001", level=2).images == mine.xs("run", level=2).images).all()
+    assert (mine.xs("all", level=2).images > mine.xs("run", level=2).images).all()
+    with pytest.raises(UserError, match="no sub-net"):
+        calibration_sample.main([*argv[:-1], "5,1", "--out", str(tmp_path / "x.csv")])
+    with pytest.raises(UserError, match="no checkpoint of random/seed1"):
+        calibration_sample.main([*argv, "--seeds", "0,1", "--out", str(tmp_path / "x.csv")])
+
+
+@pytest.mark.slow
 def test_training_time_table_from_a_tiny_synthetic_training(tmp_path):
     from helpers import TINY
 
