@@ -102,7 +102,7 @@ def spread_table(rows: pd.DataFrame) -> list[dict]:
                 "width": width,
                 "seeds": len(own),
                 "test range, same size": round(float((same.max() - same.min()).mean()), 2),
-                "test, all - run": round(float((every - own).mean()), 2),
+                "test, all - run": round(float((every - own).mean()), 2) + 0.0,  # + 0.0: no "-0"
                 "test sd over seeds": round(statistics.stdev(own), 2) if len(own) > 1 else "",
             }
         )
