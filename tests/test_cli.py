@@ -126,6 +126,7 @@ def test_bad_checkpoint_gives_clear_error(tmp_path, capsys):
     "argv, message",
     [
         (["--data", "/no/such/folder"], "does not exist"),
+        (["--data", __file__], "is a file, not a folder"),
         (["--image-size", "30x32"], "not divisible by 4"),
         (["--strategy", "random"], "invalid choice: 'random' (choose from 'uniform', 'sandwich', 'slimmable')"),
         (["--depths", "1,2"], "depths must be integers >= 2"),

@@ -27,7 +27,8 @@ def natural_key(stem: str) -> tuple:
 
 def require_dir(root: Path, *subdirs: str, hint: str) -> None:
     if not root.is_dir():
-        raise UserError(f"data folder {root} does not exist; {hint}")
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise UserError(f"data folder {root} {what}; {hint}")
     missing = [str(root / d) for d in subdirs if not (root / d).is_dir()]
     if missing:
         raise UserError(f"{root} must hold {' and '.join(d + '/' for d in subdirs)}; missing: {', '.join(missing)}")
