@@ -31,16 +31,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--out", help="bundle folder (default: <run>/export-d<D>-w<W>-<target>)")
     budget = p.add_argument_group("budget (instead of --depth/--width): the most accurate sub-net that fits")
-    budget.add_argument(
-        "--budget-ms", type=at_least_number(0, inclusive=False), help="median batch-1 latency on this machine (ms)"
-    )
-    budget.add_argument(
-        "--budget-mflops", type=at_least_number(0, inclusive=False), help="MFLOPs per image at the training size"
-    )
-    budget.add_argument("--budget-params", type=at_least_number(0, inclusive=False), help="number of parameters")
-    budget.add_argument(
-        "--budget-mb", type=at_least_number(0, inclusive=False), help="peak memory on this machine (MB)"
-    )
+    positive = at_least_number(0, inclusive=False)
+    budget.add_argument("--budget-ms", type=positive, help="median batch-1 latency on this machine (ms)")
+    budget.add_argument("--budget-mflops", type=positive, help="MFLOPs per image at the training size")
+    budget.add_argument("--budget-params", type=positive, help="number of parameters")
+    budget.add_argument("--budget-mb", type=positive, help="peak memory on this machine (MB)")
     budget.add_argument(
         "--threads", type=at_least(0), default=0, help="threads for latency measurements (default: runtime's)"
     )
