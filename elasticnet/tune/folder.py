@@ -16,7 +16,14 @@ from elasticnet.errors import UserError
 CLAIM_LOCK = ".claim.lock"
 TRIAL_LOCK = ".trial.lock"
 SUMMARY = "summary"
-SUMMARY_FILES = ("trials.csv", "best.csv", "importances.csv", "importances.png", "history.png")
+TRIALS, BEST, IMPORTANCES, IMPORTANCES_PLOT, HISTORY = (
+    "trials.csv",
+    "best.csv",
+    "importances.csv",
+    "importances.png",
+    "history.png",
+)
+SUMMARY_FILES = (TRIALS, BEST, IMPORTANCES, IMPORTANCES_PLOT, HISTORY)  # what tune.summary writes
 _OWN = re.compile(r"trial-\d{4,}|\.gpu-\d+\.lock|" + re.escape(CLAIM_LOCK) + "|" + SUMMARY)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from elasticnet.reporting import save_figure, write_csv
+from elasticnet.tune.folder import BEST, HISTORY, IMPORTANCES, IMPORTANCES_PLOT, TRIALS
 
 
 def trial_rows(study) -> list[dict[str, Any]]:
@@ -46,7 +47,7 @@ def write_summary(study, folder: Path, settings) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)
     if rows:
-        write_csv(rows, folder / "trials.csv")
+        write_csv(rows, folder / TRIALS)
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     if len(study.directions) > 1:
         best_numbers = {t.number for t in study.best_trials}
@@ -54,7 +55,7 @@ def write_summary(study, folder: Path, settings) -> Path:
     else:
         best = sorted(complete, key=lambda r: -r["dice"])[:5]
     if best:
-        write_csv(best, folder / "best.csv")
+        write_csv(best, folder / BEST)
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(done) >= 2:
         try:
@@ -66,16 +67,14 @@ def write_summary(study, folder: Path, settings) -> Path:
         except (RuntimeError, ValueError):  # e.g. every trial had the same parameters
             importances = {}
         if importances:
-            write_csv(
-                [{"param": k, "importance": round(v, 4)} for k, v in importances.items()], folder / "importances.csv"
-            )
+            write_csv([{"param": k, "importance": round(v, 4)} for k, v in importances.items()], folder / IMPORTANCES)
             _bar(
                 importances,
-                folder / "importances.png",
+                folder / IMPORTANCES_PLOT,
                 f"{settings.study}: parameter importance for {settings.objective} Dice ({len(done)} trials)",
             )
     if complete:
-        _history(rows, len(study.directions) > 1, folder / "history.png", settings)
+        _history(rows, len(study.directions) > 1, folder / HISTORY, settings)
     return folder
 
 
