@@ -29,7 +29,6 @@ import os
 import shlex
 import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -43,6 +42,7 @@ from runner import (
     hardware_text,
     index_list,
     planned_config,
+    run_pool,
     script_command,
     train_command,
     train_or_resume,
@@ -82,19 +82,22 @@ def fold_command(args, fold: int, folder: Path) -> list[str]:
     return train_command(args.config, args.profile, args.data, flags, args.device, folder)
 
 
-def train_fold(args, fold: int) -> None:
-    """Train fold ``fold`` unless its checkpoint is in ``--runs`` or its evaluation is committed (same recipe)."""
+def train_fold(args, fold: int, say=print) -> None:
+    """Train fold ``fold`` unless its checkpoint is in ``--runs`` or its evaluation is committed (same recipe);
+    ``say`` gets the progress lines (``runner.run_pool``)."""
     folder = args.runs / args.name / f"fold{fold}"
     command = fold_command(args, fold, folder)
     if (folder / "checkpoint.pt").is_file():
         check_same_recipe(command, folder)
+        say(f"done fold {fold} (trained before)")
         return
     if evaluation_file(args, fold).is_file():
         check_same_recipe(command, evaluation_file(args, fold).parent)  # its committed config.yaml
+        say(f"done fold {fold} (committed)")
         return
-    print(f"training fold {fold}: {' '.join(command[1:])}", flush=True)
+    say(f"training fold {fold}: {' '.join(command[1:])}")
     seconds = train_or_resume(command, folder, args.threads, folder.parent / f"fold{fold}.log", args.device)
-    print(f"fold {fold} trained in {seconds:.0f} s", flush=True)
+    say(f"done fold {fold}: trained in {seconds:.0f} s")
 
 
 class FoldResult(NamedTuple):
@@ -329,9 +332,7 @@ def main() -> None:
     if max(folds) >= n_folds:
         raise UserError(f"--folds {args.folds}: {args.config} splits the films into {n_folds} folds, 0..{n_folds - 1}")
     claim_out_folder(args.out)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        for future in [pool.submit(train_fold, args, k) for k in folds]:
-            future.result()
+    run_pool(folds, args.jobs, lambda k, say: train_fold(args, k, say))
     for k in folds:
         keep_small_files(args, k)
     folds = table_folds(args, folds)
