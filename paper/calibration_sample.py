@@ -23,14 +23,13 @@ spread of the sub-net's test Dice over the training seeds.
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 from pathlib import Path
 
 import pandas as pd
 from checkout import ROOT
 from parity_table import TABLE_SHAPES
-from runner import seed_list
+from runner import check_out_csv, seed_list
 
 from elasticnet.cli.arguments import at_least
 from elasticnet.errors import UserError, run_script
@@ -111,15 +110,7 @@ def spread_table(rows: pd.DataFrame) -> list[dict]:
 
 def check_out_file(path: Path) -> None:
     """Refuse, before any evaluation, an ``--out`` that is a folder or a file this script did not write."""
-    if path.is_dir():
-        raise UserError(
-            f"--out {path} is a folder; give the CSV file to write (e.g. {path / 'calibration_sample.csv'})"
-        )
-    if path.exists():
-        with open(path, newline="") as f:
-            header = tuple(next(csv.reader(f), []))
-        if header != COLUMNS:
-            raise UserError(f"--out {path} is not a table this script wrote; give a new file")
+    check_out_csv(path, "calibration_sample.csv", lambda header: tuple(header) == COLUMNS)
 
 
 def parse_shapes(text: str) -> list[tuple[int, float]]:

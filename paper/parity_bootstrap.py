@@ -27,7 +27,6 @@ kept).
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import numpy as np
 import pandas as pd
 from checkout import ROOT
 from parity_table import TABLE_SHAPES, TARGET, individual_name
-from runner import seed_list
+from runner import check_out_csv, seed_list
 
 from elasticnet.errors import UserError, run_script
 from elasticnet.reporting import write_csv
@@ -191,15 +190,8 @@ def merged(rows: list[dict], path: Path) -> list[dict]:
 
 
 def check_out_file(path: Path) -> None:
-    """Refuse, before the resampling, an ``--out`` that is a folder or a file this script did not write (its
-    rows would be replaced)."""
-    if path.is_dir():
-        raise UserError(f"--out {path} is a folder; give the CSV file to write (e.g. {path / 'bootstrap.csv'})")
-    if path.exists():
-        with open(path, newline="") as f:
-            header = set(next(csv.reader(f), []))
-        if not {"split", "method", "depth", "width", "gap"} <= header:
-            raise UserError(f"--out {path} is not a table this script wrote; give a new file")
+    """Refuse, before the resampling, an ``--out`` that is a folder or a file this script did not write."""
+    check_out_csv(path, "bootstrap.csv", lambda header: {"split", "method", "depth", "width", "gap"} <= set(header))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,7 @@ Shared by the scripts that queue many trainings (``dice_table.py``, ``parity_tab
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -285,6 +286,19 @@ def check_folder(folder: Path, flag: str = "--runs") -> None:
     from elasticnet.files import prepare_outputs
 
     prepare_outputs(folder, [], flag=flag)
+
+
+def check_out_csv(path: Path, name: str, own_header: Callable[[list[str]], bool]) -> None:
+    """Refuse (:class:`~elasticnet.errors.UserError`), before any work, an ``--out`` CSV that is a folder, or an
+    existing file whose header ``own_header`` does not accept (a file the script did not write: its rows would be
+    replaced). ``name``: the file to suggest inside a folder."""
+    if path.is_dir():
+        raise UserError(f"--out {path} is a folder; give the CSV file to write (e.g. {path / name})")
+    if path.exists():
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if not own_header(header):
+            raise UserError(f"--out {path} is not a table this script wrote; give a new file")
 
 
 def claim_out_folder(out: Path, flag: str = "--out") -> None:
