@@ -92,6 +92,24 @@ def test_every_kind_of_problem_is_reported_in_one_pass(tmp_path, capfd, dataset)
     assert "WARN" not in capfd.readouterr().err
 
 
+@pytest.mark.parametrize("cache", ["memory", "disk"])
+def test_training_refuses_masks_that_mark_no_lesion(tmp_path, cache):
+    """Masks saved as a 0/100 label map binarise to empty: a training would learn to predict nothing. One mask
+    that marks a lesion among empty ones (normal images) is a legitimate training set; other users of the
+    split (evaluation of normal images) are not refused."""
+    import cv2
+
+    root = write_folder_dataset(tmp_path / "d", count=10, size=(32, 32))
+    for mask in (root / "masks").iterdir():
+        cv2.imwrite(str(mask), np.where(cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 0, 100, 0).astype(np.uint8))
+    cfg = DataConfig(data=str(root), image_size=[32, 32], cache=cache)
+    train = build_datasets(cfg, 3, 0).train  # not refused without require_lesions
+    with pytest.raises(UserError, match=f"no mask of the {len(train)} training images of .* marks a lesion"):
+        build_datasets(cfg, 3, 0, require_lesions=True)
+    cv2.imwrite(str(root / "masks" / f"{train.names[-1]}.png"), np.full((32, 32), 255, np.uint8))
+    assert build_datasets(cfg, 3, 0, require_lesions=True).train.names == train.names
+
+
 @pytest.mark.parametrize("layout", ["missing", "no_masks", "empty"])
 def test_folder_reader_bad_layouts(tmp_path, layout):
     root = tmp_path / "d"

@@ -499,6 +499,19 @@ def data_cases(ws: dict[str, Path]) -> list[Case]:
                 absent=[root / "out" / f"mias-{name}"],
             )
         )
+    for cache in ("memory", "disk"):  # masks saved as a 0/100 label map read as empty: nothing to learn
+        labels = folder(f"label-map-{cache}")
+        for mask in (labels / "masks").iterdir():
+            cv2.imwrite(str(mask), np.where(cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE) > 0, 100, 0).astype(np.uint8))
+        out = root / "out" / f"label-map-{cache}"
+        cases.append(
+            Case(
+                f"train on masks that mark no lesion (cache {cache})",
+                ["train", *TINY, "--data", str(labels), "--cache", cache, "--out", str(out)],
+                protect=[labels],
+                absent=[out],
+            )
+        )
     empty = root / "empty-images"
     (empty / "images").mkdir(parents=True, exist_ok=True)
     (empty / "masks").mkdir(exist_ok=True)

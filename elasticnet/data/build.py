@@ -126,10 +126,11 @@ def split_sizes(cfg: DataConfig) -> dict[str, int]:
     return {p: sum(q == p and u for q, u in zip(parts, used)) for p in ("train", "val", "test")}
 
 
-def build_datasets(cfg: DataConfig, in_channels: int, seed: int) -> Split:
+def build_datasets(cfg: DataConfig, in_channels: int, seed: int, require_lesions: bool = False) -> Split:
     """Split as configured (by ``cfg.split_seed``, so every training seed sees the same test images);
     augmentation (seeded by ``seed``) and patches on the training part only. Images with an unlocated lesion
-    (:attr:`Record.unlocated`) keep their part in ``rows`` but are in none of the data sets."""
+    (:attr:`Record.unlocated`) keep their part in ``rows`` but are in none of the data sets.
+    ``require_lesions`` (training) refuses a training part whose masks are all empty."""
     full = load_all(cfg, in_channels)
     parts = assign_split(
         full.groups, cfg.split, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.folds, cfg.fold
@@ -139,6 +140,12 @@ def build_datasets(cfg: DataConfig, in_channels: int, seed: int) -> Split:
     index = {p: [i for i, q in enumerate(parts) if q == p and i in located] for p in ("train", "val", "test")}
     pipeline = augment.build(augmentation_kind(cfg, in_channels), seed, cfg.augment_strength)
     train: Dataset = full.subset(index["train"], pipeline)
+    if require_lesions and index["train"] and not train.any_lesion():
+        raise UserError(
+            f"no mask of the {len(index['train'])} training images of {cfg.data} marks a lesion: every one is "
+            f"empty at {cfg.image_size[0]}x{cfg.image_size[1]}. Masks must mark the lesion in white (255, or 1 "
+            "in 0/1 masks) on black (0); check the masks' pixel values (a label map such as 0/100 reads as empty)"
+        )
     if any(cfg.patch_size):
         train = PatchDataset(
             train, cfg.patch_size, cfg.patch_lesion_fraction, cfg.patch_tissue_threshold, cfg.patch_hard_fraction

@@ -74,6 +74,10 @@ class SegmentationDataset(Dataset):
             self.unlocated,
         )
 
+    def any_lesion(self) -> bool:
+        """Whether some mask marks a lesion; stops at the first that does (lazy sets decode until then)."""
+        return any(bool(np.any(mask > 127)) for mask in self.masks)
+
     def located(self) -> list[int]:
         """Indices of the images whose masks mark every annotated lesion: those that can be trained on and scored."""
         return [i for i, n in enumerate(self.names) if n not in self.unlocated]

@@ -83,7 +83,7 @@ def _run(
         seed_everything(t_cfg.seed)
         # Everything that can refuse the config or the data runs before any file is written.
         sampler_for(cfg)  # refuses bad sampling options (the run's own sampler comes with its Recipe)
-        split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
+        split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed, require_lesions=True)
         run_dir = Path(distributed.broadcast_object(str(resume_dir or run_dir_for(t_cfg.out)), dist))
         with run_lock(run_dir) if dist.main else nullcontext():
             problem = open_run_dir(run_dir, cfg, split.rows, resume_dir is not None) if dist.main else None
