@@ -32,6 +32,17 @@ def respect_umask(path: Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~umask())
 
 
+def within(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies inside it (both resolved: links and ``..`` followed)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def nested(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` is, contains or lies inside ``b``."""
+    return within(a, b) or within(b, a)
+
+
 def prepare_outputs(folder: str | Path, names: list[str], overwrite: bool = False, flag: str = "--out") -> Path:
     """Check, before long work starts and without creating anything, that ``folder`` can take the files
     ``names``: it is a folder this process can write (or can be made in the nearest existing one), and none of

@@ -366,6 +366,14 @@ def filesystem_cases(ws: dict[str, Path]) -> list[Case]:
             ["predict", "--model", str(ws["bundle"]), str(ws["images"]), "--out", str(notes)],
             protect=[notes, ws["images"]],
         ),
+        *(
+            Case(
+                f"train --out {where} the data folder",
+                ["train", *TINY, "--max-steps", "1", "--data", str(ws["data"]), "--out", str(out)],
+                protect=[ws["data"]],
+            )
+            for where, out in (("=", ws["data"]), ("inside", ws["data"] / "images"), ("new, inside", ws["data"] / "x"))
+        ),
         Case(
             "predict into its own input folder",
             ["predict", "--model", str(ws["bundle"]), str(ws["data"]), "--out", str(ws["data"])],
@@ -571,6 +579,30 @@ def tune_cases(ws: dict[str, Path]) -> list[Case]:
                 absent=[root / "out" / name, root / f"{name}.log"],
             )
         )
+    space = root / "good-space.yaml"
+    space.write_text("search:\n  lr: {type: float, low: 0.001, high: 0.01}\n")
+    cases.append(
+        Case(
+            "tune --tune-out inside the data folder",
+            [
+                "tune",
+                "--config",
+                str(space),
+                "--data",
+                str(ws["data"]),
+                "--study",
+                "in-data",
+                "--storage",
+                str(root / "in-data.log"),
+                "--trials",
+                "1",
+                "--tune-out",
+                str(ws["data"] / "tune"),
+            ],
+            protect=[space, ws["data"]],
+            absent=[root / "in-data.log"],
+        )
+    )
     return cases
 
 

@@ -402,12 +402,22 @@ def test_masks_saved_as_0_and_1_are_lesions_not_empty(tmp_path):
 
 
 def test_a_split_without_lesions_finishes_with_a_blank_lesion_column(tmp_path):
-    """Every mask empty (normal films only): the run ends with a checkpoint and a table whose lesion Dice is
-    blank, instead of crashing at the end (and on every --resume)."""
+    """Every validation mask empty (normal films only), one training mask with a lesion: the run ends with a
+    checkpoint and a table whose lesion Dice is blank, instead of crashing at the end (and on every --resume).
+    With no lesion in any training mask the run is refused before it starts, leaving no run folder."""
+    from elasticnet.data import build_datasets
+
     root = _masks_dataset(tmp_path / "ds", 0, 255)
     cfg = build_config(
         None, {**BASE, "data": str(root), "max_steps": "2", "batch_size": "4", "out": str(tmp_path / "r")}
     )
+    with pytest.raises(UserError, match="marks a lesion"):
+        trainer.train(cfg, **QUIET)
+    assert not (tmp_path / "r").exists()
+    train_name = build_datasets(cfg.data, 3, 0).train.names[0]
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:16, 4:16] = 255
+    cv2.imwrite(str(root / "masks" / f"{train_name}.png"), mask)
     run = trainer.train(cfg, **QUIET)
     rows = list(csv.DictReader(open(run / "subnets.csv")))
     assert (run / "checkpoint.pt").is_file() and rows and all(r["dice_lesion"] == "" for r in rows)

@@ -26,7 +26,7 @@ import numpy as np
 
 from elasticnet.data.imageio import IMAGE_SUFFIXES, read_image
 from elasticnet.errors import UserError, listing
-from elasticnet.files import atomic_write_bytes
+from elasticnet.files import atomic_write_bytes, nested
 from elasticnet.reporting import write_csv
 from elasticnet.site.model import SiteModel
 
@@ -123,15 +123,11 @@ def new_output_folder(parent: Path = Path(".")) -> Path:
     raise UserError(f"could not make a new output folder {stem}-N in {parent.resolve()}; pass --out")
 
 
-def _nested(a: Path, b: Path) -> bool:
-    return a == b or a in b.parents or b in a.parents
-
-
 def check_outputs(inputs: Sequence[str | Path], files: list[Path], out: Path, overlays: bool, overwrite: bool) -> None:
     """Refuse, before anything is written, a call that would replace a user's file (see the module doc)."""
     resolved = out.resolve()
     folders = {Path(i).resolve() if Path(i).is_dir() else Path(i).resolve().parent for i in inputs}
-    clash = sorted(str(f) for f in folders if _nested(resolved, f))
+    clash = sorted(str(f) for f in folders if nested(resolved, f))
     if clash:
         raise UserError(
             f"the output folder {out} is, contains or lies inside the input folder {clash[0]}: predicting "

@@ -28,6 +28,7 @@ from elasticnet.errors import UserError
 from elasticnet.files import exclusive_lock, lock_is_held
 from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, TABLE_NAME
 from elasticnet.subnet_row import read_table
+from elasticnet.training.run_dir import check_outside_data
 from elasticnet.tune.folder import CLAIM_LOCK, SUMMARY, TRIAL_LOCK, check_study_folder, check_study_name
 from elasticnet.tune.objective import check_objective, final_values, intermediate_value
 from elasticnet.tune.space import load_space, suggest
@@ -145,9 +146,12 @@ def run_worker(s: TuneSettings, echo: Callable[[str], None] = print, progress: b
         echo(f"fixed on the command line, not searched: {', '.join(fixed)}")
     if not space:
         raise UserError("the search space is empty: every searched key is fixed on the command line")
-    build_config(s.config, s.overrides, s.profile)  # refuse a bad base config early
+    base = build_config(s.config, s.overrides, s.profile)  # refuse a bad base config early
     check_study_name(s.study)
-    check_study_folder(s.out)  # before the study is opened: a refused worker leaves nothing behind
+    check_study_folder(s.out)
+    check_outside_data(
+        s.out, base.data.data, "the study folder", "--tune-out"
+    )  # before the study is opened: a refused worker leaves nothing behind
     study = open_study(s)
     s.out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as gpu:
