@@ -182,3 +182,13 @@ def test_split_sizes_from_the_listing_equal_the_loaded_split(tmp_path, split, so
     loaded = build_datasets(cfg, 3, 0)
     expected = {"train": len(loaded.train), "val": len(loaded.val), "test": len(loaded.test or [])}
     assert split_sizes(cfg) == expected
+
+
+def test_a_synthetic_set_that_cannot_fit_in_memory_is_refused_before_it_is_generated(monkeypatch):
+    from elasticnet.data import build
+
+    assert build.available_memory() > 2**20  # read from /proc/meminfo here
+    monkeypatch.setattr(build, "available_memory", lambda: 2**30)  # 1 GiB free
+    monkeypatch.setattr(build, "synthetic_polyp_set", lambda *a, **k: pytest.fail("generated anyway"))
+    with pytest.raises(UserError, match=r"needs 4\.6 GiB of memory; 1\.0 GiB is available.*--synthetic-count"):
+        build.load_all(DataConfig(synthetic_count=100_000, image_size=[96, 128]), 3)

@@ -65,13 +65,37 @@ def augmentation_kind(cfg: DataConfig, in_channels: int = 3) -> str:
     return "mammography" if dataset_kind(cfg) == "mini-mias" or in_channels == 1 else "endoscopy"
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (``MemAvailable``, free pages where that is unknown), or
+    None when the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _fits_in_memory(records: list[Record], in_channels: int, size: tuple[int, int]) -> bool:
     needed = len(records) * size[0] * size[1] * (in_channels + 1)
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return True
-    return needed < 0.5 * available
+    available = available_memory()
+    return available is None or needed < 0.5 * available
+
+
+def _check_synthetic_fits(count: int, size: tuple[int, int]) -> None:
+    """The built-in set is generated into memory (3-channel frames and masks): refuse one that cannot fit,
+    instead of being killed for memory minutes later."""
+    needed, available = count * size[0] * size[1] * 4, available_memory()
+    if available is not None and needed > 0.8 * available:
+        raise UserError(
+            f"the synthetic set of {count} frames at {size[0]}x{size[1]} needs {needed / 2**30:.1f} GiB of memory; "
+            f"{available / 2**30:.1f} GiB is available here. Lower --synthetic-count or --image-size"
+        )
 
 
 def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
@@ -80,6 +104,7 @@ def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
     into memory when it fits (``cache``), else decoded on access after a full check."""
     size = (cfg.image_size[0], cfg.image_size[1])
     if cfg.data == "synthetic":
+        _check_synthetic_fits(cfg.synthetic_count, size)
         images, masks = synthetic_polyp_set(cfg.synthetic_count, *size, seed=cfg.synthetic_seed)
         if in_channels == 1:
             images = [im.mean(axis=2).astype(np.uint8) for im in images]
