@@ -192,3 +192,13 @@ def test_a_synthetic_set_that_cannot_fit_in_memory_is_refused_before_it_is_gener
     monkeypatch.setattr(build, "synthetic_polyp_set", lambda *a, **k: pytest.fail("generated anyway"))
     with pytest.raises(UserError, match=r"needs 4\.6 GiB of memory; 1\.0 GiB is available.*--synthetic-count"):
         build.load_all(DataConfig(synthetic_count=100_000, image_size=[96, 128]), 3)
+
+
+def test_cache_memory_that_cannot_fit_is_refused_and_names_the_disk_cache(tmp_path, monkeypatch):
+    from elasticnet.data import build
+
+    root = write_folder_dataset(tmp_path / "d", count=4, size=(32, 32))
+    monkeypatch.setattr(build, "available_memory", lambda: 2**28)
+    with pytest.raises(UserError, match=r"--cache memory for 4 images at 8192x8192 needs 0\.5 GiB.*--cache disk"):
+        build.load_all(DataConfig(data=str(root), image_size=[8192, 8192], cache="memory"), 1)
+    assert len(build.load_all(DataConfig(data=str(root), image_size=[32, 32], cache="memory"), 1).images) == 4

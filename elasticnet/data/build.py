@@ -87,14 +87,12 @@ def _fits_in_memory(records: list[Record], in_channels: int, size: tuple[int, in
     return available is None or needed < 0.5 * available
 
 
-def _check_synthetic_fits(count: int, size: tuple[int, int]) -> None:
-    """The built-in set is generated into memory (3-channel frames and masks): refuse one that cannot fit,
-    instead of being killed for memory minutes later."""
-    needed, available = count * size[0] * size[1] * 4, available_memory()
+def _check_fits(needed: int, what: str, fix: str) -> None:
+    """Refuse data that must be held in memory and cannot fit, instead of being killed for memory later."""
+    available = available_memory()
     if available is not None and needed > 0.8 * available:
         raise UserError(
-            f"the synthetic set of {count} frames at {size[0]}x{size[1]} needs {needed / 2**30:.1f} GiB of memory; "
-            f"{available / 2**30:.1f} GiB is available here. Lower --synthetic-count or --image-size"
+            f"{what} needs {needed / 2**30:.1f} GiB of memory; {available / 2**30:.1f} GiB is available here. {fix}"
         )
 
 
@@ -104,7 +102,11 @@ def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
     into memory when it fits (``cache``), else decoded on access after a full check."""
     size = (cfg.image_size[0], cfg.image_size[1])
     if cfg.data == "synthetic":
-        _check_synthetic_fits(cfg.synthetic_count, size)
+        _check_fits(  # generated into memory as 3-channel frames and masks
+            cfg.synthetic_count * size[0] * size[1] * 4,
+            f"the synthetic set of {cfg.synthetic_count} frames at {size[0]}x{size[1]}",
+            "Lower --synthetic-count or --image-size",
+        )
         images, masks = synthetic_polyp_set(cfg.synthetic_count, *size, seed=cfg.synthetic_seed)
         if in_channels == 1:
             images = [im.mean(axis=2).astype(np.uint8) for im in images]
@@ -122,6 +124,12 @@ def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
         if not records:
             raise
     names, groups = [r.name for r in records], [r.group for r in records]
+    if cfg.cache == "memory":
+        _check_fits(
+            len(records) * size[0] * size[1] * (in_channels + 1),
+            f"--cache memory for {len(records)} images at {size[0]}x{size[1]}",
+            "Use --cache disk (or auto), or a smaller --image-size",
+        )
     in_memory = cfg.cache == "memory" or (cfg.cache == "auto" and _fits_in_memory(records, in_channels, size))
     if in_memory:
         images, masks = load_records(
