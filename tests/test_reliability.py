@@ -211,6 +211,16 @@ def test_resume_refusals(tmp_path, monkeypatch):
     from elasticnet.cli import main
 
     assert main(["train", "--resume", str(tmp_path / "r"), "--lr", "0.1"]) == 2
+    # an edited config.yaml: another model (the weights would not load) or another recipe (silently changed)
+    config = tmp_path / "r" / "config.yaml"
+    written, state = config.read_text(), (tmp_path / "r" / "last.pt").read_bytes()
+    for old, new in (("base_width: 8", "base_width: 16"), ("lr: 0.002", "lr: 0.5")):
+        assert old in written
+        config.write_text(written.replace(old, new))
+        with pytest.raises(UserError, match=rf"config.yaml differs .*: \w+\.{old.split(':')[0]} .*Put config.yaml back"):
+            trainer.resume(tmp_path / "r", **QUIET)
+        assert (tmp_path / "r" / "last.pt").read_bytes() == state
+    config.write_text(written)
     trainer.resume(tmp_path / "r", **QUIET)
     with pytest.raises(UserError, match="already finished"):
         trainer.resume(tmp_path / "r", **QUIET)

@@ -21,6 +21,7 @@ from elasticnet.data import augment
 from elasticnet.data.build import augmentation_kind
 from elasticnet.data.dataset import PatchDataset
 from elasticnet.data.device_batches import DeviceBatches
+from elasticnet.errors import UserError
 from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.subnet import SubNet
 from elasticnet.run_files import STATE_NAME
@@ -205,13 +206,36 @@ def build_schedule(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, warmup, t.lr_floor))
 
 
+RESUME_MAY_CHANGE = {("train", "device"), ("train", "out")}  # what `train --resume` may set anew
+
+
+def check_same_config(saved: RunConfig, current: RunConfig, run_dir: Path) -> None:
+    """Refuse to continue a training state with another config than it was trained with (an edited
+    config.yaml): the weights would not fit another model, and another recipe would silently change the run."""
+    before, now = saved.to_dict(), current.to_dict()
+    changed = [
+        f"{section}.{key} ({before[section].get(key)!r} -> {value!r})"
+        for section, values in now.items()
+        for key, value in values.items()
+        if (section, key) not in RESUME_MAY_CHANGE and before.get(section, {}).get(key) != value
+    ]
+    if changed:
+        shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise UserError(
+            f"{run_dir}/config.yaml differs from the config its saved training state was trained with: {shown}. "
+            "Put config.yaml back as the run wrote it, or start a new run with the new settings"
+        )
+
+
 def restore(training: Training) -> str | None:
     """Load the run's saved state, if any; returns the line that says where it resumes (None: a new run)."""
     tr, state = training, training.state
     if not tr.state_path.exists():
         return None
+    saved = load_checkpoint(tr.state_path)
+    check_same_config(RunConfig.from_saved(saved["config"], str(tr.state_path)), tr.cfg, tr.run_dir)
     state.restore(
-        load_checkpoint(tr.state_path),
+        saved,
         tr.model,
         tr.optimizer,
         tr.scheduler,
