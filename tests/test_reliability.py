@@ -217,7 +217,9 @@ def test_resume_refusals(tmp_path, monkeypatch):
     for old, new in (("base_width: 8", "base_width: 16"), ("lr: 0.002", "lr: 0.5")):
         assert old in written
         config.write_text(written.replace(old, new))
-        with pytest.raises(UserError, match=rf"config.yaml differs .*: \w+\.{old.split(':')[0]} .*Put config.yaml back"):
+        with pytest.raises(
+            UserError, match=rf"config.yaml differs .*: \w+\.{old.split(':')[0]} .*Put config.yaml back"
+        ):
             trainer.resume(tmp_path / "r", **QUIET)
         assert (tmp_path / "r" / "last.pt").read_bytes() == state
     config.write_text(written)

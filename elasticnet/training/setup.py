@@ -234,14 +234,6 @@ def restore(training: Training) -> str | None:
         return None
     saved = load_checkpoint(tr.state_path)
     check_same_config(RunConfig.from_saved(saved["config"], str(tr.state_path)), tr.cfg, tr.run_dir)
-    state.restore(
-        saved,
-        tr.model,
-        tr.optimizer,
-        tr.scheduler,
-        tr.precision.scaler,
-        tr.recipe.teacher,
-        tr.miner,
-    )
+    state.restore(saved, tr.model, tr.optimizer, tr.scheduler, tr.precision.scaler, tr.recipe.teacher, tr.miner)
     note = state.adapt(tr.dist.world, tr.steps_per_epoch, tr.batch_size, tr.scheduler)
     return f"resuming {tr.run_dir} at step {state.step}/{tr.total_steps} (epoch {len(state.log) + 1}){note}"
