@@ -29,7 +29,7 @@ from elasticnet.models.elastic_unet import ElasticUNet
 from elasticnet.models.subnet import SubNet
 from elasticnet.models.surgery import extract
 from elasticnet.models.unet import UNet
-from elasticnet.run_files import CHECKPOINT_NAME
+from elasticnet.run_files import CHECKPOINT_NAME, STATE_NAME
 
 FORMAT = "elasticnet-checkpoint"
 FORMAT_VERSION = 2
@@ -92,6 +92,12 @@ def resolve_checkpoint(path: str | Path | None, runs_dir: Path = Path("runs")) -
         return candidates[-1]
     path = Path(path)
     if path.is_dir():
+        if not (path / CHECKPOINT_NAME).exists() and (path / STATE_NAME).is_file():
+            raise UserError(
+                f"run {path} has not finished ({STATE_NAME} is its training state, there is no {CHECKPOINT_NAME}): "
+                f"finish it with `elasticnet train --resume {path}`, or pass {path / STATE_NAME} to use the state "
+                "as it is (BatchNorm not re-estimated per sub-net)"
+            )
         path = path / CHECKPOINT_NAME
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; pass a run folder or its {CHECKPOINT_NAME}")

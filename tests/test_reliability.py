@@ -199,7 +199,7 @@ def test_a_second_training_in_a_locked_folder_is_refused(tmp_path):
             trainer.train(build_config(None, {**BASE, "out": str(tmp_path / "r")}), **QUIET)
 
 
-def test_resume_refusals(tmp_path, monkeypatch):
+def test_resume_refusals(tmp_path, monkeypatch, capsys):
     with pytest.raises(UserError, match="no such run folder"):
         trainer.resume(tmp_path / "nowhere", **QUIET)
     with monkeypatch.context() as m:
@@ -208,9 +208,16 @@ def test_resume_refusals(tmp_path, monkeypatch):
             trainer.train(build_config(None, {**BASE, "out": str(tmp_path / "r")}), **QUIET)
     with pytest.raises(UserError, match="holds an unfinished run; continue it with"):
         trainer.train(build_config(None, {**BASE, "out": str(tmp_path / "r")}), **QUIET)
+    from elasticnet.checkpoint import resolve_checkpoint
     from elasticnet.cli import main
 
     assert main(["train", "--resume", str(tmp_path / "r"), "--lr", "0.1"]) == 2
+    # an unfinished run is named as such where a finished checkpoint is asked for; its state can be read
+    with pytest.raises(UserError, match="has not finished .*train --resume .*or pass .*last.pt"):
+        resolve_checkpoint(tmp_path / "r")
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "r" / "last.pt")]) == 0
+    assert "the training state of an unfinished run" in capsys.readouterr().out
     # an edited config.yaml: another model (the weights would not load) or another recipe (silently changed)
     config = tmp_path / "r" / "config.yaml"
     written, state = config.read_text(), (tmp_path / "r" / "last.pt").read_bytes()

@@ -61,6 +61,7 @@ def describe_bundle(folder: Path, desc: Description) -> None:
 
 def describe_checkpoint(path: Path | None, as_json: bool) -> int:
     from elasticnet.checkpoint import DESCRIBED_KEYS, load_checkpoint, resolve_checkpoint
+    from elasticnet.run_files import STATE_NAME
     from elasticnet.subnet_row import rows_from
     from elasticnet.training.tables import show
 
@@ -78,12 +79,19 @@ def describe_checkpoint(path: Path | None, as_json: bool) -> int:
     )
     say(f"data: {cfg['data']['data']} at {cfg['data']['image_size'][0]}x{cfg['data']['image_size'][1]}")
     t = cfg["train"]
+    seconds = ckpt.get("train_seconds")
     say(
-        f"training: {ckpt.get('step')} steps ({ckpt.get('epoch')} epochs) in {ckpt.get('train_seconds')} s, strategy "
+        f"training: {ckpt.get('step')} steps ({ckpt.get('epoch')} epochs) in "
+        f"{f'{seconds:.0f}' if isinstance(seconds, (int, float)) else '?'} s, strategy "
         f"{t['strategy']}{' + distill' if t['distill'] else ''}, batch {t['batch_size']}, lr {t['lr']}, seed {t['seed']}"
         + (f", {ckpt['precision']}" if ckpt.get("precision") else "")
         + (f", {ckpt['train_tflops']} TFLOPs (model count)" if ckpt.get("train_tflops") is not None else "")
     )
+    if Path(checkpoint).name == STATE_NAME:
+        say(
+            f"the training state of an unfinished run: no sub-net table yet (finish it with "
+            f"`elasticnet train --resume {Path(checkpoint).parent}`)"
+        )
     if ckpt.get("subnets"):
         say("\nsub-nets (validation, BN re-estimated per sub-net):")
         say(show(rows_from(ckpt["subnets"], str(checkpoint))))
