@@ -213,7 +213,7 @@ def test_resume_refusals(tmp_path, monkeypatch, capsys):
 
     assert main(["train", "--resume", str(tmp_path / "r"), "--lr", "0.1"]) == 2
     # an unfinished run is named as such where a finished checkpoint is asked for; its state can be read
-    with pytest.raises(UserError, match="has not finished .*train --resume .*or pass .*last.pt"):
+    with pytest.raises(UserError, match=r"has not finished .*train --resume .*or pass .*last\.pt"):
         resolve_checkpoint(tmp_path / "r")
     capsys.readouterr()
     assert main(["info", str(tmp_path / "r" / "last.pt")]) == 0
