@@ -43,6 +43,17 @@ def nested(a: str | Path, b: str | Path) -> bool:
     return within(a, b) or within(b, a)
 
 
+def check_outside_data(folder: str | Path, data: str, what: str = "--out", flag: str = "--out") -> None:
+    """Refuse an output ``folder`` that is, or lies inside, the data set folder ``data`` (``synthetic``: none):
+    what a command writes there (a run's ``curve.png``, a profile's plot) would join the data set, and the next
+    listing of it would read those files as images."""
+    if data != "synthetic" and Path(data).exists() and within(folder, data):
+        raise UserError(
+            f"{what} {folder} is, or lies inside, the data folder {data}: the files written there would land "
+            f"among the data; choose a {flag} outside the data"
+        )
+
+
 def prepare_outputs(folder: str | Path, names: list[str], overwrite: bool = False, flag: str = "--out") -> Path:
     """Check, before long work starts and without creating anything, that ``folder`` can take the files
     ``names``: it is a folder this process can write (or can be made in the nearest existing one), and none of

@@ -139,8 +139,18 @@ def workspace(tmp_path_factory) -> dict[str, Path]:
     for i in range(2):
         cv2.imwrite(str(images / f"ok{i}.png"), rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
     data = write_folder_dataset(root / "data", count=6, size=(32, 32))
+    data_run = root / "data-run"  # a run trained on the folder data set
+    assert main(["train", *TINY, "--max-steps", "1", "--data", str(data), "--out", str(data_run)]) == 0
     (root / "notes.txt").write_text("a user's own file")
-    return {"root": root, "run": run, "bundle": bundle, "images": images, "data": data, "notes": root / "notes.txt"}
+    return {
+        "root": root,
+        "run": run,
+        "bundle": bundle,
+        "images": images,
+        "data": data,
+        "data_run": data_run,
+        "notes": root / "notes.txt",
+    }
 
 
 def numeric_cases(ws: dict[str, Path]) -> list[Case]:
@@ -373,6 +383,11 @@ def filesystem_cases(ws: dict[str, Path]) -> list[Case]:
                 protect=[ws["data"]],
             )
             for where, out in (("=", ws["data"]), ("inside", ws["data"] / "images"), ("new, inside", ws["data"] / "x"))
+        ),
+        Case(
+            "measure --out inside the run's data folder",
+            ["measure", "--checkpoint", str(ws["data_run"]), "--out", str(ws["data"] / "images")],
+            protect=[ws["data"]],
         ),
         Case(
             "predict into its own input folder",

@@ -33,17 +33,19 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from elasticnet.checkpoint import load_checkpoint, resolve_checkpoint
+    from elasticnet.config import RunConfig
     from elasticnet.deploy.pareto import plot_pareto
     from elasticnet.deploy.profile import COLUMNS, profile_checkpoint
     from elasticnet.export.measure import machine
-    from elasticnet.files import prepare_outputs
+    from elasticnet.files import check_outside_data, prepare_outputs
     from elasticnet.reporting import text_table, write_csv
 
     checkpoint = resolve_checkpoint(args.checkpoint)
-    load_checkpoint(checkpoint)  # a file that is not a checkpoint is refused before anything else
+    ckpt = load_checkpoint(checkpoint)  # a file that is not a checkpoint is refused before anything else
     names = [f"profile-{args.runtime}.csv", f"profile-{args.runtime}.png"]
     # checked before measuring for minutes: a folder that cannot take the results fails now, not at the end
     out = prepare_outputs(Path(args.out) if args.out else checkpoint.parent, names, args.overwrite)
+    check_outside_data(out, RunConfig.from_saved(ckpt["config"], str(checkpoint)).data.data)
     print(f"profiling {checkpoint} with {args.runtime} on {machine()} (each sub-net in a fresh process)")
     rows = profile_checkpoint(
         checkpoint,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from elasticnet.config import RunConfig, save_yaml
 from elasticnet.errors import UserError
-from elasticnet.files import exclusive_lock, within
+from elasticnet.files import exclusive_lock
 from elasticnet.reporting import read_csv, write_csv
 from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, LOCK_NAME, RUN_OUTPUTS, SPLIT_NAME, STATE_NAME
 
@@ -44,16 +44,6 @@ def check_new_run_dir(run_dir: Path) -> None:
         raise UserError(
             f"{run_dir} already holds {', '.join(taken)}, which a training run writes; choose another --out "
             "(an empty or new folder)"
-        )
-
-
-def check_outside_data(run_dir: Path, data: str, what: str = "the run folder", flag: str = "--out") -> None:
-    """Refuse a run folder (or a study's, ``what``) that is, or lies inside, the data folder: the run's files
-    (``curve.png`` among them) would join the data set, and the next listing of it would read them as images."""
-    if data != "synthetic" and Path(data).exists() and within(run_dir, data):
-        raise UserError(
-            f"{what} {run_dir} is, or lies inside, the data folder {data}: the run's files would land among "
-            f"the data; choose a {flag} outside the data"
         )
 
 

@@ -26,13 +26,14 @@ from tqdm import tqdm
 from elasticnet.config import RunConfig, load_yaml, resolve_for_device
 from elasticnet.data import build_datasets
 from elasticnet.errors import UserError
+from elasticnet.files import check_outside_data
 from elasticnet.reporting import write_csv
 from elasticnet.run_files import CONFIG_NAME, LOG_NAME
 from elasticnet.runtime import backend_settings, seed_everything
 from elasticnet.training import distributed
 from elasticnet.training.persist import bn_pool, finish, kept_state, save_state
 from elasticnet.training.recipe import sampler_for
-from elasticnet.training.run_dir import check_outside_data, open_run_dir, resumable_run, run_dir_for, run_lock
+from elasticnet.training.run_dir import open_run_dir, resumable_run, run_dir_for, run_lock
 from elasticnet.training.setup import Training, build_training, restore
 from elasticnet.training.signals import StopRequest, TrainingInterrupted
 from elasticnet.training.step import NonFiniteLoss, train_step
@@ -86,7 +87,7 @@ def _run(
         split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed, require_lesions=True)
         run_dir = Path(distributed.broadcast_object(str(resume_dir or run_dir_for(t_cfg.out)), dist))
         if resume_dir is None:
-            check_outside_data(run_dir, cfg.data.data)
+            check_outside_data(run_dir, cfg.data.data, "the run folder")
         with run_lock(run_dir) if dist.main else nullcontext():
             problem = open_run_dir(run_dir, cfg, split.rows, resume_dir is not None) if dist.main else None
             problem = distributed.broadcast_object(problem, dist)  # every rank stops on rank 0's refusal

@@ -25,10 +25,9 @@ from typing import Any
 
 from elasticnet.config import build_config
 from elasticnet.errors import UserError
-from elasticnet.files import exclusive_lock, lock_is_held
+from elasticnet.files import check_outside_data, exclusive_lock, lock_is_held
 from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, TABLE_NAME
 from elasticnet.subnet_row import read_table
-from elasticnet.training.run_dir import check_outside_data
 from elasticnet.tune.folder import CLAIM_LOCK, SUMMARY, TRIAL_LOCK, check_study_folder, check_study_name
 from elasticnet.tune.objective import check_objective, final_values, intermediate_value
 from elasticnet.tune.space import load_space, suggest
