@@ -110,6 +110,23 @@ def test_training_refuses_masks_that_mark_no_lesion(tmp_path, cache):
     assert build_datasets(cfg, 3, 0, require_lesions=True).train.names == train.names
 
 
+def test_a_group_file_is_matched_by_name_with_or_without_extension_and_must_list_every_image(tmp_path):
+    root = write_folder_dataset(tmp_path / "d", count=4, size=(32, 32))
+    groups = root / "groups.csv"
+    groups.write_text("name,patient\n1.png,a\nimages/2.png,a\n3,b\n4.PNG,b\n")
+    assert [r.group for r in find_samples(root)] == ["a", "a", "b", "b"]
+    groups.write_text("name,patient\n1,a\n2,a\n")
+    with pytest.raises(UserError) as e:
+        find_samples(root)
+    assert "2 problem(s)" in str(e.value) and "3.png: not listed in groups.csv" in str(e.value)
+    groups.write_text("name,patient\nframe-1,a\nframe-2,a\n")  # names that match no image: one problem
+    with pytest.raises(UserError, match=r"(?s)1 problem.*groups.csv: names none of the 4 images .*'frame-1'"):
+        find_samples(root)
+    groups.write_text("name,patient\n1,a\n1.png,b\n2,a\n3,b\n4,b\n")
+    with pytest.raises(UserError, match=r"puts '1.png' in two groups \('a', 'b'\)"):
+        find_samples(root)
+
+
 @pytest.mark.parametrize("layout", ["missing", "no_masks", "empty"])
 def test_folder_reader_bad_layouts(tmp_path, layout):
     root = tmp_path / "d"

@@ -2,13 +2,15 @@
 
 Covers Kvasir-SEG, the PNG layout of CVC-ClinicDB, and converted CBIS-DDSM / INbreast sets. An optional
 ``groups.csv`` (or ``sequences.csv``) beside the folders, with columns ``name/id, group/sequence/patient``,
-gives the groups that a grouped split keeps together; without it every image is its own group.
+gives the groups that a grouped split keeps together; a name is an image's file name with or without its
+extension, and every image must be listed (one left out would be a group of its own, free to land beside its
+near-duplicates in another part of the split). Without a group file every image is its own group.
 """
 
 from __future__ import annotations
 
 import csv
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from elasticnet.data.imageio import IMAGE_SUFFIXES
 from elasticnet.data.records import DataProblems, Record
@@ -56,8 +58,15 @@ def paired(root: Path, images_dir: Path, masks_dir: Path) -> tuple[list[tuple[st
         return e.records, e.problems
 
 
-def read_groups(root: Path) -> dict[str, str]:
-    """name -> group from the first group file found beside the folders (empty if none)."""
+def group_key(name: str) -> str:
+    """A group file's name as the image stem it names: ``12``, ``12.png`` and ``images/12.png`` all name 12."""
+    path = PurePosixPath(name.strip().replace("\\", "/"))
+    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else path.name
+
+
+def read_groups(root: Path) -> tuple[dict[str, str], Path | None]:
+    """(image stem -> group, the group file) from the first group file found beside the folders (({}, None) if
+    none). A name given twice with two groups is refused."""
     for name in GROUP_FILES:
         path = root / name
         if path.is_file():
@@ -71,15 +80,38 @@ def read_groups(root: Path) -> dict[str, str]:
                 ) from None
             if len(rows) < 2 or len(rows[0]) < 2:
                 raise UserError(f"{path} must have a header and two columns: name, group")
-            return {row[0].strip(): row[1].strip() for row in rows[1:] if len(row) >= 2}
-    return {}
+            groups: dict[str, str] = {}
+            for row in rows[1:]:
+                if len(row) < 2 or not row[0].strip():
+                    continue
+                key, group = group_key(row[0]), row[1].strip()
+                if groups.setdefault(key, group) != group:
+                    raise UserError(f"{path} puts {row[0].strip()!r} in two groups ({groups[key]!r}, {group!r})")
+            return groups, path
+    return {}, None
+
+
+def ungrouped(pairs: list[tuple[str, Path, Path]], groups: dict[str, str], group_file: Path | None) -> list[str]:
+    """Problems: images the group file does not list (a grouped split would make each its own group, and
+    near-duplicates could land in training and test)."""
+    if group_file is None:
+        return []
+    missing = [image for stem, image, _ in pairs if stem not in groups]
+    if missing and len(missing) == len(pairs):
+        example = next(iter(groups), "")
+        return [
+            f"{group_file}: names none of the {len(pairs)} images (it names e.g. {example!r}; a name is an image's "
+            f"file name, with or without its extension, e.g. {pairs[0][0]!r} for {pairs[0][1].name})"
+        ]
+    return [f"{image}: not listed in {group_file.name}" for image in missing]
 
 
 def find_samples(root: str | Path) -> list[Record]:
     root = Path(root)
     require_dir(root, "images", "masks", hint="pass --data synthetic or a folder with images/ and masks/")
-    groups = read_groups(root)
+    groups, group_file = read_groups(root)
     pairs, problems = paired(root, root / "images", root / "masks")
+    problems += ungrouped(pairs, groups, group_file)
     records = [Record(stem, image, groups.get(stem, stem), mask_path=mask) for stem, image, mask in pairs]
     if problems:
         raise DataProblems(root, problems, records)
