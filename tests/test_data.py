@@ -127,6 +127,25 @@ def test_a_group_file_is_matched_by_name_with_or_without_extension_and_must_list
         find_samples(root)
 
 
+def test_a_grouped_split_of_a_folder_without_a_group_file_is_refused(tmp_path):
+    """Every image would be its own group: the 'grouped' split would be a random one. Reading the whole
+    folder (evaluation) needs no groups."""
+    from elasticnet.data.build import load_all, split_sizes
+
+    root = write_folder_dataset(tmp_path / "d", count=10, size=(32, 32))
+    cfg = DataConfig(data=str(root), image_size=[32, 32], split="grouped")
+    for call in (lambda: build_datasets(cfg, 3, 0), lambda: split_sizes(cfg)):
+        with pytest.raises(UserError, match=r"--split grouped needs the groups of .*Add groups\.csv"):
+            call()
+    assert len(load_all(cfg, 3).images) == 10
+    (root / "groups.csv").write_text("name,group\n" + "".join(f"{i},g{i % 3}\n" for i in range(1, 11)))
+    split = build_datasets(cfg, 3, 0)
+    parts = {row["group"]: set() for row in split.rows}
+    for row in split.rows:
+        parts[row["group"]].add(row["split"])
+    assert all(len(p) == 1 for p in parts.values())  # each group in one part
+
+
 @pytest.mark.parametrize("layout", ["missing", "no_masks", "empty"])
 def test_folder_reader_bad_layouts(tmp_path, layout):
     root = tmp_path / "d"
@@ -188,14 +207,15 @@ def test_a_mias_circle_far_outside_the_film_is_a_listed_problem():
 @pytest.mark.parametrize(
     "split", [{"split": "random"}, {"split": "grouped", "folds": 5, "fold": 2}, {"test_fraction": 0.25}]
 )
-@pytest.mark.parametrize("source", ["synthetic", "folder"])
+@pytest.mark.parametrize("source", ["synthetic", "cvc-clinicdb"])
 def test_split_sizes_from_the_listing_equal_the_loaded_split(tmp_path, split, source):
     from helpers import write_fake_cvc
 
     from elasticnet.data.build import split_sizes
 
     data = "synthetic" if source == "synthetic" else str(write_fake_cvc(tmp_path / "cvc"))
-    cfg = DataConfig(data=data, image_size=[32, 32], synthetic_count=20, **split)
+    dataset = "auto" if source == "synthetic" else source  # the CVC reader knows the frames' sequences
+    cfg = DataConfig(data=data, dataset=dataset, image_size=[32, 32], synthetic_count=20, **split)
     loaded = build_datasets(cfg, 3, 0)
     expected = {"train": len(loaded.train), "val": len(loaded.val), "test": len(loaded.test or [])}
     assert split_sizes(cfg) == expected

@@ -13,7 +13,7 @@ from elasticnet.config import DataConfig
 from elasticnet.data import augment
 from elasticnet.data.cvc import find_cvc, is_official_layout
 from elasticnet.data.dataset import PatchDataset, SegmentationDataset
-from elasticnet.data.folder import find_samples
+from elasticnet.data.folder import GROUP_FILES, find_samples
 from elasticnet.data.mias import find_mias
 from elasticnet.data.records import DataProblems, LazyArrays, Record, check_records, load_records, prepared
 from elasticnet.data.splits import assign_split
@@ -55,6 +55,18 @@ def find_records(cfg: DataConfig) -> list[Record]:
     if kind == "cvc-clinicdb":
         return find_cvc(cfg.data)
     return find_samples(cfg.data)
+
+
+def check_groups(cfg: DataConfig) -> None:
+    """A grouped split of a folder data set needs its group file."""
+    if cfg.split != "grouped" or dataset_kind(cfg) != "folder" or not Path(cfg.data).is_dir():
+        return
+    if not any((Path(cfg.data) / name).is_file() for name in GROUP_FILES):
+        raise UserError(
+            f"--split grouped needs the groups of {cfg.data} (video sequence, patient): with no "
+            f"{' or '.join(GROUP_FILES)} beside images/ and masks/ every image would be its own group and the "
+            "split a random one. Add groups.csv (name,group), or use --split random"
+        )
 
 
 def augmentation_kind(cfg: DataConfig, in_channels: int = 3) -> str:
@@ -146,6 +158,7 @@ def load_all(cfg: DataConfig, in_channels: int) -> SegmentationDataset:
 def split_sizes(cfg: DataConfig) -> dict[str, int]:
     """Images in each part of the split (train, val, test) from the file listing alone, nothing decoded: for
     planning a run's steps before it starts. Images with an unlocated lesion are not counted (not used)."""
+    check_groups(cfg)
     if cfg.data == "synthetic":
         groups = [f"synthetic-{i:05d}" for i in range(cfg.synthetic_count)]
         used = [True] * len(groups)
@@ -164,6 +177,7 @@ def build_datasets(cfg: DataConfig, in_channels: int, seed: int, require_lesions
     augmentation (seeded by ``seed``) and patches on the training part only. Images with an unlocated lesion
     (:attr:`Record.unlocated`) keep their part in ``rows`` but are in none of the data sets.
     ``require_lesions`` (training) refuses a training part whose masks are all empty."""
+    check_groups(cfg)
     full = load_all(cfg, in_channels)
     parts = assign_split(
         full.groups, cfg.split, cfg.val_fraction, cfg.test_fraction, cfg.split_seed, cfg.folds, cfg.fold
