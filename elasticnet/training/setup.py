@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from elasticnet.checkpoint import load_checkpoint
-from elasticnet.config import RunConfig, eval_batch_size
+from elasticnet.config import RunConfig, eval_batch_size, resolve_for_device
 from elasticnet.data import augment
 from elasticnet.data.build import augmentation_kind
 from elasticnet.data.dataset import PatchDataset
@@ -233,7 +233,10 @@ def restore(training: Training) -> str | None:
     if not tr.state_path.exists():
         return None
     saved = load_checkpoint(tr.state_path)
-    check_same_config(RunConfig.from_saved(saved["config"], str(tr.state_path)), tr.cfg, tr.run_dir)
+    # resolved as the current config was (a state saved by an older version may hold 'auto' where it now holds
+    # the value used)
+    trained = resolve_for_device(RunConfig.from_saved(saved["config"], str(tr.state_path)), tr.device.type)
+    check_same_config(trained, tr.cfg, tr.run_dir)
     state.restore(saved, tr.model, tr.optimizer, tr.scheduler, tr.precision.scaler, tr.recipe.teacher, tr.miner)
     note = state.adapt(tr.dist.world, tr.steps_per_epoch, tr.batch_size, tr.scheduler)
     return f"resuming {tr.run_dir} at step {state.step}/{tr.total_steps} (epoch {len(state.log) + 1}){note}"
