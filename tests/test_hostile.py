@@ -355,6 +355,16 @@ def image_cases(ws: dict[str, Path]) -> list[Case]:
     return cases
 
 
+def lone_checkpoint(ws: dict[str, Path]) -> Path:
+    """A run's checkpoint copied into a user's folder beside the user's own subnets.csv."""
+    folder = ws["root"] / "models"
+    if not folder.is_dir():
+        folder.mkdir()
+        (folder / "model.pt").write_bytes((ws["run"] / "checkpoint.pt").read_bytes())
+        (folder / "subnets.csv").write_text("a user's own notes\n")
+    return folder / "model.pt"
+
+
 def filesystem_cases(ws: dict[str, Path]) -> list[Case]:
     notes, root = ws["notes"], ws["root"]
     cases = [
@@ -383,6 +393,11 @@ def filesystem_cases(ws: dict[str, Path]) -> list[Case]:
                 protect=[ws["data"]],
             )
             for where, out in (("=", ws["data"]), ("inside", ws["data"] / "images"), ("new, inside", ws["data"] / "x"))
+        ),
+        Case(
+            "eval --recalibrate a checkpoint copied out of its run folder",
+            ["eval", "--checkpoint", str(lone_checkpoint(ws)), "--recalibrate"],
+            protect=[lone_checkpoint(ws).parent],
         ),
         Case(
             "measure --out inside the run's data folder",

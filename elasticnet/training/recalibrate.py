@@ -14,6 +14,7 @@ from elasticnet.checkpoint import (
 )
 from elasticnet.config import eval_batch_size
 from elasticnet.data import build_datasets
+from elasticnet.errors import UserError
 from elasticnet.run_files import SPLIT_NAME
 from elasticnet.runtime import select_device
 from elasticnet.subnet_row import as_dicts
@@ -28,6 +29,11 @@ def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], No
     (what export uses). The weights are left as trained. For runs evaluated by an older elasticnet."""
     checkpoint = resolve_checkpoint(path)
     run_dir = checkpoint.parent
+    if not (run_dir / SPLIT_NAME).is_file():
+        raise UserError(
+            f"--recalibrate rewrites the table of a run in its run folder, and {run_dir} holds no {SPLIT_NAME} (the "
+            f"split the run was evaluated on): pass the run folder the checkpoint was trained in"
+        )
     with run_lock(run_dir):
         ckpt = load_checkpoint(checkpoint)
         cfg, model = model_from_checkpoint(ckpt, select_device(device))
