@@ -633,6 +633,30 @@ def tune_cases(ws: dict[str, Path]) -> list[Case]:
             absent=[root / "in-data.log"],
         )
     )
+    cases.append(  # a data set every trial would refuse: refused once, before the study exists
+        Case(
+            "tune --split grouped on a folder without groups",
+            [
+                "tune",
+                "--config",
+                str(space),
+                "--data",
+                str(ws["data"]),
+                "--split",
+                "grouped",
+                "--study",
+                "no-groups",
+                "--storage",
+                str(root / "no-groups.log"),
+                "--trials",
+                "1",
+                "--tune-out",
+                str(root / "out" / "no-groups"),
+            ],
+            protect=[space, ws["data"]],
+            absent=[root / "no-groups.log", root / "out" / "no-groups"],
+        )
+    )
     return cases
 
 

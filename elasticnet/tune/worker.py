@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from elasticnet.config import build_config
+from elasticnet.config import DataConfig, build_config
+from elasticnet.data.build import split_sizes
 from elasticnet.errors import UserError
 from elasticnet.files import check_outside_data, exclusive_lock, lock_is_held
 from elasticnet.run_files import CHECKPOINT_NAME, CONFIG_NAME, TABLE_NAME
@@ -132,6 +133,9 @@ def claim_gpu(folder: Path, stack: ExitStack) -> str | None:
     return f"cuda:{os.getpid() % count}"
 
 
+DATA_KEYS = {f.name for f in dataclasses.fields(DataConfig)}
+
+
 def run_worker(s: TuneSettings, echo: Callable[[str], None] = print, progress: bool = False) -> int:
     """Run trials until the study has ``s.trials``; returns how many this worker ran. Parallel workers on a
     machine with several GPUs (device ``auto`` or ``cuda``) each take a GPU of their own (:func:`claim_gpu`)."""
@@ -148,9 +152,10 @@ def run_worker(s: TuneSettings, echo: Callable[[str], None] = print, progress: b
     base = build_config(s.config, s.overrides, s.profile)  # refuse a bad base config early
     check_study_name(s.study)
     check_study_folder(s.out)
-    check_outside_data(
-        s.out, base.data.data, "the study folder", "--tune-out"
-    )  # before the study is opened: a refused worker leaves nothing behind
+    # before the study is opened, a refused worker leaves nothing behind
+    check_outside_data(s.out, base.data.data, "the study folder", "--tune-out")
+    if not any(key in DATA_KEYS for key in space):
+        split_sizes(base.data)  # a data set every trial would refuse (no folder, no groups) is refused once
     study = open_study(s)
     s.out.mkdir(parents=True, exist_ok=True)
     with ExitStack() as gpu:
