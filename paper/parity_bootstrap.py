@@ -21,7 +21,8 @@ split takes the mean over the folds, which differs where folds have different nu
 
 Writes ``results/cvc_clinicdb/<profile>/bootstrap.csv``: split, method, unit, depth, width, seeds, images,
 groups, gap, ci_low, ci_high, share_below_target (rows of other splits, methods or units already there are
-kept).
+kept). ``--by-group`` also writes ``gaps_by_sequence.csv`` beside it: each seed's elastic and individual test
+Dice and their gap per test sequence (where a split's gap comes from).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ COLUMNS = (
     "ci_high",
     "share_below_target",
 )
+
+BY_GROUP = "gaps_by_sequence.csv"
+GROUP_COLUMNS = ("split", "method", "depth", "width", "seed", "group", "images", "elastic", "individual", "gap")
 
 
 @functools.cache
@@ -142,9 +146,15 @@ def paired_gap(
     }
 
 
-def shape_row(args, depth: int, width: float, seeds: list[int]) -> dict:
-    """The bootstrap row of one shape; several ``--split`` folds are pooled (their test frames side by side, each
-    fold's sequences resampled as its own clusters)."""
+def split_name(args) -> str:
+    """The split as the tables name it: pooled folds joined by '+'."""
+    return "+".join(s for s in args.split.split(",") if s)
+
+
+def shape_arrays(args, depth: int, width: float, seeds: list[int]):
+    """(elastic, individual, groups) of one shape: per seed, the per-image test Dice of the elastic sub-net and of
+    the individual net, and the images' groups; several ``--split`` folds are pooled (their test frames side by
+    side, each fold's sequences named ``<fold>/<sequence>``)."""
     splits = [s for s in args.split.split(",") if s]
     elastic, individual, groups = [], [], []
     for seed in seeds:
@@ -166,8 +176,14 @@ def shape_row(args, depth: int, width: float, seeds: list[int]) -> dict:
         elastic.append(np.concatenate(e_all))
         individual.append(np.concatenate(i_all))
         groups = g_all
+    return elastic, individual, groups
+
+
+def shape_row(args, depth: int, width: float, seeds: list[int], arrays=None) -> dict:
+    """The bootstrap row of one shape, from its :func:`shape_arrays` (computed here when not given)."""
+    elastic, individual, groups = arrays or shape_arrays(args, depth, width, seeds)
     return {
-        "split": "+".join(splits),
+        "split": split_name(args),
         "method": args.method,
         "unit": args.unit,
         "depth": depth,
@@ -176,6 +192,29 @@ def shape_row(args, depth: int, width: float, seeds: list[int]) -> dict:
     } | paired_gap(
         elastic, individual, args.resamples, groups if args.unit != "image" else None, over_seeds="seed" in args.unit
     )
+
+
+def group_rows(
+    elastic: list[np.ndarray], individual: list[np.ndarray], groups: list[str], seeds: list[int]
+) -> list[dict]:
+    """Per seed and test sequence: images, mean test Dice of the elastic sub-net and of the individual net, and
+    the gap (points): where a split's gap comes from (one hard sequence can carry a fold's verdict)."""
+    keys = np.asarray(groups)
+    rows = []
+    for seed, e, i in zip(seeds, elastic, individual, strict=True):
+        for group in dict.fromkeys(groups):
+            mask = keys == group
+            rows.append(
+                {
+                    "seed": seed,
+                    "group": group,
+                    "images": int(mask.sum()),
+                    "elastic": round(float(e[mask].mean() * 100), 2),
+                    "individual": round(float(i[mask].mean() * 100), 2),
+                    "gap": round(float((e[mask] - i[mask]).mean() * 100), 2),
+                }
+            )
+    return rows
 
 
 def merged(rows: list[dict], path: Path) -> list[dict]:
@@ -187,6 +226,19 @@ def merged(rows: list[dict], path: Path) -> list[dict]:
         old = []  # an older layout: this run's rows replace it
     mine = {(r["split"], r["method"], r["unit"]) for r in rows}
     return [r for r in old if (r["split"], r["method"], r["unit"]) not in mine] + rows
+
+
+def merged_groups(rows: list[dict], path: Path) -> list[dict]:
+    """``rows`` and the rows of ``path`` for other (split, method)."""
+    if not path.is_file():
+        return rows
+    old = pd.read_csv(path).to_dict("records")
+    mine = {(r["split"], r["method"]) for r in rows}
+    return [r for r in old if (r["split"], r["method"]) not in mine] + rows
+
+
+def check_by_group_file(path: Path) -> None:
+    check_out_csv(path, BY_GROUP, lambda header: list(header) == list(GROUP_COLUMNS))
 
 
 def check_out_file(path: Path) -> None:
@@ -210,15 +262,29 @@ def main(argv: list[str] | None = None) -> None:
         help="what is resampled: test sequences, test images, or training seeds and test sequences",
     )
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--by-group", action="store_true", help=f"also write {BY_GROUP} beside --out: each seed's gap per test sequence"
+    )
     args = p.parse_args(argv)
     if args.resamples < 100:
         raise UserError("--resamples must be at least 100")
     seeds = seed_list(args.seeds)
     out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile / "bootstrap.csv"
     check_out_file(out)
-    rows = [shape_row(args, d, w, seeds) for d, w in TABLE_SHAPES]
+    if args.by_group:
+        check_by_group_file(out.parent / BY_GROUP)
+    arrays = {(d, w): shape_arrays(args, d, w, seeds) for d, w in TABLE_SHAPES}
+    rows = [shape_row(args, d, w, seeds, arrays[d, w]) for d, w in TABLE_SHAPES]
     out.parent.mkdir(parents=True, exist_ok=True)
     write_csv(merged(rows, out), out, COLUMNS)
+    if args.by_group:
+        by_group = [
+            {"split": split_name(args), "method": args.method, "depth": d, "width": w} | row
+            for (d, w), (e, i, g) in arrays.items()
+            for row in group_rows(e, i, g, seeds)
+        ]
+        write_csv(merged_groups(by_group, out.parent / BY_GROUP), out.parent / BY_GROUP, GROUP_COLUMNS)
+        print(f"wrote {out.parent / BY_GROUP}")
     for r in rows:
         print(f"({r['depth']},{r['width']:g}) gap {r['gap']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]")
     print(f"wrote {out}")

@@ -1261,3 +1261,20 @@ def test_probe_subnets_names_the_form_of_the_image_count(capsys):
     with pytest.raises(SystemExit) as e:  # argparse, before any checkpoint is read
         probe_subnets.main(["--checkpoint", "anything", "--images", "0"])
     assert e.value.code == 2 and "must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_gaps_by_sequence_add_up_to_the_gap_and_find_the_sequence_that_carries_it():
+    """One hard sequence where the elastic sub-net loses 20 points, four where it ties: the per-sequence rows
+    name it, and their image-weighted mean is the split's gap, per seed."""
+    groups = [f"s{k}" for k in range(5) for _ in range(10)]
+    rng = np.random.default_rng(4)
+    individual = [rng.uniform(0.6, 0.9, 50) for _ in range(2)]
+    elastic = [i - np.where(np.array(groups) == "s3", 0.2, 0.0) for i in individual]
+    rows = parity_bootstrap.group_rows(elastic, individual, groups, seeds=[0, 7])
+    assert [(r["seed"], r["group"]) for r in rows] == [(s, f"s{k}") for s in (0, 7) for k in range(5)]
+    assert {r["group"]: r["gap"] for r in rows if r["seed"] == 7} == {"s0": 0, "s1": 0, "s2": 0, "s3": -20, "s4": 0}
+    for seed, e, i in zip((0, 7), elastic, individual):
+        mine = [r for r in rows if r["seed"] == seed]
+        weighted = sum(r["gap"] * r["images"] for r in mine) / sum(r["images"] for r in mine)
+        assert weighted == pytest.approx((e - i).mean() * 100, abs=0.01)
+        assert all(r["elastic"] - r["individual"] == pytest.approx(r["gap"], abs=0.02) for r in mine)
