@@ -325,3 +325,21 @@ def test_eval_on_another_folder_recognises_it_instead_of_using_the_runs_reader(t
     capsys.readouterr()
     assert main(["eval", "--checkpoint", str(run), "--data", str(other)]) == 0
     assert "all 4 images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, command, unknown",
+    [
+        (["predict", "--model", "m", "x.png", "--threshold", "2"], "predict", "--threshold 2"),
+        (["--bogus", "train"], "train", "--bogus"),
+        (["profile", "--bogus"], "measure", "--bogus"),  # the former name of measure
+    ],
+)
+def test_an_unknown_option_is_named_by_its_command_with_its_usage(argv, command, unknown, capsys):
+    from elasticnet.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"usage: elasticnet {command}" in err
+    assert f"elasticnet {command}: error: unrecognized arguments: {unknown}" in err

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMANDS.values():
         module.add_parser(sub)
+    parser.set_defaults(command_parsers=sub.choices)
     return parser
 
 
@@ -45,7 +46,9 @@ SITE_COMMANDS = {"predict"}  # run with `pip install elasticnet[site]`; the othe
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # named by the command, with its usage, not by the top-level parser
+        args.command_parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     args.command = ALIASES.get(args.command, args.command)
     if args.command not in SITE_COMMANDS:
         import importlib.util
