@@ -150,9 +150,9 @@ def run_worker(s: TuneSettings, echo: Callable[[str], None] = print, progress: b
     if not space:
         raise UserError("the search space is empty: every searched key is fixed on the command line")
     base = build_config(s.config, s.overrides, s.profile)  # refuse a bad base config early
+    # the rest before the study is opened: a refused worker leaves nothing behind
     check_study_name(s.study)
     check_study_folder(s.out)
-    # before the study is opened, a refused worker leaves nothing behind
     check_outside_data(s.out, base.data.data, "the study folder", "--tune-out")
     if not any(key in DATA_KEYS for key in space):
         split_sizes(base.data)  # a data set every trial would refuse (no folder, no groups) is refused once
