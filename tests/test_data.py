@@ -55,6 +55,17 @@ def test_folder_reader_reports_every_problem_at_once(tmp_path):
     assert "2 problem(s)" in message and "2.png: no mask" in message and "9.png: no image" in message
 
 
+def test_two_files_of_one_folder_with_one_name_are_a_problem_not_a_silent_choice(tmp_path):
+    root = write_folder_dataset(tmp_path / "d", count=4)
+    (root / "images" / "1.jpg").write_bytes((root / "images" / "2.png").read_bytes())
+    (root / "masks" / "3.bmp").write_bytes((root / "masks" / "3.png").read_bytes())
+    with pytest.raises(UserError) as e:
+        find_samples(root)
+    message = str(e.value)
+    assert "2 problem(s)" in message
+    assert "1.jpg and 1.png share the name '1'" in message and "3.bmp and 3.png share the name '3'" in message
+
+
 def test_folder_reader_reports_unreadable_and_mismatched_files(tmp_path):
     import cv2
 

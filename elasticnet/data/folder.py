@@ -23,6 +23,20 @@ def files_by_stem(folder: Path) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
 
 
+def shared_stems(folder: Path) -> list[str]:
+    """Problems: files of ``folder`` that share a name (``1.png`` and ``1.jpg``): which one pairs with the other
+    folder's file would be a guess."""
+    by_stem: dict[str, list[str]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            by_stem.setdefault(p.stem, []).append(p.name)
+    return [
+        f"{folder}: {' and '.join(names)} share the name {stem!r}; keep one"
+        for stem, names in by_stem.items()
+        if len(names) > 1
+    ]
+
+
 def natural_key(stem: str) -> tuple:
     return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
 
@@ -37,10 +51,12 @@ def require_dir(root: Path, *subdirs: str, hint: str) -> None:
 
 
 def pair_by_stem(root: Path, images_dir: Path, masks_dir: Path) -> list[tuple[str, Path, Path]]:
-    """(stem, image, mask) for every stem, in natural order; unpaired files raise :class:`DataProblems`
-    listing each of them (its ``records`` are the pairs, for the caller to check too)."""
+    """(stem, image, mask) for every stem, in natural order; unpaired files and files of one folder that share a
+    name raise :class:`DataProblems` listing each of them (its ``records`` are the pairs, for the caller to check
+    too)."""
     images, masks = files_by_stem(images_dir), files_by_stem(masks_dir)
-    problems = [f"{images[s]}: no mask {masks_dir}/{s}.*" for s in sorted(images.keys() - masks.keys())]
+    problems = shared_stems(images_dir) + shared_stems(masks_dir)
+    problems += [f"{images[s]}: no mask {masks_dir}/{s}.*" for s in sorted(images.keys() - masks.keys())]
     problems += [f"{masks[s]}: no image {images_dir}/{s}.*" for s in sorted(masks.keys() - images.keys())]
     if not images:
         problems.append(f"{images_dir}: no images (looked for {', '.join(IMAGE_SUFFIXES)})")
