@@ -146,16 +146,21 @@ def paired_gap(
     }
 
 
+def split_list(args) -> list[str]:
+    """The ``--split`` folds."""
+    return [s for s in args.split.split(",") if s]
+
+
 def split_name(args) -> str:
     """The split as the tables name it: pooled folds joined by '+'."""
-    return "+".join(s for s in args.split.split(",") if s)
+    return "+".join(split_list(args))
 
 
 def shape_arrays(args, depth: int, width: float, seeds: list[int]):
     """(elastic, individual, groups) of one shape: per seed, the per-image test Dice of the elastic sub-net and of
     the individual net, and the images' groups; several ``--split`` folds are pooled (their test frames side by
     side, each fold's sequences named ``<fold>/<sequence>``)."""
-    splits = [s for s in args.split.split(",") if s]
+    splits = split_list(args)
     elastic, individual, groups = [], [], []
     for seed in seeds:
         e_all, i_all, g_all = [], [], []
@@ -217,24 +222,17 @@ def group_rows(
     return rows
 
 
-def merged(rows: list[dict], path: Path) -> list[dict]:
-    """``rows`` and the rows of ``path`` for other (split, method, unit)."""
+def merged(
+    rows: list[dict], path: Path, keys: tuple[str, ...] = ("split", "method", "unit"), columns: tuple = COLUMNS
+) -> list[dict]:
+    """``rows`` and the rows of ``path`` whose ``keys`` differ from every row of ``rows``."""
     if not path.is_file():
         return rows
-    old = pd.read_csv(path, dtype={"seeds": str}).to_dict("records")
-    if old and set(old[0]) != set(COLUMNS):
+    old = pd.read_csv(path, dtype={"seeds": str} if "seeds" in columns else None).to_dict("records")
+    if old and set(old[0]) != set(columns):
         old = []  # an older layout: this run's rows replace it
-    mine = {(r["split"], r["method"], r["unit"]) for r in rows}
-    return [r for r in old if (r["split"], r["method"], r["unit"]) not in mine] + rows
-
-
-def merged_groups(rows: list[dict], path: Path) -> list[dict]:
-    """``rows`` and the rows of ``path`` for other (split, method)."""
-    if not path.is_file():
-        return rows
-    old = pd.read_csv(path).to_dict("records")
-    mine = {(r["split"], r["method"]) for r in rows}
-    return [r for r in old if (r["split"], r["method"]) not in mine] + rows
+    mine = {tuple(r[k] for k in keys) for r in rows}
+    return [r for r in old if tuple(r[k] for k in keys) not in mine] + rows
 
 
 def check_by_group_file(path: Path) -> None:
@@ -283,7 +281,8 @@ def main(argv: list[str] | None = None) -> None:
             for (d, w), (e, i, g) in arrays.items()
             for row in group_rows(e, i, g, seeds)
         ]
-        write_csv(merged_groups(by_group, out.parent / BY_GROUP), out.parent / BY_GROUP, GROUP_COLUMNS)
+        by_group_file = out.parent / BY_GROUP
+        write_csv(merged(by_group, by_group_file, ("split", "method"), GROUP_COLUMNS), by_group_file, GROUP_COLUMNS)
         print(f"wrote {out.parent / BY_GROUP}")
     for r in rows:
         print(f"({r['depth']},{r['width']:g}) gap {r['gap']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]")

@@ -19,17 +19,21 @@ from elasticnet.errors import UserError
 GROUP_FILES = ("groups.csv", "sequences.csv")
 
 
-def files_by_stem(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+def image_files(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
 
 
-def shared_stems(folder: Path) -> list[str]:
-    """Problems: files of ``folder`` that share a name (``1.png`` and ``1.jpg``): which one pairs with the other
-    folder's file would be a guess."""
+def files_by_stem(folder: Path, files: list[Path] | None = None) -> dict[str, Path]:
+    """stem -> file of ``folder``'s images (``files``: its :func:`image_files`, when already listed)."""
+    return {p.stem: p for p in (image_files(folder) if files is None else files)}
+
+
+def shared_stems(folder: Path, files: list[Path]) -> list[str]:
+    """Problems: files of ``folder`` (its :func:`image_files`) that share a name (``1.png`` and ``1.jpg``): which
+    one pairs with the other folder's file would be a guess."""
     by_stem: dict[str, list[str]] = {}
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            by_stem.setdefault(p.stem, []).append(p.name)
+    for p in files:
+        by_stem.setdefault(p.stem, []).append(p.name)
     return [
         f"{folder}: {' and '.join(names)} share the name {stem!r}; keep one"
         for stem, names in by_stem.items()
@@ -54,8 +58,9 @@ def pair_by_stem(root: Path, images_dir: Path, masks_dir: Path) -> list[tuple[st
     """(stem, image, mask) for every stem, in natural order; unpaired files and files of one folder that share a
     name raise :class:`DataProblems` listing each of them (its ``records`` are the pairs, for the caller to check
     too)."""
-    images, masks = files_by_stem(images_dir), files_by_stem(masks_dir)
-    problems = shared_stems(images_dir) + shared_stems(masks_dir)
+    image_list, mask_list = image_files(images_dir), image_files(masks_dir)  # each folder listed once
+    images, masks = files_by_stem(images_dir, image_list), files_by_stem(masks_dir, mask_list)
+    problems = shared_stems(images_dir, image_list) + shared_stems(masks_dir, mask_list)
     problems += [f"{images[s]}: no mask {masks_dir}/{s}.*" for s in sorted(images.keys() - masks.keys())]
     problems += [f"{masks[s]}: no image {images_dir}/{s}.*" for s in sorted(masks.keys() - images.keys())]
     if not images:
