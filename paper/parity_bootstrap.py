@@ -22,7 +22,8 @@ split takes the mean over the folds, which differs where folds have different nu
 Writes ``results/cvc_clinicdb/<profile>/bootstrap.csv``: split, method, unit, depth, width, seeds, images,
 groups, gap, ci_low, ci_high, share_below_target (rows of other splits, methods or units already there are
 kept). ``--by-group`` also writes ``gaps_by_sequence.csv`` beside it: each seed's elastic and individual test
-Dice and their gap per test sequence (where a split's gap comes from).
+Dice and their gap per test sequence (where a split's gap comes from), and its heat map ``gaps_by_sequence.png``
+(``paper/sequence_gaps.py`` redraws it from the CSV).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import sequence_gaps
 from checkout import ROOT
 from parity_table import TABLE_SHAPES, TARGET, individual_name
 from runner import check_out_csv, seed_list
@@ -55,8 +57,8 @@ COLUMNS = (
     "share_below_target",
 )
 
-BY_GROUP = "gaps_by_sequence.csv"
-GROUP_COLUMNS = ("split", "method", "depth", "width", "seed", "group", "images", "elastic", "individual", "gap")
+BY_GROUP = sequence_gaps.CSV
+GROUP_COLUMNS = sequence_gaps.COLUMNS
 
 
 @functools.cache
@@ -282,8 +284,10 @@ def main(argv: list[str] | None = None) -> None:
             for row in group_rows(e, i, g, seeds)
         ]
         by_group_file = out.parent / BY_GROUP
-        write_csv(merged(by_group, by_group_file, ("split", "method"), GROUP_COLUMNS), by_group_file, GROUP_COLUMNS)
-        print(f"wrote {out.parent / BY_GROUP}")
+        every = merged(by_group, by_group_file, ("split", "method"), GROUP_COLUMNS)
+        write_csv(every, by_group_file, GROUP_COLUMNS)
+        print(f"wrote {by_group_file}")
+        print(f"wrote {sequence_gaps.plot(pd.DataFrame(every), by_group_file.with_name(sequence_gaps.PNG))}")
     for r in rows:
         print(f"({r['depth']},{r['width']:g}) gap {r['gap']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]")
     print(f"wrote {out}")

@@ -23,6 +23,7 @@ import parity_bootstrap
 import parity_table
 import pytest
 import runner
+import sequence_gaps
 from helpers import write_fake_cvc
 
 from elasticnet.errors import UserError
@@ -1278,3 +1279,37 @@ def test_gaps_by_sequence_add_up_to_the_gap_and_find_the_sequence_that_carries_i
         weighted = sum(r["gap"] * r["images"] for r in mine) / sum(r["images"] for r in mine)
         assert weighted == pytest.approx((e - i).mean() * 100, abs=0.01)
         assert all(r["elastic"] - r["individual"] == pytest.approx(r["gap"], abs=0.02) for r in mine)
+
+
+def test_sequence_gap_map_sorts_hardest_first_and_its_last_column_is_the_split_gap(tmp_path):
+    """The heat map's table: a column per sequence, the one the individual nets find hardest first, the seed
+    mean in each cell, and an ``all`` column equal to the frame-weighted gap; the PNG is written."""
+    rows = []
+    for seed, shift in ((0, -4.0), (1, -2.0)):
+        for depth, width in ((3, 0.25), (5, 1.0)):
+            for group, images, individual in (("f/easy", 30, 90.0), ("f/hard", 10, 40.0), ("f/mid", 20, 70.0)):
+                gap = shift * 5 if group == "f/hard" else 1.0
+                rows.append(
+                    dict(
+                        split="grouped-f0",
+                        method="m",
+                        depth=depth,
+                        width=width,
+                        seed=seed,
+                        group=group,
+                        images=images,
+                        elastic=individual + gap,
+                        individual=individual,
+                        gap=gap,
+                    )
+                )
+    frame = pd.DataFrame(rows)
+    table, labels = sequence_gaps.panel(frame)
+    assert list(table.columns) == ["f/hard", "f/mid", "f/easy", "all"]
+    assert labels == ["hard\n10", "mid\n20", "easy\n30", "all\n60"]
+    assert table.loc[(3, 0.25), "f/hard"] == pytest.approx(-15.0)  # (-20 + -10) / 2 seeds
+    assert table.loc[(5, 1.0), "all"] == pytest.approx((-15.0 * 10 + 1.0 * 50) / 60)
+    out = sequence_gaps.plot(frame, tmp_path / "map.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(UserError, match=r"parity_bootstrap\.py --by-group"):
+        sequence_gaps.plot(frame.iloc[:0], tmp_path / "empty.png")
