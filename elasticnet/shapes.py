@@ -23,7 +23,9 @@ def check_size(
     """``size`` as (H, W) if it is two positive sides divisible by :func:`stride`; else one clear error that
     names the nearest larger size, through ``fix`` (the advice, with ``{}`` where that size goes)."""
     if len(size) != 2 or min(size) <= 0:
-        raise UserError(f"{what} must be HxW with positive sides, got {'x'.join(map(str, size))}")
+        given = "x".join(map(str, size))
+        example = f"{size[0]}x{size[0]}" if len(size) == 1 and size[0] > 0 else "288x384"
+        raise UserError(f"{what} must be HxW with positive sides, got {given or 'nothing'}; give both, e.g. {example}")
     s = stride(depth)
     h, w = int(size[0]), int(size[1])
     if h % s or w % s:

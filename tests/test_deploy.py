@@ -318,6 +318,12 @@ def test_predict_input_and_bundle_errors(bundle, tmp_path):
     with pytest.raises(UserError, match="does not match the sha256"):
         SiteModel(broken)
     assert main(["predict", "--model", str(tmp_path / "none"), str(tmp_path)]) == 2
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a site's notes")
+    images = _images(tmp_path / "in", count=1)
+    with pytest.raises(UserError, match=r"notes\.txt is a file, not a folder; choose another --out"):
+        predict_files(bundle, [images], notes, **QUIET)
+    assert notes.read_text() == "a site's notes"
 
 
 # --- predict never replaces a user's files ------------------------------------------------------------------
@@ -458,6 +464,18 @@ def test_info_escapes_control_characters_and_names_a_malformed_description(bundl
     assert main(["info", str(copy)]) == 2
     err = capsys.readouterr().err
     assert "model.json is not a valid export description: subnet must hold" in err and "Traceback" not in err
+
+
+def test_info_on_a_bundle_or_its_model_file_says_what_it_was_validated_on(bundle, capsys):
+    """``info site/model.onnx`` describes the bundle the file belongs to; the validation record is in words."""
+    from elasticnet.site.bundle import read_description
+
+    _folder, desc = read_description(bundle)
+    for target in (bundle, bundle / desc.model_file, bundle / "model.json"):
+        assert main(["info", str(target)]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"export bundle {bundle}: {desc.model_file}")
+        assert f"validation: Dice {desc.metrics['dice']}, IoU {desc.metrics['iou']} on " in out and "{" not in out
 
 
 def _write_rehashed(folder: Path, d: dict) -> None:

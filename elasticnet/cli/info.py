@@ -30,6 +30,8 @@ def say(text: str) -> None:
 def run(args: argparse.Namespace) -> int:
 
     path = Path(args.path) if args.path else None
+    if path is not None and path.is_file() and path.name != "model.json" and (path.parent / "model.json").is_file():
+        path = path.parent  # the model file of a bundle (model.onnx, ...): describe the bundle it belongs to
     if path is not None and (path.name == "model.json" or (path / "model.json").exists()):
         from elasticnet.site.bundle import read_description
 
@@ -54,9 +56,25 @@ def describe_bundle(folder: Path, desc: Description) -> None:
     i = desc.input
     say(f"input {i.layout} {i.channels}x{i.height}x{i.width} {i.color}, {i.normalisation}, mean {i.mean}, std {i.std}")
     say(f"output {desc.output.name} -> {desc.output.activation} > {desc.output.threshold}")
-    say(f"validation: {desc.metrics}")
+    say(metrics_text(desc.metrics))
     source = desc.source_checkpoint
     say(f"source: {source.get('path')} (sha256 {str(source.get('sha256', ''))[:16]}...)")
+
+
+def metrics_text(metrics: dict) -> str:
+    """The bundle's validation record in words: Dice and IoU, on how many images, with which BN statistics."""
+    if not metrics:
+        return "validation: none recorded (exported from a run without a sub-net table)"
+    known = ("dice", "iou", "val_images", "split", "bn", "dice_bn_as_trained")
+    words = [f"{metrics.get('split', 'validation')}: Dice {metrics.get('dice', '?')}, IoU {metrics.get('iou', '?')}"]
+    if "val_images" in metrics:
+        words[0] += f" on {metrics['val_images']} images"
+    if "bn" in metrics:
+        words.append(f"BN statistics {metrics['bn']}")
+    if "dice_bn_as_trained" in metrics and metrics.get("bn") != "as trained":
+        words.append(f"Dice {metrics['dice_bn_as_trained']} with the BN statistics as trained")
+    words += [f"{k} {v}" for k, v in metrics.items() if k not in known]
+    return "; ".join(words)
 
 
 def describe_checkpoint(path: Path | None, as_json: bool) -> int:

@@ -125,6 +125,8 @@ def new_output_folder(parent: Path = Path(".")) -> Path:
 
 def check_outputs(inputs: Sequence[str | Path], files: list[Path], out: Path, overlays: bool, overwrite: bool) -> None:
     """Refuse, before anything is written, a call that would replace a user's file (see the module doc)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"the output {out} is a file, not a folder; choose another --out (a folder, new or not)")
     resolved = out.resolve()
     folders = {Path(i).resolve() if Path(i).is_dir() else Path(i).resolve().parent for i in inputs}
     clash = sorted(str(f) for f in folders if nested(resolved, f))
