@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from helpers import write_folder_dataset
 
 from elasticnet.cli.evaluate import eval_loader
 from elasticnet.config import DataConfig, RunConfig
@@ -347,3 +348,34 @@ def test_lzw_tiff_falls_back_to_opencv(tmp_path):
     image = RNG.integers(0, 255, (20, 30, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "lzw.tif"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     np.testing.assert_array_equal(read_image(tmp_path / "lzw.tif"), image)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_a_mask_painted_on_a_transparent_layer_is_the_painted_lesion(tmp_path, suffix):
+    """RGBA masks from an annotation tool: the lesion opaque white, the rest transparent, whose colour may be
+    white too. The mask is the painted lesion (the layer over black), never the whole frame; an RGBA image
+    keeps its colours (the alpha channel is dropped)."""
+    from elasticnet.data.build import find_records
+
+    data = write_folder_dataset(tmp_path / "d", count=2, size=(20, 30))
+    lesion = np.zeros((20, 30), bool)
+    lesion[4:9, 6:15] = True
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[..., :3] = 255  # transparent white outside the lesion
+    rgba[..., 3] = np.where(lesion, 255, 0)
+    photo = np.zeros((20, 30, 4), np.uint8)
+    photo[..., 0], photo[..., 3] = 200, 255  # blue in OpenCV's BGRA order
+    for name in ("1", "2"):
+        (data / "masks" / f"{name}.png").unlink()
+        if suffix == ".png":
+            cv2.imwrite(str(data / "masks" / f"{name}.png"), rgba[..., [2, 1, 0, 3]])
+        else:
+            tifffile.imwrite(data / "masks" / f"{name}.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    (data / "images" / "1.png").unlink()
+    cv2.imwrite(str(data / "images" / "1.png"), photo)
+    records = {r.name: r for r in find_records(DataConfig(data=str(data)))}
+    for name in ("1", "2"):
+        image, mask = decode(records[name], 3)
+        assert np.array_equal(mask > 127, lesion)
+    assert image.shape == (20, 30, 3)
+    assert decode(records["1"], 3)[0][0, 0].tolist() == [0, 0, 200]  # RGB

@@ -40,8 +40,10 @@ def max_pixels() -> int:
         return MAX_PIXELS
 
 
-def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 (H, W, 3) or grey (H, W); raises ValueError with a short reason on a bad file."""
+def read_image(path: Path, mask: bool = False) -> np.ndarray:
+    """RGB uint8 (H, W, 3) or grey (H, W); raises ValueError with a short reason on a bad file. An alpha
+    channel is dropped from an image; a mask (``mask=True``) is laid over black instead, so a lesion painted on
+    a transparent layer stays the lesion whatever colour the transparent pixels hold."""
     path = Path(path)
     if not path.is_file():
         raise ValueError("not a regular file" if path.exists() else "does not exist")
@@ -68,7 +70,7 @@ def read_image(path: Path) -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
     if image.ndim == 3 and image.shape[2] == 4:
-        image = image[..., :3]
+        image = _over_black(image) if mask else image[..., :3]
     if image.ndim == 3 and image.shape[2] != 3:
         raise ValueError(f"has {image.shape[2]} channels; images must be grey, RGB or RGBA")
     if image.ndim not in (2, 3) or min(image.shape[:2]) == 0:
@@ -161,7 +163,9 @@ def _read_opencv(path: Path) -> np.ndarray | None:
             image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error:  # OpenCV's own limits and decoder errors
         return None
-    if image is not None and image.ndim == 3:
+    if image is not None and image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    elif image is not None and image.ndim == 3:
         image = cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2RGB)
     return image
 
@@ -181,6 +185,13 @@ def _read_tiff(path: Path) -> np.ndarray:
     if image is None:
         raise ValueError(f"unreadable or truncated TIFF ({reason})")
     return image
+
+
+def _over_black(image: np.ndarray) -> np.ndarray:
+    """The colour channels of an RGBA array composited over black (transparent pixels become 0)."""
+    top = np.iinfo(image.dtype).max if np.issubdtype(image.dtype, np.integer) else 1.0
+    alpha = image[..., 3:].astype(np.float64) / top
+    return (image[..., :3] * alpha).round().astype(image.dtype)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

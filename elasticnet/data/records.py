@@ -72,7 +72,7 @@ def decode(record: Record, in_channels: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{record.image_path}: {e}") from None
     if record.mask_path is not None:
         try:
-            mask = read_image(record.mask_path)
+            mask = read_image(record.mask_path, mask=True)
         except ValueError as e:
             raise ValueError(f"{record.mask_path}: {e}") from None
         if mask.ndim == 3:
