@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from helpers import write_folder_dataset
@@ -130,6 +132,17 @@ def test_a_group_file_is_matched_by_name_with_or_without_extension_and_must_list
     with pytest.raises(UserError) as e:
         find_samples(root)
     assert "2 problem(s)" in str(e.value) and "3.png: not listed in groups.csv" in str(e.value)
+    # where no grouped split is built (a random split, a whole folder evaluated) the unlisted are their own groups
+    assert [r.group for r in find_samples(root, grouped=False)] == ["a", "a", "3", "4"]
+    cfg = DataConfig(data=str(root), image_size=[32, 32], split="random", val_fraction=0.25, test_fraction=0.25)
+    assert len(build_datasets(cfg, 3, 0).train) == 2
+    with pytest.raises(UserError, match=r"3\.png: not listed in groups\.csv"):
+        build_datasets(dataclasses.replace(cfg, split="grouped"), 3, 0)
+    from elasticnet.cli.evaluate import eval_loader
+    from elasticnet.config import RunConfig
+
+    grouped_run = RunConfig(data=dataclasses.replace(cfg, split="grouped"))  # eval --data: every image, no split
+    assert len(eval_loader(grouped_run, str(root), 2)[0].dataset) == 4
     groups.write_text("name,patient\nframe-1,a\nframe-2,a\n")  # names that match no image: one problem
     with pytest.raises(UserError, match=r"(?s)1 problem.*groups.csv: names none of the 4 images .*'frame-1'"):
         find_samples(root)

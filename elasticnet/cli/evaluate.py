@@ -57,7 +57,8 @@ def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = Non
         images = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed).val
         what = f"the run's validation split ({len(images)} images of {cfg.data.data})"
     else:
-        data_cfg = dataclasses.replace(cfg.data, data=data, dataset=reader or "auto")
+        # every image is evaluated: no split, so the groups of the images do not matter
+        data_cfg = dataclasses.replace(cfg.data, data=data, dataset=reader or "auto", split="random")
         everything = load_all(data_cfg, cfg.model.in_channels)
         images = everything.subset(everything.located())
         what = f"all {len(images)} images of {data}"

@@ -54,7 +54,7 @@ def find_records(cfg: DataConfig) -> list[Record]:
         return find_mias(cfg.data, cfg.mias_classes)
     if kind == "cvc-clinicdb":
         return find_cvc(cfg.data)
-    return find_samples(cfg.data)
+    return find_samples(cfg.data, grouped=cfg.split == "grouped")
 
 
 def check_groups(cfg: DataConfig) -> None:

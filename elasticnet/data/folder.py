@@ -127,12 +127,16 @@ def ungrouped(pairs: list[tuple[str, Path, Path]], groups: dict[str, str], group
     return [f"{image}: not listed in {group_file.name}" for image in missing]
 
 
-def find_samples(root: str | Path) -> list[Record]:
+def find_samples(root: str | Path, grouped: bool = True) -> list[Record]:
+    """The folder's image/mask pairs with their groups. ``grouped``: a grouped split will be built, so a group
+    file must list every image; otherwise (a random split, a whole folder evaluated) images it leaves out are
+    their own groups and nothing is refused for them."""
     root = Path(root)
     require_dir(root, "images", "masks", hint="pass --data synthetic or a folder with images/ and masks/")
     groups, group_file = read_groups(root)
     pairs, problems = paired(root, root / "images", root / "masks")
-    problems += ungrouped(pairs, groups, group_file)
+    if grouped:
+        problems += ungrouped(pairs, groups, group_file)
     records = [Record(stem, image, groups.get(stem, stem), mask_path=mask) for stem, image, mask in pairs]
     if problems:
         raise DataProblems(root, problems, records)
