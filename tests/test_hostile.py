@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -550,6 +551,18 @@ def data_cases(ws: dict[str, Path]) -> list[Case]:
                 absent=[out],
             )
         )
+    grown, grown_run = folder("grown"), root / "out" / "grown-run"  # images added after training
+    if not grown_run.exists():
+        assert main(["train", *TINY, "--max-steps", "1", "--data", str(grown), "--out", str(grown_run)]) == 0
+        for part in ("images", "masks"):
+            shutil.copy(grown / part / "1.png", grown / part / "100.png")
+    cases.append(
+        Case(
+            "eval a run's validation split after images were added to its data",
+            ["eval", "--checkpoint", str(grown_run)],
+            protect=[grown, grown_run],
+        )
+    )
     empty = root / "empty-images"
     (empty / "images").mkdir(parents=True, exist_ok=True)
     (empty / "masks").mkdir(exist_ok=True)

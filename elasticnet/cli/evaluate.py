@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from elasticnet.cli.arguments import at_least
 from elasticnet.errors import UserError
@@ -45,17 +46,30 @@ def add_parser(sub) -> None:
     )
 
 
-def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = None):
+def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = None, split_file: Path | None = None):
     """(DataLoader, description): the run's validation split (``data`` None), or every image of ``data``
-    read with ``reader``."""
+    read with ``reader``. The run's split is rebuilt from its data and config; ``split_file`` (the run's
+    split.csv) must match it, or the data changed since training and the "validation" images would be others,
+    training images among them."""
     from torch.utils.data import DataLoader
 
     from elasticnet.data import build_datasets
     from elasticnet.data.build import load_all
+    from elasticnet.training.run_dir import check_same_split
 
     if data is None:
-        images = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed).val
+        split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
+        images = split.val
         what = f"the run's validation split ({len(images)} images of {cfg.data.data})"
+        if split_file is not None and split_file.is_file():
+            check_same_split(
+                split.rows,
+                split_file,
+                "its validation images cannot be rebuilt. Restore the data the run was trained on, or evaluate "
+                "every image of a folder with --data",
+            )
+        elif split_file is not None:
+            what += f"; not checked against the run's split: no {split_file.name} beside the checkpoint"
     else:
         # every image is evaluated: no split, so the groups of the images do not matter
         data_cfg = dataclasses.replace(cfg.data, data=data, dataset=reader or "auto", split="random")
@@ -108,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
     from elasticnet.checkpoint import cut_subnet, load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from elasticnet.models.subnet import SubNet
+    from elasticnet.run_files import SPLIT_NAME
 
     if args.recalibrate:
         if args.data or args.depth is not None or args.width is not None:
@@ -125,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     depths = [args.depth] if args.depth is not None else cfg.model.depths
     widths = [args.width] if args.width is not None else cfg.model.widths
     subnets = [model.check_subnet(SubNet(d, w)) for d in depths for w in widths]
-    loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset)
+    loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset, checkpoint.parent / SPLIT_NAME)
     detection = cfg.train.lesion_detection if args.lesion_detection is None else args.lesion_detection
     rows = []
     for subnet in subnets:

@@ -96,12 +96,11 @@ def run_lock(run_dir: Path) -> Iterator[None]:
         yield
 
 
-def check_same_split(rows: list[dict], path: Path) -> None:
-    """Refuse to resume on data that differs from what the run started with."""
+def check_same_split(rows: list[dict], path: Path, needs: str = "resume needs the same images and split") -> None:
+    """Refuse to go on (resume, re-evaluate) on data that differ from those the run started with: the split
+    rebuilt from them (``rows``) is not the one in ``path``."""
     if read_csv(path) != [{k: str(v) for k, v in r.items()} for r in rows]:
-        raise UserError(
-            f"the data differ from those the run started with (see {path}); resume needs the same images and split"
-        )
+        raise UserError(f"the data differ from those the run started with (see {path}); {needs}")
 
 
 def open_run_dir(run_dir: Path, cfg: RunConfig, split_rows: list[dict], resuming: bool) -> str | None:
