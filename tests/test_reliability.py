@@ -248,6 +248,24 @@ def test_resume_on_other_data_is_refused(tmp_path, monkeypatch):
         trainer.resume(tmp_path / "r", **QUIET)
 
 
+def test_a_split_is_the_same_when_its_parts_are_the_same(tmp_path):
+    """Only the parts matter: new groups for the same parts pass; an image added, gone or moved, and a file
+    that is not a split.csv, are refused with what changed."""
+    from elasticnet.reporting import write_csv
+    from elasticnet.training.run_dir import check_same_split
+
+    saved = [{"name": str(i), "group": str(i), "split": "val" if i < 2 else "train"} for i in range(5)]
+    path = write_csv(saved, tmp_path / "split.csv")
+    check_same_split([r | {"group": "g"} for r in saved], path)  # a group file added after a random split
+    with pytest.raises(UserError, match=r"lists 5 images, the data now give 6 \(1 new, 0 gone, 0 in another"):
+        check_same_split([*saved, {"name": "5", "group": "5", "split": "val"}], path)
+    with pytest.raises(UserError, match=r"\(0 new, 1 gone, 1 in another part; e.g. '4'\); resume needs"):
+        check_same_split([saved[1] | {"split": "train"}, *saved[2:4], saved[0]], path)
+    (tmp_path / "split.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match=r"is not a split\.csv written by elasticnet"):
+        check_same_split(saved, path)
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, monkeypatch):
     from elasticnet.training.losses import TaskLoss
 

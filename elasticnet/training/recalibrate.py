@@ -39,7 +39,9 @@ def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], No
         cfg, model = model_from_checkpoint(ckpt, select_device(device))
         t_cfg = cfg.train
         split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
-        check_same_split(split.rows, run_dir / SPLIT_NAME)
+        check_same_split(
+            split.rows, run_dir / SPLIT_NAME, "--recalibrate needs the images the run was trained and evaluated on"
+        )
         calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, t_cfg.batch_size)
         echo(
             f"calibrating BatchNorm ({calib_batches} batches of {eval_batch_size(cfg)}) and evaluating "

@@ -98,9 +98,22 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 def check_same_split(rows: list[dict], path: Path, needs: str = "resume needs the same images and split") -> None:
     """Refuse to go on (resume, re-evaluate) on data that differ from those the run started with: the split
-    rebuilt from them (``rows``) is not the one in ``path``."""
-    if read_csv(path) != [{k: str(v) for k, v in r.items()} for r in rows]:
-        raise UserError(f"the data differ from those the run started with (see {path}); {needs}")
+    rebuilt from them (``rows``: name, group, split) puts other images in its parts than ``path`` does. Groups
+    alone may change (a group file added after a random split): the parts are what training and evaluation use."""
+    saved_rows = read_csv(path)
+    if not all({"name", "split"} <= set(r) for r in saved_rows):
+        raise UserError(f"{path} is not a split.csv written by elasticnet (name, group, split); {needs}")
+    saved = {r["name"]: r["split"] for r in saved_rows}
+    now = {str(r["name"]): str(r["split"]) for r in rows}
+    if saved == now:
+        return
+    new, gone = sorted(now.keys() - saved.keys()), sorted(saved.keys() - now.keys())
+    moved = sorted(n for n in now.keys() & saved.keys() if now[n] != saved[n])
+    example = (new or gone or moved)[0]
+    raise UserError(
+        f"the data differ from those the run started with: {path} lists {len(saved)} images, the data now give "
+        f"{len(now)} ({len(new)} new, {len(gone)} gone, {len(moved)} in another part; e.g. {example!r}); {needs}"
+    )
 
 
 def open_run_dir(run_dir: Path, cfg: RunConfig, split_rows: list[dict], resuming: bool) -> str | None:
