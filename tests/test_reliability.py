@@ -248,6 +248,28 @@ def test_resume_on_other_data_is_refused(tmp_path, monkeypatch):
         trainer.resume(tmp_path / "r", **QUIET)
 
 
+def test_resume_after_the_data_moved_takes_their_new_place(tmp_path, monkeypatch):
+    """The data folder moved between the stop and the resume: refused naming --data; with it the run goes on
+    and its checkpoint records the new place; other flags are still refused."""
+    import shutil
+
+    from elasticnet.cli import main
+
+    data = write_folder_dataset(tmp_path / "data", count=12, size=(32, 32))
+    settings = {**BASE, "data": str(data), "dataset": "folder", "out": str(tmp_path / "r")}
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 1)
+        with pytest.raises(TrainingInterrupted):
+            trainer.train(build_config(None, settings), **QUIET)
+    moved = tmp_path / "elsewhere"
+    shutil.move(data, moved)
+    with pytest.raises(UserError, match=r"does not exist any more; .* --resume .*r --data NEW-PLACE"):
+        trainer.resume(tmp_path / "r", **QUIET)
+    assert main(["train", "--resume", str(tmp_path / "r"), "--data", str(moved), "--lr", "0.1"]) == 2
+    trainer.resume(tmp_path / "r", data=str(moved), **QUIET)
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["config"]["data"]["data"] == str(moved)
+
+
 def test_a_split_is_the_same_when_its_parts_are_the_same(tmp_path):
     """Only the parts matter: new groups for the same parts pass; an image added, gone or moved, and a file
     that is not a split.csv, are refused with what changed."""

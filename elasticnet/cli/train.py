@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.quiet and sys.stderr.isatty()
     if args.resume:
         others = (
-            sorted(set(overrides) - {"device"})
+            sorted(set(overrides) - {"device", "data"})
             + (["config"] if args.config else [])
             + (["profile"] if args.profile else [])
         )
@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
             flags = ", ".join("--" + k.replace("_", "-") for k in others)
             raise UserError(
                 f"--resume continues a run with the config it started with; drop {flags} "
-                "(to change them, start a new run)"
+                "(to change them, start a new run; --device and --data, the data's new place, may be given)"
             )
-        resume(args.resume, overrides.get("device"), progress=progress)
+        resume(args.resume, overrides.get("device"), progress=progress, data=overrides.get("data"))
         return 0
     cfg = build_config(args.config, overrides, args.profile)
     train(cfg, progress=progress)

@@ -206,7 +206,9 @@ def build_schedule(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(total_steps, warmup, t.lr_floor))
 
 
-RESUME_MAY_CHANGE = {("train", "device"), ("train", "out")}  # what `train --resume` may set anew
+# what `train --resume` may set anew: the device, the run folder, and where the data lie (the same images and
+# split, which split.csv checks)
+RESUME_MAY_CHANGE = {("train", "device"), ("train", "out"), ("data", "data")}
 
 
 def check_same_config(saved: RunConfig, current: RunConfig, run_dir: Path) -> None:

@@ -57,15 +57,25 @@ def resume(
     echo: Callable[[str], None] = print,
     progress: bool = True,
     on_epoch: EpochCallback | None = None,
+    data: str | None = None,
 ) -> Path:
     """Continue the interrupted run in folder ``path`` from its last saved state (``last.pt``), with the
-    config it started with (``device`` may be changed). With a fixed seed the result equals an
+    config it started with (``device`` may be changed; ``data``, where the data moved: the images and split
+    must be the same, which the run's split.csv checks). With a fixed seed the result equals an
     uninterrupted run's."""
     run_dir = resumable_run(path)
     # config.yaml is the config the run started with (last.pt holds the same; it is loaded once, later)
     cfg = RunConfig.from_saved(load_yaml(run_dir / CONFIG_NAME), source=str(run_dir / CONFIG_NAME))
     if device is not None:
         cfg.train.device = device
+    if data is not None:
+        cfg.data.data = data
+        check_outside_data(run_dir, data, "the run folder")
+    elif cfg.data.data != "synthetic" and not Path(cfg.data.data).exists():
+        raise UserError(
+            f"the data folder {cfg.data.data} the run trained on does not exist any more; if it moved, give its "
+            f"new place: elasticnet train --resume {run_dir} --data NEW-PLACE"
+        )
     cfg.train.out = str(run_dir)
     return _run(cfg, run_dir, echo, progress, on_epoch)
 
