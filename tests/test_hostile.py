@@ -563,6 +563,17 @@ def data_cases(ws: dict[str, Path]) -> list[Case]:
             protect=[grown, grown_run],
         )
     )
+    gone, gone_run = folder("gone"), root / "out" / "gone-run"  # the data folder moved after training
+    if not gone_run.exists():
+        assert main(["train", *TINY, "--max-steps", "1", "--data", str(gone), "--out", str(gone_run)]) == 0
+        gone.rename(root / "gone-moved")
+    cases.append(
+        Case(
+            "eval a run's validation split after its data folder moved",
+            ["eval", "--checkpoint", str(gone_run)],
+            protect=[root / "gone-moved", gone_run],
+        )
+    )
     empty = root / "empty-images"
     (empty / "images").mkdir(parents=True, exist_ok=True)
     (empty / "masks").mkdir(exist_ok=True)

@@ -58,6 +58,11 @@ def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = Non
     from elasticnet.training.run_dir import check_same_split
 
     if data is None:
+        if cfg.data.data != "synthetic" and not Path(cfg.data.data).exists():
+            raise UserError(
+                f"the data folder {cfg.data.data} the run trained on does not exist any more, so its validation "
+                "split cannot be rebuilt; put the data back there, or evaluate every image of a folder with --data"
+            )
         split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
         images = split.val
         what = f"the run's validation split ({len(images)} images of {cfg.data.data})"
