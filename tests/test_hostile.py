@@ -563,6 +563,15 @@ def data_cases(ws: dict[str, Path]) -> list[Case]:
             protect=[grown, grown_run],
         )
     )
+    grown_int8 = root / "out" / "grown-int8"
+    cases.append(
+        Case(
+            "export --int8 (calibrated on the run's split) after images were added to its data",
+            ["export", "--checkpoint", str(grown_run), "--depth", "2", "--int8", "--out", str(grown_int8)],
+            protect=[grown, grown_run],
+            absent=[grown_int8],
+        )
+    )
     gone, gone_run = folder("gone"), root / "out" / "gone-run"  # the data folder moved after training
     if not gone_run.exists():
         assert main(["train", *TINY, "--max-steps", "1", "--data", str(gone), "--out", str(gone_run)]) == 0
