@@ -27,16 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from checkout import ROOT
-from runner import check_out_folder, claim_out_folder, script_command, seed_list
+from runner import NEEDS_SAME_DATA, check_out_folder, claim_out_folder, script_command, seed_list
 from torch.utils.data import DataLoader
 
 from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint
-from elasticnet.data import build_datasets
 from elasticnet.errors import UserError, run_script
 from elasticnet.files import atomic_write_text
 from elasticnet.reporting import markdown_table, write_csv
 from elasticnet.training.calibration import bn_state, calibrate_bn, load_bn_state
 from elasticnet.training.evaluate import evaluate_subnet
+from elasticnet.training.run_dir import run_split
 
 WAYS = ("as_trained", "first16", "spread16", "all", "augmented16")
 
@@ -74,7 +74,7 @@ def calibration_batches(way: str, split, batch_size: int, seed: int):
 def evaluate_run(run: Path, meta: dict) -> list[dict]:
     torch.manual_seed(0)
     cfg, model = model_from_checkpoint(load_checkpoint(run / "checkpoint.pt"))
-    split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
+    split = run_split(cfg, run, NEEDS_SAME_DATA)
     test = DataLoader(split.test, batch_size=cfg.train.batch_size)
     as_trained = bn_state(model)
     rows = []

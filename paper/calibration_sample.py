@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 from checkout import ROOT
 from parity_table import TABLE_SHAPES
-from runner import check_out_csv, seed_list
+from runner import NEEDS_SAME_DATA, check_out_csv, seed_list
 
 from elasticnet.cli.arguments import at_least
 from elasticnet.errors import UserError, run_script
@@ -46,9 +46,9 @@ def evaluations(folder: Path, shapes: list[tuple[int, float]], orders: int, data
 
     from elasticnet.checkpoint import load_checkpoint, model_from_checkpoint
     from elasticnet.config import eval_batch_size
-    from elasticnet.data import build_datasets
     from elasticnet.models.subnet import SubNet
     from elasticnet.training.evaluate import calibration_batches, evaluate_calibrated, evaluation_loaders
+    from elasticnet.training.run_dir import run_split
 
     path = folder / "checkpoint.pt"
     if not path.is_file():
@@ -57,7 +57,7 @@ def evaluations(folder: Path, shapes: list[tuple[int, float]], orders: int, data
     if data:
         cfg.data.data = data
     t = cfg.train
-    split = build_datasets(cfg.data, cfg.model.in_channels, t.seed)
+    split = run_split(cfg, folder, NEEDS_SAME_DATA)
     if split.test is None:
         raise UserError(f"{folder} has no test images")
     batch = eval_batch_size(cfg)

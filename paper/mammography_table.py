@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 from checkout import ROOT
 from runner import (
+    NEEDS_SAME_DATA,
     TRAININGS,
     check_folder,
     check_out_folder,
@@ -156,7 +157,7 @@ def fold_results(args, fold: int) -> dict[tuple[int, float], FoldResult]:
         sha, results = load_evaluation(saved)
         if sha == identity:
             return results
-    results = evaluate_fold(args, fold, ckpt)
+    results = evaluate_fold(args, fold, ckpt, checkpoint.parent)
     save_evaluation(saved, identity, results)
     return results
 
@@ -174,19 +175,19 @@ def table_folds(args, asked: list[int]) -> list[int]:
     return sorted(set(asked) | set(committed))
 
 
-def evaluate_fold(args, fold: int, ckpt: dict) -> dict[tuple[int, float], FoldResult]:
+def evaluate_fold(args, fold: int, ckpt: dict, run_dir: Path) -> dict[tuple[int, float], FoldResult]:
     """Every sub-net of the fold's checkpoint on its test (or validation) films, BN as calibrated after training."""
     import torch
     from torch.utils.data import DataLoader
 
     from elasticnet.checkpoint import cut_subnet
     from elasticnet.config import RunConfig
-    from elasticnet.data import build_datasets
     from elasticnet.models.subnet import SubNet
     from elasticnet.training.evaluate import evaluate
+    from elasticnet.training.run_dir import run_split
 
     cfg = RunConfig.from_saved(ckpt["config"])
-    split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
+    split = run_split(cfg, run_dir, NEEDS_SAME_DATA)
     films = split.test if args.evaluate_on == "test" else split.val
     if films is None:
         raise UserError(f"fold {fold} has no test part (folds < 2?)")

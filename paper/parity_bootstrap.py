@@ -37,7 +37,7 @@ import pandas as pd
 import sequence_gaps
 from checkout import ROOT
 from parity_table import TABLE_SHAPES, TARGET, individual_name
-from runner import check_out_csv, seed_list
+from runner import NEEDS_SAME_DATA, check_out_csv, seed_list
 
 from elasticnet.errors import UserError, run_script
 from elasticnet.reporting import write_csv
@@ -67,7 +67,7 @@ def load_run(folder: Path, data: str | None):
     every table shape of an elastic run is cut from the same checkpoint and tested on the same images."""
     from elasticnet.checkpoint import load_checkpoint
     from elasticnet.config import RunConfig
-    from elasticnet.data import build_datasets
+    from elasticnet.training.run_dir import run_split
 
     path = folder / "checkpoint.pt"
     if not path.is_file():
@@ -76,7 +76,7 @@ def load_run(folder: Path, data: str | None):
     cfg = RunConfig.from_saved(ckpt["config"])
     if data:
         cfg.data.data = data
-    split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
+    split = run_split(cfg, folder, NEEDS_SAME_DATA)
     if split.test is None:
         raise UserError(f"{folder} has no test images")
     names = [r["name"] for r in split.rows if r["split"] == "test"]

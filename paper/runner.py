@@ -30,6 +30,12 @@ from elasticnet.run_files import LOCK_NAME, STATE_NAME
 WALL_NAME = "wall_seconds.json"  # wall seconds of a run, summed over its attempts
 Job = TypeVar("Job")
 
+# why a script refuses a run whose split no longer matches its data (elasticnet.training.run_dir.run_split)
+NEEDS_SAME_DATA = (
+    "the run's train, validation and test images must be those it was trained and tested on: restore the data it "
+    "was trained on (or give their new place with --data where the script takes it)"
+)
+
 
 def index_list(text: str, flag: str = "--seeds", example: str = "0,1,2") -> list[int]:
     """``--seeds 0,1,2`` (or ``--folds``) as a list of distinct non-negative integers (a clear exit for anything

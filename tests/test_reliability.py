@@ -288,6 +288,31 @@ def test_a_split_is_the_same_when_its_parts_are_the_same(tmp_path):
         check_same_split(saved, path)
 
 
+def test_a_finished_runs_split_is_rebuilt_only_from_the_data_it_was_trained_on(tmp_path):
+    """eval, export --int8 and the paper scripts rebuild a run's split from its data: an image added since
+    training would reshuffle the parts (training images scored as validation or test): refused; a folder
+    without split.csv is not checked."""
+    import shutil
+
+    from elasticnet.config import DataConfig
+    from elasticnet.data import build_datasets
+    from elasticnet.reporting import write_csv
+    from elasticnet.training.run_dir import run_split
+
+    data = write_folder_dataset(tmp_path / "data", count=12, size=(32, 32))
+    cfg = RunConfig(data=DataConfig(data=str(data), image_size=[32, 32]))
+    run = tmp_path / "run"
+    run.mkdir()
+    write_csv(build_datasets(cfg.data, 3, cfg.train.seed).rows, run / "split.csv")
+    assert len(run_split(cfg, run, "why").val) == len(build_datasets(cfg.data, 3, cfg.train.seed).val)
+    for part in ("images", "masks"):
+        shutil.copy(data / part / "1.png", data / part / "13.png")
+    with pytest.raises(UserError, match=r"lists 12 images, the data now give 13 \(1 new.*\); why"):
+        run_split(cfg, run, "why")
+    (run / "split.csv").unlink()
+    assert len(run_split(cfg, run, "why").rows) == 13
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_state(tmp_path, monkeypatch):
     from elasticnet.training.losses import TaskLoss
 

@@ -46,16 +46,16 @@ def add_parser(sub) -> None:
     )
 
 
-def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = None, split_file: Path | None = None):
+def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = None, run_dir: Path | None = None):
     """(DataLoader, description): the run's validation split (``data`` None), or every image of ``data``
-    read with ``reader``. The run's split is rebuilt from its data and config; ``split_file`` (the run's
-    split.csv) must match it, or the data changed since training and the "validation" images would be others,
-    training images among them."""
+    read with ``reader``. The run's split is rebuilt from its data and config and checked against the split.csv
+    of ``run_dir`` (the checkpoint's folder; an export bundle has none)."""
     from torch.utils.data import DataLoader
 
     from elasticnet.data import build_datasets
     from elasticnet.data.build import load_all
-    from elasticnet.training.run_dir import check_same_split
+    from elasticnet.run_files import SPLIT_NAME
+    from elasticnet.training.run_dir import run_split
 
     if data is None:
         if cfg.data.data != "synthetic" and not Path(cfg.data.data).exists():
@@ -63,18 +63,18 @@ def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = Non
                 f"the data folder {cfg.data.data} the run trained on does not exist any more, so its validation "
                 "split cannot be rebuilt; put the data back there, or evaluate every image of a folder with --data"
             )
-        split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
-        images = split.val
+        needs = (
+            "its validation images cannot be rebuilt. Restore the data the run was trained on, or evaluate every "
+            "image of a folder with --data"
+        )
+        images = (
+            run_split(cfg, run_dir, needs).val
+            if run_dir
+            else build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed).val
+        )
         what = f"the run's validation split ({len(images)} images of {cfg.data.data})"
-        if split_file is not None and split_file.is_file():
-            check_same_split(
-                split.rows,
-                split_file,
-                "its validation images cannot be rebuilt. Restore the data the run was trained on, or evaluate "
-                "every image of a folder with --data",
-            )
-        elif split_file is not None:
-            what += f"; not checked against the run's split: no {split_file.name} beside the checkpoint"
+        if run_dir is not None and not (run_dir / SPLIT_NAME).is_file():
+            what += f"; not checked against the run's split: no {SPLIT_NAME} beside the checkpoint"
     else:
         # every image is evaluated: no split, so the groups of the images do not matter
         data_cfg = dataclasses.replace(cfg.data, data=data, dataset=reader or "auto", split="random")
@@ -127,7 +127,6 @@ def run(args: argparse.Namespace) -> int:
 
     from elasticnet.checkpoint import cut_subnet, load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from elasticnet.models.subnet import SubNet
-    from elasticnet.run_files import SPLIT_NAME
 
     if args.recalibrate:
         if args.data or args.depth is not None or args.width is not None:
@@ -145,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     depths = [args.depth] if args.depth is not None else cfg.model.depths
     widths = [args.width] if args.width is not None else cfg.model.widths
     subnets = [model.check_subnet(SubNet(d, w)) for d in depths for w in widths]
-    loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset, checkpoint.parent / SPLIT_NAME)
+    loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset, checkpoint.parent)
     detection = cfg.train.lesion_detection if args.lesion_detection is None else args.lesion_detection
     rows = []
     for subnet in subnets:

@@ -23,7 +23,6 @@ from elasticnet.export.torch_export import save_unet
 from elasticnet.files import atomic_write_text, respect_umask
 from elasticnet.models.subnet import SubNet
 from elasticnet.models.unet import UNet
-from elasticnet.run_files import SPLIT_NAME
 from elasticnet.site.bundle import MODEL_FILES, Description, InputSpec, OutputSpec, SubnetRef, sha256, write_description
 from elasticnet.site.model import onnx_predict, onnx_session
 from elasticnet.subnet_row import SubnetRow, find_row, rows_from
@@ -90,7 +89,7 @@ def export_subnet(
     respect_umask(tmp, directory=True)
     try:
         model_path = tmp / MODEL_FILES[kind]
-        check, int8 = _write_model(static, model_path, cfg, options, echo, checkpoint.parent / SPLIT_NAME)
+        check, int8 = _write_model(static, model_path, cfg, options, echo, checkpoint.parent)
         latency = _latency(model_path, kind, cfg, options) if options.latency else {}
         calibrated = subnet.key in ckpt.get("bn_stats", {})
         parts = _Parts(static, subnet, row, check, int8, latency, calibrated)
@@ -119,7 +118,7 @@ class _Parts:
 
 
 def _write_model(
-    static: UNet, model_path: Path, cfg, options: ExportOptions, echo: Callable[[str], None], split_file: Path
+    static: UNet, model_path: Path, cfg, options: ExportOptions, echo: Callable[[str], None], run_dir: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write the model file; an ONNX one only once ONNX Runtime reproduces PyTorch. Returns (check, int8)."""
     if TARGETS[options.target] != "onnx":
@@ -134,7 +133,7 @@ def _write_model(
             "the export is not trustworthy, nothing was written"
         )
     check = {"runtime": "onnxruntime", "max_abs_diff_vs_torch": diff, "tolerance": ONNX_TOLERANCE}
-    return check, (_quantize(model_path, cfg, options, echo, split_file) if options.int8 else {})
+    return check, (_quantize(model_path, cfg, options, echo, run_dir) if options.int8 else {})
 
 
 def _latency(model_path: Path, kind: str, cfg, options: ExportOptions) -> dict[str, Any]:
@@ -217,29 +216,26 @@ def _validation_metrics(row: SubnetRow | None) -> dict[str, Any]:
 
 
 def _quantize(
-    model_path: Path, cfg, options: ExportOptions, echo: Callable[[str], None], split_file: Path
+    model_path: Path, cfg, options: ExportOptions, echo: Callable[[str], None], run_dir: Path
 ) -> dict[str, Any]:
     """Replace the fp32 ONNX model at ``model_path`` by its int8 version if it keeps the Dice; returns the
     int8 record for model.json. Refuses (UserError, nothing written) when the Dice drops too much, or when the
-    split rebuilt from the data is not the run's (``split_file``, where the checkpoint has one)."""
+    split rebuilt from the data is not the run's (the split.csv of ``run_dir``, where the checkpoint has one)."""
     from torch.utils.data import DataLoader
 
-    from elasticnet.data import build_datasets
     from elasticnet.data.dataset import PatchDataset
     from elasticnet.export.quantize import quantize_int8
     from elasticnet.training.calibration import spread_order
     from elasticnet.training.evaluate import evaluate
-    from elasticnet.training.run_dir import check_same_split
+    from elasticnet.training.run_dir import run_split
 
     data_cfg = dataclasses.replace(cfg.data, data=options.data) if options.data else cfg.data
-    split = build_datasets(data_cfg, cfg.model.in_channels, cfg.train.seed)
-    if split_file.is_file():
-        check_same_split(
-            split.rows,
-            split_file,
-            "--int8 calibrates on the run's training images and measures its Dice drop on its validation images: "
-            "restore the data the run was trained on, or give their new place with --data",
-        )
+    split = run_split(
+        dataclasses.replace(cfg, data=data_cfg),
+        run_dir,
+        "--int8 calibrates on the run's training images and measures its Dice drop on its validation images: "
+        "restore the data the run was trained on, or give their new place with --data",
+    )
     train = split.train.base if isinstance(split.train, PatchDataset) else split.train
     plain = train.subset(spread_order(len(train), cfg.train.seed)[: options.calib_images])  # no augmentation
     echo(f"quantising to int8: calibrating on {len(plain)} training images ...")

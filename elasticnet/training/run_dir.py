@@ -116,6 +116,19 @@ def check_same_split(rows: list[dict], path: Path, needs: str = "resume needs th
     )
 
 
+def run_split(cfg: RunConfig, run_dir: Path, needs: str):
+    """The split of the run in ``run_dir``, rebuilt from ``cfg``'s data, refused (naming ``needs``) where it
+    differs from the run's split.csv: images added, removed or renamed since training would otherwise move
+    between the parts, and a "validation" or "test" score would count training images. A run folder without
+    split.csv (a checkpoint copied elsewhere) is not checked."""
+    from elasticnet.data import build_datasets
+
+    split = build_datasets(cfg.data, cfg.model.in_channels, cfg.train.seed)
+    if (run_dir / SPLIT_NAME).is_file():
+        check_same_split(split.rows, run_dir / SPLIT_NAME, needs)
+    return split
+
+
 def open_run_dir(run_dir: Path, cfg: RunConfig, split_rows: list[dict], resuming: bool) -> str | None:
     """Start the run folder (config.yaml, split.csv; refused if it holds another run's files), or check a
     resumed one still sees the same split. Returns the refusal's message (None: go on), so that under
