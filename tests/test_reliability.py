@@ -235,13 +235,19 @@ def test_resume_refusals(tmp_path, monkeypatch, capsys):
         trainer.resume(tmp_path / "r", **QUIET)
 
 
-def test_resume_on_other_data_is_refused(tmp_path, monkeypatch):
+def _interrupted_folder_run(tmp_path: Path, monkeypatch) -> Path:
+    """A run on a 12-image folder data set (``tmp_path/data``) stopped in its first step, in ``tmp_path/r``."""
     data = write_folder_dataset(tmp_path / "data", count=12, size=(32, 32))
     settings = {**BASE, "data": str(data), "dataset": "folder", "out": str(tmp_path / "r")}
     with monkeypatch.context() as m:
         _interrupt_at(m, 1)
         with pytest.raises(TrainingInterrupted):
             trainer.train(build_config(None, settings), **QUIET)
+    return data
+
+
+def test_resume_on_other_data_is_refused(tmp_path, monkeypatch):
+    data = _interrupted_folder_run(tmp_path, monkeypatch)
     (data / "images" / "12.png").unlink()
     (data / "masks" / "12.png").unlink()
     with pytest.raises(UserError, match="data differ from those the run started with"):
@@ -255,12 +261,7 @@ def test_resume_after_the_data_moved_takes_their_new_place(tmp_path, monkeypatch
 
     from elasticnet.cli import main
 
-    data = write_folder_dataset(tmp_path / "data", count=12, size=(32, 32))
-    settings = {**BASE, "data": str(data), "dataset": "folder", "out": str(tmp_path / "r")}
-    with monkeypatch.context() as m:
-        _interrupt_at(m, 1)
-        with pytest.raises(TrainingInterrupted):
-            trainer.train(build_config(None, settings), **QUIET)
+    data = _interrupted_folder_run(tmp_path, monkeypatch)
     moved = tmp_path / "elsewhere"
     shutil.move(data, moved)
     with pytest.raises(UserError, match=r"does not exist any more; .* --resume .*r --data NEW-PLACE"):
