@@ -29,12 +29,12 @@ def say(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
 
-    path = Path(args.path) if args.path else None
-    if path is not None and path.is_file() and path.name != "model.json" and (path.parent / "model.json").is_file():
-        path = path.parent  # the model file of a bundle (model.onnx, ...): describe the bundle it belongs to
-    if path is not None and (path.name == "model.json" or (path / "model.json").exists()):
-        from elasticnet.site.bundle import read_description
+    from elasticnet.site.bundle import MODEL_FILES, read_description
 
+    path = Path(args.path) if args.path else None
+    if path is not None and path.name in MODEL_FILES.values() and (path.parent / "model.json").is_file():
+        path = path.parent  # the model file of a bundle (model.onnx, model.pt): describe the bundle it belongs to
+    if path is not None and (path.name == "model.json" or (path / "model.json").exists()):
         folder, desc = read_description(path)  # checked and typed: nothing below can meet a missing field
         if args.json:
             say(json.dumps(desc.to_dict(), indent=2))
