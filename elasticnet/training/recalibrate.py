@@ -13,13 +13,12 @@ from elasticnet.checkpoint import (
     saved_state,
 )
 from elasticnet.config import eval_batch_size
-from elasticnet.data import build_datasets
 from elasticnet.errors import UserError
 from elasticnet.run_files import SPLIT_NAME
 from elasticnet.runtime import select_device
 from elasticnet.subnet_row import as_dicts
 from elasticnet.training.evaluate import evaluation_setup, subnet_table
-from elasticnet.training.run_dir import check_same_split, run_lock
+from elasticnet.training.run_dir import run_lock, run_split
 from elasticnet.training.tables import show, write_table
 
 
@@ -38,10 +37,7 @@ def recalibrate(path: str | Path, device: str = "auto", echo: Callable[[str], No
         ckpt = load_checkpoint(checkpoint)
         cfg, model = model_from_checkpoint(ckpt, select_device(device))
         t_cfg = cfg.train
-        split = build_datasets(cfg.data, cfg.model.in_channels, t_cfg.seed)
-        check_same_split(
-            split.rows, run_dir / SPLIT_NAME, "--recalibrate needs the images the run was trained and evaluated on"
-        )
+        split = run_split(cfg, run_dir, "--recalibrate needs the images the run was trained and evaluated on")
         calib_loader, val_loader, test_loader, calib_batches = evaluation_setup(split, cfg, t_cfg.batch_size)
         echo(
             f"calibrating BatchNorm ({calib_batches} batches of {eval_batch_size(cfg)}) and evaluating "
