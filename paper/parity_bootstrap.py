@@ -7,7 +7,7 @@
 individual net) test Dice, and its spread over the seeds. The seeds share one test fold, so that spread leaves
 out how much the gap depends on which images happen to be in it (123 on the random split). This script
 re-evaluates the runs' checkpoints (``RUNS/<split>/seed<k>/<run>/checkpoint.pt`` as ``parity_table.py`` leaves
-them; checkpoints are never committed, so it needs the machine that trained them) image by image: the elastic
+them; checkpoints are never committed) image by image: the elastic
 sub-net with its re-estimated BN statistics, the individual net with its own, as in the tables. Per image, the
 difference of the two Dice values is averaged over the seeds; the mean over images is the gap (equal to
 ``gaps.csv``), and resampling the images with replacement gives its 95 % interval and the share of resamples
@@ -18,6 +18,11 @@ spans 72-78 over three seeds): ``--unit seed+sequence`` resamples the seeds as w
 ``--split grouped-f0,grouped-f1,...`` pools folds: their test frames (distinct sequences) side by side, as one
 test set of all their sequences (the gap is then the mean over all their frames; ``parity_table.py``'s pooled
 split takes the mean over the folds, which differs where folds have different numbers of frames).
+
+Where a fold and seed's checkpoints are gone (another machine), its committed per-sequence rows in
+``gaps_by_sequence.csv`` (an earlier ``--by-group``) stand in for them: the sequence-level bootstraps only use
+each sequence's frame count and summed gap, so they come out the same, up to that file's 0.01-point rounding;
+``--unit image`` needs the checkpoints.
 
 Writes ``results/cvc_clinicdb/<profile>/bootstrap.csv``: split, method, unit, depth, width, seeds, images,
 groups, gap, ci_low, ci_high, share_below_target (rows of other splits, methods or units already there are
@@ -168,12 +173,16 @@ def shape_arrays(args, depth: int, width: float, seeds: list[int]):
         e_all, i_all, g_all = [], [], []
         for split in splits:
             base = args.runs / split / f"seed{seed}"
-            names_e, g, e = test_dice(base / args.method, (depth, width), args.data)
-            names_i, _, i = test_dice(base / individual_name(depth, width), None, args.data)
-            if names_e != names_i:
-                raise UserError(
-                    f"{split} seed {seed}: the elastic and the individual run were tested on different images"
-                )
+            if trained_here(base, args.method, depth, width) or args.unit == "image":
+                names_e, g, e = test_dice(base / args.method, (depth, width), args.data)
+                names_i, _, i = test_dice(base / individual_name(depth, width), None, args.data)
+                if names_e != names_i:
+                    raise UserError(
+                        f"{split} seed {seed}: the elastic and the individual run were tested on different images"
+                    )
+            else:
+                g, e, i = committed_sequences(args, split, seed, depth, width)
+                g = [x.split("/", 1)[1] for x in g]
             e_all.append(e)
             i_all.append(i)
             g_all += [f"{split}/{x}" for x in g]
@@ -184,6 +193,40 @@ def shape_arrays(args, depth: int, width: float, seeds: list[int]):
         individual.append(np.concatenate(i_all))
         groups = g_all
     return elastic, individual, groups
+
+
+def trained_here(base: Path, method: str, depth: int, width: float) -> bool:
+    """Whether both checkpoints of a pair (the elastic run, the individual net of the shape) are under ``base``."""
+    return all((base / run / "checkpoint.pt").is_file() for run in (method, individual_name(depth, width)))
+
+
+def committed_sequences(args, split: str, seed: int, depth: int, width: float):
+    """(groups, elastic, individual) of one fold, seed and shape from the committed ``gaps_by_sequence.csv``, for
+    runs whose checkpoints are gone (another machine, a cleaned disk): each test sequence's mean Dice, repeated
+    once per frame. A sequence-level bootstrap only uses each sequence's frame count and summed gap, so it is
+    the same as from the checkpoints, up to the file's rounding (0.01 point per sequence); an image-level
+    bootstrap needs the checkpoints."""
+    path = getattr(args, "by_group_file", None)
+    rows = pd.read_csv(path) if path is not None and path.is_file() else pd.DataFrame()
+    if not set(GROUP_COLUMNS) <= set(rows.columns):
+        rows = pd.DataFrame(columns=GROUP_COLUMNS)
+    mine = rows[
+        (rows["split"] == split)
+        & (rows["method"] == args.method)
+        & (rows["depth"] == depth)
+        & np.isclose(rows["width"].astype(float), width)
+        & (rows["seed"] == seed)
+    ]
+    if mine.empty:
+        base = args.runs / split / f"seed{seed}"
+        raise UserError(
+            f"{split} seed {seed} ({depth},{width:g}): no checkpoints under {base} and no rows of it in {path}: "
+            "give --runs, the folder paper/parity_table.py trained in"
+        )
+    print(f"{split} ({depth},{width:g}) seed {seed}: per-sequence Dice from {path.name} (no checkpoints under --runs)")
+    repeat = mine["images"].to_numpy(dtype=int)
+    groups = [g for g, n in zip(mine["group"].astype(str), repeat, strict=True) for _ in range(n)]
+    return groups, *(np.repeat(mine[c].to_numpy(dtype=np.float64) / 100, repeat) for c in ("elastic", "individual"))
 
 
 def shape_row(args, depth: int, width: float, seeds: list[int], arrays=None) -> dict:
@@ -271,8 +314,9 @@ def main(argv: list[str] | None = None) -> None:
     seeds = seed_list(args.seeds)
     out = args.out or ROOT / "results" / "cvc_clinicdb" / args.profile / "bootstrap.csv"
     check_out_file(out)
+    args.by_group_file = out.parent / BY_GROUP
     if args.by_group:
-        check_by_group_file(out.parent / BY_GROUP)
+        check_by_group_file(args.by_group_file)
     arrays = {(d, w): shape_arrays(args, d, w, seeds) for d, w in TABLE_SHAPES}
     rows = [shape_row(args, d, w, seeds, arrays[d, w]) for d, w in TABLE_SHAPES]
     out.parent.mkdir(parents=True, exist_ok=True)

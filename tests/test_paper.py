@@ -842,6 +842,7 @@ def test_paired_bootstrap_pools_folds_as_one_test_set_of_their_sequences(monkeyp
         return names, groups, base + (shift if subnet is not None else 0.0)
 
     monkeypatch.setattr(parity_bootstrap, "test_dice", fake_test_dice)
+    monkeypatch.setattr(parity_bootstrap, "trained_here", lambda *a: True)
     args = argparse.Namespace(
         runs=Path("runs"), split="grouped-f0,grouped-f1", method="m@compute", data=None, unit="sequence", resamples=500
     )
@@ -849,6 +850,47 @@ def test_paired_bootstrap_pools_folds_as_one_test_set_of_their_sequences(monkeyp
     assert row["split"] == "grouped-f0+grouped-f1" and row["images"] == 7 and row["groups"] == 4
     assert row["gap"] == pytest.approx((3 * 10 - 4 * 30) / 7, abs=0.01)
     assert row["ci_low"] <= row["gap"] <= row["ci_high"]
+
+
+@pytest.mark.parametrize("unit", ["sequence", "seed+sequence"])
+def test_paired_bootstrap_continues_from_committed_sequences_without_checkpoints(tmp_path, monkeypatch, unit):
+    """A fold whose checkpoints are gone is bootstrapped from its committed per-sequence rows: the same gap and
+    interval as from the per-image Dice (sequence resampling only uses each sequence's frames and summed gap);
+    a seed with neither is refused naming --runs."""
+    rng = np.random.default_rng(3)
+    groups = ["s1"] * 4 + ["s2"] * 2 + ["s3"] * 5
+    dice = {(seed, kind): rng.uniform(0.3, 0.9, len(groups)) for seed in (0, 1) for kind in ("e", "i")}
+
+    def fake_test_dice(folder, subnet, data):
+        seed = int(folder.parts[-2].removeprefix("seed"))
+        return [f"f{k}" for k in range(len(groups))], groups, dice[seed, "e" if subnet else "i"]
+
+    monkeypatch.setattr(parity_bootstrap, "test_dice", fake_test_dice)
+    by_group = tmp_path / "gaps_by_sequence.csv"
+    args = argparse.Namespace(
+        runs=tmp_path / "runs",
+        split="grouped-f1",
+        method="m@compute",
+        data=None,
+        unit=unit,
+        resamples=2000,
+        by_group_file=by_group,
+    )
+    monkeypatch.setattr(parity_bootstrap, "trained_here", lambda *a: True)
+    arrays = parity_bootstrap.shape_arrays(args, 4, 0.5, [0, 1])
+    fresh = parity_bootstrap.shape_row(args, 4, 0.5, [0, 1], arrays)
+    rows = [
+        {"split": "grouped-f1", "method": "m@compute", "depth": 4, "width": 0.5} | r
+        for r in parity_bootstrap.group_rows(*arrays, [0, 1])
+    ]
+    pd.DataFrame(rows, columns=parity_bootstrap.GROUP_COLUMNS).to_csv(by_group, index=False)
+    monkeypatch.setattr(parity_bootstrap, "trained_here", lambda *a: False)
+    committed = parity_bootstrap.shape_row(args, 4, 0.5, [0, 1])
+    assert committed["images"] == fresh["images"] == len(groups) and committed["groups"] == 3
+    for key in ("gap", "ci_low", "ci_high"):
+        assert committed[key] == pytest.approx(fresh[key], abs=0.02)
+    with pytest.raises(UserError, match="--runs"):
+        parity_bootstrap.shape_row(args, 4, 0.5, [0, 1, 2])
 
 
 @pytest.mark.parametrize("bad", ["", "a", "0,x", "-1", " , ", "0,1,0"])
