@@ -982,6 +982,27 @@ def test_parity_lists_each_seeds_paired_gap_whose_mean_is_the_table_gap():
         assert gaps.loc[split, "seeds"] == len(seeds)
 
 
+def test_parity_verdict_is_over_the_first_three_seeds_and_later_seeds_are_reported_beside_it():
+    """Seeds trained after the protocol's three (more power for a small gap) never enter the verdict, which
+    would let a campaign add seeds until a mean crosses the target: gaps and targets are over each split's first
+    three seeds, the mean over every seed is listed apart, and a split with only three seeds has no such row."""
+    frame = pd.DataFrame(
+        rows("individual", 4, 0.5, [0.70, 0.70, 0.70, 0.70, 0.70], "random")
+        + rows("arm@compute", 4, 0.5, [0.68, 0.68, 0.68, 0.80, 0.80], "random")  # -2 x3, then +10 x2
+        + rows("individual", 4, 0.5, [0.60, 0.60, 0.60], "grouped-f0")
+        + rows("arm@compute", 4, 0.5, [0.61, 0.61, 0.61], "grouped-f0")
+    ).assign(train_tflops=1.0)
+    verdict = parity_table.protocol_seeds(frame)
+    assert sorted(verdict[verdict.split == "random"].seed.unique()) == [0, 1, 2]
+    gaps = parity_table.paired_gaps(verdict, "dice").set_index("split")
+    assert gaps.loc["random", "gap"] == pytest.approx(-2.0) and gaps.loc["random", "seeds"] == 3
+    more = parity_table.more_seeds(frame, gaps.reset_index())
+    assert more.split.tolist() == ["random"] and more.seeds.tolist() == [5]
+    assert more.gap.tolist() == pytest.approx([2.8])
+    goal = parity_table.targets(verdict, {"random": 4.0, "grouped-f0": 4.0}).set_index("split")
+    assert goal.loc["random", "worst_gap"] == pytest.approx(-2.0)
+
+
 def test_parity_dry_run_tells_what_is_committed_started_and_left(tmp_path):
     """--dry-run on a campaign half-way: each run committed, started (its last epoch under --runs) or to train,
     and the time left from the committed runs of the same name (per epoch, so a started run counts its rest)."""
