@@ -32,6 +32,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from checkout import ROOT
 from runner import (
@@ -556,15 +557,20 @@ def target_rows(frame: pd.DataFrame, budget: dict[str, float], reference: str) -
     return rows
 
 
-def plot_gaps(gaps: pd.DataFrame, path: Path) -> None:
+def plot_gaps(gaps: pd.DataFrame, path: Path, per_seed: pd.DataFrame | None = None) -> None:
+    """One panel per split (the random split, the grouped folds, then the folds pooled): each shape's mean paired
+    test gap as a bar with its spread over seeds, each seed's own gap as a dot (``per_seed``,
+    :func:`seed_gaps`), and the target as a red line. Only the shapes that have a gap are drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    splits = sorted(gaps.split.unique())
-    fig, axes = plt.subplots(1, len(splits), figsize=(6 * len(splits), 4), squeeze=False, sharey=True)
-    shapes = [(d, w) for d in DEPTHS for w in WIDTHS]
+    splits = sorted(gaps.split.unique(), key=lambda s: (s != "random", "+" in s, s))
+    shapes = [(d, w) for d in DEPTHS for w in WIDTHS if ((gaps.depth == d) & np.isclose(gaps.width, w)).any()]
+    fig, axes = plt.subplots(
+        1, len(splits), figsize=(max(4.0, 0.7 * len(shapes) + 1.5) * len(splits), 4), squeeze=False, sharey=True
+    )
     for ax, split in zip(axes[0], splits):
         mine = gaps[gaps.split == split]
         methods = sorted(mine.method.unique())
@@ -572,14 +578,19 @@ def plot_gaps(gaps: pd.DataFrame, path: Path) -> None:
         for i, method in enumerate(methods):
             rows = mine[mine.method == method].set_index(["depth", "width"])
             m, sd = rows.gap, rows.gap_sd.fillna(0.0)  # the spread over seeds (none with one seed)
-            xs = [j - 0.4 + step * (i + 0.5) for j, s in enumerate(shapes) if s in m.index]
-            kept = [s for s in shapes if s in m.index]
-            ax.bar(xs, [m[s] for s in kept], step, yerr=[sd[s] for s in kept], capsize=2, label=method)
+            at = {s: j - 0.4 + step * (i + 0.5) for j, s in enumerate(shapes) if s in m.index}
+            bars = ax.bar(list(at.values()), [m[s] for s in at], step, yerr=[sd[s] for s in at], capsize=2)
+            bars.set_label(method)
+            if per_seed is not None and not per_seed.empty:
+                dots = per_seed[(per_seed.split == split) & (per_seed.method == method)]
+                xs = [at.get((d, w)) for d, w in zip(dots.depth, dots.width)]
+                kept = [k for k, x in enumerate(xs) if x is not None]
+                ax.scatter([xs[k] for k in kept], dots.gap.to_numpy()[kept], s=9, color="black", zorder=3)
         ax.axhline(TARGET, color="red", lw=0.8, ls="--")
         ax.axhline(0, color="black", lw=0.6)
         ax.set_xticks(range(len(shapes)), [f"d{d}\nw{w:g}" for d, w in shapes], fontsize=7)
         ax.set_title(f"{split}", fontsize=9)
-        ax.set_ylabel("test Dice, elastic - individual\n(points, mean ± sd over seeds)")
+        ax.set_ylabel("test Dice, elastic - individual\n(points: mean ± sd over seeds; dots: seeds)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
@@ -615,14 +626,14 @@ def write(args, runs: list[Run], budget: dict[str, float]) -> None:
     test = paired_gaps(verdict, "dice").round(2)
     write_frame(test, args.out / "gaps.csv")
     if not test.empty:  # no elastic run has its individual counterparts yet: nothing to plot
-        plot_gaps(test, args.out / "gaps.png")
+        plot_gaps(test, args.out / "gaps.png", seed_gaps(verdict, "dice"))
     more = more_seeds(frame, test) if len(verdict) < len(frame) else pd.DataFrame()
     if not more.empty:
         write_frame(more, args.out / "gaps_more_seeds.csv")
     own = paired_gaps(verdict, "dice", OWN_E).round(2)
     if not own.empty:
         write_frame(own, args.out / "gaps_own_e.csv")
-        plot_gaps(own, args.out / "gaps_own_e.png")
+        plot_gaps(own, args.out / "gaps_own_e.png", seed_gaps(verdict, "dice", OWN_E))
     atomic_write_text(
         args.out / "tables.md",
         f"# Parity on CVC-ClinicDB, `{args.profile}` profile\n\n"
