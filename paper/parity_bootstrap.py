@@ -224,9 +224,15 @@ def committed_sequences(args, split: str, seed: int, depth: int, width: float):
             "give --runs, the folder paper/parity_table.py trained in"
         )
     print(f"{split} ({depth},{width:g}) seed {seed}: per-sequence Dice from {path.name} (no checkpoints under --runs)")
-    repeat = mine["images"].to_numpy(dtype=int)
+    try:
+        repeat = mine["images"].to_numpy(dtype=int)
+        dice = [mine[c].to_numpy(dtype=np.float64) / 100 for c in ("elastic", "individual")]
+    except (TypeError, ValueError):
+        raise UserError(f"{path}: the images, elastic and individual columns must be numbers") from None
+    if (repeat < 1).any() or not all(np.isfinite(d).all() for d in dice):
+        raise UserError(f"{path}: every sequence needs at least one image and a finite Dice")
     groups = [g for g, n in zip(mine["group"].astype(str), repeat, strict=True) for _ in range(n)]
-    return groups, *(np.repeat(mine[c].to_numpy(dtype=np.float64) / 100, repeat) for c in ("elastic", "individual"))
+    return groups, *(np.repeat(d, repeat) for d in dice)
 
 
 def shape_row(args, depth: int, width: float, seeds: list[int], arrays=None) -> dict:

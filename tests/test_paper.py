@@ -891,6 +891,9 @@ def test_paired_bootstrap_continues_from_committed_sequences_without_checkpoints
         assert committed[key] == pytest.approx(fresh[key], abs=0.02)
     with pytest.raises(UserError, match="--runs"):
         parity_bootstrap.shape_row(args, 4, 0.5, [0, 1, 2])
+    by_group.write_text(by_group.read_text().replace(",4,0.5,0,grouped-f1/s1,4,", ",4,0.5,0,grouped-f1/s1,four,"))
+    with pytest.raises(UserError, match="must be numbers"):
+        parity_bootstrap.shape_row(args, 4, 0.5, [0, 1])
 
 
 @pytest.mark.parametrize("bad", ["", "a", "0,x", "-1", " , ", "0,1,0"])
