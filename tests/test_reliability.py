@@ -271,6 +271,32 @@ def test_resume_after_the_data_moved_takes_their_new_place(tmp_path, monkeypatch
     assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["config"]["data"]["data"] == str(moved)
 
 
+def test_eval_after_the_data_moved_takes_their_new_place(tmp_path, capsys):
+    """A finished run whose data folder moved: eval of its validation split is refused naming --run-data; with
+    it the split is rebuilt at the new place (and checked against split.csv); with --data it is refused."""
+    import shutil
+
+    from elasticnet.cli import main
+
+    data = write_folder_dataset(tmp_path / "data", count=12, size=(32, 32))
+    settings = {**BASE, "data": str(data), "dataset": "folder", "out": str(tmp_path / "r")}
+    trainer.train(build_config(None, settings), **QUIET)
+    moved = tmp_path / "elsewhere"
+    shutil.move(data, moved)
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "r")]) == 2
+    assert "give its new place with --run-data NEW-PLACE" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "r"), "--run-data", str(moved), "--data", str(moved)]) == 2
+    assert "give --run-data alone" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "r"), "--run-data", str(tmp_path / "nowhere")]) == 2
+    assert main(["eval", "--checkpoint", str(tmp_path / "r"), "--run-data", str(moved)]) == 0
+    assert "the run's validation split" in capsys.readouterr().out
+    (moved / "images" / "1.png").unlink()
+    (moved / "masks" / "1.png").unlink()
+    assert main(["eval", "--checkpoint", str(tmp_path / "r"), "--run-data", str(moved)]) == 2
+    assert "gone" in capsys.readouterr().err
+
+
 def test_a_split_is_the_same_when_its_parts_are_the_same(tmp_path):
     """Only the parts matter: new groups for the same parts pass; an image added, gone or moved, and a file
     that is not a split.csv, are refused with what changed."""

@@ -23,6 +23,11 @@ def add_parser(sub) -> None:
         "--data", help="'synthetic' or a folder with images/ and masks/ (default: the run's validation split)"
     )
     p.add_argument(
+        "--run-data",
+        help="where the run's own data are now, if they moved since training: its validation split is rebuilt "
+        "there (checked against the run's split.csv)",
+    )
+    p.add_argument(
         "--dataset",
         help="reader for --data: auto, folder, cvc-clinicdb or mini-mias (default: auto, "
         "recognised by the folder's files; another folder is not read with the training run's reader)",
@@ -61,7 +66,8 @@ def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = Non
         if cfg.data.data != "synthetic" and not Path(cfg.data.data).exists():
             raise UserError(
                 f"the data folder {cfg.data.data} the run trained on does not exist any more, so its validation "
-                "split cannot be rebuilt; put the data back there, or evaluate every image of a folder with --data"
+                "split cannot be rebuilt; if it moved, give its new place with --run-data NEW-PLACE, or evaluate "
+                "every image of a folder with --data"
             )
         needs = (
             "its validation images cannot be rebuilt. Restore the data the run was trained on, or evaluate every "
@@ -86,6 +92,16 @@ def eval_loader(cfg, data: str | None, batch_size: int, reader: str | None = Non
     return DataLoader(images, batch_size=batch_size), what
 
 
+def moved_data(cfg, run_data: str | None):
+    """``cfg`` with its data at ``run_data`` (``--run-data``: where the run's data moved), if given."""
+    if run_data is None:
+        return cfg
+    if not Path(run_data).is_dir():
+        raise UserError(f"--run-data {run_data} is not a folder: give the folder the run's data moved to")
+    cfg.data.data = run_data
+    return cfg
+
+
 def detection_line(metrics: dict[str, float]) -> str:
     """The lesion-level detection metrics of an evaluation (:meth:`Evaluation.metrics`), as one line."""
     return (
@@ -103,11 +119,17 @@ def run(args: argparse.Namespace) -> int:
     from elasticnet.training.evaluate import evaluate
 
     cpu = torch.device("cpu")
+    if args.run_data is not None and (args.data is not None or args.recalibrate):
+        raise UserError(
+            "--run-data rebuilds the run's own validation split where its data moved; --data evaluates every "
+            "image of a folder instead, and --recalibrate rewrites the run's table from the data where it trained: "
+            "give --run-data alone"
+        )
     if args.model:
         from elasticnet.export.export import load_exported
 
         predict, bundle = load_exported(args.model)
-        cfg = RunConfig.from_saved(bundle.training_config, source=f"{args.model}/model.json")
+        cfg = moved_data(RunConfig.from_saved(bundle.training_config, source=f"{args.model}/model.json"), args.run_data)
         loader, what = eval_loader(cfg, args.data, args.batch_size, args.dataset)
         detection = cfg.train.lesion_detection if args.lesion_detection is None else args.lesion_detection
         result = evaluate(predict, loader, cpu, bundle.output.threshold, cfg.data.tile, detection).metrics()
@@ -141,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = resolve_checkpoint(args.checkpoint)
     ckpt = load_checkpoint(checkpoint)
     cfg, model = model_from_checkpoint(ckpt)
+    cfg = moved_data(cfg, args.run_data)
     depths = [args.depth] if args.depth is not None else cfg.model.depths
     widths = [args.width] if args.width is not None else cfg.model.widths
     subnets = [model.check_subnet(SubNet(d, w)) for d in depths for w in widths]
