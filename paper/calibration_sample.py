@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 from checkout import ROOT
 from parity_table import TABLE_SHAPES
-from runner import NEEDS_SAME_DATA, check_out_csv, seed_list
+from runner import NEEDS_SAME_DATA, check_out_csv, parse_shapes, seed_list
 
 from elasticnet.cli.arguments import at_least
 from elasticnet.errors import UserError, run_script
@@ -111,16 +111,6 @@ def spread_table(rows: pd.DataFrame) -> list[dict]:
 def check_out_file(path: Path) -> None:
     """Refuse, before any evaluation, an ``--out`` that is a folder or a file this script did not write."""
     check_out_csv(path, "calibration_sample.csv", lambda header: tuple(header) == COLUMNS)
-
-
-def parse_shapes(text: str) -> list[tuple[int, float]]:
-    try:
-        shapes = [(int(d), float(w)) for d, w in (s.split(",") for s in text.split(";") if s.strip())]
-    except ValueError:
-        shapes = []
-    if not shapes:
-        raise argparse.ArgumentTypeError(f"{text!r}: give depth,width pairs separated by ';', e.g. '3,0.25;5,1'")
-    return shapes
 
 
 def main(argv: list[str] | None = None) -> None:

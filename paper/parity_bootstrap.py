@@ -22,7 +22,7 @@ split takes the mean over the folds, which differs where folds have different nu
 Where a fold and seed's checkpoints are gone (another machine), its committed per-sequence rows in
 ``gaps_by_sequence.csv`` (an earlier ``--by-group``) stand in for them: the sequence-level bootstraps only use
 each sequence's frame count and summed gap, so they come out the same, up to that file's 0.01-point rounding;
-``--unit image`` needs the checkpoints.
+``--unit image`` needs the checkpoints. ``--shapes`` bootstraps some shapes only (one whose checkpoint is lost).
 
 Writes ``results/cvc_clinicdb/<profile>/bootstrap.csv``: split, method, unit, depth, width, seeds, images,
 groups, gap, ci_low, ci_high, share_below_target (rows of other splits, methods or units already there are
@@ -42,7 +42,7 @@ import pandas as pd
 import sequence_gaps
 from checkout import ROOT
 from parity_table import TABLE_SHAPES, TARGET, individual_name
-from runner import NEEDS_SAME_DATA, check_out_csv, seed_list
+from runner import NEEDS_SAME_DATA, check_out_csv, parse_shapes, seed_list
 
 from elasticnet.errors import UserError, run_script
 from elasticnet.reporting import write_csv
@@ -310,6 +310,12 @@ def main(argv: list[str] | None = None) -> None:
         choices=["sequence", "image", "seed+sequence"],
         help="what is resampled: test sequences, test images, or training seeds and test sequences",
     )
+    p.add_argument(
+        "--shapes",
+        type=parse_shapes,
+        default=TABLE_SHAPES,
+        help="depth,width pairs separated by ';' (default: the six table shapes); rows of other shapes are kept",
+    )
     p.add_argument("--out", type=Path, default=None)
     p.add_argument(
         "--by-group", action="store_true", help=f"also write {BY_GROUP} beside --out: each seed's gap per test sequence"
@@ -323,10 +329,10 @@ def main(argv: list[str] | None = None) -> None:
     args.by_group_file = out.parent / BY_GROUP
     if args.by_group:
         check_by_group_file(args.by_group_file)
-    arrays = {(d, w): shape_arrays(args, d, w, seeds) for d, w in TABLE_SHAPES}
-    rows = [shape_row(args, d, w, seeds, arrays[d, w]) for d, w in TABLE_SHAPES]
+    arrays = {(d, w): shape_arrays(args, d, w, seeds) for d, w in args.shapes}
+    rows = [shape_row(args, d, w, seeds, arrays[d, w]) for d, w in args.shapes]
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(merged(rows, out), out, COLUMNS)
+    write_csv(merged(rows, out, ("split", "method", "unit", "depth", "width")), out, COLUMNS)
     if args.by_group:
         by_group = [
             {"split": split_name(args), "method": args.method, "depth": d, "width": w} | row
@@ -334,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
             for row in group_rows(e, i, g, seeds)
         ]
         by_group_file = out.parent / BY_GROUP
-        every = merged(by_group, by_group_file, ("split", "method"), GROUP_COLUMNS)
+        every = merged(by_group, by_group_file, ("split", "method", "depth", "width"), GROUP_COLUMNS)
         write_csv(every, by_group_file, GROUP_COLUMNS)
         print(f"wrote {by_group_file}")
         print(f"wrote {sequence_gaps.plot(pd.DataFrame(every), by_group_file.with_name(sequence_gaps.PNG))}")

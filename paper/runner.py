@@ -7,6 +7,7 @@ Shared by the scripts that queue many trainings (``dice_table.py``, ``parity_tab
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -51,6 +52,17 @@ def index_list(text: str, flag: str = "--seeds", example: str = "0,1,2") -> list
 
 def seed_list(text: str) -> list[int]:
     return index_list(text, "--seeds", "0,1,2")
+
+
+def parse_shapes(text: str) -> list[tuple[int, float]]:
+    """``--shapes`` of the paper scripts: depth,width pairs separated by ';' ('3,0.25;5,1')."""
+    try:
+        shapes = [(int(d), float(w)) for d, w in (s.split(",") for s in text.split(";") if s.strip())]
+    except ValueError:
+        shapes = []
+    if not shapes:
+        raise argparse.ArgumentTypeError(f"{text!r}: give depth,width pairs separated by ';', e.g. '3,0.25;5,1'")
+    return shapes
 
 
 def train_command(

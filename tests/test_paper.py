@@ -896,6 +896,24 @@ def test_paired_bootstrap_continues_from_committed_sequences_without_checkpoints
         parity_bootstrap.shape_row(args, 4, 0.5, [0, 1])
 
 
+def test_paired_bootstrap_of_some_shapes_keeps_the_other_shapes_rows(tmp_path):
+    """--shapes (a shape whose checkpoint is lost is left out): the new rows replace only their own shapes'."""
+    path = tmp_path / "gaps_by_sequence.csv"
+    key = {"split": "grouped-f1", "method": "m@compute"}
+    old = [
+        key
+        | {"depth": d, "width": w, "seed": 0, "group": "g", "images": 2, "elastic": 70, "individual": 71, "gap": -1.0}
+        for d, w in [(4, 0.5), (5, 1.0)]
+    ]
+    pd.DataFrame(old, columns=parity_bootstrap.GROUP_COLUMNS).to_csv(path, index=False)
+    new = [old[0] | {"seed": 2, "gap": 3.0}]
+    every = parity_bootstrap.merged(new, path, ("split", "method", "depth", "width"), parity_bootstrap.GROUP_COLUMNS)
+    assert sorted((r["depth"], r["seed"]) for r in every) == [(4, 2), (5, 0)]
+    assert runner.parse_shapes("3,0.25;5,1") == [(3, 0.25), (5, 1.0)]
+    with pytest.raises(argparse.ArgumentTypeError, match="depth,width pairs"):
+        runner.parse_shapes("d5-w1")
+
+
 @pytest.mark.parametrize("bad", ["", "a", "0,x", "-1", " , ", "0,1,0"])
 def test_paper_scripts_name_the_form_of_seeds(bad):
     from runner import seed_list
