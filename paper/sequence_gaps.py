@@ -72,8 +72,12 @@ def plot(frame: pd.DataFrame, path: Path) -> Path:
                 )
         ax.axvline(len(labels) - 1.5, color="black", lw=1.2)  # the split's gap, apart from its sequences
         ax.set_xticks(range(len(labels)), labels, fontsize=6)
-        ax.set_yticks(range(len(table)), [f"({d},{w:g})" for d, w in table.index], fontsize=7)
-        seeds = ",".join(str(s) for s in sorted(frame[(frame.split == split) & (frame.method == method)].seed.unique()))
+        mine = frame[(frame.split == split) & (frame.method == method)]
+        seeds = ",".join(str(s) for s in sorted(mine.seed.unique()))
+        # a shape with fewer seeds than the panel (a lost checkpoint) names its own
+        own = {k: ",".join(str(s) for s in sorted(g.seed.unique())) for k, g in mine.groupby(["depth", "width"])}
+        ticks = [f"({d},{w:g})" + ("" if own[d, w] == seeds else f"\nseeds {own[d, w]}") for d, w in table.index]
+        ax.set_yticks(range(len(table)), ticks, fontsize=7)
         ax.set_title(
             f"{split}, {method}, seeds {seeds}: test Dice gap elastic - individual (points) per test sequence "
             "(frames below; hardest first)",
