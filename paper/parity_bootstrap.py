@@ -7,9 +7,9 @@
 individual net) test Dice, and its spread over the seeds. The seeds share one test fold, so that spread leaves
 out how much the gap depends on which images happen to be in it (123 on the random split). This script
 re-evaluates the runs' checkpoints (``RUNS/<split>/seed<k>/<run>/checkpoint.pt`` as ``parity_table.py`` leaves
-them; checkpoints are never committed) image by image: the elastic
-sub-net with its re-estimated BN statistics, the individual net with its own, as in the tables. Per image, the
-difference of the two Dice values is averaged over the seeds; the mean over images is the gap (equal to
+them; checkpoints are never committed) image by image: the elastic sub-net with its re-estimated BN
+statistics, the individual net with its own, as in the tables. Per image, the difference of the two Dice
+values is averaged over the seeds; the mean over images is the gap (equal to
 ``gaps.csv``), and resampling the images with replacement gives its 95 % interval and the share of resamples
 below the target (-1 point). Frames of one video sequence are near duplicates, so the resampling unit is the
 sequence (the split's group; ``--unit image`` resamples single images, which understates the uncertainty).
@@ -25,8 +25,8 @@ each sequence's frame count and summed gap, so they come out the same, up to tha
 ``--unit image`` needs the checkpoints. ``--shapes`` bootstraps some shapes only (one whose checkpoint is lost).
 
 Writes ``results/cvc_clinicdb/<profile>/bootstrap.csv``: split, method, unit, depth, width, seeds, images,
-groups, gap, ci_low, ci_high, share_below_target (rows of other splits, methods or units already there are
-kept). ``--by-group`` also writes ``gaps_by_sequence.csv`` beside it: each seed's elastic and individual test
+groups, gap, ci_low, ci_high, share_below_target (rows of other splits, methods, units or shapes already there
+are kept). ``--by-group`` also writes ``gaps_by_sequence.csv`` beside it: each seed's elastic and individual test
 Dice and their gap per test sequence (where a split's gap comes from), and its heat map ``gaps_by_sequence.png``
 (``paper/sequence_gaps.py`` redraws it from the CSV).
 """
@@ -182,7 +182,7 @@ def shape_arrays(args, depth: int, width: float, seeds: list[int]):
                     )
             else:
                 g, e, i = committed_sequences(args, split, seed, depth, width)
-                g = [x.split("/", 1)[1] for x in g]
+                g = [x.split("/", 1)[-1] for x in g]  # written as <split>/<sequence>
             e_all.append(e)
             i_all.append(i)
             g_all += [f"{split}/{x}" for x in g]
